@@ -1,0 +1,41 @@
+/*
+ * convert.h - turning big-endian stored FITS values into native output.
+ */
+#ifndef TORCHFITS_CONVERT_H
+#define TORCHFITS_CONVERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../torchfits_core.h"
+
+typedef enum tf_conv_kind {
+    TF_CONV_SWAP,     /* output type is the stored type: byte swap only */
+    TF_CONV_FLIPSIGN, /* same size, top bit flipped: u8->i8, i16->u16, i32->u32 */
+    TF_CONV_OFFSET,   /* widen and add 2^(bits-1): i16->i32, i32->i64 */
+    TF_CONV_SCALE     /* to float: stored * scale + zero in double, BLANK -> NaN */
+} tf_conv_kind;
+
+typedef struct tf_conv {
+    tf_conv_kind kind;
+    tf_dtype in, out;      /* in: the stored type */
+    size_t in_size, out_size;
+    double scale, zero;
+    int has_blank;
+    int64_t blank;
+} tf_conv;
+
+/* Whether a conversion works in place (src == dst). */
+static inline int tf_conv_inplace(const tf_conv *c) {
+    return c->kind == TF_CONV_SWAP || c->kind == TF_CONV_FLIPSIGN;
+}
+
+/* Set up the conversion from stored `in` to `out`; 0 if unsupported. */
+int tf_conv_init(tf_conv *c, tf_dtype in, tf_dtype out, double scale, double zero,
+                 int has_blank, int64_t blank);
+
+/* Convert n stored (big-endian) values. In place (src == dst) only when
+ * tf_conv_inplace(c); otherwise src and dst must not overlap. */
+void tf_convert(const tf_conv *c, const void *src, void *dst, size_t n);
+
+#endif /* TORCHFITS_CONVERT_H */

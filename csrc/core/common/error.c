@@ -1,0 +1,119 @@
+/*
+ * error.c - error messages, status names, dtype tables, checked reads.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+const char *tf_strerror(int status) {
+    switch (status) {
+    case TF_OK: return "TF_OK";
+    case TF_EINVAL: return "TF_EINVAL";
+    case TF_EOPEN: return "TF_EOPEN";
+    case TF_ENOTFITS: return "TF_ENOTFITS";
+    case TF_ENOHDU: return "TF_ENOHDU";
+    case TF_EHDUTYPE: return "TF_EHDUTYPE";
+    case TF_ERANGE: return "TF_ERANGE";
+    case TF_ECORRUPT: return "TF_ECORRUPT";
+    case TF_ELIMIT: return "TF_ELIMIT";
+    case TF_ENOMEM: return "TF_ENOMEM";
+    case TF_EIO: return "TF_EIO";
+    case TF_EBUFSIZE: return "TF_EBUFSIZE";
+    case TF_EUNSUPPORTED: return "TF_EUNSUPPORTED";
+    case TF_EPOISONED: return "TF_EPOISONED";
+    default: return "TF_E?";
+    }
+}
+
+const char *tf_errmsg(const tf_file *f) {
+    if (!f) return "out of memory";
+    return f->errmsg;
+}
+
+int tf_fail(tf_file *f, int status, int cfitsio_status, const char *fmt, ...) {
+    if (!f) return status;
+    char *p = f->errmsg;
+    size_t left = sizeof f->errmsg;
+    int n;
+    if (f->err_hdu >= 0)
+        n = snprintf(p, left, "%s: HDU %d: ", f->path ? f->path : "?", f->err_hdu);
+    else
+        n = snprintf(p, left, "%s: ", f->path ? f->path : "?");
+    if (n > 0 && (size_t)n < left) { p += n; left -= (size_t)n; }
+
+    va_list ap;
+    va_start(ap, fmt);
+    n = vsnprintf(p, left, fmt, ap);
+    va_end(ap);
+    if (n > 0 && (size_t)n < left) { p += n; left -= (size_t)n; }
+
+    if (cfitsio_status) {
+        char text[FLEN_STATUS] = "";
+        char detail[FLEN_ERRMSG] = "";
+        fits_get_errstatus(cfitsio_status, text);
+        /* cfitsio keeps a process-wide message stack; take its oldest entry
+         * (usually the most specific) and clear it so it cannot grow. */
+        fits_read_errmsg(detail);
+        fits_clear_errmsg();
+        if (detail[0])
+            snprintf(p, left, " (cfitsio status %d: %s; %s)", cfitsio_status, text, detail);
+        else
+            snprintf(p, left, " (cfitsio status %d: %s)", cfitsio_status, text);
+    }
+    if (status == TF_ECORRUPT) f->poisoned = 1;
+    return status;
+}
+
+int tf_check_handle(tf_file *f) {
+    if (!f) return TF_EINVAL;
+    f->err_hdu = -1;
+    if (!f->fp) return tf_fail(f, TF_EINVAL, 0, "no file is open on this handle");
+    if (f->poisoned) return TF_EPOISONED;  /* keep the first message */
+    return TF_OK;
+}
+
+int tf_check_reentrant(void) {
+    return fits_is_reentrant() ? TF_OK : TF_EUNSUPPORTED;
+}
+
+static const struct { size_t size; const char *name; } dtype_table[TF_DTYPE_COUNT] = {
+    [TF_UINT8] = {1, "uint8"},      [TF_INT8] = {1, "int8"},
+    [TF_INT16] = {2, "int16"},      [TF_UINT16] = {2, "uint16"},
+    [TF_INT32] = {4, "int32"},      [TF_UINT32] = {4, "uint32"},
+    [TF_INT64] = {8, "int64"},      [TF_FLOAT32] = {4, "float32"},
+    [TF_FLOAT64] = {8, "float64"},  [TF_BOOL] = {1, "bool"},
+    [TF_COMPLEX64] = {8, "complex64"}, [TF_COMPLEX128] = {16, "complex128"},
+};
+
+size_t tf_dtype_size(tf_dtype dtype) {
+    if ((int)dtype <= 0 || dtype >= TF_DTYPE_COUNT) return 0;
+    return dtype_table[dtype].size;
+}
+
+const char *tf_dtype_name(tf_dtype dtype) {
+    if ((int)dtype <= 0 || dtype >= TF_DTYPE_COUNT) return "auto";
+    return dtype_table[dtype].name;
+}
+
+int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t got = pread(f->fd, p, n, (off_t)off);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return tf_fail(f, TF_EIO, 0, "read of %zu bytes at offset %lld failed: %s",
+                           n, (long long)off, strerror(errno));
+        }
+        if (got == 0)
+            return tf_fail(f, TF_ECORRUPT, 0, "file is truncated: data ends at byte %lld",
+                           (long long)off);
+        p += got;
+        n -= (size_t)got;
+        off += got;
+    }
+    return TF_OK;
+}

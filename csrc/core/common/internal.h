@@ -1,0 +1,83 @@
+/*
+ * internal.h - private to the core: the handle, error macros, helpers.
+ */
+#ifndef TORCHFITS_INTERNAL_H
+#define TORCHFITS_INTERNAL_H
+
+#include <fitsio.h>
+#include <stdarg.h>
+#include <stdint.h>
+
+#include "../torchfits_core.h"
+
+#define TF_ERRMSG_LEN 1024
+
+typedef struct tf_card {
+    char *key;
+    char *value;
+    char *comment;
+    char type;
+} tf_card;
+
+struct tf_file {
+    fitsfile *fp;        /* cfitsio handle, NULL until opened */
+    char *path;          /* as given to tf_open */
+    int fd;              /* our own read-only descriptor for the fast path,
+                            -1 when the file is not plain FITS (gzip...) */
+    int64_t file_size;   /* bytes on disk (of the plain file) */
+    int num_hdus;        /* cached; -1 until counted */
+    int poisoned;        /* the file proved corrupt */
+    int err_hdu;         /* HDU named in the message; -1 for none */
+    char errmsg[TF_ERRMSG_LEN];
+    tf_card *cards;      /* last loaded header */
+    int ncards;
+    char *card_text;     /* storage for the strings of `cards` */
+};
+
+/*
+ * Record an error: "<path>: HDU <n>: <cause>" (the HDU part only when
+ * err_hdu >= 0), plus cfitsio's status text and its latest message when
+ * cfitsio_status is non-zero. Returns `status`, and poisons the handle for
+ * TF_ECORRUPT. Use through the macros below.
+ */
+int tf_fail(tf_file *f, int status, int cfitsio_status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/* Straight-line error handling, after zstd's RETURN_ERROR_IF. Each function
+ * that owns resources has one `cleanup:` label; GOTO_ERROR_IF sets `rc` and
+ * jumps there. */
+#define RETURN_ERROR_IF(cond, f, code, ...) \
+    do { if (cond) return tf_fail((f), (code), 0, __VA_ARGS__); } while (0)
+
+#define GOTO_ERROR_IF(cond, f, code, ...) \
+    do { if (cond) { rc = tf_fail((f), (code), 0, __VA_ARGS__); goto cleanup; } } while (0)
+
+/* A cfitsio call failed with `st`: map it to a tf_status and record it. */
+#define RETURN_IF_CFITSIO(st, f, code, ...) \
+    do { if (st) return tf_fail((f), (code), (st), __VA_ARGS__); } while (0)
+
+#define GOTO_IF_CFITSIO(st, f, code, ...) \
+    do { if (st) { rc = tf_fail((f), (code), (st), __VA_ARGS__); goto cleanup; } } while (0)
+
+#define FORWARD_IF_ERROR(expr) \
+    do { int tf_rc_ = (expr); if (tf_rc_ != TF_OK) return tf_rc_; } while (0)
+
+/* Checks made on entry to every public call that takes a handle. */
+int tf_check_handle(tf_file *f);
+
+/* Move cfitsio to HDU `hdu` (0-based) and set err_hdu; gives TF_ENOHDU for
+ * a number past the end. *hdutype receives cfitsio's IMAGE_HDU etc. */
+int tf_move_to(tf_file *f, int hdu, int *hdutype);
+
+/* a * b into *out, returning 0 on overflow of int64. */
+static inline int tf_mul_ok(int64_t a, int64_t b, int64_t *out) {
+    return !__builtin_mul_overflow(a, b, out) && *out >= 0;
+}
+
+/* Read exactly n bytes at offset off; TF_OK, TF_EIO or TF_ECORRUPT (EOF). */
+int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off);
+
+#endif /* TORCHFITS_INTERNAL_H */

@@ -1,0 +1,214 @@
+/*
+ * header.c - a header as a list of parsed cards.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/internal.h"
+
+#define CARD 80
+
+/* Copy n bytes of s into the arena, trimmed of trailing blanks. */
+static char *put(char **arena, const char *s, size_t n) {
+    while (n > 0 && s[n - 1] == ' ') n--;
+    char *out = *arena;
+    memmove(out, s, n);
+    out[n] = 0;
+    *arena += n + 1;
+    return out;
+}
+
+/* Unquote the FITS string that starts at `s` (at a quote) into `out`:
+ * '' becomes ', and the value ends at the closing quote. Returns the
+ * length written; *end gets the position after the closing quote. */
+static size_t unquote(const char *s, size_t n, char *out, size_t *end) {
+    size_t i = 1, k = 0;
+    while (i < n) {
+        if (s[i] == '\'') {
+            if (i + 1 < n && s[i + 1] == '\'') {
+                out[k++] = '\'';
+                i += 2;
+                continue;
+            }
+            i++;
+            break;
+        }
+        out[k++] = s[i++];
+    }
+    *end = i;
+    return k;
+}
+
+/* The comment in s[from, n): the text after the first '/'. */
+static const char *comment_of(const char *s, size_t n, size_t from, size_t *len) {
+    for (size_t i = from; i < n; i++)
+        if (s[i] == '/') {
+            i++;
+            while (i < n && s[i] == ' ') i++;
+            *len = n - i;
+            return s + i;
+        }
+    *len = 0;
+    return s;
+}
+
+static int is_key(const char *card, const char *key) {
+    size_t n = strlen(key);
+    if (memcmp(card, key, n) != 0) return 0;
+    for (size_t i = n; i < 8; i++)
+        if (card[i] != ' ') return 0;
+    return 1;
+}
+
+int tf_header_load(tf_file *f, int hdu, int *ncards) {
+    FORWARD_IF_ERROR(tf_check_handle(f));
+    FORWARD_IF_ERROR(tf_move_to(f, hdu, NULL));
+    int rc = TF_OK, st = 0, nkeys = 0;
+    char *text = NULL;
+    free(f->cards);
+    free(f->card_text);
+    f->cards = NULL;
+    f->card_text = NULL;
+    f->ncards = 0;
+
+    /* For a compressed image this gives the header of the image itself. */
+    fits_convert_hdr2str(f->fp, 0, NULL, 0, &text, &nkeys, &st);
+    GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the header");
+    size_t len = strlen(text);
+    GOTO_ERROR_IF(len % CARD != 0, f, TF_ECORRUPT, "header length %zu is not whole cards", len);
+    size_t ncard = len / CARD;
+    /* Each card yields at most its key, value and comment. */
+    f->cards = calloc(ncard ? ncard : 1, sizeof *f->cards);
+    f->card_text = malloc(ncard * 3 * (CARD + 1) + 1);
+    GOTO_ERROR_IF(!f->cards || !f->card_text, f, TF_ENOMEM, "out of memory for %zu cards", ncard);
+
+    char *arena = f->card_text;
+    int n = 0;
+    for (size_t c = 0; c < ncard; c++) {
+        const char *card = text + c * CARD;
+        tf_card *out = &f->cards[n];
+        size_t clen;
+        const char *com;
+        if (strncmp(card, "HIERARCH ", 9) == 0) {
+            const char *eq = memchr(card, '=', CARD);
+            if (eq) {
+                const char *k = card + 9;
+                while (k < eq && *k == ' ') k++;
+                out->key = put(&arena, k, (size_t)(eq - k));
+                /* The value follows the '=' as on any value card. */
+                char value[FLEN_VALUE] = "", comm[FLEN_COMMENT] = "";
+                char cardbuf[FLEN_CARD];
+                memcpy(cardbuf, card, CARD);
+                cardbuf[CARD] = 0;
+                int st2 = 0;
+                fits_parse_value(cardbuf, value, comm, &st2);
+                if (st2) { fits_clear_errmsg(); value[0] = 0; }
+                char type = 'U';
+                if (value[0]) {
+                    fits_get_keytype(value, &type, &st2);
+                    if (st2) { fits_clear_errmsg(); type = 'C'; }
+                }
+                if (type == 'C' && value[0] == '\'') {
+                    size_t end, k2 = unquote(value, strlen(value), arena, &end);
+                    out->value = put(&arena, arena, k2);
+                } else {
+                    out->value = put(&arena, value, strlen(value));
+                }
+                out->comment = put(&arena, comm, strlen(comm));
+                out->type = type;
+                n++;
+                continue;
+            }
+        }
+        if (is_key(card, "END")) break;
+        char key[9];
+        memcpy(key, card, 8);
+        key[8] = 0;
+        int valued = card[8] == '=' && card[9] == ' ';
+        if (!valued || is_key(card, "COMMENT") || is_key(card, "HISTORY")) {
+            size_t k = 8;
+            while (k > 0 && key[k - 1] == ' ') k--;
+            if (k == 0) {
+                /* A blank keyword: commentary text, kept unless empty. */
+                const char *t = card + 8;
+                size_t tl = CARD - 8;
+                while (tl > 0 && t[tl - 1] == ' ') tl--;
+                if (tl == 0) continue;
+            }
+            out->key = put(&arena, key, k);
+            out->value = put(&arena, card + 8, CARD - 8);
+            out->comment = put(&arena, "", 0);
+            out->type = 'H';
+            n++;
+            continue;
+        }
+        out->key = put(&arena, key, 8);
+        /* The value: after "= ", up to the comment for non-strings. */
+        const char *v = card + 10;
+        size_t vl = CARD - 10;
+        while (vl > 0 && *v == ' ') { v++; vl--; }
+        if (vl > 0 && *v == '\'') {
+            size_t end;
+            char *dst = arena;
+            size_t k = unquote(v, vl, dst, &end);
+            com = comment_of(v, vl, end, &clen);
+            /* Long strings: value ending in '&' continued on CONTINUE cards. */
+            while (k > 0 && c + 1 < ncard) {
+                size_t t = k;
+                while (t > 0 && dst[t - 1] == ' ') t--;
+                if (t == 0 || dst[t - 1] != '&') break;
+                const char *next = text + (c + 1) * CARD;
+                if (!is_key(next, "CONTINUE")) break;
+                const char *q = memchr(next + 8, '\'', CARD - 8);
+                if (!q) break;
+                k = t - 1;
+                size_t qend;
+                size_t qn = (size_t)(next + CARD - q);
+                k += unquote(q, qn, dst + k, &qend);
+                com = comment_of(q, qn, qend, &clen);
+                card = next;
+                c++;
+            }
+            out->value = put(&arena, dst, k);
+            out->comment = put(&arena, com, clen);
+            out->type = 'C';
+            n++;
+            continue;
+        }
+        char value[FLEN_VALUE] = "", comm[FLEN_COMMENT] = "";
+        char cardbuf[FLEN_CARD];
+        memcpy(cardbuf, card, CARD);
+        cardbuf[CARD] = 0;
+        int st2 = 0;
+        fits_parse_value(cardbuf, value, comm, &st2);
+        if (st2) { fits_clear_errmsg(); value[0] = 0; st2 = 0; }
+        char type = 'U';
+        if (value[0]) {
+            fits_get_keytype(value, &type, &st2);
+            if (st2) { fits_clear_errmsg(); type = 'C'; }
+        }
+        out->value = put(&arena, value, strlen(value));
+        out->comment = put(&arena, comm, strlen(comm));
+        out->type = type;
+        n++;
+    }
+    f->ncards = n;
+    *ncards = n;
+cleanup:
+    if (text) {
+        int st2 = 0;
+        fits_free_memory(text, &st2);
+    }
+    return rc;
+}
+
+int tf_header_card(const tf_file *f, int i, const char **key, const char **value,
+                   const char **comment, char *type) {
+    if (!f || i < 0 || i >= f->ncards) return TF_EINVAL;
+    const tf_card *c = &f->cards[i];
+    if (key) *key = c->key;
+    if (value) *value = c->value;
+    if (comment) *comment = c->comment;
+    if (type) *type = c->type;
+    return TF_OK;
+}

@@ -1,0 +1,373 @@
+/*
+ * image.c - reading images and image regions.
+ *
+ * Two paths give identical results:
+ *  - the fast path, for uncompressed images in plain (not gzip) files:
+ *    pread straight into the caller's buffer in cache-sized chunks, then
+ *    byte swap (and scale) each chunk while it is still in cache; large
+ *    reads are split across threads;
+ *  - the cfitsio path (fits_read_pixll / fits_read_subset), for everything
+ *    else and for testing the fast path against.
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/convert.h"
+#include "../common/internal.h"
+
+/* Bytes converted per step: small enough to stay in L2 between the read
+ * and the swap. */
+#define CHUNK_BYTES (256 * 1024)
+/* Below this many output bytes a read stays on one thread. */
+#define THREAD_MIN_BYTES (4 * 1024 * 1024)
+#define MAX_THREADS 16
+/* A tile-compressed image may claim at most this many output bytes per
+ * byte of file: far above real compression ratios, far below a bomb. */
+#define MAX_COMPRESSION_RATIO 4096
+
+typedef struct plan {
+    tf_hdu_info info;
+    tf_dtype out;
+    int ndim;
+    int64_t start[TF_MAX_DIMS], count[TF_MAX_DIMS], step[TF_MAX_DIMS];
+    int64_t nelem;          /* output elements */
+    int64_t data_offset;    /* plain files: byte offset of the data */
+    int fast;               /* the fast path applies */
+} plan;
+
+static int dtype_allowed(tf_dtype natural, tf_dtype want) {
+    return want == natural || (natural == TF_UINT16 && want == TF_INT32) ||
+           (natural == TF_UINT32 && want == TF_INT64);
+}
+
+static int make_plan(tf_file *f, int hdu, const tf_image_request *req, plan *p) {
+    static const tf_image_request defaults = {0};
+    if (!req) req = &defaults;
+    memset(p, 0, sizeof *p);
+    FORWARD_IF_ERROR(tf_hdu_info_get(f, hdu, &p->info));
+    const tf_hdu_info *in = &p->info;
+    if (in->kind != TF_HDU_IMAGE)
+        return tf_fail(f, TF_EHDUTYPE, 0, "HDU is %s, not an image",
+                       in->kind == TF_HDU_BINARY_TABLE ? "a binary table" : "an ASCII table");
+    if (in->ndim == 0)
+        return tf_fail(f, TF_EHDUTYPE, 0, "HDU has no image data (NAXIS = 0)");
+
+    tf_dtype natural = req->raw ? in->raw_dtype : in->dtype;
+    if (req->dtype == TF_DTYPE_AUTO) {
+        p->out = natural;
+    } else {
+        if (!dtype_allowed(natural, req->dtype))
+            return tf_fail(f, TF_EINVAL, 0, "cannot read %s data as %s", tf_dtype_name(natural),
+                           tf_dtype_name(req->dtype));
+        p->out = req->dtype;
+    }
+
+    p->ndim = in->ndim;
+    if (req->ndim != 0 && req->ndim != in->ndim)
+        return tf_fail(f, TF_EINVAL, 0, "the region has %d axes but the image has %d", req->ndim,
+                       in->ndim);
+    p->nelem = 1;
+    for (int d = 0; d < p->ndim; d++) {
+        int64_t n = in->shape[d];
+        if (req->ndim == 0) {
+            p->start[d] = 0;
+            p->count[d] = n;
+            p->step[d] = 1;
+        } else {
+            int64_t s = req->start[d], c = req->count[d], k = req->step[d] ? req->step[d] : 1;
+            if (s < 0 || c < 0 || k < 1)
+                return tf_fail(f, TF_EINVAL, 0,
+                               "axis %d: start %lld, count %lld, step %lld: start and count "
+                               "must be >= 0 and step >= 1",
+                               d, (long long)s, (long long)c, (long long)k);
+            int64_t last;
+            if (c > 0 && (!tf_mul_ok(c - 1, k, &last) || __builtin_add_overflow(last, s, &last) ||
+                          last >= n))
+                return tf_fail(f, TF_ERANGE, 0,
+                               "axis %d: region start %lld, count %lld, step %lld is outside "
+                               "the image's %lld pixels",
+                               d, (long long)s, (long long)c, (long long)k, (long long)n);
+            if (c == 0 && s > n)
+                return tf_fail(f, TF_ERANGE, 0, "axis %d: start %lld is past the image's %lld pixels",
+                               d, (long long)s, (long long)n);
+            p->start[d] = s;
+            p->count[d] = c;
+            p->step[d] = k;
+        }
+        if (!tf_mul_ok(p->nelem, p->count[d], &p->nelem))
+            return tf_fail(f, TF_ELIMIT, 0, "image size overflows");
+    }
+
+    /* Does the file hold the data it claims? Checked before any
+     * allocation the claim would make. */
+    int64_t npix = 1, stored_bytes, out_bytes;
+    for (int d = 0; d < p->ndim; d++)
+        if (!tf_mul_ok(npix, in->shape[d], &npix))
+            return tf_fail(f, TF_ECORRUPT, 0, "NAXISn product overflows");
+    if (!tf_mul_ok(npix, (int64_t)tf_dtype_size(in->raw_dtype), &stored_bytes) ||
+        !tf_mul_ok(p->nelem, (int64_t)tf_dtype_size(p->out), &out_bytes))
+        return tf_fail(f, TF_ECORRUPT, 0, "image byte size overflows");
+
+    int st = 0;
+    if (in->compressed) {
+        int64_t bound;
+        if (!tf_mul_ok(f->fp->Fptr->logfilesize + (1 << 20), MAX_COMPRESSION_RATIO, &bound) ||
+            out_bytes > bound)
+            return tf_fail(f, TF_ELIMIT, 0,
+                           "compressed image claims %lld bytes, more than %d times the file size",
+                           (long long)out_bytes, MAX_COMPRESSION_RATIO);
+        return TF_OK;
+    }
+    LONGLONG head = 0, data = 0, end = 0;
+    fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
+    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot locate the data");
+    /* For gzip files cfitsio holds the unpacked file in memory. */
+    int64_t size = f->fd >= 0 ? f->file_size : (int64_t)f->fp->Fptr->logfilesize;
+    int64_t need;
+    if (__builtin_add_overflow((int64_t)data, stored_bytes, &need) || need > size)
+        return tf_fail(f, TF_ECORRUPT, 0,
+                       "file is truncated: the image needs %lld bytes at offset %lld but the "
+                       "file has %lld",
+                       (long long)stored_bytes, (long long)data, (long long)size);
+    p->data_offset = data;
+    p->fast = f->fd >= 0 && req->path == TF_PATH_AUTO;
+    return TF_OK;
+}
+
+int tf_image_output(tf_file *f, int hdu, const tf_image_request *req, tf_dtype *dtype, int *ndim,
+                    int64_t *shape) {
+    FORWARD_IF_ERROR(tf_check_handle(f));
+    plan p;
+    FORWARD_IF_ERROR(make_plan(f, hdu, req, &p));
+    if (dtype) *dtype = p.out;
+    if (ndim) *ndim = p.ndim;
+    if (shape)
+        for (int d = 0; d < p.ndim; d++) shape[d] = p.count[d];
+    return TF_OK;
+}
+
+/* ---- the fast path ---- */
+
+typedef struct run_job {
+    tf_file *f;
+    const tf_conv *conv;
+    int64_t file_off;   /* byte offset of the first stored element */
+    int64_t n;          /* elements */
+    char *dst;
+    int rc;
+} run_job;
+
+/* Read n contiguous stored elements at file_off and convert them into dst.
+ * Returns a tf_status; errors are recorded on f by the caller's thread. */
+static int read_run(tf_file *f, const tf_conv *c, int64_t file_off, int64_t n, char *dst,
+                    char *bounce) {
+    const int64_t per = CHUNK_BYTES / (int64_t)(c->in_size > c->out_size ? c->in_size : c->out_size);
+    while (n > 0) {
+        int64_t k = n < per ? n : per;
+        size_t in_bytes = (size_t)k * c->in_size;
+        if (tf_conv_inplace(c)) {
+            FORWARD_IF_ERROR(tf_pread_full(f, dst, in_bytes, file_off));
+            tf_convert(c, dst, dst, (size_t)k);
+        } else {
+            FORWARD_IF_ERROR(tf_pread_full(f, bounce, in_bytes, file_off));
+            tf_convert(c, bounce, dst, (size_t)k);
+        }
+        file_off += (int64_t)in_bytes;
+        dst += (size_t)k * c->out_size;
+        n -= k;
+    }
+    return TF_OK;
+}
+
+static void *run_worker(void *arg) {
+    run_job *j = arg;
+    char *bounce = tf_conv_inplace(j->conv) ? NULL : malloc(CHUNK_BYTES);
+    if (!tf_conv_inplace(j->conv) && !bounce) {
+        j->rc = TF_ENOMEM;
+        return NULL;
+    }
+    j->rc = read_run(j->f, j->conv, j->file_off, j->n, j->dst, bounce);
+    free(bounce);
+    return NULL;
+}
+
+static int auto_threads(const tf_image_request *req) {
+    if (req && req->threads > 0) return req->threads < MAX_THREADS ? req->threads : MAX_THREADS;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+}
+
+/* One contiguous run, split across threads when large. Each thread's error
+ * message lands on the shared handle; the first failing status is kept. */
+static int read_run_parallel(tf_file *f, const tf_conv *c, int64_t file_off, int64_t n,
+                             char *dst, int threads) {
+    int64_t out_bytes = n * (int64_t)c->out_size;
+    if (threads > 1 && out_bytes >= THREAD_MIN_BYTES) {
+        int64_t per_thread = (n + threads - 1) / threads;
+        run_job jobs[MAX_THREADS];
+        pthread_t tids[MAX_THREADS];
+        int started[MAX_THREADS] = {0};
+        int nt = 0;
+        for (int64_t first = 0; first < n; first += per_thread, nt++) {
+            int64_t k = n - first < per_thread ? n - first : per_thread;
+            jobs[nt] = (run_job){f, c, file_off + first * (int64_t)c->in_size, k,
+                                 dst + first * (int64_t)c->out_size, TF_OK};
+        }
+        /* The calling thread takes the first job itself. */
+        for (int t = 1; t < nt; t++)
+            started[t] = pthread_create(&tids[t], NULL, run_worker, &jobs[t]) == 0;
+        for (int t = 1; t < nt; t++)
+            if (!started[t]) run_worker(&jobs[t]);
+        run_worker(&jobs[0]);
+        int rc = TF_OK;
+        for (int t = 0; t < nt; t++) {
+            if (t > 0 && started[t]) pthread_join(tids[t], NULL);
+            if (rc == TF_OK && jobs[t].rc != TF_OK) rc = jobs[t].rc;
+        }
+        if (rc == TF_ENOMEM) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
+        return rc;
+    }
+    char *bounce = NULL;
+    if (!tf_conv_inplace(c) && !(bounce = malloc(CHUNK_BYTES)))
+        return tf_fail(f, TF_ENOMEM, 0, "out of memory");
+    int rc = read_run(f, c, file_off, n, dst, bounce);
+    free(bounce);
+    return rc;
+}
+
+static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, char *out) {
+    const tf_hdu_info *in = &p->info;
+    int raw = req && req->raw;
+    tf_conv conv;
+    double scale = raw ? 1.0 : in->bscale, zero = raw ? 0.0 : in->bzero;
+    if (!tf_conv_init(&conv, in->raw_dtype, p->out, scale, zero, in->has_blank && !raw,
+                      in->blank))
+        return tf_fail(f, TF_EUNSUPPORTED, 0, "no conversion from %s to %s",
+                       tf_dtype_name(in->raw_dtype), tf_dtype_name(p->out));
+    if (p->nelem == 0) return TF_OK;
+
+    /* Axes k+1.. are whole (start 0, full count, step 1): each output row
+     * of axis k is then one contiguous span of the file when step[k] is 1. */
+    int nd = p->ndim, k = nd - 1;
+    int64_t inner = 1;
+    while (k > 0 && p->start[k] == 0 && p->count[k] == in->shape[k] && p->step[k] == 1) {
+        inner *= in->shape[k];
+        k--;
+    }
+    /* File strides, in elements, of each axis. */
+    int64_t stride[TF_MAX_DIMS];
+    stride[nd - 1] = 1;
+    for (int d = nd - 2; d >= 0; d--) stride[d] = stride[d + 1] * in->shape[d + 1];
+
+    int threads = auto_threads(req);
+    int64_t idx[TF_MAX_DIMS] = {0};
+    char *dst = out;
+    char *bounce = NULL;
+    int rc = TF_OK;
+    for (;;) {
+        int64_t elem = 0;
+        for (int d = 0; d < k; d++) elem += (p->start[d] + idx[d] * p->step[d]) * stride[d];
+        elem += p->start[k] * stride[k];
+        int64_t off = p->data_offset + elem * (int64_t)conv.in_size;
+        if (p->step[k] == 1) {
+            int64_t n = p->count[k] * inner;
+            rc = read_run_parallel(f, &conv, off, n, dst, threads);
+            if (rc) goto cleanup;
+            dst += n * (int64_t)conv.out_size;
+        } else {
+            /* Strided axis: one read per block of `inner` elements. */
+            if (!bounce && !(bounce = malloc(CHUNK_BYTES))) {
+                rc = tf_fail(f, TF_ENOMEM, 0, "out of memory");
+                goto cleanup;
+            }
+            for (int64_t i = 0; i < p->count[k]; i++) {
+                int64_t boff = off + i * p->step[k] * stride[k] * (int64_t)conv.in_size;
+                rc = read_run(f, &conv, boff, inner, dst, bounce);
+                if (rc) goto cleanup;
+                dst += inner * (int64_t)conv.out_size;
+            }
+        }
+        /* Next row: odometer over the axes before k. */
+        int d = k - 1;
+        while (d >= 0 && ++idx[d] == p->count[d]) idx[d--] = 0;
+        if (d < 0) break;
+    }
+cleanup:
+    free(bounce);
+    return rc;
+}
+
+/* ---- the cfitsio path ---- */
+
+static int cfitsio_type(tf_dtype t) {
+    switch (t) {
+    case TF_UINT8: return TBYTE;
+    case TF_INT8: return TSBYTE;
+    case TF_INT16: return TSHORT;
+    case TF_UINT16: return TUSHORT;
+    case TF_INT32: return TINT;
+    case TF_UINT32: return TUINT;
+    case TF_INT64: return TLONGLONG;
+    case TF_FLOAT32: return TFLOAT;
+    case TF_FLOAT64: return TDOUBLE;
+    default: return 0;
+    }
+}
+
+static int read_cfitsio(tf_file *f, const plan *p, const tf_image_request *req, void *out) {
+    const tf_hdu_info *in = &p->info;
+    int raw = req && req->raw;
+    int type = cfitsio_type(p->out), st = 0, anynul = 0, rc = TF_OK;
+    float nan32 = NAN;
+    double nan64 = NAN;
+    void *nulval = NULL;
+    if (!raw && p->out == TF_FLOAT32 && (in->has_blank || in->raw_dtype == TF_FLOAT32))
+        nulval = &nan32;
+    if (!raw && p->out == TF_FLOAT64 && (in->has_blank || in->raw_dtype == TF_FLOAT64))
+        nulval = &nan64;
+    if (p->nelem == 0) return TF_OK;
+    if (raw) {
+        fits_set_bscale(f->fp, 1.0, 0.0, &st);
+        RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot turn scaling off");
+    }
+
+    int nd = p->ndim, whole = 1;
+    long first[TF_MAX_DIMS], last[TF_MAX_DIMS], inc[TF_MAX_DIMS];
+    for (int d = 0; d < nd; d++) {
+        int a = nd - 1 - d; /* cfitsio counts axes fastest first, from 1 */
+        first[a] = (long)(p->start[d] + 1);
+        last[a] = (long)(p->start[d] + (p->count[d] - 1) * p->step[d] + 1);
+        inc[a] = (long)p->step[d];
+        whole &= p->start[d] == 0 && p->count[d] == in->shape[d] && p->step[d] == 1;
+    }
+    if (whole) {
+        LONGLONG firstpix[TF_MAX_DIMS];
+        for (int d = 0; d < nd; d++) firstpix[d] = 1;
+        fits_read_pixll(f->fp, type, firstpix, (LONGLONG)p->nelem, nulval, out, &anynul, &st);
+    } else {
+        fits_read_subset(f->fp, type, first, last, inc, nulval, out, &anynul, &st);
+    }
+    GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the image data");
+cleanup:
+    if (raw) {
+        int st2 = 0;
+        fits_set_bscale(f->fp, in->bscale, in->bzero, &st2);
+    }
+    return rc;
+}
+
+int tf_image_read(tf_file *f, int hdu, const tf_image_request *req, void *out,
+                  size_t out_bytes) {
+    FORWARD_IF_ERROR(tf_check_handle(f));
+    plan p;
+    FORWARD_IF_ERROR(make_plan(f, hdu, req, &p));
+    size_t want = (size_t)p.nelem * tf_dtype_size(p.out);
+    if (out_bytes != want || (!out && want))
+        return tf_fail(f, TF_EBUFSIZE, 0, "output buffer has %zu bytes, the read needs %zu",
+                       out_bytes, want);
+    return p.fast ? read_fast(f, &p, req, out) : read_cfitsio(f, &p, req, out);
+}

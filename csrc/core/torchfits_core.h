@@ -1,0 +1,210 @@
+/*
+ * torchfits_core.h - the public API of the torchfits C core.
+ *
+ * Plain C11 on top of cfitsio: no torch, no Python. The C++ shim (the .cpp
+ * files in csrc) is the only caller in the package; the C unit tests and the fuzz harness
+ * call it too.
+ *
+ * Conventions (after libspng and zstd):
+ *  - A tf_file is an opaque handle. Create it with tf_create(), open a file
+ *    with tf_open(), release it with tf_close() (always, even after errors).
+ *  - Every call returns an int from the tf_status enum; results come back
+ *    through pointer arguments.
+ *  - After an error, tf_errmsg() gives a message that names the file, the HDU
+ *    and the cause (cfitsio's text where it has one).
+ *  - Sizes are asked for first (tf_image_output), then the caller's buffer is
+ *    filled (tf_image_read); a buffer of the wrong size is refused.
+ *  - A handle whose file proved corrupt is poisoned: every later call returns
+ *    TF_EPOISONED. A bad argument does not poison it.
+ *  - One handle must not be used by two threads at once. Separate handles on
+ *    the same file are independent and may be used concurrently.
+ *
+ * Untrusted input: every size read from a file is overflow-checked and
+ * compared with the real file size before anything is allocated.
+ * HDU numbers are 0-based (0 is the primary HDU), as in astropy and fitsio.
+ * Shapes are in C order: NAXISn reversed, slowest axis first.
+ */
+#ifndef TORCHFITS_CORE_H
+#define TORCHFITS_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Most axes an image may have. FITS allows 999; no real data uses more. */
+#define TF_MAX_DIMS 16
+
+typedef enum tf_status {
+    TF_OK = 0,
+    TF_EINVAL,        /* a bad argument from the caller */
+    TF_EOPEN,         /* the file could not be opened (missing, permissions) */
+    TF_ENOTFITS,      /* the file is not FITS */
+    TF_ENOHDU,        /* no HDU with that number or name */
+    TF_EHDUTYPE,      /* the HDU is of another kind (a table read as image) */
+    TF_ERANGE,        /* a region or row range outside the data */
+    TF_ECORRUPT,      /* malformed or truncated header or data */
+    TF_ELIMIT,        /* beyond a safety limit of the reader */
+    TF_ENOMEM,        /* out of memory */
+    TF_EIO,           /* an operating-system read error */
+    TF_EBUFSIZE,      /* the caller's buffer has the wrong size */
+    TF_EUNSUPPORTED,  /* valid FITS that this reader does not handle */
+    TF_EPOISONED      /* an earlier call found the file corrupt */
+} tf_status;
+
+/* Element types of data the core can produce. */
+typedef enum tf_dtype {
+    TF_DTYPE_AUTO = 0, /* in requests: the natural type for the data */
+    TF_UINT8,
+    TF_INT8,
+    TF_INT16,
+    TF_UINT16,
+    TF_INT32,
+    TF_UINT32,
+    TF_INT64,
+    TF_FLOAT32,
+    TF_FLOAT64,
+    TF_BOOL,
+    TF_COMPLEX64,
+    TF_COMPLEX128,
+    TF_DTYPE_COUNT
+} tf_dtype;
+
+typedef enum tf_hdu_kind {
+    TF_HDU_IMAGE = 0,      /* includes tile-compressed images */
+    TF_HDU_ASCII_TABLE,
+    TF_HDU_BINARY_TABLE
+} tf_hdu_kind;
+
+/* Which implementation reads image data. */
+typedef enum tf_read_path {
+    TF_PATH_AUTO = 0,  /* the fast path where it applies, else cfitsio */
+    TF_PATH_CFITSIO    /* always cfitsio's own reading routines */
+} tf_read_path;
+
+typedef struct tf_hdu_info {
+    int index;            /* 0-based HDU number */
+    tf_hdu_kind kind;
+    int bitpix;           /* stored BITPIX (ZBITPIX for compressed images) */
+    int ndim;             /* number of axes (0 for an empty primary) */
+    int64_t shape[TF_MAX_DIMS]; /* C order */
+    double bscale, bzero; /* 1 and 0 when absent */
+    int has_blank;        /* BLANK present (integer images) */
+    int64_t blank;
+    int compressed;       /* a tile-compressed image */
+    char extname[72];     /* "" when absent */
+    int extver;           /* 1 when absent, as FITS defines */
+    tf_dtype dtype;       /* what tf_image_read returns by default */
+    tf_dtype raw_dtype;   /* the stored type (raw reads) */
+    int64_t nrows;        /* tables: rows; images: 0 */
+    int ncols;            /* tables: columns; images: 0 */
+} tf_hdu_info;
+
+/* A read of an image region. Zero-initialise, then set what you need. */
+typedef struct tf_image_request {
+    int raw;              /* 1: stored values, BZERO/BSCALE not applied */
+    tf_dtype dtype;       /* TF_DTYPE_AUTO, or a wider exact type: int32 for
+                             uint16 data, int64 for uint32 data */
+    int ndim;             /* 0: the whole image; else the image's ndim */
+    int64_t start[TF_MAX_DIMS]; /* C order, 0-based, each >= 0 */
+    int64_t count[TF_MAX_DIMS]; /* elements along each axis, each >= 1 */
+    int64_t step[TF_MAX_DIMS];  /* >= 1; 0 is taken as 1 */
+    tf_read_path path;
+    int threads;          /* 0: automatic; 1: single-threaded */
+} tf_image_request;
+
+typedef struct tf_file tf_file;
+
+/** Allocate a handle. @return NULL only when out of memory. */
+tf_file *tf_create(void);
+
+/**
+ * Open a FITS file read-only. cfitsio's extended filename syntax is not
+ * parsed: the path is a plain file name. Gzip-compressed files are accepted.
+ * The file is never written.
+ * @return TF_OK, TF_EOPEN, TF_ENOTFITS, TF_ECORRUPT or TF_ENOMEM.
+ */
+int tf_open(tf_file *f, const char *path);
+
+/** Close the file and free the handle. Accepts NULL. */
+void tf_close(tf_file *f);
+
+/** The message of the last error: file, HDU and cause. Never NULL. */
+const char *tf_errmsg(const tf_file *f);
+
+/** The name of a status code ("TF_ECORRUPT"). */
+const char *tf_strerror(int status);
+
+/** Check once that the linked cfitsio is the thread-safe (reentrant) build.
+ *  @return TF_OK or TF_EUNSUPPORTED. */
+int tf_check_reentrant(void);
+
+/** Number of HDUs in the file. Walks every header once, then caches. */
+int tf_num_hdus(tf_file *f, int *n);
+
+/**
+ * Find an HDU by EXTNAME (case-insensitive, as FITS compares) and EXTVER
+ * (0 matches any). A primary HDU with EXTNAME is found too.
+ * @return TF_OK, or TF_ENOHDU when none matches.
+ */
+int tf_find_hdu(tf_file *f, const char *extname, int extver, int *index);
+
+/** Describe HDU `hdu`. @return TF_OK, TF_ENOHDU, TF_ECORRUPT. */
+int tf_hdu_info_get(tf_file *f, int hdu, tf_hdu_info *info);
+
+/** Size of one element of a dtype in bytes (0 for TF_DTYPE_AUTO). */
+size_t tf_dtype_size(tf_dtype dtype);
+
+/** Name of a dtype as torch spells it ("float32"). */
+const char *tf_dtype_name(tf_dtype dtype);
+
+/**
+ * What tf_image_read would produce for this request: its dtype, ndim and
+ * shape. Checks the request against the image (TF_ERANGE for a region
+ * outside it) and against the file's size (TF_ECORRUPT for truncated data).
+ * req may be NULL for the whole image with default options.
+ */
+int tf_image_output(tf_file *f, int hdu, const tf_image_request *req,
+                    tf_dtype *dtype, int *ndim, int64_t *shape);
+
+/**
+ * Read an image region into `out`, C-contiguous, of exactly `out_bytes`
+ * bytes (the product of the shape from tf_image_output times the dtype
+ * size; anything else gives TF_EBUFSIZE). Nothing else is allocated for
+ * the output.
+ */
+int tf_image_read(tf_file *f, int hdu, const tf_image_request *req,
+                  void *out, size_t out_bytes);
+
+/* Header cards, as parsed by tf_header_load. */
+typedef enum tf_card_type {
+    TF_CARD_STRING = 'C',
+    TF_CARD_LOGICAL = 'L',
+    TF_CARD_INT = 'I',
+    TF_CARD_FLOAT = 'F',
+    TF_CARD_COMPLEX = 'X',
+    TF_CARD_UNDEFINED = 'U',  /* a keyword with an empty value */
+    TF_CARD_COMMENTARY = 'H'  /* COMMENT, HISTORY, and valueless keywords */
+} tf_card_type;
+
+/**
+ * Parse the header of HDU `hdu` into cards kept inside the handle (valid
+ * until the next tf_header_load or tf_close). String values are unquoted,
+ * trailing blanks stripped, and long strings continued with CONTINUE cards
+ * are joined into one card. HIERARCH keywords lose their HIERARCH prefix.
+ * For tile-compressed images this is the header of the image, as astropy
+ * shows it, not of the table that stores it.
+ */
+int tf_header_load(tf_file *f, int hdu, int *ncards);
+
+/** Card i of the last loaded header. Pointers stay owned by the handle. */
+int tf_header_card(const tf_file *f, int i, const char **key,
+                   const char **value, const char **comment, char *type);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TORCHFITS_CORE_H */

@@ -1,0 +1,89 @@
+// image_ops.cpp - kernels of read, read_cutout and _read_cfitsio: ask the
+// core for the output's shape and dtype, allocate, let the core fill it.
+#include "ops.h"
+#include "shim.h"
+
+namespace torchfits {
+namespace {
+
+at::Tensor read_image(tf_file* f, int hdu, tf_image_request* req) {
+  tf_dtype dtype = TF_DTYPE_AUTO;
+  int ndim = 0;
+  int64_t shape[TF_MAX_DIMS];
+  check(tf_image_output(f, hdu, req, &dtype, &ndim, shape), f);
+  tf_dtype request = dtype;
+  at::ScalarType scalar = to_scalar_type(dtype, &request);
+  req->dtype = request;
+  at::Tensor out = at::empty(at::IntArrayRef(shape, ndim), at::TensorOptions().dtype(scalar));
+  check(tf_image_read(f, hdu, req, out.data_ptr(), out.nbytes()), f);
+  return out;
+}
+
+void set_region(tf_image_request* req, at::IntArrayRef start, at::IntArrayRef shape,
+                at::OptionalIntArrayRef step) {
+  TORCH_CHECK_VALUE(start.size() == shape.size(), "start has ", start.size(),
+                    " entries but shape has ", shape.size());
+  TORCH_CHECK_VALUE(!step.has_value() || step->size() == start.size(), "step has ",
+                    step.has_value() ? step->size() : 0, " entries but start has ", start.size());
+  TORCH_CHECK_VALUE(start.size() >= 1 && start.size() <= TF_MAX_DIMS,
+                    "a cutout needs 1 to ", TF_MAX_DIMS, " axes, got ", start.size());
+  req->ndim = static_cast<int>(start.size());
+  for (size_t d = 0; d < start.size(); d++) {
+    req->start[d] = start[d];
+    req->count[d] = shape[d];
+    req->step[d] = step.has_value() ? (*step)[d] : 1;
+    TORCH_CHECK_VALUE(req->step[d] >= 1, "step must be >= 1, got ", req->step[d], " on axis ", d);
+  }
+}
+
+at::Tensor cutout(tf_file* f, int hdu, at::IntArrayRef start, at::IntArrayRef shape,
+                  at::OptionalIntArrayRef step, bool raw, tf_read_path path) {
+  tf_image_request req{};
+  req.raw = raw;
+  req.path = path;
+  set_region(&req, start, shape, step);
+  return read_image(f, hdu, &req);
+}
+
+}  // namespace
+
+at::Tensor read(const std::string& path, int64_t hdu, bool raw) {
+  FileHandle f = open_file(path);
+  tf_image_request req{};
+  req.raw = raw;
+  return read_image(f.get(), hdu_index(hdu), &req);
+}
+
+at::Tensor read_name(const std::string& path, const std::string& hdu, int64_t extver, bool raw) {
+  FileHandle f = open_file(path);
+  tf_image_request req{};
+  req.raw = raw;
+  return read_image(f.get(), find_hdu(f.get(), hdu, extver), &req);
+}
+
+at::Tensor read_cutout(const std::string& path, int64_t hdu, at::IntArrayRef start,
+                       at::IntArrayRef shape, at::OptionalIntArrayRef step, bool raw) {
+  FileHandle f = open_file(path);
+  return cutout(f.get(), hdu_index(hdu), start, shape, step, raw, TF_PATH_AUTO);
+}
+
+at::Tensor read_cutout_name(const std::string& path, const std::string& hdu, int64_t extver,
+                            at::IntArrayRef start, at::IntArrayRef shape,
+                            at::OptionalIntArrayRef step, bool raw) {
+  FileHandle f = open_file(path);
+  return cutout(f.get(), find_hdu(f.get(), hdu, extver), start, shape, step, raw, TF_PATH_AUTO);
+}
+
+at::Tensor read_cfitsio(const std::string& path, int64_t hdu, at::IntArrayRef start,
+                        at::IntArrayRef shape, at::OptionalIntArrayRef step, bool raw) {
+  FileHandle f = open_file(path);
+  if (start.empty() && shape.empty()) {
+    tf_image_request req{};
+    req.raw = raw;
+    req.path = TF_PATH_CFITSIO;
+    return read_image(f.get(), hdu_index(hdu), &req);
+  }
+  return cutout(f.get(), hdu_index(hdu), start, shape, step, raw, TF_PATH_CFITSIO);
+}
+
+}  // namespace torchfits

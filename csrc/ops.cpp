@@ -1,0 +1,60 @@
+// ops.cpp - every schema of torch.ops.torchfits, written out in one place.
+//
+// The kernels take only strings and numbers, no tensors, so the dispatcher
+// has no tensor to compute a dispatch key from. Like torchvision's
+// read_file, they are registered under BackendSelect, which the dispatcher
+// always includes, so the calls reach them from Python, TorchScript and
+// DataLoader workers alike.
+#include <torch/library.h>
+
+#include "ops.h"
+
+TORCH_LIBRARY(torchfits, m) {
+  // Images. hdu is 0-based; the .name overloads take EXTNAME (and EXTVER,
+  // 0 = any). raw=True returns stored values without BZERO/BSCALE.
+  m.def("read(str path, int hdu=0, bool raw=False) -> Tensor");
+  m.def("read.name(str path, str hdu, int extver=0, bool raw=False) -> Tensor");
+  // A region: start and shape in C order, step >= 1 (default 1).
+  m.def(
+      "read_cutout(str path, int hdu, int[] start, int[] shape, int[]? step=None, "
+      "bool raw=False) -> Tensor");
+  m.def(
+      "read_cutout.name(str path, str hdu, int extver, int[] start, int[] shape, "
+      "int[]? step=None, bool raw=False) -> Tensor");
+  // The same reads through cfitsio's own routines, for tests: empty start
+  // and shape read the whole image.
+  m.def(
+      "_read_cfitsio(str path, int hdu, int[] start, int[] shape, int[]? step=None, "
+      "bool raw=False) -> Tensor");
+
+  // Headers: one entry per keyword (first wins), COMMENT/HISTORY joined by
+  // newlines, CONTINUE long strings joined, string values unquoted.
+  m.def("read_header(str path, int hdu=0) -> Dict(str, str)");
+  m.def("read_header.name(str path, str hdu, int extver=0) -> Dict(str, str)");
+  // Every card in order: keys, values, comments, and a one-letter type
+  // (C string, L logical, I int, F float, X complex, U undefined,
+  // H commentary).
+  m.def("read_header_cards(str path, int hdu=0) -> (str[], str[], str[], str[])");
+
+  // Metadata.
+  m.def("num_hdus(str path) -> int");
+  m.def("find_hdu(str path, str extname, int extver=0) -> int");
+  // Per HDU: kind (image, binary_table, ascii_table), shape (tables: [rows]),
+  // dtype of a default read ("" for tables), EXTNAME, EXTVER, BITPIX,
+  // tile-compressed.
+  m.def("info(str path) -> (str[], int[][], str[], str[], int[], int[], bool[])");
+}
+
+TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
+  m.impl("read", TORCH_FN(torchfits::read));
+  m.impl("read.name", TORCH_FN(torchfits::read_name));
+  m.impl("read_cutout", TORCH_FN(torchfits::read_cutout));
+  m.impl("read_cutout.name", TORCH_FN(torchfits::read_cutout_name));
+  m.impl("_read_cfitsio", TORCH_FN(torchfits::read_cfitsio));
+  m.impl("read_header", TORCH_FN(torchfits::read_header));
+  m.impl("read_header.name", TORCH_FN(torchfits::read_header_name));
+  m.impl("read_header_cards", TORCH_FN(torchfits::read_header_cards));
+  m.impl("num_hdus", TORCH_FN(torchfits::num_hdus));
+  m.impl("find_hdu", TORCH_FN(torchfits::find_hdu_op));
+  m.impl("info", TORCH_FN(torchfits::info));
+}

@@ -1,0 +1,37 @@
+// ops.h - the kernels that ops.cpp registers, one file per group of ops.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/Dict.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace torchfits {
+
+// image_ops.cpp
+at::Tensor read(const std::string& path, int64_t hdu, bool raw);
+at::Tensor read_name(const std::string& path, const std::string& hdu, int64_t extver, bool raw);
+at::Tensor read_cutout(const std::string& path, int64_t hdu, at::IntArrayRef start,
+                       at::IntArrayRef shape, at::OptionalIntArrayRef step, bool raw);
+at::Tensor read_cutout_name(const std::string& path, const std::string& hdu, int64_t extver,
+                            at::IntArrayRef start, at::IntArrayRef shape,
+                            at::OptionalIntArrayRef step, bool raw);
+at::Tensor read_cfitsio(const std::string& path, int64_t hdu, at::IntArrayRef start,
+                        at::IntArrayRef shape, at::OptionalIntArrayRef step, bool raw);
+
+// header_ops.cpp
+c10::Dict<std::string, std::string> read_header(const std::string& path, int64_t hdu);
+c10::Dict<std::string, std::string> read_header_name(const std::string& path,
+                                                     const std::string& hdu, int64_t extver);
+std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<std::string>,
+           std::vector<std::string>>
+read_header_cards(const std::string& path, int64_t hdu);
+int64_t num_hdus(const std::string& path);
+int64_t find_hdu_op(const std::string& path, const std::string& extname, int64_t extver);
+std::tuple<std::vector<std::string>, std::vector<std::vector<int64_t>>, std::vector<std::string>,
+           std::vector<std::string>, std::vector<int64_t>, std::vector<int64_t>, c10::List<bool>>
+info(const std::string& path);
+
+}  // namespace torchfits

@@ -1,0 +1,74 @@
+// shim.cpp - the helpers declared in shim.h.
+#include "shim.h"
+
+#include <limits>
+
+namespace torchfits {
+
+void throw_status(int status, const char* message) {
+  const char* name = tf_strerror(status);
+  switch (status) {
+    case TF_ENOHDU:
+    case TF_ERANGE:
+      TORCH_CHECK_INDEX(false, message, " [", name, "]");
+    case TF_EINVAL:
+    case TF_EBUFSIZE:
+      TORCH_CHECK_VALUE(false, message, " [", name, "]");
+    case TF_EHDUTYPE:
+      TORCH_CHECK_TYPE(false, message, " [", name, "]");
+    case TF_EUNSUPPORTED:
+      TORCH_CHECK_NOT_IMPLEMENTED(false, message, " [", name, "]");
+    default:
+      TORCH_CHECK(false, message, " [", name, "]");
+  }
+}
+
+FileHandle open_file(const std::string& path) {
+  static const int reentrant = tf_check_reentrant();
+  TORCH_CHECK(reentrant == TF_OK,
+              "torchfits: the cfitsio library linked is not the thread-safe "
+              "(reentrant) build; rebuild cfitsio with --enable-reentrant");
+  FileHandle f(tf_create());
+  TORCH_CHECK(f, path, ": out of memory");
+  check(tf_open(f.get(), path.c_str()), f.get());
+  return f;
+}
+
+int hdu_index(int64_t hdu) {
+  if (hdu < 0 || hdu > std::numeric_limits<int>::max()) return -1;
+  return static_cast<int>(hdu);
+}
+
+int find_hdu(tf_file* f, const std::string& extname, int64_t extver) {
+  TORCH_CHECK_VALUE(extver >= 0 && extver <= std::numeric_limits<int>::max(),
+                    "extver must be >= 0, got ", extver);
+  int index = -1;
+  check(tf_find_hdu(f, extname.c_str(), static_cast<int>(extver), &index), f);
+  return index;
+}
+
+at::ScalarType to_scalar_type(tf_dtype dtype, tf_dtype* request) {
+  *request = dtype;
+  switch (dtype) {
+    case TF_UINT8: return at::kByte;
+    case TF_INT8: return at::kChar;
+    case TF_INT16: return at::kShort;
+#if TORCHFITS_HAS_UINT16
+    case TF_UINT16: return at::kUInt16;
+    case TF_UINT32: return at::kUInt32;
+#else
+    case TF_UINT16: *request = TF_INT32; return at::kInt;
+    case TF_UINT32: *request = TF_INT64; return at::kLong;
+#endif
+    case TF_INT32: return at::kInt;
+    case TF_INT64: return at::kLong;
+    case TF_FLOAT32: return at::kFloat;
+    case TF_FLOAT64: return at::kDouble;
+    case TF_BOOL: return at::kBool;
+    case TF_COMPLEX64: return at::kComplexFloat;
+    case TF_COMPLEX128: return at::kComplexDouble;
+    default: TORCH_CHECK(false, "torchfits: unknown dtype ", static_cast<int>(dtype));
+  }
+}
+
+}  // namespace torchfits

@@ -1,0 +1,52 @@
+// shim.h - what every kernel of the C++ shim shares: the handle's RAII
+// owner, the one helper that turns core errors into TORCH_CHECK failures,
+// and the dtype mapping. No FITS logic lives here.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <memory>
+#include <string>
+
+extern "C" {
+#include "core/torchfits_core.h"
+}
+
+#ifndef TORCHFITS_HAS_UINT16
+#define TORCHFITS_HAS_UINT16 0  // set by setup.py where torch has uint16/32
+#endif
+
+namespace torchfits {
+
+struct FileCloser {
+  void operator()(tf_file* f) const { tf_close(f); }
+};
+using FileHandle = std::unique_ptr<tf_file, FileCloser>;
+
+// Throw the Python exception type documented for `status`, with the core's
+// message (file, HDU, cause) and the status name.
+[[noreturn]] void throw_status(int status, const char* message);
+
+inline void check(int status, const tf_file* f) {
+  if (status != TF_OK) {
+    throw_status(status, tf_errmsg(f));
+  }
+}
+
+// A handle opened on `path`; throws on failure.
+FileHandle open_file(const std::string& path);
+
+// HDU number from an int64 op argument; HDU -1 and such get the core's
+// "does not exist" message.
+int hdu_index(int64_t hdu);
+
+// Resolve EXTNAME (and EXTVER, 0 = any) to an HDU number.
+int find_hdu(tf_file* f, const std::string& extname, int64_t extver);
+
+// The dtype a read returns, and the tf_dtype to ask the core for so the
+// bytes match it (uint16 data comes back as int32 on a torch without
+// torch.uint16).
+at::ScalarType to_scalar_type(tf_dtype dtype, tf_dtype* request);
+
+}  // namespace torchfits

@@ -1,0 +1,61 @@
+"""Build torchfits_ops: the C11 core as a static library, then one torch
+extension (the C++ shim) linked against it and the system cfitsio.
+
+    python3 setup.py build_ext --inplace      # development build
+    pip install --no-build-isolation .        # into an existing torch env
+    DEBUG=1 ...                               # -O0 -g for both parts
+    SANITIZE=1 ...                            # ASan + UBSan on the C core
+"""
+import glob
+import os
+
+import torch
+from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+DEBUG = os.environ.get("DEBUG", "0") == "1"
+SANITIZE = os.environ.get("SANITIZE", "0") == "1"
+OPT = ["-O0", "-g"] if DEBUG else ["-O3"]
+SAN = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] if SANITIZE else []
+
+core_sources = sorted(glob.glob("csrc/core/**/*.c", recursive=True))
+core = (
+    "torchfits_core",
+    {
+        # build_clib compiles with the C compiler: the core stays C11.
+        "sources": core_sources,
+        "cflags": ["-std=c11", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror=implicit-function-declaration",
+                   "-fvisibility=hidden"] + OPT + SAN,
+    },
+)
+
+# torch.uint16/uint32 came with torch 2.3; older torch gets int32/int64.
+has_uint16 = int(hasattr(torch, "uint16") and hasattr(torch, "uint32"))
+
+shim = CppExtension(
+    "torchfits_ops._C",
+    sorted(glob.glob("csrc/*.cpp")),
+    libraries=["torchfits_core", "cfitsio", "pthread"],
+    extra_compile_args=["-std=c++17", f"-DTORCHFITS_HAS_UINT16={has_uint16}"] + OPT + SAN,
+    extra_link_args=SAN,
+)
+
+class build_ext(BuildExtension.with_options(use_ninja=True)):
+    """Build the C core first: plain `build_ext --inplace` skips build_clib."""
+
+    def run(self):
+        self.run_command("build_clib")
+        super().run()
+
+
+setup(
+    name="torchfits_ops",
+    version="0.1.0",
+    description="FITS reader for PyTorch: torch.ops.torchfits on a C core over cfitsio",
+    packages=["torchfits_ops"],
+    libraries=[core],
+    ext_modules=[shim],
+    cmdclass={"build_ext": build_ext},
+    python_requires=">=3.8",
+    install_requires=["torch>=1.13", "numpy"],
+)

@@ -1,0 +1,17 @@
+"""Shared fixtures: the in-place build is imported from the repository root,
+and test files are written by astropy and fitsio into a temporary folder."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torchfits_ops  # noqa: E402,F401  (fails loudly if the build is missing)
+
+
+@pytest.fixture(scope="session")
+def datadir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fits")

@@ -1,0 +1,60 @@
+"""Writers of test FITS files, shared by the tests and the benchmarks.
+
+Every function writes with astropy or fitsio (the reference readers) and
+returns the path; the tests compare torchfits with what astropy reads back.
+"""
+import gzip
+import os
+import shutil
+
+import numpy as np
+from astropy.io import fits
+
+# BITPIX -> big-endian numpy dtype of the stored values
+BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+def random_array(shape, bitpix, seed=0):
+    rng = np.random.default_rng(abs(seed))
+    dt = np.dtype(BITPIX_DTYPES[bitpix])
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return rng.integers(info.min, info.max, size=shape, dtype=dt.newbyteorder("="), endpoint=True).astype(dt)
+    return (rng.standard_normal(shape) * 1000).astype(dt)
+
+
+def write_astropy(path, data, header=None, extra_hdus=()):
+    hdus = [fits.PrimaryHDU(data, header=header)] + list(extra_hdus)
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return str(path)
+
+
+def write_fitsio(path, data, header=None, compress=None, **kw):
+    import fitsio
+
+    if os.path.exists(path):
+        os.remove(path)
+    with fitsio.FITS(str(path), "rw") as f:
+        f.write(data, header=header, compress=compress, **kw)
+    return str(path)
+
+
+def gzip_file(src, dst):
+    with open(src, "rb") as fin, gzip.open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    return str(dst)
+
+
+def write_multi_extension(path):
+    """Empty primary, then SCI/ERR/DQ images with EXTVER 1 and 2, then a table."""
+    rng = np.random.default_rng(1)
+    hdus = [fits.PrimaryHDU()]
+    for ver in (1, 2):
+        sci = fits.ImageHDU(rng.standard_normal((20, 30)).astype(">f4"), name="SCI", ver=ver)
+        err = fits.ImageHDU(rng.random((20, 30)).astype(">f4"), name="ERR", ver=ver)
+        dq = fits.ImageHDU(rng.integers(0, 100, (20, 30)).astype(">i2"), name="DQ", ver=ver)
+        hdus += [sci, err, dq]
+    cols = fits.ColDefs([fits.Column(name="X", format="E", array=np.arange(5, dtype="f4"))])
+    hdus.append(fits.BinTableHDU.from_columns(cols, name="CAT"))
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return str(path)

@@ -1,0 +1,374 @@
+"""torchfits_ops: FITS files read straight into PyTorch tensors.
+
+Importing this package loads the compiled library, which registers the
+operators ``torch.ops.torchfits.*`` with PyTorch's dispatcher. Those
+operators work from Python, from ``torch.jit.script`` code and from
+DataLoader workers. The functions here are thin, typed wrappers around
+them: each converts its arguments, makes one ``torch.ops`` call, and turns
+the result into friendlier Python types where that helps.
+
+HDU numbers are 0-based (0 is the primary HDU), as in astropy and fitsio.
+Shapes are in C order (NAXISn reversed).
+"""
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+
+__all__ = [
+    "FitsError",
+    "FitsFile",
+    "HDU",
+    "HDUInfo",
+    "ImageHDU",
+    "TableHDU",
+    "info",
+    "num_hdus",
+    "open",
+    "read",
+    "read_cutout",
+    "read_header",
+]
+
+__version__ = "0.1.0"
+
+
+def _load_library() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = sorted(glob.glob(os.path.join(here, "_C*.so")))
+    if not found:
+        raise ImportError(
+            "torchfits_ops: the compiled library (_C*.so) is missing from "
+            f"{here}; build it with `python3 setup.py build_ext --inplace` "
+            "or install with `pip install --no-build-isolation .`"
+        )
+    torch.ops.load_library(found[0])
+
+
+_load_library()
+_ops = torch.ops.torchfits
+
+PathLike = Union[str, "os.PathLike[str]"]
+HDUKey = Union[int, str, Tuple[str, int]]
+
+
+class FitsError(RuntimeError):
+    """A file that is not FITS, or is corrupt or truncated. The message
+    names the file, the HDU and the cause."""
+
+
+def _translate(err: RuntimeError) -> Exception:
+    """Map an operator's RuntimeError to the documented Python type."""
+    msg = str(err)
+    if "[TF_EOPEN]" in msg:
+        if "No such file" in msg:
+            return FileNotFoundError(msg)
+        if "Permission denied" in msg:
+            return PermissionError(msg)
+        return OSError(msg)
+    if "[TF_ECORRUPT]" in msg or "[TF_ENOTFITS]" in msg or "[TF_EPOISONED]" in msg:
+        return FitsError(msg)
+    return err
+
+
+def _call(op, *args):
+    try:
+        return op(*args)
+    except RuntimeError as err:  # IndexError, ValueError, TypeError pass by
+        new = _translate(err)
+        if new is err:
+            raise
+        raise new from None
+
+
+def _hdu_args(path: str, hdu: HDUKey) -> Tuple[Optional[int], Optional[str], int]:
+    """(number, None, 0) or (None, EXTNAME, EXTVER); negative numbers count
+    from the end."""
+    if isinstance(hdu, tuple):
+        name, ver = hdu
+        return None, str(name), int(ver)
+    if isinstance(hdu, str):
+        return None, hdu, 0
+    if isinstance(hdu, bool) or not hasattr(hdu, "__index__"):
+        raise TypeError(f"hdu must be an int, an EXTNAME str or an (EXTNAME, EXTVER) tuple, got {hdu!r}")
+    index = int(hdu)
+    if index < 0:
+        count = num_hdus(path)
+        if index + count < 0:
+            raise IndexError(f"{path}: HDU {index} does not exist (the file has {count} HDUs)")
+        index += count
+    return index, None, 0
+
+
+def read(path: PathLike, hdu: HDUKey = 0, *, raw: bool = False) -> torch.Tensor:
+    """Read a whole image HDU.
+
+    Args:
+        path: a FITS file (``.fits.gz`` and other gzip files too).
+        hdu: HDU number (0-based, negative from the end), EXTNAME, or
+            (EXTNAME, EXTVER).
+        raw: return the stored values, without BZERO/BSCALE.
+
+    Returns:
+        A tensor of shape (NAXISn, ..., NAXIS1). Its dtype follows the table
+        in the README: exact for the unsigned conventions, float32/float64
+        for other scaling (BLANK pixels become NaN).
+    """
+    path = os.fspath(path)
+    index, name, ver = _hdu_args(path, hdu)
+    if name is None:
+        return _call(_ops.read, path, index, raw)
+    return _call(_ops.read, path, name, ver, raw)
+
+
+def read_cutout(
+    path: PathLike,
+    hdu: HDUKey,
+    start: Sequence[int],
+    shape: Sequence[int],
+    step: Optional[Sequence[int]] = None,
+    *,
+    raw: bool = False,
+) -> torch.Tensor:
+    """Read the region ``start[d] + i * step[d]`` for ``i < shape[d]`` of an
+    image (C order, 0-based), reading only what the region needs.
+
+    Returns a tensor of the given shape. A region outside the image raises
+    IndexError.
+    """
+    path = os.fspath(path)
+    index, name, ver = _hdu_args(path, hdu)
+    start, shape = [int(s) for s in start], [int(s) for s in shape]
+    step = None if step is None else [int(s) for s in step]
+    if name is None:
+        return _call(_ops.read_cutout, path, index, start, shape, step, raw)
+    return _call(_ops.read_cutout, path, name, ver, start, shape, step, raw)
+
+
+def _typed_value(value: str, kind: str) -> Any:
+    if kind == "L":
+        return value == "T"
+    if kind == "I":
+        return int(value)
+    if kind == "F":
+        return float(value.replace("D", "E").replace("d", "e"))
+    if kind == "X":
+        re_, im = value.strip("()").split(",")
+        return complex(float(re_.replace("D", "E")), float(im.replace("D", "E")))
+    if kind == "U":
+        return None
+    return value
+
+
+def read_header(path: PathLike, hdu: HDUKey = 0) -> Dict[str, Any]:
+    """Read an HDU's header as a dict, in card order.
+
+    Values are typed: bool, int, float, complex, str, or None for a keyword
+    without value. COMMENT and HISTORY hold all their cards joined with
+    newlines; long strings continued with CONTINUE cards come back whole;
+    for a repeated keyword the first card wins. For a tile-compressed image
+    this is the image's header, as astropy shows it. (The operator
+    ``torch.ops.torchfits.read_header`` gives the same keys with the values
+    as text, for TorchScript.)
+    """
+    path = os.fspath(path)
+    index, name, ver = _hdu_args(path, hdu)
+    if name is not None:
+        index = _call(_ops.find_hdu, path, name, ver)
+    keys, values, _, kinds = _call(_ops.read_header_cards, path, index)
+    out: Dict[str, Any] = {}
+    for key, value, kind in zip(keys, values, kinds):
+        if kind == "H" and key in ("COMMENT", "HISTORY") and key in out:
+            out[key] += "\n" + value
+        elif key not in out:
+            out[key] = _typed_value(value, kind)
+    return out
+
+
+def num_hdus(path: PathLike) -> int:
+    """Number of HDUs in the file."""
+    return _call(_ops.num_hdus, os.fspath(path))
+
+
+class HDUInfo(NamedTuple):
+    index: int
+    name: str
+    ver: int
+    kind: str  # "image", "binary_table" or "ascii_table"
+    shape: Tuple[int, ...]  # images: C order; tables: (rows,)
+    dtype: Optional[torch.dtype]  # what read() returns; None for tables
+    bitpix: int
+    compressed: bool
+
+
+def info(path: PathLike) -> List[HDUInfo]:
+    """One HDUInfo per HDU, from a single pass over the file's headers."""
+    kinds, shapes, dtypes, names, vers, bitpix, compressed = _call(_ops.info, os.fspath(path))
+    return [
+        HDUInfo(i, names[i], vers[i], kinds[i], tuple(shapes[i]),
+                getattr(torch, dtypes[i]) if dtypes[i] else None, bitpix[i], compressed[i])
+        for i in range(len(kinds))
+    ]
+
+
+def _region(key: Any, shape: Tuple[int, ...]):
+    """numpy-style index -> (start, count, step, flip axes, kept axes)."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if Ellipsis in key:
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices: the image has {len(shape)} axes, {len(key)} were given")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    start, count, step, flip, keep = [], [], [], [], []
+    for axis, (k, n) in enumerate(zip(key, shape)):
+        if isinstance(k, slice):
+            s, e, st = k.indices(n)
+            if st > 0:
+                c = max(0, (e - s + st - 1) // st)
+            else:
+                c = max(0, (s - e - st - 1) // -st)
+                s = s + (c - 1) * st if c else 0
+                st = -st
+                flip.append(len(keep))
+            start.append(s)
+            count.append(c)
+            step.append(st)
+            keep.append(axis)
+        elif hasattr(k, "__index__") and not isinstance(k, bool):
+            i = int(k)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for axis {axis} with size {n}")
+            start.append(i % n)
+            count.append(1)
+            step.append(1)
+        else:
+            raise TypeError(f"FITS images take ints, slices and '...' as indices, not {k!r}")
+    return start, count, step, flip, keep
+
+
+class HDU:
+    """One HDU of a FitsFile; reads go to the file on each call."""
+
+    def __init__(self, file: "FitsFile", meta: HDUInfo):
+        self._file = file
+        self.info = meta
+        self._header: Optional[Dict[str, Any]] = None
+
+    index = property(lambda self: self.info.index)
+    name = property(lambda self: self.info.name)
+    ver = property(lambda self: self.info.ver)
+    kind = property(lambda self: self.info.kind)
+
+    @property
+    def header(self) -> Dict[str, Any]:
+        """The header as read_header gives it (read once, then kept)."""
+        if self._header is None:
+            self._header = read_header(self._file.path, self.index)
+        return self._header
+
+    def __repr__(self) -> str:
+        name = f" {self.name!r}" if self.name else ""
+        return f"<{type(self).__name__} {self.index}{name} {self.kind} shape={self.info.shape}>"
+
+
+class ImageHDU(HDU):
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(self.info.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.info.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.info.shape)
+
+    def read(self, *, raw: bool = False) -> torch.Tensor:
+        """The whole image, as torchfits_ops.read gives it."""
+        return _call(_ops.read, self._file.path, self.index, raw)
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        """numpy-style slicing (ints, slices with steps, negative indices,
+        '...') that reads only the region asked for."""
+        start, count, step, flip, keep = _region(key, self.info.shape)
+        out_shape = [count[a] for a in keep]
+        if 0 in count:
+            return torch.empty(out_shape, dtype=self.dtype)
+        t = _call(_ops.read_cutout, self._file.path, self.index, start, count, step, False)
+        t = t.reshape(out_shape)
+        return t.flip(flip) if flip else t
+
+
+class TableHDU(HDU):
+    @property
+    def num_rows(self) -> int:
+        return self.info.shape[0]
+
+
+class FitsFile:
+    """A FITS file's HDUs, from ``torchfits_ops.open(path)``.
+
+    Holds no open file: each read opens the file, reads and closes, so the
+    object is cheap, picklable and safe to share with DataLoader workers.
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = os.fspath(path)
+        self._hdus: List[HDU] = [
+            (ImageHDU if m.kind == "image" else TableHDU)(self, m) for m in info(self.path)
+        ]
+
+    def __enter__(self) -> "FitsFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release (no file stays open); kept for `with`."""
+
+    def __len__(self) -> int:
+        return len(self._hdus)
+
+    def __iter__(self):
+        return iter(self._hdus)
+
+    def __getitem__(self, key: HDUKey) -> HDU:
+        if isinstance(key, (str, tuple)):
+            name, ver = (key, 0) if isinstance(key, str) else key
+            return self._hdus[_call(_ops.find_hdu, self.path, str(name), int(ver))]
+        try:
+            return self._hdus[key]
+        except IndexError:
+            raise IndexError(
+                f"{self.path}: HDU {key} does not exist (the file has {len(self)} HDUs)"
+            ) from None
+
+    def info(self) -> List[HDUInfo]:
+        """One HDUInfo per HDU."""
+        return [h.info for h in self._hdus]
+
+    def __repr__(self) -> str:
+        lines = [f"<FitsFile {self.path!r}: {len(self)} HDUs>"]
+        for m in self.info():
+            lines.append(f"  {m.index:3d} {m.name or '':12s} {m.kind:13s} {str(m.shape):20s} "
+                         f"{m.dtype if m.dtype else ''}{' (compressed)' if m.compressed else ''}")
+        return "\n".join(lines)
+
+
+def open(path: PathLike) -> FitsFile:  # noqa: A001 - mirrors astropy.io.fits.open
+    """Open a FITS file for reading HDUs by number or EXTNAME:
+
+        with torchfits_ops.open("img.fits") as f:
+            print(f.info())
+            cut = f["SCI"][100:164, 200:264]
+    """
+    return FitsFile(path)
