@@ -1,0 +1,243 @@
+/*
+ * test_core.c - unit tests of the C core, without torch.
+ *
+ *   test_core DIR
+ *
+ * DIR holds files that tests/test_core_c.py wrote with astropy:
+ * img16.fits (int16 30x40), scaled.fits (int16 with BSCALE/BZERO/BLANK),
+ * trunc.fits (img16.fits cut short), mef.fits (multi-extension).
+ * Prints one line per failed check and "N passed, M failed" at the end.
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../csrc/core/common/convert.h"
+#include "../../csrc/core/torchfits_core.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        if (cond) passed++;                                                      \
+        else { failed++; fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); } \
+    } while (0)
+
+static char dir[4096];
+
+static const char *at(const char *name) {
+    static char buf[8192];
+    snprintf(buf, sizeof buf, "%s/%s", dir, name);
+    return buf;
+}
+
+static tf_file *open_ok(const char *name) {
+    tf_file *f = tf_create();
+    int rc = tf_open(f, at(name));
+    if (rc) fprintf(stderr, "open %s: %s\n", name, tf_errmsg(f));
+    CHECK(rc == TF_OK);
+    return f;
+}
+
+static void test_open_errors(void) {
+    tf_file *f = tf_create();
+    CHECK(tf_open(f, at("missing.fits")) == TF_EOPEN);
+    CHECK(strstr(tf_errmsg(f), "missing.fits: cannot open file") != NULL);
+    CHECK(tf_hdu_info_get(f, 0, &(tf_hdu_info){0}) == TF_EINVAL);
+    tf_close(f);
+    tf_close(NULL);
+    CHECK(tf_open(NULL, "x") == TF_EINVAL);
+    CHECK(strcmp(tf_errmsg(NULL), "out of memory") == 0);
+    CHECK(tf_check_reentrant() == TF_OK);
+}
+
+static void test_info_and_read(void) {
+    tf_file *f = open_ok("img16.fits");
+    tf_hdu_info info;
+    CHECK(tf_hdu_info_get(f, 0, &info) == TF_OK);
+    CHECK(info.kind == TF_HDU_IMAGE && info.bitpix == 16 && info.ndim == 2);
+    CHECK(info.shape[0] == 30 && info.shape[1] == 40);
+    CHECK(info.dtype == TF_INT16 && info.raw_dtype == TF_INT16 && !info.compressed);
+
+    tf_dtype dt;
+    int nd;
+    int64_t shape[TF_MAX_DIMS];
+    CHECK(tf_image_output(f, 0, NULL, &dt, &nd, shape) == TF_OK);
+    CHECK(dt == TF_INT16 && nd == 2 && shape[0] == 30 && shape[1] == 40);
+
+    int16_t fast[1200], slow[1200];
+    tf_image_request req = {0};
+    CHECK(tf_image_read(f, 0, &req, fast, sizeof fast) == TF_OK);
+    req.path = TF_PATH_CFITSIO;
+    CHECK(tf_image_read(f, 0, &req, slow, sizeof slow) == TF_OK);
+    CHECK(memcmp(fast, slow, sizeof fast) == 0);
+    /* Pixel (row 1, column 2) is 1*40+2 in the file astropy wrote. */
+    CHECK(fast[42] == 42 - 600);
+
+    /* A wrong buffer size is refused and does not poison the handle. */
+    CHECK(tf_image_read(f, 0, &req, fast, sizeof fast - 2) == TF_EBUFSIZE);
+    CHECK(strstr(tf_errmsg(f), "needs 2400") != NULL);
+    CHECK(tf_image_read(f, 0, &req, fast, sizeof fast) == TF_OK);
+
+    /* A cutout with steps through both paths. */
+    tf_image_request cut = {.ndim = 2, .start = {1, 3}, .count = {5, 4}, .step = {6, 9}};
+    int16_t a[20], b[20];
+    CHECK(tf_image_read(f, 0, &cut, a, sizeof a) == TF_OK);
+    cut.path = TF_PATH_CFITSIO;
+    CHECK(tf_image_read(f, 0, &cut, b, sizeof b) == TF_OK);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(a[0] == (1 * 40 + 3) - 600 && a[4] == (7 * 40 + 3) - 600 && a[5] == (7 * 40 + 12) - 600);
+
+    /* Out of range and bad arguments: errors, handle still usable. */
+    tf_image_request bad = {.ndim = 2, .start = {0, 0}, .count = {31, 1}};
+    CHECK(tf_image_output(f, 0, &bad, NULL, NULL, NULL) == TF_ERANGE);
+    bad.count[0] = -1;
+    CHECK(tf_image_output(f, 0, &bad, NULL, NULL, NULL) == TF_EINVAL);
+    bad = (tf_image_request){.dtype = TF_FLOAT32};
+    CHECK(tf_image_output(f, 0, &bad, NULL, NULL, NULL) == TF_EINVAL);
+    CHECK(tf_image_output(f, 1, NULL, NULL, NULL, NULL) == TF_ENOHDU);
+    CHECK(strstr(tf_errmsg(f), "HDU 1 does not exist (the file has 1 HDU)") != NULL);
+    CHECK(tf_image_read(f, 0, &req, fast, sizeof fast) == TF_OK);
+    tf_close(f);
+}
+
+static void test_scaled(void) {
+    tf_file *f = open_ok("scaled.fits");
+    tf_hdu_info info;
+    CHECK(tf_hdu_info_get(f, 0, &info) == TF_OK);
+    CHECK(info.dtype == TF_FLOAT32 && info.has_blank && info.blank == -32768);
+    CHECK(info.bscale == 0.5 && info.bzero == 10.0);
+    float fast[12], slow[12];
+    tf_image_request req = {0};
+    CHECK(tf_image_read(f, 0, &req, fast, sizeof fast) == TF_OK);
+    req.path = TF_PATH_CFITSIO;
+    CHECK(tf_image_read(f, 0, &req, slow, sizeof slow) == TF_OK);
+    CHECK(isnan(fast[0]) && isnan(slow[0]));
+    CHECK(memcmp(fast + 1, slow + 1, sizeof fast - sizeof(float)) == 0);
+    CHECK(fast[1] == 1 * 0.5f + 10.0f);
+    int16_t raw[12];
+    tf_image_request r = {.raw = 1};
+    CHECK(tf_image_read(f, 0, &r, raw, sizeof raw) == TF_OK);
+    CHECK(raw[0] == -32768 && raw[1] == 1);
+    tf_close(f);
+}
+
+static void test_truncated_poisons(void) {
+    tf_file *f = open_ok("trunc.fits");
+    int16_t buf[1200];
+    CHECK(tf_image_read(f, 0, NULL, buf, sizeof buf) == TF_ECORRUPT);
+    CHECK(strstr(tf_errmsg(f), "trunc.fits: HDU 0: file is truncated") != NULL);
+    CHECK(tf_image_read(f, 0, NULL, buf, sizeof buf) == TF_EPOISONED);
+    CHECK(strstr(tf_errmsg(f), "file is truncated") != NULL); /* first message kept */
+    tf_close(f);
+}
+
+static void test_mef_and_header(void) {
+    tf_file *f = open_ok("mef.fits");
+    int n = 0, idx = -1;
+    CHECK(tf_num_hdus(f, &n) == TF_OK && n == 8);
+    CHECK(tf_find_hdu(f, "err", 2, &idx) == TF_OK && idx == 5);
+    CHECK(tf_find_hdu(f, "SCI", 0, &idx) == TF_OK && idx == 1);
+    CHECK(tf_find_hdu(f, "NOPE", 0, &idx) == TF_ENOHDU);
+    CHECK(strstr(tf_errmsg(f), "no HDU with EXTNAME 'NOPE'") != NULL);
+    CHECK(tf_find_hdu(f, "PRIMARY", 0, &idx) == TF_OK && idx == 0);
+    CHECK(tf_image_output(f, 7, NULL, NULL, NULL, NULL) == TF_EHDUTYPE);
+    CHECK(tf_image_output(f, 0, NULL, NULL, NULL, NULL) == TF_EHDUTYPE);
+
+    int ncards = 0;
+    CHECK(tf_header_load(f, 2, &ncards) == TF_OK && ncards > 8);
+    const char *key, *value, *comment;
+    char type;
+    int found = 0;
+    for (int i = 0; i < ncards; i++) {
+        CHECK(tf_header_card(f, i, &key, &value, &comment, &type) == TF_OK);
+        if (strcmp(key, "EXTNAME") == 0) found = strcmp(value, "ERR") == 0 && type == 'C';
+        CHECK(strcmp(key, "END") != 0);
+    }
+    CHECK(found);
+    CHECK(tf_header_card(f, ncards, &key, NULL, NULL, NULL) == TF_EINVAL);
+    tf_close(f);
+}
+
+/* The conversion kernels against a plain scalar reference, at lengths that
+ * are not multiples of any vector width. */
+static void put_be(unsigned char *p, uint64_t v, size_t size) {
+    for (size_t i = 0; i < size; i++) p[i] = (unsigned char)(v >> (8 * (size - 1 - i)));
+}
+
+static void test_convert(void) {
+    enum { N = 67 };
+    unsigned char src[N * 8];
+    unsigned char dst[N * 8];
+    uint64_t seed = 12345;
+    for (size_t i = 0; i < sizeof src; i++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        src[i] = (unsigned char)(seed >> 56);
+    }
+    for (size_t n = 0; n <= N; n++) {
+        tf_conv c;
+        /* int16 -> uint16 (BZERO 32768) in place */
+        memcpy(dst, src, n * 2);
+        CHECK(tf_conv_init(&c, TF_INT16, TF_UINT16, 1, 32768, 0, 0));
+        tf_convert(&c, dst, dst, n);
+        for (size_t i = 0; i < n; i++) {
+            uint16_t want = (uint16_t)(((src[2 * i] << 8) | src[2 * i + 1]) ^ 0x8000);
+            uint16_t got;
+            memcpy(&got, dst + 2 * i, 2);
+            if (got != want) { CHECK(got == want); break; }
+        }
+        /* int32 -> int64 (BZERO 2^31) */
+        CHECK(tf_conv_init(&c, TF_INT32, TF_INT64, 1, 2147483648.0, 0, 0));
+        tf_convert(&c, src, dst, n);
+        for (size_t i = 0; i < n; i++) {
+            int32_t s = (int32_t)(((uint32_t)src[4 * i] << 24) | ((uint32_t)src[4 * i + 1] << 16) |
+                                  ((uint32_t)src[4 * i + 2] << 8) | src[4 * i + 3]);
+            int64_t got;
+            memcpy(&got, dst + 8 * i, 8);
+            if (got != (int64_t)s + 2147483648LL) { CHECK(0); break; }
+        }
+        /* int16 -> float32 with scale, zero and BLANK */
+        unsigned char s16[N * 2];
+        memcpy(s16, src, sizeof s16);
+        if (n > 3) put_be(s16 + 6, (uint16_t)-5, 2);
+        CHECK(tf_conv_init(&c, TF_INT16, TF_FLOAT32, 0.25, -3, 1, -5));
+        tf_convert(&c, s16, dst, n);
+        for (size_t i = 0; i < n; i++) {
+            int16_t s = (int16_t)((s16[2 * i] << 8) | s16[2 * i + 1]);
+            float got;
+            memcpy(&got, dst + 4 * i, 4);
+            if (s == -5) { if (!isnan(got)) { CHECK(0); break; } }
+            else if (got != (float)((double)s * 0.25 + -3.0)) { CHECK(0); break; }
+        }
+        /* float64 swap */
+        CHECK(tf_conv_init(&c, TF_FLOAT64, TF_FLOAT64, 1, 0, 0, 0));
+        CHECK(tf_conv_inplace(&c));
+        tf_convert(&c, src, dst, n);
+        for (size_t i = 0; i < n; i++)
+            for (int b = 0; b < 8; b++)
+                if (dst[8 * i + b] != src[8 * i + 7 - b]) { CHECK(0); i = n; break; }
+    }
+    tf_conv c;
+    CHECK(!tf_conv_init(&c, TF_INT16, TF_INT8, 1, 0, 0, 0));
+    CHECK(tf_dtype_size(TF_COMPLEX128) == 16 && tf_dtype_size(TF_DTYPE_AUTO) == 0);
+    CHECK(strcmp(tf_dtype_name(TF_UINT16), "uint16") == 0);
+    CHECK(strcmp(tf_strerror(TF_EPOISONED), "TF_EPOISONED") == 0);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s DIR\n", argv[0]);
+        return 2;
+    }
+    snprintf(dir, sizeof dir, "%s", argv[1]);
+    test_open_errors();
+    test_info_and_read();
+    test_scaled();
+    test_truncated_poisons();
+    test_mef_and_header();
+    test_convert();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}

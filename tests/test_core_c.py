@@ -1,0 +1,57 @@
+"""Builds the C unit tests of the core (tests/c/test_core.c) with the core's
+sources and runs them: once optimised, once under AddressSanitizer and
+UndefinedBehaviorSanitizer (leak checking included)."""
+import glob
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from fitsgen import write_astropy, write_multi_extension
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CC = shutil.which("cc") or shutil.which("gcc")
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory):
+    d = tmp_path_factory.mktemp("core")
+    img = write_astropy(d / "img16.fits", (np.arange(1200) - 600).astype(">i2").reshape(30, 40))
+    hdu = fits.PrimaryHDU(np.arange(12, dtype=">i2").reshape(3, 4))
+    hdu.header["BSCALE"] = 0.5
+    hdu.header["BZERO"] = 10.0
+    hdu.header["BLANK"] = -32768
+    hdu.data[0, 0] = -32768
+    hdu.writeto(d / "scaled.fits")
+    (d / "trunc.fits").write_bytes(open(img, "rb").read()[:2880 + 1000])
+    write_multi_extension(d / "mef.fits")
+    return str(d)
+
+
+def build(out, flags):
+    sources = sorted(glob.glob(os.path.join(ROOT, "csrc/core/**/*.c"), recursive=True))
+    cmd = [CC, "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", *flags,
+           os.path.join(ROOT, "tests/c/test_core.c"), *sources, "-o", out,
+           "-lcfitsio", "-lpthread", "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+@pytest.mark.parametrize("mode", ["O2", "asan-ubsan"])
+def test_core_unit_tests(tmp_path, fixtures, mode):
+    if CC is None:
+        pytest.skip("no C compiler")
+    flags = ["-O2"] if mode == "O2" else [
+        "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer"]
+    exe = build(str(tmp_path / f"test_core_{mode}"), flags)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               UBSAN_OPTIONS="print_stacktrace=1")
+    res = subprocess.run([exe, fixtures], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().endswith("0 failed"), res.stdout
+    assert "ERROR: AddressSanitizer" not in res.stderr and "runtime error" not in res.stderr

@@ -1,0 +1,231 @@
+"""Bad input gets a clear exception naming the path (and HDU), never a crash."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+
+import torchfits_ops as tf
+from fitsgen import random_array, write_astropy, write_multi_extension
+
+ops = torch.ops.torchfits
+
+
+@pytest.fixture
+def image(tmp_path):
+    return write_astropy(tmp_path / "img.fits", random_array((30, 40), 16, seed=1))
+
+
+@pytest.fixture
+def mef(tmp_path):
+    return write_multi_extension(tmp_path / "mef.fits")
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / "nope.fits")
+    with pytest.raises(RuntimeError, match=r"nope\.fits: cannot open file: No such file or directory \[TF_EOPEN\]"):
+        ops.read(path, 0)
+    with pytest.raises(FileNotFoundError, match=r"nope\.fits"):
+        tf.read(path)
+    with pytest.raises(FileNotFoundError, match=r"nope\.fits"):
+        tf.open(path)
+    with pytest.raises(FileNotFoundError):
+        tf.read_header(path)
+
+
+def test_directory(tmp_path):
+    with pytest.raises(OSError, match=r"it is a directory"):
+        tf.read(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.fits"
+    p.write_bytes(b"")
+    with pytest.raises(tf.FitsError, match=r"empty\.fits: not a FITS file: the file is empty"):
+        tf.read(p)
+
+
+def test_not_fits(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("SIMPLE is not how this starts\n" * 200)
+    with pytest.raises(tf.FitsError, match=r"notes\.txt: not a FITS file: it does not begin with the SIMPLE keyword \[TF_ENOTFITS\]"):
+        tf.read(p)
+    with pytest.raises(RuntimeError, match=r"notes\.txt.*\[TF_ENOTFITS\]"):
+        ops.read_header(str(p), 0)
+
+
+def test_gzip_of_garbage(tmp_path):
+    import gzip
+
+    p = tmp_path / "junk.fits.gz"
+    with gzip.open(p, "wb") as f:
+        f.write(b"\0" * 10000)
+    with pytest.raises(tf.FitsError, match=r"junk\.fits\.gz"):
+        tf.read(p)
+
+
+def test_hdu_number_out_of_range(mef):
+    with pytest.raises(IndexError, match=r"mef\.fits: HDU 8 does not exist \(the file has 8 HDUs\) \[TF_ENOHDU\]"):
+        ops.read(mef, 8)
+    with pytest.raises(IndexError, match=r"mef\.fits: HDU -9 does not exist"):
+        tf.read(mef, -9)
+    with pytest.raises(IndexError, match=r"mef\.fits: HDU -1 does not exist"):
+        ops.read(mef, -1)
+    with pytest.raises(IndexError, match=r"mef\.fits: HDU 99 does not exist"):
+        tf.open(mef)[99]
+
+
+def test_hdu_name_missing(mef):
+    with pytest.raises(IndexError, match=r"mef\.fits: no HDU with EXTNAME 'WHT' \[TF_ENOHDU\]"):
+        ops.read(mef, "WHT")
+    with pytest.raises(IndexError, match=r"mef\.fits: no HDU with EXTNAME 'SCI' and EXTVER 3"):
+        tf.read(mef, ("SCI", 3))
+    with pytest.raises(IndexError, match=r"no HDU with EXTNAME 'WHT'"):
+        tf.open(mef)["WHT"]
+    with pytest.raises(ValueError, match=r"extver must be >= 0"):
+        ops.read(mef, "SCI", -1)
+
+
+def test_table_as_image(mef):
+    with pytest.raises(TypeError, match=r"mef\.fits: HDU 7: HDU is a binary table, not an image \[TF_EHDUTYPE\]"):
+        ops.read(mef, 7)
+    with pytest.raises(TypeError, match=r"mef\.fits: HDU 7"):
+        tf.read_cutout(mef, "CAT", [0], [1])
+
+
+def test_empty_primary_has_no_data(mef):
+    with pytest.raises(TypeError, match=r"mef\.fits: HDU 0: HDU has no image data \(NAXIS = 0\)"):
+        tf.read(mef, 0)
+
+
+@pytest.mark.parametrize("start,shape,step,exc,msg", [
+    ([0, 0], [31, 1], None, IndexError, r"axis 0: region start 0, count 31, step 1 is outside the image's 30 pixels"),
+    ([29, 39], [1, 2], None, IndexError, r"axis 1: region start 39, count 2"),
+    ([0, 0], [16, 1], [2, 1], IndexError, r"axis 0: region start 0, count 16, step 2"),
+    ([-1, 0], [1, 1], None, ValueError, r"start and count must be >= 0"),
+    ([0, 0], [-1, 1], None, ValueError, r"start and count must be >= 0"),
+    ([0], [1], None, ValueError, r"the region has 1 axes but the image has 2"),
+    ([0, 0], [1, 1], [0, 1], ValueError, r"step must be >= 1"),
+    ([0, 0], [1], None, ValueError, r"start has 2 entries but shape has 1"),
+    ([0, 2**62], [1, 2**62], None, IndexError, r"outside the image"),
+])
+def test_bad_cutouts(image, start, shape, step, exc, msg):
+    with pytest.raises(exc, match=msg):
+        tf.read_cutout(image, 0, start, shape, step)
+
+
+def test_slicing_errors(image):
+    hdu = tf.open(image)[0]
+    with pytest.raises(IndexError, match="out of bounds for axis 0 with size 30"):
+        hdu[30]
+    with pytest.raises(IndexError, match="too many indices"):
+        hdu[1, 2, 3]
+    with pytest.raises(TypeError, match="FITS images take ints, slices"):
+        hdu["a"]
+
+
+def truncate(src, dst, size):
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(dst, "wb") as f:
+        f.write(data[:size])
+    return str(dst)
+
+
+@pytest.mark.parametrize("size", [80, 2880, 2881, 2880 + 100, 5000])
+def test_truncated_file(tmp_path, image, size):
+    p = truncate(image, tmp_path / "cut.fits", size)
+    if size <= 2880:
+        pattern = r"cut\.fits: (cannot read the primary header|HDU 0: file is truncated)"
+    else:
+        pattern = r"cut\.fits: HDU 0: file is truncated: the image needs 2400 bytes at offset 2880 but the file has \d+ \[TF_ECORRUPT\]"
+    with pytest.raises(tf.FitsError, match=pattern):
+        tf.read(p)
+    with pytest.raises(RuntimeError, match=r"cut\.fits"):
+        ops.read_cutout(p, 0, [0, 0], [1, 1])
+
+
+def test_truncated_gzip(tmp_path):
+    import gzip
+
+    data = random_array((100, 100), -32, seed=3)
+    plain = write_astropy(tmp_path / "g.fits", data)
+    raw = gzip.compress(open(plain, "rb").read())
+    p = tmp_path / "g.fits.gz"
+    p.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(RuntimeError, match=r"g\.fits\.gz"):
+        tf.read(p)
+
+
+def test_huge_naxis_claim_refused_before_allocation(tmp_path):
+    # A header claiming 10^12 float64 pixels in a 2880-byte file.
+    hdr = fits.Header()
+    hdr["SIMPLE"] = True
+    hdr["BITPIX"] = -64
+    hdr["NAXIS"] = 2
+    hdr["NAXIS1"] = 1000000
+    hdr["NAXIS2"] = 1000000
+    p = tmp_path / "huge.fits"
+    p.write_bytes(hdr.tostring().encode())
+    with pytest.raises(tf.FitsError, match=r"huge\.fits: HDU 0: file is truncated: the image needs 8000000000000 bytes"):
+        tf.read(p)
+    with pytest.raises(tf.FitsError, match=r"huge\.fits"):
+        tf.read_cutout(p, 0, [0, 0], [1, 1])
+
+
+def test_corrupt_header_value(tmp_path, image):
+    raw = bytearray(open(image, "rb").read())
+    i = raw.find(b"NAXIS1  =")
+    raw[i + 10:i + 30] = b"          'notanint'"
+    p = tmp_path / "bad.fits"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(tf.FitsError, match=r"bad\.fits.*cfitsio status"):
+        tf.read(p)
+
+
+def test_bad_bitpix(tmp_path, image):
+    raw = bytearray(open(image, "rb").read())
+    i = raw.find(b"BITPIX  =")
+    raw[i + 10:i + 30] = b"                  17"
+    p = tmp_path / "bitpix.fits"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(tf.FitsError, match=r"bitpix\.fits"):
+        tf.read(p)
+
+
+def test_bad_hdu_argument_types(image):
+    with pytest.raises(TypeError, match="hdu must be an int"):
+        tf.read(image, 1.5)
+
+
+def test_errors_leak_no_file_descriptors(tmp_path, image, mef):
+    missing = str(tmp_path / "missing.fits")
+    bad = truncate(image, tmp_path / "t.fits", 3000)
+    before = open_fds()
+    for _ in range(200):
+        for call in (lambda: tf.read(missing), lambda: tf.read(bad), lambda: tf.read(mef, 99),
+                     lambda: tf.read(mef, "NOPE"), lambda: tf.read(mef, 7),
+                     lambda: tf.read_cutout(image, 0, [0, 0], [99, 1]),
+                     lambda: tf.read_header(mef, 42)):
+            with pytest.raises(Exception):
+                call()
+        tf.read(image)
+    assert open_fds() == before
+
+
+def test_input_files_are_not_modified(image, mef):
+    before = {p: (os.stat(p).st_mtime_ns, open(p, "rb").read()) for p in (image, mef)}
+    tf.read(image)
+    tf.read_cutout(image, 0, [1, 1], [5, 5])
+    tf.read_header(mef, 2)
+    tf.info(mef)
+    with pytest.raises(TypeError):
+        tf.read(mef, 7)
+    for p, (mtime, data) in before.items():
+        assert os.stat(p).st_mtime_ns == mtime
+        assert open(p, "rb").read() == data
