@@ -57,5 +57,5 @@ setup(
     ext_modules=[shim],
     cmdclass={"build_ext": build_ext},
     python_requires=">=3.8",
-    install_requires=["torch>=1.13", "numpy"],
+    install_requires=["torch>=1.13.0a0", "numpy"],  # Debian ships 1.13.0a0
 )

@@ -35,7 +35,10 @@ FileHandle open_file(const std::string& path) {
 }
 
 int hdu_index(int64_t hdu) {
-  if (hdu < 0 || hdu > std::numeric_limits<int>::max()) return -1;
+  // Out-of-range numbers reach the core as the nearest int, whose "HDU n
+  // does not exist" message then names a number the user recognises.
+  if (hdu < std::numeric_limits<int>::min()) return std::numeric_limits<int>::min();
+  if (hdu > std::numeric_limits<int>::max()) return std::numeric_limits<int>::max();
   return static_cast<int>(hdu);
 }
 
