@@ -178,23 +178,17 @@ def test_huge_naxis_claim_refused_before_allocation(tmp_path):
         tf.read_cutout(p, 0, [0, 0], [1, 1])
 
 
-def test_corrupt_header_value(tmp_path, image):
+@pytest.mark.parametrize("key,value", [
+    (b"NAXIS1  =", b"          'notanint'"),
+    (b"BITPIX  =", b"                  17"),
+])
+def test_corrupt_header_value(tmp_path, image, key, value):
     raw = bytearray(open(image, "rb").read())
-    i = raw.find(b"NAXIS1  =")
-    raw[i + 10:i + 30] = b"          'notanint'"
+    i = raw.find(key)
+    raw[i + 10:i + 30] = value
     p = tmp_path / "bad.fits"
     p.write_bytes(bytes(raw))
     with pytest.raises(tf.FitsError, match=r"bad\.fits.*cfitsio status"):
-        tf.read(p)
-
-
-def test_bad_bitpix(tmp_path, image):
-    raw = bytearray(open(image, "rb").read())
-    i = raw.find(b"BITPIX  =")
-    raw[i + 10:i + 30] = b"                  17"
-    p = tmp_path / "bitpix.fits"
-    p.write_bytes(bytes(raw))
-    with pytest.raises(tf.FitsError, match=r"bitpix\.fits"):
         tf.read(p)
 
 

@@ -21,7 +21,7 @@ tf_file *tf_create(void) {
     return f;
 }
 
-static void free_cards(tf_file *f) {
+void tf_free_cards(tf_file *f) {
     free(f->cards);
     free(f->card_text);
     f->cards = NULL;
@@ -36,7 +36,7 @@ void tf_close(tf_file *f) {
         fits_close_file(f->fp, &st);
     }
     if (f->fd >= 0) close(f->fd);
-    free_cards(f);
+    tf_free_cards(f);
     free(f->path);
     free(f);
 }

@@ -52,6 +52,30 @@ static const char *comment_of(const char *s, size_t n, size_t from, size_t *len)
     return s;
 }
 
+/* A value card (not a string with CONTINUE, handled apart), parsed with
+ * cfitsio's own routines; a quoted string is unquoted. */
+static void parse_value(const char *card, tf_card *out, char **arena) {
+    char value[FLEN_VALUE] = "", comm[FLEN_COMMENT] = "", cardbuf[FLEN_CARD];
+    memcpy(cardbuf, card, CARD);
+    cardbuf[CARD] = 0;
+    int st = 0;
+    fits_parse_value(cardbuf, value, comm, &st);
+    if (st) { fits_clear_errmsg(); value[0] = 0; st = 0; }
+    char type = 'U';
+    if (value[0]) {
+        fits_get_keytype(value, &type, &st);
+        if (st) { fits_clear_errmsg(); type = 'C'; }
+    }
+    if (type == 'C' && value[0] == '\'') {
+        size_t end, k = unquote(value, strlen(value), *arena, &end);
+        out->value = put(arena, *arena, k);
+    } else {
+        out->value = put(arena, value, strlen(value));
+    }
+    out->comment = put(arena, comm, strlen(comm));
+    out->type = type;
+}
+
 static int is_key(const char *card, const char *key) {
     size_t n = strlen(key);
     if (memcmp(card, key, n) != 0) return 0;
@@ -65,11 +89,7 @@ int tf_header_load(tf_file *f, int hdu, int *ncards) {
     FORWARD_IF_ERROR(tf_move_to(f, hdu, NULL));
     int rc = TF_OK, st = 0, nkeys = 0;
     char *text = NULL;
-    free(f->cards);
-    free(f->card_text);
-    f->cards = NULL;
-    f->card_text = NULL;
-    f->ncards = 0;
+    tf_free_cards(f);
 
     /* For a compressed image this gives the header of the image itself. */
     fits_convert_hdr2str(f->fp, 0, NULL, 0, &text, &nkeys, &st);
@@ -95,27 +115,7 @@ int tf_header_load(tf_file *f, int hdu, int *ncards) {
                 const char *k = card + 9;
                 while (k < eq && *k == ' ') k++;
                 out->key = put(&arena, k, (size_t)(eq - k));
-                /* The value follows the '=' as on any value card. */
-                char value[FLEN_VALUE] = "", comm[FLEN_COMMENT] = "";
-                char cardbuf[FLEN_CARD];
-                memcpy(cardbuf, card, CARD);
-                cardbuf[CARD] = 0;
-                int st2 = 0;
-                fits_parse_value(cardbuf, value, comm, &st2);
-                if (st2) { fits_clear_errmsg(); value[0] = 0; }
-                char type = 'U';
-                if (value[0]) {
-                    fits_get_keytype(value, &type, &st2);
-                    if (st2) { fits_clear_errmsg(); type = 'C'; }
-                }
-                if (type == 'C' && value[0] == '\'') {
-                    size_t end, k2 = unquote(value, strlen(value), arena, &end);
-                    out->value = put(&arena, arena, k2);
-                } else {
-                    out->value = put(&arena, value, strlen(value));
-                }
-                out->comment = put(&arena, comm, strlen(comm));
-                out->type = type;
+                parse_value(card, out, &arena);
                 n++;
                 continue;
             }
@@ -175,21 +175,7 @@ int tf_header_load(tf_file *f, int hdu, int *ncards) {
             n++;
             continue;
         }
-        char value[FLEN_VALUE] = "", comm[FLEN_COMMENT] = "";
-        char cardbuf[FLEN_CARD];
-        memcpy(cardbuf, card, CARD);
-        cardbuf[CARD] = 0;
-        int st2 = 0;
-        fits_parse_value(cardbuf, value, comm, &st2);
-        if (st2) { fits_clear_errmsg(); value[0] = 0; st2 = 0; }
-        char type = 'U';
-        if (value[0]) {
-            fits_get_keytype(value, &type, &st2);
-            if (st2) { fits_clear_errmsg(); type = 'C'; }
-        }
-        out->value = put(&arena, value, strlen(value));
-        out->comment = put(&arena, comm, strlen(comm));
-        out->type = type;
+        parse_value(card, out, &arena);
         n++;
     }
     f->ncards = n;
