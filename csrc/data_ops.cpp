@@ -92,6 +92,8 @@ at::Tensor read_cutout_into(const std::string& path, int64_t hdu, at::IntArrayRe
                             at::Tensor& out, at::OptionalIntArrayRef step, bool raw) {
   tf_image_request req{};
   req.raw = raw;
+  TORCH_CHECK_VALUE(start.size() == static_cast<size_t>(out.dim()), path, ": HDU ", hdu,
+                    ": start has ", start.size(), " entries but out has shape ", out.sizes());
   set_region(&req, start, out.sizes(), step);
   return image_into(path, hdu, &req, out);
 }
