@@ -56,6 +56,13 @@ class PerSampleDataset(Dataset):
         return self.inner[i]
 
 
+class NoReadDataset(FitsioDataset):
+    """The DataLoader's own cost (workers, collate, transfer): no read."""
+
+    def __getitem__(self, i):
+        return torch.zeros(64, 64, dtype=torch.int16)
+
+
 def write_small_files(folder, n, shape=(64, 64)):
     """One file written by astropy, then copies with other pixel values
     (the same header, the data block replaced): valid FITS, fast to make."""
@@ -103,6 +110,7 @@ def run(workdir, quick):
                                                              num_workers=2, timeout=600)),
         "fitsio": lambda: epoch(loader(FitsioDataset(files))),
         "astropy": lambda: epoch(loader(AstropyDataset(files))),
+        "no read (DataLoader floor)": lambda: epoch(loader(NoReadDataset(files))),
     }
     t = harness.measure(contenders, repeat=3, warmup=1)
     fps = {k: n / v for k, v in t.items()}
