@@ -115,6 +115,8 @@ def test_read_batch_matches_single_reads(files):
         assert torch.equal(ops.read_batch(files, threads=threads)[0], batch)
     cut, _ = ops.read_batch(files, 0, [3, 2], [5, 4])
     assert torch.equal(cut, batch[:, 3:8, 2:6])
+    empty, ok = ops.read_batch(files, 0, [3, 2], [0, 4])
+    assert empty.shape == (12, 0, 4) and bool(ok.all())
     out = torch.empty(12, 5, 4, dtype=torch.int16)
     ret, ok = ops.read_batch_into(files, 0, out, [3, 2])
     assert ret.data_ptr() == out.data_ptr() and torch.equal(out, cut)

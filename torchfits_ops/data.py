@@ -64,10 +64,13 @@ class _SkipCounter:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.counts = torch.zeros(_SKIP_SLOTS, dtype=torch.int64).share_memory_()
+        self.counts = torch.zeros(_SKIP_SLOTS if enabled else 1, dtype=torch.int64)
+        if enabled:  # only then is a shared-memory segment worth holding
+            self.counts.share_memory_()
 
     def add(self, n: int = 1) -> None:
-        self.counts[_worker_slot()] += n
+        if self.enabled:
+            self.counts[_worker_slot()] += n
 
     def total(self) -> int:
         return int(self.counts.sum())

@@ -89,12 +89,13 @@ static void *batch_work(void *arg) {
         if (!j->ok && atomic_load(&j->stop)) break;
         int64_t i = atomic_fetch_add(&j->next, 1);
         if (i >= j->n) break;
-        char *dst = j->out + (size_t)i * j->item;
+        /* An empty region (a zero-length axis) still checks every file. */
+        char *dst = j->item ? j->out + (size_t)i * j->item : j->out;
         int rc = read_one(j->paths[i], j->hdu, &j->req, j->dtype, j->ndim, j->shape, dst, j->item,
                           msg, sizeof msg);
         if (j->ok) j->ok[i] = rc == TF_OK;
         if (rc == TF_OK) continue;
-        if (j->ok) memset(dst, 0, j->item);
+        if (j->ok && j->item) memset(dst, 0, j->item);
         else atomic_store(&j->stop, 1);
         if (w->fail_index < 0 || i < w->fail_index) {
             w->fail_index = i;
@@ -145,7 +146,7 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
                   tf_dtype dtype, int ndim, const int64_t *shape, void *out, size_t out_bytes,
                   int threads, uint8_t *ok, char *errmsg, size_t errlen) {
     set_msg(errmsg, errlen, "");
-    if (!paths || n < 1 || ndim < 1 || ndim > TF_MAX_DIMS || !shape || !out) {
+    if (!paths || n < 1 || ndim < 1 || ndim > TF_MAX_DIMS || !shape) {
         set_msg(errmsg, errlen, "a batch needs at least one file, an image shape and a buffer");
         return TF_EINVAL;
     }
@@ -155,7 +156,8 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
             set_msg(errmsg, errlen, "the batch's image size overflows");
             return TF_EINVAL;
         }
-    if (item == 0 || !tf_mul_ok(item, n, &total) || (uint64_t)total != (uint64_t)out_bytes) {
+    if (!tf_mul_ok(item, n, &total) || (uint64_t)total != (uint64_t)out_bytes ||
+        (total && !out)) {
         if (errmsg && errlen)
             snprintf(errmsg, errlen, "output buffer has %zu bytes, %lld files need %lld each",
                      out_bytes, (long long)n, (long long)item);
