@@ -118,6 +118,7 @@ static int auto_threads(int threads, int64_t n) {
 int tf_batch_output(const char *const *paths, int64_t n, int hdu, const tf_image_request *req,
                     int skip_errors, tf_dtype *dtype, int *ndim, int64_t *shape,
                     char *errmsg, size_t errlen) {
+    set_msg(errmsg, errlen, "");
     if (!paths || n < 1) {
         set_msg(errmsg, errlen, "a batch needs at least one file");
         return TF_EINVAL;
