@@ -407,3 +407,41 @@ def test_example_distributed_two_ranks_read_every_file_once(tmp_path):
         assert all(len(ids) == 9 for ids in per_rank)
         assert sorted(per_rank[0] + per_rank[1]) == list(range(18))
         assert result[f"{key}_exactly_once"] is True
+
+
+def astropy_read_table(path, hdu, columns, start_row, num_rows):
+    """read_table's schema, done by astropy: lets the block logic of
+    FitsTableDataset be tested before the real operator is merged."""
+    astropy_read_table.calls.append((start_row, num_rows))
+    data = fits.getdata(path, hdu)[start_row:start_row + num_rows]
+    return {c: torch.from_numpy(np.asarray(data[c]).astype(data[c].dtype.newbyteorder("=")))
+            for c in (columns or data.columns.names)}
+
+
+def test_table_dataset_block_logic_with_astropy_reader(tmp_path, monkeypatch):
+    import torchfits_ops.data as tfdata
+
+    astropy_read_table.calls = []
+    monkeypatch.setattr(tfdata, "_read_table_op", lambda: astropy_read_table)
+    n = 300
+    cols = fits.ColDefs([fits.Column(name="ID", format="K", array=np.arange(n)),
+                         fits.Column(name="FLUX", format="E", array=np.arange(n) * 0.25)])
+    path = str(tmp_path / "t.fits")
+    fits.BinTableHDU.from_columns(cols).writeto(path)
+    ds = FitsTableDataset(path, 1, columns=["ID", "FLUX"], block_rows=64)
+    assert len(ds) == n and int(ds[-1]["ID"]) == n - 1 and float(ds[10]["FLUX"]) == 2.5
+    with pytest.raises(IndexError, match=r"t\.fits: HDU 1: row 300"):
+        ds[300]
+    ds = FitsTableDataset(path, 1, columns=["ID", "FLUX"], block_rows=64)  # no block kept
+    astropy_read_table.calls = []
+    batches = list(DataLoader(ds, batch_size=50))
+    assert torch.cat([b["ID"] for b in batches]).tolist() == list(range(n))
+    assert torch.equal(torch.cat([b["FLUX"] for b in batches]), torch.arange(n) * 0.25)
+    # Each 64-row block read once, the last one short.
+    assert astropy_read_table.calls == [(0, 64), (64, 64), (128, 64), (192, 64), (256, 44)]
+    batch = ds[[5, 200, 6]]
+    assert batch["ID"].tolist() == [5, 200, 6]
+    got = torch.cat([b["ID"] for b in DataLoader(ds, batch_size=40, **loader_kwargs(2))])
+    assert got.tolist() == list(range(n))
+    with pytest.raises(TypeError, match="is an image"):
+        FitsTableDataset(write_astropy(tmp_path / "img.fits", np.zeros((2, 2), np.int16)), 0)
