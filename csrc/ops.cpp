@@ -43,6 +43,29 @@ TORCH_LIBRARY(torchfits, m) {
   // dtype of a default read ("" for tables), EXTNAME, EXTVER, BITPIX,
   // tile-compressed.
   m.def("info(str path) -> (str[], int[][], str[], str[], int[], int[], bool[])");
+
+  // ---- Data loading (issue 6) ----
+  // Reads into a tensor the caller gives (a pinned buffer, a slice of a
+  // batch): CPU, contiguous, exactly the read's dtype and shape, else a
+  // ValueError/TypeError. Nothing is allocated for the output.
+  m.def("read_into(str path, int hdu, Tensor(a!) out, bool raw=False) -> Tensor(a!)");
+  // The region start + i*step, i < out.shape.
+  m.def(
+      "read_cutout_into(str path, int hdu, int[] start, Tensor(a!) out, int[]? step=None, "
+      "bool raw=False) -> Tensor(a!)");
+  // The same HDU (or region: start and shape) of every file, stacked along
+  // a new first axis, read by `threads` threads (0: automatic), each file
+  // with its own handle. Returns (batch, ok): with skip_errors a file that
+  // fails leaves a zero slot and ok[i] False; without, the first failing
+  // file's error is raised.
+  m.def(
+      "read_batch(str[] paths, int hdu=0, int[]? start=None, int[]? shape=None, "
+      "int[]? step=None, bool raw=False, bool skip_errors=False, int threads=0) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "read_batch_into(str[] paths, int hdu, Tensor(a!) out, int[]? start=None, "
+      "int[]? step=None, bool raw=False, bool skip_errors=False, int threads=0) "
+      "-> (Tensor(a!), Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
@@ -57,4 +80,13 @@ TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
   m.impl("num_hdus", TORCH_FN(torchfits::num_hdus));
   m.impl("find_hdu", TORCH_FN(torchfits::find_hdu_op));
   m.impl("info", TORCH_FN(torchfits::info));
+  m.impl("read_batch", TORCH_FN(torchfits::read_batch));
+}
+
+// Data-loading ops that take a tensor dispatch on it: CPU (pinned memory is
+// CPU too). A tensor on another device finds no kernel and is refused.
+TORCH_LIBRARY_IMPL(torchfits, CPU, m) {
+  m.impl("read_into", TORCH_FN(torchfits::read_into));
+  m.impl("read_cutout_into", TORCH_FN(torchfits::read_cutout_into));
+  m.impl("read_batch_into", TORCH_FN(torchfits::read_batch_into));
 }

@@ -34,4 +34,19 @@ std::tuple<std::vector<std::string>, std::vector<std::vector<int64_t>>, std::vec
            std::vector<std::string>, std::vector<int64_t>, std::vector<int64_t>, c10::List<bool>>
 info(const std::string& path);
 
+// data_ops.cpp
+at::Tensor read_into(const std::string& path, int64_t hdu, at::Tensor& out, bool raw);
+at::Tensor read_cutout_into(const std::string& path, int64_t hdu, at::IntArrayRef start,
+                            at::Tensor& out, at::OptionalIntArrayRef step, bool raw);
+std::tuple<at::Tensor, at::Tensor> read_batch(const std::vector<std::string>& paths, int64_t hdu,
+                                              at::OptionalIntArrayRef start,
+                                              at::OptionalIntArrayRef shape,
+                                              at::OptionalIntArrayRef step, bool raw,
+                                              bool skip_errors, int64_t threads);
+std::tuple<at::Tensor, at::Tensor> read_batch_into(const std::vector<std::string>& paths,
+                                                   int64_t hdu, at::Tensor& out,
+                                                   at::OptionalIntArrayRef start,
+                                                   at::OptionalIntArrayRef step, bool raw,
+                                                   bool skip_errors, int64_t threads);
+
 }  // namespace torchfits

@@ -74,4 +74,21 @@ at::ScalarType to_scalar_type(tf_dtype dtype, tf_dtype* request) {
   }
 }
 
+void set_region(tf_image_request* req, at::IntArrayRef start, at::IntArrayRef shape,
+                at::OptionalIntArrayRef step) {
+  TORCH_CHECK_VALUE(start.size() == shape.size(), "start has ", start.size(),
+                    " entries but shape has ", shape.size());
+  TORCH_CHECK_VALUE(!step.has_value() || step->size() == start.size(), "step has ",
+                    step.has_value() ? step->size() : 0, " entries but start has ", start.size());
+  TORCH_CHECK_VALUE(start.size() >= 1 && start.size() <= TF_MAX_DIMS,
+                    "a cutout needs 1 to ", TF_MAX_DIMS, " axes, got ", start.size());
+  req->ndim = static_cast<int>(start.size());
+  for (size_t d = 0; d < start.size(); d++) {
+    req->start[d] = start[d];
+    req->count[d] = shape[d];
+    req->step[d] = step.has_value() ? (*step)[d] : 1;
+    TORCH_CHECK_VALUE(req->step[d] >= 1, "step must be >= 1, got ", req->step[d], " on axis ", d);
+  }
+}
+
 }  // namespace torchfits

@@ -49,4 +49,9 @@ int find_hdu(tf_file* f, const std::string& extname, int64_t extver);
 // torch.uint16).
 at::ScalarType to_scalar_type(tf_dtype dtype, tf_dtype* request);
 
+// Put a region (start, shape and optional step, C order) into a request,
+// checking that the lists agree and every step is >= 1.
+void set_region(tf_image_request* req, at::IntArrayRef start, at::IntArrayRef shape,
+                at::OptionalIntArrayRef step);
+
 }  // namespace torchfits

@@ -103,7 +103,36 @@ def _hdu_args(path: str, hdu: HDUKey) -> Tuple[Optional[int], Optional[str], int
     return index, None, 0
 
 
-def read(path: PathLike, hdu: HDUKey = 0, *, raw: bool = False) -> torch.Tensor:
+_RAW_DTYPES = {8: torch.uint8, 16: torch.int16, 32: torch.int32, 64: torch.int64,
+               -32: torch.float32, -64: torch.float64}
+
+
+def _device_read(path: str, index: Optional[int], name: Optional[str], ver: int,
+                 start: Optional[List[int]], shape: Optional[List[int]],
+                 step: Optional[List[int]], raw: bool, device) -> torch.Tensor:
+    """Read onto `device`. For CUDA: into pinned memory (read_into), then an
+    asynchronous copy (non_blocking=True)."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{path}: device {device} was asked for, but CUDA is not available "
+                           f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})")
+    if name is not None:
+        index = _call(_ops.find_hdu, path, name, ver)
+    if device.type != "cuda":
+        t = (_call(_ops.read, path, index, raw) if start is None else
+             _call(_ops.read_cutout, path, index, start, shape, step, raw))
+        return t.to(device)
+    meta = info(path)[index]
+    dtype = _RAW_DTYPES[meta.bitpix] if raw else meta.dtype
+    buf = torch.empty(meta.shape if start is None else shape, dtype=dtype, pin_memory=True)
+    if start is None:
+        _call(_ops.read_into, path, index, buf, raw)
+    else:
+        _call(_ops.read_cutout_into, path, index, start, buf, step, raw)
+    return buf.to(device, non_blocking=True)
+
+
+def read(path: PathLike, hdu: HDUKey = 0, *, raw: bool = False, device=None) -> torch.Tensor:
     """Read a whole image HDU.
 
     Args:
@@ -111,6 +140,9 @@ def read(path: PathLike, hdu: HDUKey = 0, *, raw: bool = False) -> torch.Tensor:
         hdu: HDU number (0-based, negative from the end), EXTNAME, or
             (EXTNAME, EXTVER).
         raw: return the stored values, without BZERO/BSCALE.
+        device: where the tensor goes (default CPU). A CUDA device reads into
+            pinned memory and copies with non_blocking=True; RuntimeError
+            when CUDA is not available.
 
     Returns:
         A tensor of shape (NAXISn, ..., NAXIS1). Its dtype follows the table
@@ -119,6 +151,8 @@ def read(path: PathLike, hdu: HDUKey = 0, *, raw: bool = False) -> torch.Tensor:
     """
     path = os.fspath(path)
     index, name, ver = _hdu_args(path, hdu)
+    if device is not None:
+        return _device_read(path, index, name, ver, None, None, None, raw, device)
     if name is None:
         return _call(_ops.read, path, index, raw)
     return _call(_ops.read, path, name, ver, raw)
@@ -132,17 +166,20 @@ def read_cutout(
     step: Optional[Sequence[int]] = None,
     *,
     raw: bool = False,
+    device=None,
 ) -> torch.Tensor:
     """Read the region ``start[d] + i * step[d]`` for ``i < shape[d]`` of an
     image (C order, 0-based), reading only what the region needs.
 
     Returns a tensor of the given shape. A region outside the image raises
-    IndexError.
+    IndexError. ``device`` as for ``read``.
     """
     path = os.fspath(path)
     index, name, ver = _hdu_args(path, hdu)
     start, shape = [int(s) for s in start], [int(s) for s in shape]
     step = None if step is None else [int(s) for s in step]
+    if device is not None:
+        return _device_read(path, index, name, ver, start, shape, step, raw, device)
     if name is None:
         return _call(_ops.read_cutout, path, index, start, shape, step, raw)
     return _call(_ops.read_cutout, path, name, ver, start, shape, step, raw)

@@ -203,6 +203,36 @@ int tf_header_load(tf_file *f, int hdu, int *ncards);
 int tf_header_card(const tf_file *f, int i, const char **key,
                    const char **value, const char **comment, char *type);
 
+/* ---- batch reads: the same HDU (or region) of many files ---- */
+
+/**
+ * What tf_batch_read would produce per file: the dtype, ndim and shape that
+ * `req` gives on the first of the n files (with skip_errors, the first that
+ * can be read). On failure `errmsg` (errlen bytes) receives the file's
+ * message. @return TF_OK, or that file's status (TF_EINVAL for n < 1).
+ */
+int tf_batch_output(const char *const *paths, int64_t n, int hdu, const tf_image_request *req,
+                    int skip_errors, tf_dtype *dtype, int *ndim, int64_t *shape,
+                    char *errmsg, size_t errlen);
+
+/**
+ * Read HDU `hdu` (or the region in `req`) of each of the n files into
+ * consecutive slots of `out`: file i fills bytes [i*item, (i+1)*item) where
+ * item = out_bytes / n must be the product of `shape` times the size of
+ * `dtype` (TF_EBUFSIZE otherwise). Each file must give exactly that dtype
+ * and shape (TF_EINVAL names the one that does not). Files are read by up
+ * to `threads` threads (0: automatic), each with its own handle.
+ *
+ * ok == NULL: the first error stops the batch; the status and the message
+ * (in errmsg) are those of the lowest-numbered failing file.
+ * ok != NULL (n bytes): every file is tried; ok[i] is 1 when file i was
+ * read, 0 when not (its slot is zero-filled); the return is TF_OK and
+ * errmsg holds the message of the first failing file ("" if none).
+ */
+int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_request *req,
+                  tf_dtype dtype, int ndim, const int64_t *shape, void *out, size_t out_bytes,
+                  int threads, uint8_t *ok, char *errmsg, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

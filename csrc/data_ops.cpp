@@ -1,0 +1,139 @@
+// data_ops.cpp - kernels for data loading: reads into a tensor the caller
+// gives (a pinned buffer, a slice of a batch), and batch reads of the same
+// HDU or region from many files, which the core spreads over threads.
+#include <algorithm>
+#include <vector>
+
+#include "ops.h"
+#include "shim.h"
+
+namespace torchfits {
+namespace {
+
+// `out` must be a CPU, C-contiguous tensor of exactly `scalar` and `shape`
+// (after a leading batch axis of `batch` entries when batch >= 0).
+void check_out(const at::Tensor& out, const std::string& what, at::ScalarType scalar,
+               at::IntArrayRef shape, int64_t batch) {
+  TORCH_CHECK_VALUE(out.device().is_cpu(), what, ": out must be a CPU tensor (pinned memory is "
+                    "fine), got one on ", out.device());
+  TORCH_CHECK_VALUE(out.is_contiguous(), what, ": out must be contiguous");
+  TORCH_CHECK_TYPE(out.scalar_type() == scalar, what, ": out has dtype ", out.scalar_type(),
+                   " but the data reads as ", scalar);
+  std::vector<int64_t> want;
+  if (batch >= 0) want.push_back(batch);
+  want.insert(want.end(), shape.begin(), shape.end());
+  TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef(want), what, ": out has shape ", out.sizes(),
+                    " but the read gives ", at::IntArrayRef(want));
+}
+
+// Ask the core what the read gives, check `out` against it, read into it.
+at::Tensor image_into(const std::string& path, int64_t hdu, tf_image_request* req,
+                      at::Tensor& out) {
+  FileHandle f = open_file(path);
+  int index = hdu_index(hdu);
+  tf_dtype dtype = TF_DTYPE_AUTO;
+  int ndim = 0;
+  int64_t shape[TF_MAX_DIMS];
+  check(tf_image_output(f.get(), index, req, &dtype, &ndim, shape), f.get());
+  at::ScalarType scalar = to_scalar_type(dtype, &req->dtype);
+  check_out(out, path + ": HDU " + std::to_string(hdu), scalar, at::IntArrayRef(shape, ndim), -1);
+  check(tf_image_read(f.get(), index, req, out.data_ptr(), out.nbytes()), f.get());
+  return out;
+}
+
+// What a batch read gives: the first readable file's dtype and shape.
+struct BatchPlan {
+  std::vector<const char*> paths;
+  tf_image_request req;
+  tf_dtype dtype = TF_DTYPE_AUTO;
+  int ndim = 0;
+  int64_t shape[TF_MAX_DIMS];
+  at::ScalarType scalar;
+};
+
+BatchPlan plan_batch(const std::vector<std::string>& paths, int64_t hdu,
+                     const tf_image_request& req, bool skip_errors) {
+  TORCH_CHECK_VALUE(!paths.empty(), "a batch read needs at least one file");
+  BatchPlan p;
+  p.req = req;
+  for (const auto& path : paths) p.paths.push_back(path.c_str());
+  char msg[1024] = "";
+  int rc = tf_batch_output(p.paths.data(), static_cast<int64_t>(p.paths.size()), hdu_index(hdu),
+                           &p.req, skip_errors, &p.dtype, &p.ndim, p.shape, msg, sizeof msg);
+  if (rc != TF_OK) throw_status(rc, msg);
+  p.scalar = to_scalar_type(p.dtype, &p.req.dtype);
+  return p;
+}
+
+// Read the files into `out` (n x the plan's shape); returns the per-file
+// success mask (all true unless skip_errors).
+at::Tensor run_batch(const BatchPlan& p, int64_t hdu, at::Tensor& out, bool skip_errors,
+                     int64_t threads) {
+  at::Tensor ok = at::ones({static_cast<int64_t>(p.paths.size())}, at::kBool);
+  char msg[1024] = "";
+  int rc = tf_batch_read(p.paths.data(), static_cast<int64_t>(p.paths.size()), hdu_index(hdu),
+                         &p.req, p.req.dtype, p.ndim, p.shape, out.data_ptr(), out.nbytes(),
+                         static_cast<int>(std::min<int64_t>(std::max<int64_t>(threads, 0), 64)),
+                         skip_errors ? static_cast<uint8_t*>(ok.data_ptr()) : nullptr, msg,
+                         sizeof msg);
+  if (rc != TF_OK) throw_status(rc, msg);
+  return ok;
+}
+
+}  // namespace
+
+at::Tensor read_into(const std::string& path, int64_t hdu, at::Tensor& out, bool raw) {
+  tf_image_request req{};
+  req.raw = raw;
+  return image_into(path, hdu, &req, out);
+}
+
+at::Tensor read_cutout_into(const std::string& path, int64_t hdu, at::IntArrayRef start,
+                            at::Tensor& out, at::OptionalIntArrayRef step, bool raw) {
+  tf_image_request req{};
+  req.raw = raw;
+  TORCH_CHECK_VALUE(start.size() == static_cast<size_t>(out.dim()), path, ": HDU ", hdu,
+                    ": start has ", start.size(), " entries but out has shape ", out.sizes());
+  set_region(&req, start, out.sizes(), step);
+  return image_into(path, hdu, &req, out);
+}
+
+std::tuple<at::Tensor, at::Tensor> read_batch(const std::vector<std::string>& paths, int64_t hdu,
+                                              at::OptionalIntArrayRef start,
+                                              at::OptionalIntArrayRef shape,
+                                              at::OptionalIntArrayRef step, bool raw,
+                                              bool skip_errors, int64_t threads) {
+  tf_image_request req{};
+  req.raw = raw;
+  TORCH_CHECK_VALUE(start.has_value() == shape.has_value(),
+                    "give both start and shape for a cutout, or neither for whole images");
+  if (start.has_value()) set_region(&req, *start, *shape, step);
+  else TORCH_CHECK_VALUE(!step.has_value(), "step needs start and shape");
+  BatchPlan p = plan_batch(paths, hdu, req, skip_errors);
+  std::vector<int64_t> out_shape{static_cast<int64_t>(paths.size())};
+  out_shape.insert(out_shape.end(), p.shape, p.shape + p.ndim);
+  at::Tensor out = at::empty(out_shape, at::TensorOptions().dtype(p.scalar));
+  at::Tensor ok = run_batch(p, hdu, out, skip_errors, threads);
+  return {out, ok};
+}
+
+std::tuple<at::Tensor, at::Tensor> read_batch_into(const std::vector<std::string>& paths,
+                                                   int64_t hdu, at::Tensor& out,
+                                                   at::OptionalIntArrayRef start,
+                                                   at::OptionalIntArrayRef step, bool raw,
+                                                   bool skip_errors, int64_t threads) {
+  TORCH_CHECK_VALUE(out.dim() >= 2 && out.dim() <= TF_MAX_DIMS + 1,
+                    "read_batch_into: out must have a batch axis then the image's axes, got "
+                    "shape ", out.sizes());
+  tf_image_request req{};
+  req.raw = raw;
+  if (start.has_value()) set_region(&req, *start, out.sizes().slice(1), step);
+  else TORCH_CHECK_VALUE(!step.has_value(), "step needs start");
+  BatchPlan p = plan_batch(paths, hdu, req, skip_errors);
+  check_out(out, "read_batch_into", p.scalar, at::IntArrayRef(p.shape, p.ndim),
+            static_cast<int64_t>(paths.size()));
+  at::Tensor ok = run_batch(p, hdu, out, skip_errors, threads);
+  return {out, ok};
+}
+
+}  // namespace torchfits
