@@ -72,6 +72,11 @@ int tf_check_handle(tf_file *f);
  * a number past the end. *hdutype receives cfitsio's IMAGE_HDU etc. */
 int tf_move_to(tf_file *f, int hdu, int *hdutype);
 
+/* The dtype of a default read of data stored with this BITPIX, scale and
+ * zero: exact for the unsigned conventions, floating point for other
+ * scaling (file.c). */
+tf_dtype tf_natural_dtype(int bitpix, double scale, double zero);
+
 /* a * b into *out, returning 0 on overflow of int64. */
 static inline int tf_mul_ok(int64_t a, int64_t b, int64_t *out) {
     return !__builtin_mul_overflow(a, b, out) && *out >= 0;

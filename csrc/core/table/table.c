@@ -1,0 +1,724 @@
+/*
+ * table.c - reading binary and ASCII table columns.
+ *
+ * Two paths:
+ *  - the block path, for fixed-width columns of binary tables: read blocks
+ *    of whole rows (pread in plain files, fits_read_tblbytes otherwise),
+ *    then scatter each requested column out of the block and byte-swap
+ *    (and scale) it with tf_convert while the block is still in cache;
+ *    large reads in plain files are split by rows across threads;
+ *  - cfitsio's column reads (fits_read_col), for ASCII tables, for the
+ *    variable-length arrays in the heap, and for testing the block path.
+ * cfitsio parses and validates the table header (TFORMn, NAXIS1, THEAP)
+ * when it moves to the HDU; sizes are checked against the real file size
+ * here before anything is read or allocated.
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "../common/convert.h"
+#include "../common/internal.h"
+
+/* Bytes of whole rows read per block: the block and its scatter stay in L2. */
+#define BLOCK_BYTES (256 * 1024)
+/* Below this many table bytes a read stays on one thread. */
+#define THREAD_MIN_BYTES (4 * 1024 * 1024)
+#define MAX_THREADS 16
+/* Rows per cfitsio string read (bounds the temporary buffer). */
+#define STRING_ROWS 4096
+
+/* The geometry of the current table HDU, checked against the file. */
+typedef struct table_geom {
+    int ascii;
+    int ncols;
+    int64_t nrows, rowlen;
+    int64_t data_offset;   /* byte offset of the first row in the file */
+    int64_t heap_avail;    /* bytes from THEAP to the end of the heap */
+} table_geom;
+
+static int table_geom_get(tf_file *f, int hdu, table_geom *g) {
+    tf_hdu_info info;
+    FORWARD_IF_ERROR(tf_hdu_info_get(f, hdu, &info));
+    if (info.kind == TF_HDU_IMAGE)
+        return tf_fail(f, TF_EHDUTYPE, 0, "HDU is an image, not a table");
+    memset(g, 0, sizeof *g);
+    FITSfile *F = f->fp->Fptr;
+    g->ascii = info.kind == TF_HDU_ASCII_TABLE;
+    g->ncols = info.ncols;
+    g->nrows = info.nrows;
+    g->rowlen = F->rowlength;
+    g->data_offset = F->datastart;
+    int64_t main_bytes, total;
+    if (g->nrows < 0 || g->rowlen < 0 || F->heapsize < 0 ||
+        !tf_mul_ok(g->nrows, g->rowlen, &main_bytes) ||
+        __builtin_add_overflow(main_bytes, (int64_t)F->heapsize, &total))
+        return tf_fail(f, TF_ECORRUPT, 0, "table size overflows (NAXIS1 %lld, NAXIS2 %lld)",
+                       (long long)g->rowlen, (long long)g->nrows);
+    int64_t size = f->fd >= 0 ? f->file_size : (int64_t)F->logfilesize, need;
+    if (__builtin_add_overflow(g->data_offset, total, &need) || need > size)
+        return tf_fail(f, TF_ECORRUPT, 0,
+                       "file is truncated: the table needs %lld bytes at offset %lld but the "
+                       "file has %lld",
+                       (long long)total, (long long)g->data_offset, (long long)size);
+    if (F->heapstart < main_bytes && F->heapsize > 0)
+        return tf_fail(f, TF_ECORRUPT, 0, "THEAP = %lld points inside the rows (%lld bytes)",
+                       (long long)F->heapstart, (long long)main_bytes);
+    g->heap_avail = total - (int64_t)F->heapstart;
+    if (g->heap_avail < 0) g->heap_avail = 0;
+    return TF_OK;
+}
+
+int tf_table_shape(tf_file *f, int hdu, int64_t *nrows, int *ncols) {
+    FORWARD_IF_ERROR(tf_check_handle(f));
+    table_geom g;
+    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    if (nrows) *nrows = g.nrows;
+    if (ncols) *ncols = g.ncols;
+    return TF_OK;
+}
+
+/* A string keyword into buf ("" when absent). */
+static int key_str(tf_file *f, const char *key, char *buf, size_t len) {
+    char v[FLEN_VALUE] = "";
+    int st = 0;
+    fits_read_key_str(f->fp, key, v, NULL, &st);
+    if (st == KEY_NO_EXIST) { fits_clear_errmsg(); v[0] = 0; st = 0; }
+    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad %s keyword", key);
+    snprintf(buf, len, "%s", v);
+    return TF_OK;
+}
+
+static int bitpix_of(char code) {
+    switch (code) {
+    case 'B': return 8;
+    case 'I': return 16;
+    case 'J': return 32;
+    case 'K': return 64;
+    case 'E': return -32;
+    case 'D': return -64;
+    default: return 0;
+    }
+}
+
+/* Bytes of one stored element of a binary-table type letter (X: a byte
+ * holds 8 elements, handled by the caller). */
+static int64_t elem_bytes(char code) {
+    switch (code) {
+    case 'L': case 'X': case 'B': case 'A': return 1;
+    case 'I': return 2;
+    case 'J': case 'E': return 4;
+    case 'K': case 'D': case 'C': return 8;
+    case 'M': return 16;
+    default: return 0;
+    }
+}
+
+static tf_dtype raw_of(char code) {
+    switch (code) {
+    case 'I': return TF_INT16;
+    case 'J': return TF_INT32;
+    case 'K': return TF_INT64;
+    case 'E': case 'C': return TF_FLOAT32;
+    case 'D': case 'M': return TF_FLOAT64;
+    default: return TF_UINT8;
+    }
+}
+
+static int column_info(tf_file *f, const table_geom *g, int col, tf_column_info *ci) {
+    if (col < 0 || col >= g->ncols)
+        return tf_fail(f, TF_ERANGE, 0, "column %d does not exist (the table has %d)", col,
+                       g->ncols);
+    memset(ci, 0, sizeof *ci);
+    ci->index = col;
+    int n = col + 1, st = 0;
+    char key[FLEN_KEYWORD];
+    snprintf(key, sizeof key, "TTYPE%d", n);
+    FORWARD_IF_ERROR(key_str(f, key, ci->name, sizeof ci->name));
+    snprintf(key, sizeof key, "TFORM%d", n);
+    FORWARD_IF_ERROR(key_str(f, key, ci->tform, sizeof ci->tform));
+    snprintf(key, sizeof key, "TUNIT%d", n);
+    FORWARD_IF_ERROR(key_str(f, key, ci->tunit, sizeof ci->tunit));
+    snprintf(key, sizeof key, "TDIM%d", n);
+    FORWARD_IF_ERROR(key_str(f, key, ci->tdim, sizeof ci->tdim));
+
+    const tcolumn *tc = &f->fp->Fptr->tableptr[col];
+    ci->scale = tc->tscale;
+    ci->zero = tc->tzero;
+    ci->offset = tc->tbcol;
+    LONGLONG tnull = 0;
+    snprintf(key, sizeof key, "TNULL%d", n);
+    if (!g->ascii) {
+        fits_read_key_lnglng(f->fp, key, &tnull, NULL, &st);
+        if (st == KEY_NO_EXIST) { fits_clear_errmsg(); st = 0; }
+        else {
+            RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': bad %s keyword", ci->name, key);
+            ci->has_null = 1;
+            ci->null = tnull;
+        }
+    }
+    int typecode = 0;
+    LONGLONG repeat = 0, width = 0;
+    fits_get_coltypell(f->fp, n, &typecode, &repeat, &width, &st);
+    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': bad TFORM%d = '%s'", ci->name, n,
+                      ci->tform);
+    /* The type letter: the first letter of TFORM after the repeat count. */
+    const char *t = ci->tform;
+    while (*t >= '0' && *t <= '9') t++;
+    char letter = (char)(*t >= 'a' && *t <= 'z' ? *t - 32 : *t);
+
+    if (g->ascii) {
+        ci->code = letter;
+        ci->repeat = 1;
+        ci->width = (int64_t)width;
+        ci->raw_dtype = TF_UINT8;
+        int scaled = ci->scale != 1.0 || ci->zero != 0.0;
+        switch (letter) {
+        case 'A':
+            ci->kind = TF_COL_STRING;
+            ci->dtype = TF_UINT8;
+            ci->repeat = width;
+            ci->ndim = 1;
+            ci->shape[0] = width;
+            return TF_OK;
+        case 'I': ci->dtype = scaled ? TF_FLOAT64 : TF_INT64; break;
+        case 'F': case 'E': case 'D': ci->dtype = TF_FLOAT64; break;
+        default:
+            return tf_fail(f, TF_ECORRUPT, 0, "column '%s': bad TFORM%d = '%s'", ci->name, n,
+                           ci->tform);
+        }
+        ci->kind = TF_COL_FIXED;
+        return TF_OK;
+    }
+
+    if (letter == 'P' || letter == 'Q') {
+        ci->vla = letter;
+        ci->kind = TF_COL_VLA;
+        char c = t[1];
+        ci->code = (char)(c >= 'a' && c <= 'z' ? c - 32 : c);
+        ci->width = letter == 'P' ? 8 : 16;
+        /* The declared maximum, "PE(100)"; 0 when not given. */
+        const char *paren = strchr(t, '(');
+        ci->repeat = paren ? strtoll(paren + 1, NULL, 10) : 0;
+        ci->ndim = 1;
+        ci->shape[0] = -1;
+    } else {
+        ci->code = letter;
+        ci->repeat = repeat;
+        ci->kind = letter == 'A' ? TF_COL_STRING : TF_COL_FIXED;
+        ci->width = letter == 'X' ? (repeat + 7) / 8 : repeat * elem_bytes(letter);
+    }
+    if (!elem_bytes(ci->code) || (ci->vla && ci->code == 'X'))
+        return tf_fail(f, TF_EUNSUPPORTED, 0, "column '%s': TFORM%d = '%s' is not supported",
+                       ci->name, n, ci->tform);
+    if (ci->offset < 0 || ci->width < 0 || ci->offset + ci->width > g->rowlen)
+        return tf_fail(f, TF_ECORRUPT, 0,
+                       "column '%s': TFORM%d = '%s' does not fit in the %lld-byte row",
+                       ci->name, n, ci->tform, (long long)g->rowlen);
+    ci->raw_dtype = raw_of(ci->code);
+    switch (ci->code) {
+    case 'L': case 'X': ci->dtype = TF_BOOL; break;
+    case 'A': ci->dtype = TF_UINT8; break;
+    case 'C': ci->dtype = TF_COMPLEX64; break;
+    case 'M': ci->dtype = TF_COMPLEX128; break;
+    default: ci->dtype = tf_natural_dtype(bitpix_of(ci->code), ci->scale, ci->zero); break;
+    }
+    if (ci->vla) return TF_OK;
+
+    /* The per-row shape: TDIM reversed (C order), else [repeat], or none
+     * for a single element as astropy gives it (X always keeps its axis). */
+    if (ci->tdim[0]) {
+        int naxis = 0;
+        LONGLONG naxes[TF_MAX_DIMS];
+        fits_read_tdimll(f->fp, n, TF_MAX_DIMS, &naxis, naxes, &st);
+        RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': bad TDIM%d = '%s'", ci->name, n,
+                          ci->tdim);
+        if (naxis < 1 || naxis > TF_MAX_DIMS)
+            return tf_fail(f, TF_ECORRUPT, 0, "column '%s': TDIM%d = '%s' has %d axes", ci->name,
+                           n, ci->tdim, naxis);
+        int64_t prod = 1;
+        for (int d = 0; d < naxis; d++) {
+            if (naxes[d] < 0 || !tf_mul_ok(prod, naxes[d], &prod)) prod = -1;
+            ci->shape[naxis - 1 - d] = naxes[d];
+        }
+        if (prod != ci->repeat)
+            return tf_fail(f, TF_ECORRUPT, 0,
+                           "column '%s': TDIM%d = '%s' does not match the repeat count %lld",
+                           ci->name, n, ci->tdim, (long long)ci->repeat);
+        ci->ndim = naxis;
+    } else if (ci->repeat != 1 || ci->code == 'X' || ci->code == 'A') {
+        ci->ndim = 1;
+        ci->shape[0] = ci->repeat;
+    }
+    return TF_OK;
+}
+
+int tf_table_column(tf_file *f, int hdu, int col, tf_column_info *info) {
+    FORWARD_IF_ERROR(tf_check_handle(f));
+    if (!info) return tf_fail(f, TF_EINVAL, 0, "no info struct given");
+    table_geom g;
+    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    return column_info(f, &g, col, info);
+}
+
+int tf_table_find_column(tf_file *f, int hdu, const char *name, int *col) {
+    FORWARD_IF_ERROR(tf_check_handle(f));
+    if (!name || !col) return tf_fail(f, TF_EINVAL, 0, "no column name given");
+    table_geom g;
+    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    int found = -1;
+    for (int c = 0; c < g.ncols; c++) {
+        char key[FLEN_KEYWORD], ttype[72];
+        snprintf(key, sizeof key, "TTYPE%d", c + 1);
+        FORWARD_IF_ERROR(key_str(f, key, ttype, sizeof ttype));
+        if (strcmp(ttype, name) == 0) { found = c; break; }
+        if (found < 0 && strcasecmp(ttype, name) == 0) found = c;
+    }
+    if (found < 0) return tf_fail(f, TF_EINVAL, 0, "no column named '%s'", name);
+    *col = found;
+    return TF_OK;
+}
+
+/* Rows [start, start + *nrows) inside the table; nrows -1 means to the end. */
+static int check_rows(tf_file *f, const table_geom *g, int64_t start, int64_t *nrows) {
+    if (start < 0 || *nrows < -1)
+        return tf_fail(f, TF_EINVAL, 0, "start row %lld and row count %lld must be >= 0",
+                       (long long)start, (long long)*nrows);
+    if (start > g->nrows)
+        return tf_fail(f, TF_ERANGE, 0, "start row %lld is past the table's %lld rows",
+                       (long long)start, (long long)g->nrows);
+    if (*nrows == -1) *nrows = g->nrows - start;
+    if (*nrows > g->nrows - start)
+        return tf_fail(f, TF_ERANGE, 0, "rows %lld to %lld are past the table's %lld rows",
+                       (long long)start, (long long)(start + *nrows - 1), (long long)g->nrows);
+    return TF_OK;
+}
+
+/* Elements of one row of a fixed or string column in its output. */
+static int64_t row_elems(const tf_column_info *ci) {
+    int64_t n = 1;
+    for (int d = 0; d < ci->ndim; d++) n *= ci->shape[d];
+    return n;
+}
+
+/* Check every descriptor of a VLA column over the rows and sum the counts
+ * (into *nelem) and, when offsets is given, fill offsets[0..nrows]. */
+static int vla_scan(tf_file *f, const table_geom *g, const tf_column_info *ci, int64_t start,
+                    int64_t nrows, int64_t *nelem, int64_t *offsets) {
+    int rc = TF_OK, st = 0;
+    LONGLONG *len = NULL, *addr = NULL;
+    int64_t esize = elem_bytes(ci->code), total = 0;
+    if (offsets) offsets[0] = 0;
+    if (nrows > 0) {
+        len = malloc((size_t)nrows * sizeof *len);
+        addr = malloc((size_t)nrows * sizeof *addr);
+        GOTO_ERROR_IF(!len || !addr, f, TF_ENOMEM, "out of memory");
+        fits_read_descriptsll(f->fp, ci->index + 1, start + 1, nrows, len, addr, &st);
+        GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': cannot read the array descriptors",
+                        ci->name);
+    }
+    for (int64_t r = 0; r < nrows; r++) {
+        int64_t bytes, end;
+        if (len[r] < 0 || addr[r] < 0 || !tf_mul_ok(len[r], esize, &bytes) ||
+            __builtin_add_overflow((int64_t)addr[r], bytes, &end) || end > g->heap_avail) {
+            rc = tf_fail(f, TF_ECORRUPT, 0,
+                         "column '%s', row %lld: the array of %lld elements at heap offset "
+                         "%lld lies outside the %lld-byte heap",
+                         ci->name, (long long)(start + r), (long long)len[r],
+                         (long long)addr[r], (long long)g->heap_avail);
+            goto cleanup;
+        }
+        total += len[r];  /* bounded by the heap size, so no overflow */
+        if (offsets) offsets[r + 1] = total;
+    }
+    *nelem = total;
+cleanup:
+    free(len);
+    free(addr);
+    return rc;
+}
+
+int tf_table_rows(tf_file *f, int hdu, int64_t start, int64_t *nrows) {
+    FORWARD_IF_ERROR(tf_check_handle(f));
+    if (!nrows) return tf_fail(f, TF_EINVAL, 0, "no row count given");
+    table_geom g;
+    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    return check_rows(f, &g, start, nrows);
+}
+
+int tf_table_vla_size(tf_file *f, int hdu, int col, int64_t start, int64_t nrows,
+                      int64_t *nelem) {
+    FORWARD_IF_ERROR(tf_check_handle(f));
+    table_geom g;
+    tf_column_info ci;
+    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    FORWARD_IF_ERROR(column_info(f, &g, col, &ci));
+    if (ci.kind != TF_COL_VLA)
+        return tf_fail(f, TF_EINVAL, 0, "column '%s' is not a variable-length array", ci.name);
+    FORWARD_IF_ERROR(check_rows(f, &g, start, &nrows));
+    return vla_scan(f, &g, &ci, start, nrows, nelem, NULL);
+}
+
+/* ---- cfitsio's column reads ---- */
+
+static int cfitsio_type(const tf_column_info *ci) {
+    if (ci->code == 'X') return TBIT;
+    if (ci->code == 'A') return TSTRING;
+    switch (ci->dtype) {
+    case TF_BOOL: return TLOGICAL;
+    case TF_UINT8: return TBYTE;
+    case TF_INT8: return TSBYTE;
+    case TF_INT16: return TSHORT;
+    case TF_UINT16: return TUSHORT;
+    case TF_INT32: return TINT;
+    case TF_UINT32: return TUINT;
+    case TF_INT64: return TLONGLONG;
+    case TF_FLOAT32: return TFLOAT;
+    case TF_FLOAT64: return TDOUBLE;
+    case TF_COMPLEX64: return TCOMPLEX;
+    case TF_COMPLEX128: return TDBLCOMPLEX;
+    default: return 0;
+    }
+}
+
+/* Strings of `nrows` rows into dst, `width` bytes a row, NUL padded. */
+static int read_strings(tf_file *f, const tf_column_info *ci, int64_t row, int64_t nrows,
+                        int64_t width, char *dst) {
+    int rc = TF_OK, st = 0, anynul = 0;
+    int64_t block = nrows < STRING_ROWS ? nrows : STRING_ROWS;
+    char *buf = malloc((size_t)(block * (width + 1)) + 1);
+    char **ptrs = malloc((size_t)block * sizeof *ptrs + 1);
+    GOTO_ERROR_IF(!buf || !ptrs, f, TF_ENOMEM, "out of memory");
+    for (int64_t r = 0; r < nrows; r += block) {
+        int64_t k = nrows - r < block ? nrows - r : block;
+        for (int64_t i = 0; i < k; i++) ptrs[i] = buf + i * (width + 1);
+        fits_read_col_str(f->fp, ci->index + 1, row + r + 1, 1, k, "", ptrs, &anynul, &st);
+        GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': cannot read rows %lld to %lld",
+                        ci->name, (long long)(row + r), (long long)(row + r + k - 1));
+        for (int64_t i = 0; i < k; i++) {
+            char *d = dst + (r + i) * width;
+            size_t len = strnlen(ptrs[i], (size_t)width);
+            memcpy(d, ptrs[i], len);
+            memset(d + len, 0, (size_t)width - len);
+        }
+    }
+cleanup:
+    free(buf);
+    free(ptrs);
+    return rc;
+}
+
+/* `nelem` values of a column starting at row `row`, element `first` (both
+ * 1-based) into dst, converted by cfitsio to the column's dtype. */
+static int read_values(tf_file *f, const tf_column_info *ci, int64_t row, int64_t first,
+                       int64_t nelem, void *dst) {
+    if (nelem == 0) return TF_OK;
+    int st = 0, anynul = 0, type = cfitsio_type(ci);
+    float nan32 = NAN;
+    double nan64 = NAN;
+    void *nulval = NULL;
+    if (ci->dtype == TF_FLOAT32) nulval = &nan32;
+    if (ci->dtype == TF_FLOAT64) nulval = &nan64;
+    if (type == TBIT) fits_read_col_bit(f->fp, ci->index + 1, row, first, nelem, dst, &st);
+    else fits_read_col(f->fp, type, ci->index + 1, row, first, nelem, nulval, dst, &anynul, &st);
+    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': cannot read row %lld", ci->name,
+                      (long long)(row - 1));
+    return TF_OK;
+}
+
+/* One ASCII-table number, as Fortran writes it ('D' exponents, an implied
+ * decimal point of Fw.d when the field has none); NaN for a blank field or
+ * the column's TNULL string. strtod rounds correctly where cfitsio's own
+ * parser can miss the last bit, and astropy rounds correctly too. */
+static double parse_ascii(char *s, const char *tnull, int decimals, double scale, double zero) {
+    if (tnull[0] && strcmp(s, tnull) == 0) return NAN;
+    char *p = s;
+    while (*p == ' ') p++;
+    if (!*p) return NAN;
+    int has_point = 0;
+    for (char *q = p; *q; q++) {
+        if (*q == 'D' || *q == 'd') *q = 'E';
+        if (*q == '.') has_point = 1;
+    }
+    double v = strtod(p, NULL);
+    if (!has_point && decimals > 0) v /= pow(10.0, decimals);
+    return scale == 1.0 && zero == 0.0 ? v : v * scale + zero;
+}
+
+static int read_ascii_floats(tf_file *f, const tf_column_info *ci, int64_t start,
+                             int64_t nrows, double *dst) {
+    int rc = TF_OK;
+    int64_t width = ci->width;
+    const char *dot = strchr(ci->tform, '.');
+    int decimals = dot ? atoi(dot + 1) : 0;
+    const char *tnull = f->fp->Fptr->tableptr[ci->index].strnull;
+    char *text = malloc((size_t)(STRING_ROWS * (width + 1)));
+    GOTO_ERROR_IF(!text, f, TF_ENOMEM, "out of memory");
+    for (int64_t r = 0; r < nrows; r += STRING_ROWS) {
+        int64_t k = nrows - r < STRING_ROWS ? nrows - r : STRING_ROWS;
+        rc = read_strings(f, ci, start + r, k, width + 1, text);
+        if (rc) goto cleanup;
+        for (int64_t i = 0; i < k; i++)
+            dst[r + i] = parse_ascii(text + i * (width + 1), tnull, decimals, ci->scale, ci->zero);
+    }
+cleanup:
+    free(text);
+    return rc;
+}
+
+static int read_column_cfitsio(tf_file *f, const tf_column_info *ci, int64_t start,
+                               int64_t nrows, char *dst, int ascii) {
+    int64_t per = row_elems(ci);
+    if (ascii && ci->dtype == TF_FLOAT64 && ci->code != 'I')
+        return read_ascii_floats(f, ci, start, nrows, (double *)dst);
+    if (ci->kind == TF_COL_STRING) return read_strings(f, ci, start, nrows, per, dst);
+    if (ci->code == 'X') {  /* bits one row at a time */
+        for (int64_t r = 0; r < nrows; r++)
+            FORWARD_IF_ERROR(read_values(f, ci, start + r + 1, 1, per, dst + r * per));
+        return TF_OK;
+    }
+    return read_values(f, ci, start + 1, 1, nrows * per, dst);
+}
+
+static int read_vla(tf_file *f, const table_geom *g, const tf_column_info *ci, int64_t start,
+                    int64_t nrows, const tf_table_out *o) {
+    int64_t nelem = 0;
+    size_t osize = tf_dtype_size(ci->dtype);
+    if (o->offsets_bytes != (size_t)(nrows + 1) * sizeof(int64_t) || !o->offsets)
+        return tf_fail(f, TF_EBUFSIZE, 0, "column '%s': offsets buffer has %zu bytes, need %zu",
+                       ci->name, o->offsets_bytes, (size_t)(nrows + 1) * sizeof(int64_t));
+    FORWARD_IF_ERROR(vla_scan(f, g, ci, start, nrows, &nelem, o->offsets));
+    if (o->data_bytes != (size_t)nelem * osize || (!o->data && nelem))
+        return tf_fail(f, TF_EBUFSIZE, 0, "column '%s': buffer has %zu bytes, the read needs %zu",
+                       ci->name, o->data_bytes, (size_t)nelem * osize);
+    char *dst = o->data;
+    for (int64_t r = 0; r < nrows; r++) {
+        int64_t n = o->offsets[r + 1] - o->offsets[r];
+        if (n == 0) continue;
+        /* cfitsio reads a string VLA as one string of n characters. */
+        if (ci->code == 'A') FORWARD_IF_ERROR(read_strings(f, ci, start + r, 1, n, dst));
+        else FORWARD_IF_ERROR(read_values(f, ci, start + r + 1, 1, n, dst));
+        dst += n * (int64_t)osize;
+    }
+    return TF_OK;
+}
+
+/* ---- the block path ---- */
+
+typedef struct block_col {
+    const tf_column_info *ci;
+    tf_conv conv;
+    int64_t per;          /* output elements per row */
+    int64_t out_row;      /* output bytes per row */
+    char *dst;            /* output of the first row read */
+} block_col;
+
+typedef struct block_job {
+    tf_file *f;
+    const table_geom *g;
+    const block_col *cols;
+    int ncols;
+    int64_t first, nrows;  /* table rows of this job */
+    int64_t out_first;     /* output row of `first` */
+    int use_fd;
+    int rc;
+} block_job;
+
+/* Copy `w` bytes at src + i * stride to dst + i * w, for i < n. Constant
+ * widths let the compiler turn each copy into one load and store. */
+static void gather(char *restrict dst, const char *restrict src, size_t stride, size_t w,
+                   int64_t n) {
+#define GATHER_W(W) \
+    for (int64_t i = 0; i < n; i++) memcpy(dst + i * (W), src + i * stride, (W)); \
+    return;
+    switch (w) {
+    case 1: for (int64_t i = 0; i < n; i++) dst[i] = src[i * stride]; return;
+    case 2: GATHER_W(2)
+    case 4: GATHER_W(4)
+    case 8: GATHER_W(8)
+    case 16: GATHER_W(16)
+    default: GATHER_W(w)
+    }
+#undef GATHER_W
+}
+
+/* One block of k rows at `rows` (stride rowlen) into a column's output. */
+static void scatter_col(const block_col *bc, const char *rows, size_t rowlen, int64_t k,
+                        char *dst, char *scratch) {
+    const tf_column_info *ci = bc->ci;
+    const char *src = rows + ci->offset;
+    size_t w = (size_t)ci->width;
+    if (w == 0 || k == 0) return;
+    switch (ci->code) {
+    case 'A':
+        gather(dst, src, rowlen, w, k);
+        return;
+    case 'L':
+        gather(dst, src, rowlen, w, k);
+        for (int64_t i = 0; i < k * (int64_t)w; i++) dst[i] = dst[i] == 'T';
+        return;
+    case 'X':
+        gather(scratch, src, rowlen, w, k);
+        for (int64_t i = 0; i < k; i++) {
+            const unsigned char *b = (const unsigned char *)scratch + i * w;
+            char *d = dst + i * bc->per;
+            for (int64_t j = 0; j < bc->per; j++) d[j] = (b[j >> 3] >> (7 - (j & 7))) & 1;
+        }
+        return;
+    default: {
+        /* complex values convert as pairs of floats */
+        size_t n = (size_t)(k * ci->repeat) * (ci->code == 'C' || ci->code == 'M' ? 2 : 1);
+        if (tf_conv_inplace(&bc->conv)) {
+            gather(dst, src, rowlen, w, k);
+            tf_convert(&bc->conv, dst, dst, n);
+        } else {
+            gather(scratch, src, rowlen, w, k);
+            tf_convert(&bc->conv, scratch, dst, n);
+        }
+    }
+    }
+}
+
+static int block_run(block_job *j) {
+    tf_file *f = j->f;
+    const table_geom *g = j->g;
+    size_t rowlen = (size_t)g->rowlen;
+    int64_t per_block = rowlen ? BLOCK_BYTES / (int64_t)rowlen : j->nrows;
+    if (per_block < 1) per_block = 1;
+    if (per_block > j->nrows) per_block = j->nrows;
+    size_t block_bytes = (size_t)per_block * rowlen;
+    char *buf = malloc(block_bytes ? block_bytes : 1);
+    char *scratch = malloc(block_bytes ? block_bytes : 1);
+    if (!buf || !scratch) {
+        free(buf);
+        free(scratch);
+        return TF_ENOMEM;
+    }
+    int rc = TF_OK;
+    for (int64_t r = 0; r < j->nrows; r += per_block) {
+        int64_t k = j->nrows - r < per_block ? j->nrows - r : per_block;
+        size_t bytes = (size_t)k * rowlen;
+        if (j->use_fd) {
+            rc = tf_pread_full(f, buf, bytes, g->data_offset + (j->first + r) * (int64_t)rowlen);
+        } else if (bytes) {
+            int st = 0;
+            fits_read_tblbytes(f->fp, j->first + r + 1, 1, (LONGLONG)bytes,
+                               (unsigned char *)buf, &st);
+            if (st) rc = tf_fail(f, TF_ECORRUPT, st, "cannot read rows %lld to %lld",
+                                 (long long)(j->first + r), (long long)(j->first + r + k - 1));
+        }
+        if (rc) break;
+        for (int c = 0; c < j->ncols; c++) {
+            const block_col *bc = &j->cols[c];
+            scatter_col(bc, buf, rowlen, k, bc->dst + (j->out_first + r) * bc->out_row, scratch);
+        }
+    }
+    free(buf);
+    free(scratch);
+    return rc;
+}
+
+static void *block_worker(void *arg) {
+    block_job *j = arg;
+    j->rc = block_run(j);
+    return NULL;
+}
+
+static int auto_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+}
+
+static int read_blocks(tf_file *f, const table_geom *g, const block_col *cols, int ncols,
+                       int64_t start, int64_t nrows) {
+    if (ncols == 0 || nrows == 0) return TF_OK;
+    int use_fd = f->fd >= 0;
+    int threads = use_fd && nrows * g->rowlen >= THREAD_MIN_BYTES ? auto_threads() : 1;
+    block_job jobs[MAX_THREADS];
+    pthread_t tids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    int64_t per = (nrows + threads - 1) / threads;
+    int nt = 0;
+    for (int64_t first = 0; first < nrows; first += per, nt++)
+        jobs[nt] = (block_job){f, g, cols, ncols, start + first,
+                               nrows - first < per ? nrows - first : per, first, use_fd, TF_OK};
+    /* The calling thread takes the first job itself. */
+    for (int t = 1; t < nt; t++)
+        started[t] = pthread_create(&tids[t], NULL, block_worker, &jobs[t]) == 0;
+    for (int t = 1; t < nt; t++)
+        if (!started[t]) block_worker(&jobs[t]);
+    block_worker(&jobs[0]);
+    int rc = TF_OK;
+    for (int t = 0; t < nt; t++) {
+        if (t > 0 && started[t]) pthread_join(tids[t], NULL);
+        if (rc == TF_OK && jobs[t].rc != TF_OK) rc = jobs[t].rc;
+    }
+    if (rc == TF_ENOMEM) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
+    return rc;
+}
+
+int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_out *outs,
+                  int nouts, tf_read_path path) {
+    FORWARD_IF_ERROR(tf_check_handle(f));
+    if (nouts < 0 || (nouts && !outs)) return tf_fail(f, TF_EINVAL, 0, "no columns given");
+    table_geom g;
+    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    FORWARD_IF_ERROR(check_rows(f, &g, start, &nrows));
+    int rc = TF_OK, nblock = 0;
+    tf_column_info *infos = calloc((size_t)nouts + 1, sizeof *infos);
+    block_col *bcols = calloc((size_t)nouts + 1, sizeof *bcols);
+    GOTO_ERROR_IF(!infos || !bcols, f, TF_ENOMEM, "out of memory");
+    for (int i = 0; i < nouts; i++) {
+        tf_column_info *ci = &infos[i];
+        rc = column_info(f, &g, outs[i].col, ci);
+        if (rc) goto cleanup;
+        tf_dtype want_dtype = outs[i].dtype;
+        if (want_dtype != TF_DTYPE_AUTO && want_dtype != ci->dtype) {
+            GOTO_ERROR_IF(!((ci->dtype == TF_UINT16 && want_dtype == TF_INT32) ||
+                            (ci->dtype == TF_UINT32 && want_dtype == TF_INT64)),
+                          f, TF_EINVAL, "column '%s': cannot read %s data as %s", ci->name,
+                          tf_dtype_name(ci->dtype), tf_dtype_name(want_dtype));
+            ci->dtype = want_dtype;
+        }
+        if (ci->kind == TF_COL_VLA) continue;
+        int64_t per = row_elems(ci);
+        size_t want = (size_t)(nrows * per) * tf_dtype_size(ci->dtype);
+        GOTO_ERROR_IF(outs[i].data_bytes != want || (!outs[i].data && want), f, TF_EBUFSIZE,
+                      "column '%s': buffer has %zu bytes, the read needs %zu", ci->name,
+                      outs[i].data_bytes, want);
+        if (g.ascii || path == TF_PATH_CFITSIO) continue;
+        block_col *bc = &bcols[nblock++];
+        bc->ci = ci;
+        bc->per = per;
+        bc->out_row = per * (int64_t)tf_dtype_size(ci->dtype);
+        bc->dst = outs[i].data;
+        if (ci->kind == TF_COL_FIXED && ci->code != 'L' && ci->code != 'X') {
+            tf_dtype out = ci->dtype == TF_COMPLEX64 ? TF_FLOAT32
+                         : ci->dtype == TF_COMPLEX128 ? TF_FLOAT64 : ci->dtype;
+            if (!tf_conv_init(&bc->conv, ci->raw_dtype, out, ci->scale, ci->zero, ci->has_null,
+                              ci->null)) {
+                rc = tf_fail(f, TF_EUNSUPPORTED, 0, "column '%s': no conversion from %s to %s",
+                             ci->name, tf_dtype_name(ci->raw_dtype), tf_dtype_name(out));
+                goto cleanup;
+            }
+        }
+    }
+    rc = read_blocks(f, &g, bcols, nblock, start, nrows);
+    if (rc) goto cleanup;
+    for (int i = 0; i < nouts; i++) {
+        const tf_column_info *ci = &infos[i];
+        if (ci->kind == TF_COL_VLA) rc = read_vla(f, &g, ci, start, nrows, &outs[i]);
+        else if (g.ascii || path == TF_PATH_CFITSIO)
+            rc = read_column_cfitsio(f, ci, start, nrows, outs[i].data, g.ascii);
+        if (rc) goto cleanup;
+    }
+cleanup:
+    free(infos);
+    free(bcols);
+    return rc;
+}
