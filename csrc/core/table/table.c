@@ -15,7 +15,6 @@
  */
 #define _GNU_SOURCE
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +29,6 @@
 #define BLOCK_BYTES (256 * 1024)
 /* Below this many table bytes a read stays on one thread. */
 #define THREAD_MIN_BYTES (4 * 1024 * 1024)
-#define MAX_THREADS 16
 /* Rows per cfitsio string read (bounds the temporary buffer). */
 #define STRING_ROWS 4096
 
@@ -75,10 +73,15 @@ static int table_geom_get(tf_file *f, int hdu, table_geom *g) {
     return TF_OK;
 }
 
-int tf_table_shape(tf_file *f, int hdu, int64_t *nrows, int *ncols) {
+/* Entry of the public calls: a usable handle on a table HDU. */
+static int enter(tf_file *f, int hdu, table_geom *g) {
     FORWARD_IF_ERROR(tf_check_handle(f));
+    return table_geom_get(f, hdu, g);
+}
+
+int tf_table_shape(tf_file *f, int hdu, int64_t *nrows, int *ncols) {
     table_geom g;
-    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    FORWARD_IF_ERROR(enter(f, hdu, &g));
     if (nrows) *nrows = g.nrows;
     if (ncols) *ncols = g.ncols;
     return TF_OK;
@@ -260,10 +263,9 @@ static int column_info(tf_file *f, const table_geom *g, int col, tf_column_info 
 }
 
 int tf_table_column(tf_file *f, int hdu, int col, tf_column_info *info) {
-    FORWARD_IF_ERROR(tf_check_handle(f));
-    if (!info) return tf_fail(f, TF_EINVAL, 0, "no info struct given");
     table_geom g;
-    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    FORWARD_IF_ERROR(enter(f, hdu, &g));
+    if (!info) return tf_fail(f, TF_EINVAL, 0, "no info struct given");
     return column_info(f, &g, col, info);
 }
 
@@ -345,10 +347,9 @@ cleanup:
 }
 
 int tf_table_rows(tf_file *f, int hdu, int64_t start, int64_t *nrows) {
-    FORWARD_IF_ERROR(tf_check_handle(f));
-    if (!nrows) return tf_fail(f, TF_EINVAL, 0, "no row count given");
     table_geom g;
-    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    FORWARD_IF_ERROR(enter(f, hdu, &g));
+    if (!nrows) return tf_fail(f, TF_EINVAL, 0, "no row count given");
     return check_rows(f, &g, start, nrows);
 }
 
@@ -370,21 +371,7 @@ int tf_table_vla_size(tf_file *f, int hdu, int col, int64_t start, int64_t nrows
 static int cfitsio_type(const tf_column_info *ci) {
     if (ci->code == 'X') return TBIT;
     if (ci->code == 'A') return TSTRING;
-    switch (ci->dtype) {
-    case TF_BOOL: return TLOGICAL;
-    case TF_UINT8: return TBYTE;
-    case TF_INT8: return TSBYTE;
-    case TF_INT16: return TSHORT;
-    case TF_UINT16: return TUSHORT;
-    case TF_INT32: return TINT;
-    case TF_UINT32: return TUINT;
-    case TF_INT64: return TLONGLONG;
-    case TF_FLOAT32: return TFLOAT;
-    case TF_FLOAT64: return TDOUBLE;
-    case TF_COMPLEX64: return TCOMPLEX;
-    case TF_COMPLEX128: return TDBLCOMPLEX;
-    default: return 0;
-    }
+    return tf_cfitsio_type(ci->dtype);
 }
 
 /* Strings of `nrows` rows into dst, `width` bytes a row, NUL padded. */
@@ -630,11 +617,6 @@ static void *block_worker(void *arg) {
     return NULL;
 }
 
-static int auto_threads(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
-}
-
 /* Ask for transparent huge pages on a large output buffer (where the
  * system leaves them to madvise): the first write into fresh memory then
  * faults once per 2 MiB instead of once per 4 KiB, which is most of the
@@ -656,26 +638,17 @@ static int read_blocks(tf_file *f, const table_geom *g, const block_col *cols, i
                        int64_t start, int64_t nrows) {
     if (ncols == 0 || nrows == 0) return TF_OK;
     int use_fd = f->fd >= 0;
-    int threads = use_fd && nrows * g->rowlen >= THREAD_MIN_BYTES ? auto_threads() : 1;
-    block_job jobs[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
+    int threads = use_fd && nrows * g->rowlen >= THREAD_MIN_BYTES ? tf_auto_threads(0) : 1;
+    block_job jobs[TF_MAX_THREADS];
     int64_t per = (nrows + threads - 1) / threads;
     int nt = 0;
     for (int64_t first = 0; first < nrows; first += per, nt++)
         jobs[nt] = (block_job){f, g, cols, ncols, start + first,
                                nrows - first < per ? nrows - first : per, first, use_fd, TF_OK};
-    /* The calling thread takes the first job itself. */
-    for (int t = 1; t < nt; t++)
-        started[t] = pthread_create(&tids[t], NULL, block_worker, &jobs[t]) == 0;
-    for (int t = 1; t < nt; t++)
-        if (!started[t]) block_worker(&jobs[t]);
-    block_worker(&jobs[0]);
+    tf_run_jobs(block_worker, jobs, sizeof jobs[0], nt);
     int rc = TF_OK;
-    for (int t = 0; t < nt; t++) {
-        if (t > 0 && started[t]) pthread_join(tids[t], NULL);
+    for (int t = 0; t < nt; t++)
         if (rc == TF_OK && jobs[t].rc != TF_OK) rc = jobs[t].rc;
-    }
     if (rc == TF_ENOMEM) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
     return rc;
 }
