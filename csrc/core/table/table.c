@@ -561,6 +561,8 @@ static void scatter_col(const block_col *bc, const char *rows, size_t rowlen, in
     default: {
         /* complex values convert as pairs of floats */
         size_t n = (size_t)(k * ci->repeat) * (ci->code == 'C' || ci->code == 'M' ? 2 : 1);
+        /* one value a row: swap straight out of the block */
+        if (n == (size_t)k && tf_convert_strided(&bc->conv, src, rowlen, dst, n)) return;
         if (tf_conv_inplace(&bc->conv)) {
             gather(dst, src, rowlen, w, k);
             tf_convert(&bc->conv, dst, dst, n);
