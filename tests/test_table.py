@@ -61,7 +61,7 @@ def every_tform(tmp_path_factory):
         fits.Column(name="j", format="J", array=rng.integers(-2**31, 2**31, N).astype(np.int32)),
         fits.Column(name="k", format="K", array=rng.integers(-2**62, 2**62, N).astype(np.int64)),
         fits.Column(name="e", format="E", array=rng.standard_normal(N).astype(np.float32)),
-        fits.Column(name="d", format="D", array=rng.standard_normal(N)),
+        fits.Column(name="d", format="D", unit="deg", array=rng.standard_normal(N)),
         fits.Column(name="c", format="C", array=cx[:, 0].astype(np.complex64)),
         fits.Column(name="m2", format="2M", array=cx),
         fits.Column(name="j3", format="3J", array=rng.integers(-99, 99, (N, 3)).astype(np.int32)),
@@ -100,7 +100,8 @@ def test_metadata(every_tform):
     by = {c.name: c for c in cols}
     assert by["tdim"].shape == (2, 3) and by["tdim"].tdim == "(3,2)" and by["tdim"].repeat == 6
     assert by["x11"].shape == (11,) and by["x11"].tform == "11X"
-    assert by["j"].shape == () and by["j"].dtype == torch.int32
+    assert by["j"].shape == () and by["j"].dtype == torch.int32 and by["j"].tunit == ""
+    assert by["d"].tunit == "deg" and by["d"].tform == "D"
     assert by["s"].kind == "string" and by["s"].repeat == 8
     res = ops.table_info(every_tform, 1)
     assert res[0] == N and res[1] == [c.name for c in cols]
@@ -395,3 +396,22 @@ def test_truncated_table(tmp_path):
     open(path, "wb").write(blob[:len(blob) // 2])
     with pytest.raises(tf.FitsError, match="truncated"):
         tf.read_table(path)
+
+
+def test_wide_table(tmp_path):
+    """Many columns: names, units and TDIMs from one pass over the header."""
+    cols = [fits.Column(name=f"c{i}", format="2J" if i % 3 else "E", unit=f"u'{i}",
+                        dim="(2)" if i % 3 == 1 else None,
+                        array=np.full((5, 2) if i % 3 else 5, i, dtype=np.int32 if i % 3 else np.float32))
+            for i in range(300)]
+    path = write_table_astropy(tmp_path / "wide.fits", cols)
+    expected = astropy_columns(path)
+    got = tf.read_table(path)
+    assert list(got) == list(expected)
+    for name, a in expected.items():
+        np.testing.assert_array_equal(got[name].numpy(), a)
+    _, info = tf.table_info(path)
+    assert [c.tunit for c in info] == [f"u'{i}" for i in range(300)]
+    assert [c.tdim for c in info[:3]] == ["", "(2)", ""]
+    sel = tf.read_table(path, columns=["C299", "c1"])
+    assert list(sel) == ["c299", "c1"]

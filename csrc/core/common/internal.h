@@ -32,6 +32,10 @@ struct tf_file {
     tf_card *cards;      /* last loaded header */
     int ncards;
     char *card_text;     /* storage for the strings of `cards` */
+    void *col_text;      /* tables: each column's TFORM, TUNIT, TDIM, TNULL
+                            cards for HDU col_text_hdu, read in one pass
+                            (table.c); one block, freed by tf_close */
+    int col_text_hdu;
 };
 
 /*

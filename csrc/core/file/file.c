@@ -37,6 +37,7 @@ void tf_close(tf_file *f) {
     }
     if (f->fd >= 0) close(f->fd);
     free_cards(f);
+    free(f->col_text);
     free(f->path);
     free(f);
 }

@@ -34,6 +34,7 @@
 
 /* The geometry of the current table HDU, checked against the file. */
 typedef struct table_geom {
+    int hdu;
     int ascii;
     int ncols;
     int64_t nrows, rowlen;
@@ -47,6 +48,7 @@ static int table_geom_get(tf_file *f, int hdu, table_geom *g) {
     if (info.kind == TF_HDU_IMAGE)
         return tf_fail(f, TF_EHDUTYPE, 0, "HDU is an image, not a table");
     memset(g, 0, sizeof *g);
+    g->hdu = hdu;
     FITSfile *F = f->fp->Fptr;
     g->ascii = info.kind == TF_HDU_ASCII_TABLE;
     g->ncols = info.ncols;
@@ -73,10 +75,92 @@ static int table_geom_get(tf_file *f, int hdu, table_geom *g) {
     return TF_OK;
 }
 
-/* Entry of the public calls: a usable handle on a table HDU. */
+/* The column keywords that have no parsed form in cfitsio, as written. */
+typedef struct col_text {
+    char tform[72], tunit[72], tdim[72];
+    int has_null;
+    int64_t null;
+} col_text;
+
+/* A card's string value without quotes and trailing blanks. */
+static void unquote(const char *v, char *out, size_t len) {
+    size_t n = 0;
+    if (*v == '\'') {
+        for (v++; *v && n + 1 < len; v++) {
+            if (*v == '\'') {
+                if (v[1] != '\'') break;
+                v++;  /* '' is a quote */
+            }
+            out[n++] = *v;
+        }
+    } else {
+        while (*v && n + 1 < len) out[n++] = *v++;
+    }
+    while (n > 0 && out[n - 1] == ' ') n--;
+    out[n] = 0;
+}
+
+/* What the handle keeps of the last table HDU it described. */
+typedef struct table_cache {
+    table_geom g;
+    col_text cols[];
+} table_cache;
+
+/* Read TFORMn, TUNITn, TDIMn and TNULLn of every column in one pass over
+ * the header, once per HDU: looking each up by name would search the whole
+ * header for every absent one, quadratic in the number of columns. */
+static int col_text_load(tf_file *f, int hdu, const table_geom *g) {
+    free(f->col_text);
+    f->col_text = NULL;
+    table_cache *cache = calloc(1, sizeof *cache + ((size_t)g->ncols + 1) * sizeof(col_text));
+    if (!cache) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
+    cache->g = *g;
+    col_text *ct = cache->cols;
+    int st = 0, nkeys = 0, more = 0;
+    fits_get_hdrspace(f->fp, &nkeys, &more, &st);
+    for (int k = 1; k <= nkeys && !st; k++) {
+        char key[FLEN_KEYWORD] = "", value[FLEN_VALUE] = "";
+        fits_read_keyn(f->fp, k, key, value, NULL, &st);
+        if (st || key[0] != 'T') continue;
+        static const char *const names[] = {"TFORM", "TUNIT", "TDIM", "TNULL"};
+        for (int w = 0; w < 4; w++) {
+            size_t len = strlen(names[w]);
+            if (strncmp(key, names[w], len) != 0 || key[len] < '1' || key[len] > '9') continue;
+            char *end;
+            long n = strtol(key + len, &end, 10);
+            if (*end || n < 1 || n > g->ncols) break;
+            col_text *c = &ct[n - 1];
+            if (w == 0) unquote(value, c->tform, sizeof c->tform);
+            else if (w == 1) unquote(value, c->tunit, sizeof c->tunit);
+            else if (w == 2) unquote(value, c->tdim, sizeof c->tdim);
+            else if (!g->ascii) {
+                c->null = strtoll(value, &end, 10);
+                c->has_null = end != value;
+            }
+            break;
+        }
+    }
+    if (st) {
+        free(cache);
+        return tf_fail(f, TF_ECORRUPT, st, "cannot read the table header");
+    }
+    f->col_text = cache;
+    f->col_text_hdu = hdu;
+    return TF_OK;
+}
+
+/* Entry of the public calls: a usable handle on table HDU `hdu`, its
+ * geometry and column cards read once and then kept in the handle. */
 static int enter(tf_file *f, int hdu, table_geom *g) {
     FORWARD_IF_ERROR(tf_check_handle(f));
-    return table_geom_get(f, hdu, g);
+    const table_cache *cache = f->col_text;
+    if (cache && f->col_text_hdu == hdu) {
+        FORWARD_IF_ERROR(tf_move_to(f, hdu, NULL));
+        *g = cache->g;
+        return TF_OK;
+    }
+    FORWARD_IF_ERROR(table_geom_get(f, hdu, g));
+    return col_text_load(f, hdu, g);
 }
 
 int tf_table_shape(tf_file *f, int hdu, int64_t *nrows, int *ncols) {
@@ -84,17 +168,6 @@ int tf_table_shape(tf_file *f, int hdu, int64_t *nrows, int *ncols) {
     FORWARD_IF_ERROR(enter(f, hdu, &g));
     if (nrows) *nrows = g.nrows;
     if (ncols) *ncols = g.ncols;
-    return TF_OK;
-}
-
-/* A string keyword into buf ("" when absent). */
-static int key_str(tf_file *f, const char *key, char *buf, size_t len) {
-    char v[FLEN_VALUE] = "";
-    int st = 0;
-    fits_read_key_str(f->fp, key, v, NULL, &st);
-    if (st == KEY_NO_EXIST) { fits_clear_errmsg(); v[0] = 0; st = 0; }
-    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad %s keyword", key);
-    snprintf(buf, len, "%s", v);
     return TF_OK;
 }
 
@@ -138,34 +211,21 @@ static int column_info(tf_file *f, const table_geom *g, int col, tf_column_info 
     if (col < 0 || col >= g->ncols)
         return tf_fail(f, TF_ERANGE, 0, "column %d does not exist (the table has %d)", col,
                        g->ncols);
+    /* enter() loaded the column cards of this HDU */
+    const col_text *ct = &((const table_cache *)f->col_text)->cols[col];
     memset(ci, 0, sizeof *ci);
     ci->index = col;
     int n = col + 1, st = 0;
-    char key[FLEN_KEYWORD];
-    snprintf(key, sizeof key, "TTYPE%d", n);
-    FORWARD_IF_ERROR(key_str(f, key, ci->name, sizeof ci->name));
-    snprintf(key, sizeof key, "TFORM%d", n);
-    FORWARD_IF_ERROR(key_str(f, key, ci->tform, sizeof ci->tform));
-    snprintf(key, sizeof key, "TUNIT%d", n);
-    FORWARD_IF_ERROR(key_str(f, key, ci->tunit, sizeof ci->tunit));
-    snprintf(key, sizeof key, "TDIM%d", n);
-    FORWARD_IF_ERROR(key_str(f, key, ci->tdim, sizeof ci->tdim));
-
     const tcolumn *tc = &f->fp->Fptr->tableptr[col];
+    snprintf(ci->name, sizeof ci->name, "%s", tc->ttype);
+    memcpy(ci->tform, ct->tform, sizeof ci->tform);
+    memcpy(ci->tunit, ct->tunit, sizeof ci->tunit);
+    memcpy(ci->tdim, ct->tdim, sizeof ci->tdim);
     ci->scale = tc->tscale;
     ci->zero = tc->tzero;
     ci->offset = tc->tbcol;
-    LONGLONG tnull = 0;
-    snprintf(key, sizeof key, "TNULL%d", n);
-    if (!g->ascii) {
-        fits_read_key_lnglng(f->fp, key, &tnull, NULL, &st);
-        if (st == KEY_NO_EXIST) { fits_clear_errmsg(); st = 0; }
-        else {
-            RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': bad %s keyword", ci->name, key);
-            ci->has_null = 1;
-            ci->null = tnull;
-        }
-    }
+    ci->has_null = ct->has_null;
+    ci->null = ct->null;
     int typecode = 0;
     LONGLONG repeat = 0, width = 0;
     fits_get_coltypell(f->fp, n, &typecode, &repeat, &width, &st);
@@ -239,7 +299,9 @@ static int column_info(tf_file *f, const table_geom *g, int col, tf_column_info 
     if (ci->tdim[0]) {
         int naxis = 0;
         LONGLONG naxes[TF_MAX_DIMS];
-        fits_read_tdimll(f->fp, n, TF_MAX_DIMS, &naxis, naxes, &st);
+        char tdim[72];
+        memcpy(tdim, ci->tdim, sizeof tdim);
+        fits_decode_tdimll(f->fp, tdim, n, TF_MAX_DIMS, &naxis, naxes, &st);
         RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': bad TDIM%d = '%s'", ci->name, n,
                           ci->tdim);
         if (naxis < 1 || naxis > TF_MAX_DIMS)
@@ -270,15 +332,14 @@ int tf_table_column(tf_file *f, int hdu, int col, tf_column_info *info) {
 }
 
 int tf_table_find_column(tf_file *f, int hdu, const char *name, int *col) {
-    FORWARD_IF_ERROR(tf_check_handle(f));
-    if (!name || !col) return tf_fail(f, TF_EINVAL, 0, "no column name given");
     table_geom g;
-    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    FORWARD_IF_ERROR(enter(f, hdu, &g));
+    if (!name || !col) return tf_fail(f, TF_EINVAL, 0, "no column name given");
     int found = -1;
+    /* cfitsio keeps every TTYPE parsed: no header search per column. */
+    const tcolumn *tc = f->fp->Fptr->tableptr;
     for (int c = 0; c < g.ncols; c++) {
-        char key[FLEN_KEYWORD], ttype[72];
-        snprintf(key, sizeof key, "TTYPE%d", c + 1);
-        FORWARD_IF_ERROR(key_str(f, key, ttype, sizeof ttype));
+        const char *ttype = tc[c].ttype;
         if (strcmp(ttype, name) == 0) { found = c; break; }
         if (found < 0 && strcasecmp(ttype, name) == 0) found = c;
     }
@@ -355,10 +416,9 @@ int tf_table_rows(tf_file *f, int hdu, int64_t start, int64_t *nrows) {
 
 int tf_table_vla_size(tf_file *f, int hdu, int col, int64_t start, int64_t nrows,
                       int64_t *nelem) {
-    FORWARD_IF_ERROR(tf_check_handle(f));
     table_geom g;
     tf_column_info ci;
-    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    FORWARD_IF_ERROR(enter(f, hdu, &g));
     FORWARD_IF_ERROR(column_info(f, &g, col, &ci));
     if (ci.kind != TF_COL_VLA)
         return tf_fail(f, TF_EINVAL, 0, "column '%s' is not a variable-length array", ci.name);
@@ -657,10 +717,9 @@ static int read_blocks(tf_file *f, const table_geom *g, const block_col *cols, i
 
 int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_out *outs,
                   int nouts, tf_read_path path) {
-    FORWARD_IF_ERROR(tf_check_handle(f));
-    if (nouts < 0 || (nouts && !outs)) return tf_fail(f, TF_EINVAL, 0, "no columns given");
     table_geom g;
-    FORWARD_IF_ERROR(table_geom_get(f, hdu, &g));
+    FORWARD_IF_ERROR(enter(f, hdu, &g));
+    if (nouts < 0 || (nouts && !outs)) return tf_fail(f, TF_EINVAL, 0, "no columns given");
     FORWARD_IF_ERROR(check_rows(f, &g, start, &nrows));
     int rc = TF_OK, nblock = 0;
     tf_column_info *infos = calloc((size_t)nouts + 1, sizeof *infos);
