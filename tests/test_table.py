@@ -415,3 +415,27 @@ def test_wide_table(tmp_path):
     assert [c.tdim for c in info[:3]] == ["", "(2)", ""]
     sel = tf.read_table(path, columns=["C299", "c1"])
     assert list(sel) == ["c299", "c1"]
+
+
+def test_bad_tdim_and_unsupported_vla(tmp_path):
+    path = write_table_astropy(
+        tmp_path / "d.fits",
+        [fits.Column(name="a", format="6E", dim="(3,2)", array=np.zeros((4, 2, 3), np.float32)),
+         fits.Column(name="v", format="PJ()", array=np.array([np.arange(2)] * 4, dtype=object))])
+    patch_header(path, "TDIM1   = '(3,2)   '", "TDIM1   = '(4,2)   '")
+    with pytest.raises(tf.FitsError, match="column 'a': bad TDIM1 = '\\(4,2\\)'"):
+        tf.read_table(path, columns=["a"])
+    # the operator still reads the other columns
+    assert ops.read_table(path, 1, ["v"], 0, -1)["v"].tolist() == [0, 1] * 4
+    patch_header(path, "TFORM2  = 'PJ(2)   '", "TFORM2  = 'PX(2)   '")
+    with pytest.raises(NotImplementedError, match="column 'v': TFORM2 = 'PX\\(2\\)' is not supported"):
+        ops.read_table(path, 1, ["v"], 0, -1)
+
+
+def test_theap_inside_rows(tmp_path):
+    cols, _ = vla_columns()
+    path = write_table_astropy(tmp_path / "v.fits", cols[:1])
+    patch_header(path, "TTYPE1  = 'vj      '", f"{'THEAP   =                    8':80s}")
+    with pytest.raises(tf.FitsError, match="HDU 1: .*THEAP") as e:
+        tf.read_table(path)
+    assert str(path) in str(e.value)
