@@ -469,3 +469,11 @@ def test_corrupted_bytes_fail_cleanly(tmp_path):
                 failures += 1
                 assert str(bad) in str(e)
     assert failures > 0  # the damage did reach the reader
+
+
+def test_string_array_with_tdim(tmp_path):
+    a = np.array([["ab", "cde", "f", "ghijk"], ["", "x y", "zz", "12345"]])
+    path = write_table_astropy(tmp_path / "s.fits",
+                               [fits.Column(name="s", format="20A", dim="(5,4)", array=a)])
+    assert ops.read_table(str(path), 1, None, 0, -1)["s"].shape == (2, 4, 5)
+    assert tf.read_table(path)["s"] == fits.getdata(path, 1)["s"].tolist() == a.tolist()
