@@ -477,3 +477,29 @@ def test_string_array_with_tdim(tmp_path):
                                [fits.Column(name="s", format="20A", dim="(5,4)", array=a)])
     assert ops.read_table(str(path), 1, None, 0, -1)["s"].shape == (2, 4, 5)
     assert tf.read_table(path)["s"] == fits.getdata(path, 1)["s"].tolist() == a.tolist()
+
+
+def test_ascii_nulls(tmp_path):
+    """TNULLn strings in an ASCII table: integers read 0, as astropy gives
+    them; floats (null or blank) NaN, where astropy gives 0."""
+    h = fits.Header([("XTENSION", "TABLE"), ("BITPIX", 8), ("NAXIS", 2), ("NAXIS1", 12),
+                     ("NAXIS2", 3), ("PCOUNT", 0), ("GCOUNT", 1), ("TFIELDS", 2),
+                     ("TTYPE1", "i"), ("TFORM1", "I6"), ("TBCOL1", 1), ("TNULL1", "NULL"),
+                     ("TTYPE2", "f"), ("TFORM2", "F6.2"), ("TBCOL2", 7), ("TNULL2", "NULL")])
+    data = b"     1  1.50" + b"  NULL  NULL" + b"    -3      "
+    primary = fits.Header([("SIMPLE", True), ("BITPIX", 8), ("NAXIS", 0), ("EXTEND", True)])
+    path = tmp_path / "n.fits"
+    path.write_bytes(primary.tostring().encode() + h.tostring().encode() + data
+                     + b" " * (2880 - len(data)))
+    with fits.open(path) as f:
+        want_i = f[1].data["i"].tolist()
+    got = tf.read_table(path)
+    assert got["i"].tolist() == want_i == [1, 0, -3]
+    assert got["f"][0].item() == 1.5 and got["f"][1:].isnan().all()
+    assert tf.read_table_nulls(path)["f"].tolist() == [False, True, True]
+    blob = bytearray(path.read_bytes())
+    i = blob.index(b"    -3")
+    blob[i:i + 6] = b"  -3x "
+    path.write_bytes(bytes(blob))
+    with pytest.raises(tf.FitsError, match="column 'i', row 2: '-3x' is not a number"):
+        tf.read_table(path)

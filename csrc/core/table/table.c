@@ -479,40 +479,65 @@ static int read_values(tf_file *f, const tf_column_info *ci, int64_t row, int64_
     return TF_OK;
 }
 
+/* One ASCII-table field with blanks trimmed on both sides, in place. */
+static char *trim(char *s) {
+    while (*s == ' ') s++;
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == ' ') s[--n] = 0;
+    return s;
+}
+
 /* One ASCII-table number, as Fortran writes it ('D' exponents, an implied
  * decimal point of Fw.d when the field has none); NaN for a blank field or
  * the column's TNULL string. strtod rounds correctly where cfitsio's own
  * parser can miss the last bit, and astropy rounds correctly too. */
-static double parse_ascii(char *s, const char *tnull, int decimals, double scale, double zero) {
-    if (tnull[0] && strcmp(s, tnull) == 0) return NAN;
-    char *p = s;
-    while (*p == ' ') p++;
-    if (!*p) return NAN;
+static int parse_ascii(char *s, const char *tnull, int decimals, double scale, double zero,
+                       double *out) {
+    char *p = trim(s), *end;
+    if (!*p || (tnull[0] && strcmp(p, tnull) == 0)) { *out = NAN; return 1; }
     int has_point = 0;
     for (char *q = p; *q; q++) {
         if (*q == 'D' || *q == 'd') *q = 'E';
         if (*q == '.') has_point = 1;
     }
-    double v = strtod(p, NULL);
+    double v = strtod(p, &end);
     if (!has_point && decimals > 0) v /= pow(10.0, decimals);
-    return scale == 1.0 && zero == 0.0 ? v : v * scale + zero;
+    *out = scale == 1.0 && zero == 0.0 ? v : v * scale + zero;
+    return end != p && !*end;
 }
 
-static int read_ascii_floats(tf_file *f, const tf_column_info *ci, int64_t start,
-                             int64_t nrows, double *dst) {
+/* An unscaled ASCII integer; 0 for a blank field or TNULL, as astropy. */
+static int parse_ascii_int(char *s, const char *tnull, int64_t *out) {
+    char *p = trim(s), *end;
+    if (!*p || (tnull[0] && strcmp(p, tnull) == 0)) { *out = 0; return 1; }
+    *out = strtoll(p, &end, 10);
+    return end != p && !*end;
+}
+
+/* Numeric ASCII columns: the fields as text through cfitsio, then parsed. */
+static int read_ascii_numbers(tf_file *f, const tf_column_info *ci, int64_t start,
+                              int64_t nrows, void *dst) {
     int rc = TF_OK;
     int64_t width = ci->width;
     const char *dot = strchr(ci->tform, '.');
     int decimals = dot ? atoi(dot + 1) : 0;
-    const char *tnull = f->fp->Fptr->tableptr[ci->index].strnull;
+    char tnull[sizeof f->fp->Fptr->tableptr[0].strnull + 1];
+    snprintf(tnull, sizeof tnull, "%s", f->fp->Fptr->tableptr[ci->index].strnull);
+    char *t = trim(tnull);
     char *text = malloc((size_t)(STRING_ROWS * (width + 1)));
     GOTO_ERROR_IF(!text, f, TF_ENOMEM, "out of memory");
     for (int64_t r = 0; r < nrows; r += STRING_ROWS) {
         int64_t k = nrows - r < STRING_ROWS ? nrows - r : STRING_ROWS;
         rc = read_strings(f, ci, start + r, k, width + 1, text);
         if (rc) goto cleanup;
-        for (int64_t i = 0; i < k; i++)
-            dst[r + i] = parse_ascii(text + i * (width + 1), tnull, decimals, ci->scale, ci->zero);
+        for (int64_t i = 0; i < k; i++) {
+            char *field = text + i * (width + 1);
+            int ok = ci->dtype == TF_INT64
+                   ? parse_ascii_int(field, t, (int64_t *)dst + r + i)
+                   : parse_ascii(field, t, decimals, ci->scale, ci->zero, (double *)dst + r + i);
+            GOTO_ERROR_IF(!ok, f, TF_ECORRUPT, "column '%s', row %lld: '%s' is not a number",
+                          ci->name, (long long)(start + r + i), trim(field));
+        }
     }
 cleanup:
     free(text);
@@ -522,8 +547,7 @@ cleanup:
 static int read_column_cfitsio(tf_file *f, const tf_column_info *ci, int64_t start,
                                int64_t nrows, char *dst, int ascii) {
     int64_t per = row_elems(ci);
-    if (ascii && ci->dtype == TF_FLOAT64 && ci->code != 'I')
-        return read_ascii_floats(f, ci, start, nrows, (double *)dst);
+    if (ascii && ci->kind == TF_COL_FIXED) return read_ascii_numbers(f, ci, start, nrows, dst);
     if (ci->kind == TF_COL_STRING) return read_strings(f, ci, start, nrows, per, dst);
     if (ci->code == 'X') {  /* bits one row at a time */
         for (int64_t r = 0; r < nrows; r++)
