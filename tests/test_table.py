@@ -503,3 +503,13 @@ def test_ascii_nulls(tmp_path):
     path.write_bytes(bytes(blob))
     with pytest.raises(tf.FitsError, match="column 'i', row 2: '-3x' is not a number"):
         tf.read_table(path)
+
+
+def test_zero_width_rows_bounded(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = write_table_astropy(tmp_path / "z.fits", [fits.Column(name="z", format="0J")])
+    assert tf.read_table(path)["z"].shape == (0, 0)
+    patch_header(path, "NAXIS2  =                    0", "NAXIS2  =      100000000000000")
+    with pytest.raises(tf.FitsError, match="NAXIS2 = 100000000000000 rows of 0 bytes"):
+        tf.read_table(path)

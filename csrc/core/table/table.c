@@ -67,6 +67,11 @@ static int table_geom_get(tf_file *f, int hdu, table_geom *g) {
                        "file is truncated: the table needs %lld bytes at offset %lld but the "
                        "file has %lld",
                        (long long)total, (long long)g->data_offset, (long long)size);
+    /* Rows of no bytes cost the file nothing: bound them by its size, so
+     * per-row outputs (offsets, string lists) cannot be made huge. */
+    if (g->rowlen == 0 && g->nrows > size)
+        return tf_fail(f, TF_ECORRUPT, 0, "NAXIS2 = %lld rows of 0 bytes in a file of %lld",
+                       (long long)g->nrows, (long long)size);
     if (F->heapstart < main_bytes && F->heapsize > 0)
         return tf_fail(f, TF_ECORRUPT, 0, "THEAP = %lld points inside the rows (%lld bytes)",
                        (long long)F->heapstart, (long long)main_bytes);
