@@ -100,8 +100,8 @@ def _decode_strings(t: torch.Tensor) -> list:
     if width == 0:
         flat: list = [""] * int(np.prod(arr.shape[:-1], dtype=np.int64)) if arr.ndim > 1 else []
     else:
-        flat = [b.decode("latin-1").rstrip(" ")
-                for b in np.ascontiguousarray(arr).reshape(-1, width).view(f"S{width}").ravel().tolist()]
+        rows = np.ascontiguousarray(arr).reshape(-1, width).view(f"S{width}").ravel().tolist()
+        flat = [b.split(b"\0", 1)[0].decode("latin-1").rstrip(" ") for b in rows]
     for n in reversed(arr.shape[1:-1]):
         flat = [flat[i:i + n] for i in range(0, len(flat), n)]
     return flat
