@@ -90,3 +90,40 @@ TORCH_LIBRARY_IMPL(torchfits, CPU, m) {
   m.impl("read_cutout_into", TORCH_FN(torchfits::read_cutout_into));
   m.impl("read_batch_into", TORCH_FN(torchfits::read_batch_into));
 }
+
+// ---- Tables ----
+// Binary and ASCII tables as dicts of tensors, keyed by TTYPE as the file
+// spells it (column names match case-insensitively). hdu is 0-based, so the
+// first extension is 1; columns None or empty reads every column; num_rows
+// -1 reads to the end. Strings come back as uint8 [rows, width]; a
+// variable-length array column NAME as NAME (values concatenated) and
+// NAME.offsets (int64 [rows + 1]: row i is values[offsets[i]:offsets[i+1]]).
+TORCH_LIBRARY_FRAGMENT(torchfits, m) {
+  m.def(
+      "read_table(str path, int hdu=1, str[]? columns=None, int start_row=0, int num_rows=-1) "
+      "-> Dict(str, Tensor)");
+  m.def(
+      "read_table.name(str path, str hdu, str[]? columns=None, int start_row=0, "
+      "int num_rows=-1, int extver=0) -> Dict(str, Tensor)");
+  // The same through cfitsio's column reads, for tests.
+  m.def(
+      "_read_table_cfitsio(str path, int hdu=1, str[]? columns=None, int start_row=0, "
+      "int num_rows=-1) -> Dict(str, Tensor)");
+  // Per column: rows, then names, TFORM, TUNIT, TDIM, repeat, per-row shape
+  // (C order; [-1] for VLAs), dtype a read returns, TSCAL, TZERO, TNULL,
+  // whether TNULL is set.
+  m.def(
+      "table_info(str path, int hdu=1) -> (int, str[], str[], str[], str[], int[], int[][], "
+      "str[], float[], float[], int[], bool[])");
+  m.def(
+      "table_info.name(str path, str hdu, int extver=0) -> (int, str[], str[], str[], str[], "
+      "int[], int[][], str[], float[], float[], int[], bool[])");
+}
+
+TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
+  m.impl("read_table", TORCH_FN(torchfits::read_table));
+  m.impl("read_table.name", TORCH_FN(torchfits::read_table_name));
+  m.impl("_read_table_cfitsio", TORCH_FN(torchfits::read_table_cfitsio));
+  m.impl("table_info", TORCH_FN(torchfits::table_info));
+  m.impl("table_info.name", TORCH_FN(torchfits::table_info_name));
+}

@@ -49,4 +49,26 @@ std::tuple<at::Tensor, at::Tensor> read_batch_into(const std::vector<std::string
                                                    at::OptionalIntArrayRef step, bool raw,
                                                    bool skip_errors, int64_t threads);
 
+// table_ops.cpp
+// (rows, names, TFORM, TUNIT, TDIM, repeat, per-row shape, dtype, TSCAL,
+// TZERO, TNULL, has TNULL)
+using TableInfo =
+    std::tuple<int64_t, std::vector<std::string>, std::vector<std::string>,
+               std::vector<std::string>, std::vector<std::string>, std::vector<int64_t>,
+               std::vector<std::vector<int64_t>>, std::vector<std::string>, std::vector<double>,
+               std::vector<double>, std::vector<int64_t>, c10::List<bool>>;
+c10::Dict<std::string, at::Tensor> read_table(const std::string& path, int64_t hdu,
+                                              const c10::optional<std::vector<std::string>>& columns,
+                                              int64_t start_row, int64_t num_rows);
+c10::Dict<std::string, at::Tensor> read_table_name(const std::string& path,
+                                                   const std::string& hdu,
+                                                   const c10::optional<std::vector<std::string>>& columns,
+                                                   int64_t start_row, int64_t num_rows,
+                                                   int64_t extver);
+c10::Dict<std::string, at::Tensor> read_table_cfitsio(const std::string& path, int64_t hdu,
+                                                      const c10::optional<std::vector<std::string>>& columns,
+                                                      int64_t start_row, int64_t num_rows);
+TableInfo table_info(const std::string& path, int64_t hdu);
+TableInfo table_info_name(const std::string& path, const std::string& hdu, int64_t extver);
+
 }  // namespace torchfits

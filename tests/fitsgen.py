@@ -58,3 +58,37 @@ def write_multi_extension(path):
     hdus.append(fits.BinTableHDU.from_columns(cols, name="CAT"))
     fits.HDUList(hdus).writeto(path, overwrite=True)
     return str(path)
+
+
+def mixed_table_arrays(nrows, seed=0):
+    """Columns of the benchmark table: I, J, K, E, D, mixed (8 numeric)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "ID": np.arange(nrows, dtype=">i8"),
+        "RA": rng.uniform(0, 360, nrows).astype(">f8"),
+        "DEC": rng.uniform(-90, 90, nrows).astype(">f8"),
+        "FLUX": rng.standard_normal(nrows).astype(">f4"),
+        "FLUX_ERR": rng.random(nrows).astype(">f4"),
+        "FLAGS": rng.integers(-2**31, 2**31 - 1, nrows).astype(">i4"),
+        "NOBS": rng.integers(-2**15, 2**15 - 1, nrows).astype(">i2"),
+        "Z": rng.random(nrows).astype(">f8"),
+    }
+
+
+def write_table_fitsio(path, arrays, extname=None, header=None):
+    """Write a dict of numpy arrays as a binary table with fitsio."""
+    import fitsio
+
+    if os.path.exists(path):
+        os.remove(path)
+    with fitsio.FITS(str(path), "rw") as f:
+        f.write(arrays, names=list(arrays), extname=extname, header=header)
+    return str(path)
+
+
+def write_table_astropy(path, columns, extname=None, ascii=False, header=None):
+    """Write astropy fits.Column objects as a binary (or ASCII) table."""
+    make = fits.TableHDU if ascii else fits.BinTableHDU
+    hdu = make.from_columns(fits.ColDefs(list(columns)), name=extname, header=header)
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
+    return str(path)

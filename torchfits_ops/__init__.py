@@ -19,6 +19,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 
 __all__ = [
+    "ColumnInfo",
     "FitsError",
     "FitsFile",
     "HDU",
@@ -31,6 +32,9 @@ __all__ = [
     "read",
     "read_cutout",
     "read_header",
+    "read_table",
+    "read_table_nulls",
+    "table_info",
 ]
 
 __version__ = "0.1.0"
@@ -344,10 +348,8 @@ class ImageHDU(HDU):
         return t.flip(flip) if flip else t
 
 
-class TableHDU(HDU):
-    @property
-    def num_rows(self) -> int:
-        return self.info.shape[0]
+# Tables live in table.py; it imports the helpers above.
+from .table import ColumnInfo, TableHDU, read_table, read_table_nulls, table_info  # noqa: E402
 
 
 class FitsFile:

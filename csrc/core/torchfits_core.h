@@ -233,6 +233,89 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
                   tf_dtype dtype, int ndim, const int64_t *shape, void *out, size_t out_bytes,
                   int threads, uint8_t *ok, char *errmsg, size_t errlen);
 
+/* ---- tables ---- */
+
+/* How a table column comes back. */
+typedef enum tf_column_kind {
+    TF_COL_FIXED = 0, /* numbers, logicals (L), bits (X): [rows, *shape] of dtype */
+    TF_COL_STRING,    /* characters (A): uint8 [rows, *shape], last axis the width */
+    TF_COL_VLA        /* P/Q descriptors: values concatenated, plus int64
+                         offsets [rows + 1] into them (in elements) */
+} tf_column_kind;
+
+typedef struct tf_column_info {
+    int index;             /* 0-based column number */
+    char name[72];         /* TTYPEn as written ("" when absent) */
+    char tform[72];        /* TFORMn as written */
+    char tunit[72];        /* TUNITn, "" when absent */
+    char tdim[72];         /* TDIMn as written, "" when absent */
+    char code;             /* the data type letter: L X B I J K A E D C M
+                              (the element type for P/Q columns) */
+    char vla;              /* 'P' or 'Q' for variable-length arrays, else 0 */
+    tf_column_kind kind;
+    int64_t repeat;        /* elements per row (bits for X, characters for
+                              A, the declared maximum for P/Q) */
+    int ndim;              /* per-row shape in C order (TDIM reversed); 0
+                              for one element per row, as astropy gives */
+    int64_t shape[TF_MAX_DIMS];
+    tf_dtype dtype;        /* what a read returns (uint8 for strings) */
+    tf_dtype raw_dtype;    /* the stored element type */
+    double scale, zero;    /* TSCALn, TZEROn (1 and 0 when absent) */
+    int has_null;          /* TNULLn present (integer columns) */
+    int64_t null;
+    int64_t offset;        /* binary tables: the column's first byte in a row */
+    int64_t width;         /* bytes per row in the table */
+} tf_column_info;
+
+/** Rows and columns of table HDU `hdu`; TF_EHDUTYPE for an image. */
+int tf_table_shape(tf_file *f, int hdu, int64_t *nrows, int *ncols);
+
+/** Describe column `col` (0-based) of table HDU `hdu`. TF_ECORRUPT for a
+ *  TFORM or TDIM that does not fit the table, TF_ERANGE for no such column. */
+int tf_table_column(tf_file *f, int hdu, int col, tf_column_info *info);
+
+/** Find a column by TTYPE: an exact match first, else the first that
+ *  matches ignoring case, as FITS compares. TF_EINVAL when none does. */
+int tf_table_find_column(tf_file *f, int hdu, const char *name, int *col);
+
+/** Check rows [start, start + *nrows) against the table, resolving
+ *  *nrows = -1 to "to the end". TF_EINVAL for a negative start or count,
+ *  TF_ERANGE for rows past the end. */
+int tf_table_rows(tf_file *f, int hdu, int64_t start, int64_t *nrows);
+
+/**
+ * Total elements of VLA column `col` over rows [start, start + nrows),
+ * after checking every descriptor points inside the heap (TF_ECORRUPT
+ * naming the column and row when one does not). Ask this, allocate, then
+ * tf_table_read.
+ */
+int tf_table_vla_size(tf_file *f, int hdu, int col, int64_t start, int64_t nrows,
+                      int64_t *nelem);
+
+/* One column of a table read: where its values go. */
+typedef struct tf_table_out {
+    int col;             /* 0-based column */
+    tf_dtype dtype;      /* TF_DTYPE_AUTO (the column's dtype), or a wider
+                            exact type: int32 for uint16, int64 for uint32 */
+    void *data;          /* [nrows, *shape] of the column's dtype, or the
+                            VLA values; exactly data_bytes long */
+    size_t data_bytes;
+    int64_t *offsets;    /* VLAs: nrows + 1 entries; else NULL */
+    size_t offsets_bytes;
+} tf_table_out;
+
+/**
+ * Read rows [start, start + nrows) of the columns in `outs` (nrows -1: to
+ * the end). Fixed-width columns of binary tables are read in one pass over
+ * blocks of whole rows, each block scattered and byte-swapped into every
+ * column (split across threads for large reads in plain files); ASCII
+ * tables and VLAs go through cfitsio's column reads. path TF_PATH_CFITSIO
+ * reads every column with cfitsio (for tests). Buffers of the wrong size
+ * give TF_EBUFSIZE; rows outside the table TF_ERANGE.
+ */
+int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_out *outs,
+                  int nouts, tf_read_path path);
+
 #ifdef __cplusplus
 }
 #endif

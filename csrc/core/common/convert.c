@@ -179,3 +179,26 @@ void tf_convert(const tf_conv *c, const void *src, void *dst, size_t n) {
     }
     }
 }
+
+#define DEFINE_SWAP_STRIDED(name, T, BSWAP)                                             \
+    static void name(const char *restrict src, size_t stride, void *restrict dst, size_t n) { \
+        T *d = dst;                                                                      \
+        for (size_t i = 0; i < n; i++) {                                                 \
+            T v;                                                                         \
+            memcpy(&v, src + i * stride, sizeof v);                                      \
+            d[i] = BSWAP(v);                                                             \
+        }                                                                                \
+    }
+DEFINE_SWAP_STRIDED(swap16_strided, uint16_t, __builtin_bswap16)
+DEFINE_SWAP_STRIDED(swap32_strided, uint32_t, __builtin_bswap32)
+DEFINE_SWAP_STRIDED(swap64_strided, uint64_t, __builtin_bswap64)
+
+int tf_convert_strided(const tf_conv *c, const void *src, size_t stride, void *dst, size_t n) {
+    if (c->kind != TF_CONV_SWAP) return 0;
+    switch (c->in_size) {
+    case 2: swap16_strided(src, stride, dst, n); return 1;
+    case 4: swap32_strided(src, stride, dst, n); return 1;
+    case 8: swap64_strided(src, stride, dst, n); return 1;
+    default: return 0;
+    }
+}

@@ -38,4 +38,9 @@ int tf_conv_init(tf_conv *c, tf_dtype in, tf_dtype out, double scale, double zer
  * tf_conv_inplace(c); otherwise src and dst must not overlap. */
 void tf_convert(const tf_conv *c, const void *src, void *dst, size_t n);
 
+/* Byte swap n stored values spaced `stride` bytes apart (one per row of a
+ * table) into contiguous dst in one pass. Only for TF_CONV_SWAP; returns 0
+ * (doing nothing) for other conversions, which the caller gathers first. */
+int tf_convert_strided(const tf_conv *c, const void *src, size_t stride, void *dst, size_t n);
+
 #endif /* TORCHFITS_CONVERT_H */

@@ -117,3 +117,21 @@ int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off) {
     }
     return TF_OK;
 }
+
+int tf_cfitsio_type(tf_dtype dtype) {
+    switch (dtype) {
+    case TF_BOOL: return TLOGICAL;
+    case TF_UINT8: return TBYTE;
+    case TF_INT8: return TSBYTE;
+    case TF_INT16: return TSHORT;
+    case TF_UINT16: return TUSHORT;
+    case TF_INT32: return TINT;
+    case TF_UINT32: return TUINT;
+    case TF_INT64: return TLONGLONG;
+    case TF_FLOAT32: return TFLOAT;
+    case TF_FLOAT64: return TDOUBLE;
+    case TF_COMPLEX64: return TCOMPLEX;
+    case TF_COMPLEX128: return TDBLCOMPLEX;
+    default: return 0;
+    }
+}

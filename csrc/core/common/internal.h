@@ -32,6 +32,10 @@ struct tf_file {
     tf_card *cards;      /* last loaded header */
     int ncards;
     char *card_text;     /* storage for the strings of `cards` */
+    void *col_text;      /* tables: each column's TFORM, TUNIT, TDIM, TNULL
+                            cards for HDU col_text_hdu, read in one pass
+                            (table.c); one block, freed by tf_close */
+    int col_text_hdu;
 };
 
 /*
@@ -72,6 +76,11 @@ int tf_check_handle(tf_file *f);
  * a number past the end. *hdutype receives cfitsio's IMAGE_HDU etc. */
 int tf_move_to(tf_file *f, int hdu, int *hdutype);
 
+/* The dtype of a default read of data stored with this BITPIX, scale and
+ * zero: exact for the unsigned conventions, floating point for other
+ * scaling (file.c). */
+tf_dtype tf_natural_dtype(int bitpix, double scale, double zero);
+
 /* a * b into *out, returning 0 on overflow of int64. */
 static inline int tf_mul_ok(int64_t a, int64_t b, int64_t *out) {
     return !__builtin_mul_overflow(a, b, out) && *out >= 0;
@@ -79,6 +88,22 @@ static inline int tf_mul_ok(int64_t a, int64_t b, int64_t *out) {
 
 /* Free the cards of the last loaded header. */
 void tf_free_cards(tf_file *f);
+
+/* cfitsio's datatype code (TBYTE...) for reading into a dtype; 0 for none. */
+int tf_cfitsio_type(tf_dtype dtype);
+
+/* Most threads one read is split across. */
+#define TF_MAX_THREADS 16
+
+/* Threads for a large read: `requested` (> 0) capped at TF_MAX_THREADS,
+ * else the number of online CPUs (threads.c). */
+int tf_auto_threads(int requested);
+
+/* Run worker(job) for each of njobs jobs laid out job_size bytes apart:
+ * jobs 1.. on new threads (on the caller's when a thread cannot start),
+ * job 0 on the caller's, and wait for all. Workers report through their
+ * job. */
+void tf_run_jobs(void *(*worker)(void *), void *jobs, size_t job_size, int njobs);
 
 /* Read exactly n bytes at offset off; TF_OK, TF_EIO or TF_ECORRUPT (EOF). */
 int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off);

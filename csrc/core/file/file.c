@@ -37,6 +37,7 @@ void tf_close(tf_file *f) {
     }
     if (f->fd >= 0) close(f->fd);
     tf_free_cards(f);
+    free(f->col_text);
     free(f->path);
     free(f);
 }
@@ -176,8 +177,9 @@ static tf_dtype stored_dtype(int bitpix) {
     }
 }
 
-/* The documented dtype table: exact unsigned conventions, else floats. */
-static tf_dtype natural_dtype(int bitpix, double bscale, double bzero) {
+/* The documented dtype table: exact unsigned conventions, else floats.
+ * Table columns use it too (B 8, I 16, J 32, K 64, E -32, D -64). */
+tf_dtype tf_natural_dtype(int bitpix, double bscale, double bzero) {
     int unscaled = bscale == 1.0 && bzero == 0.0;
     switch (bitpix) {
     case BYTE_IMG:
@@ -269,6 +271,6 @@ int tf_hdu_info_get(tf_file *f, int hdu, tf_hdu_info *info) {
     info->raw_dtype = stored_dtype(bitpix);
     RETURN_ERROR_IF(info->raw_dtype == TF_DTYPE_AUTO, f, TF_ECORRUPT, "BITPIX = %d is not valid",
                     bitpix);
-    info->dtype = natural_dtype(bitpix, info->bscale, info->bzero);
+    info->dtype = tf_natural_dtype(bitpix, info->bscale, info->bzero);
     return TF_OK;
 }

@@ -11,7 +11,6 @@
  */
 #define _GNU_SOURCE
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,7 +23,7 @@
 #define CHUNK_BYTES (256 * 1024)
 /* Below this many output bytes a read stays on one thread. */
 #define THREAD_MIN_BYTES (4 * 1024 * 1024)
-#define MAX_THREADS 16
+#define MAX_THREADS TF_MAX_THREADS
 /* A tile-compressed image may claim at most this many output bytes per
  * byte of file: far above real compression ratios, far below a bomb. */
 #define MAX_COMPRESSION_RATIO 4096
@@ -196,9 +195,7 @@ static void *run_worker(void *arg) {
 }
 
 static int auto_threads(const tf_image_request *req) {
-    if (req && req->threads > 0) return req->threads < MAX_THREADS ? req->threads : MAX_THREADS;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+    return tf_auto_threads(req ? req->threads : 0);
 }
 
 /* One contiguous run, split across threads when large. Each thread's error
@@ -209,25 +206,16 @@ static int read_run_parallel(tf_file *f, const tf_conv *c, int64_t file_off, int
     if (threads > 1 && out_bytes >= THREAD_MIN_BYTES) {
         int64_t per_thread = (n + threads - 1) / threads;
         run_job jobs[MAX_THREADS];
-        pthread_t tids[MAX_THREADS];
-        int started[MAX_THREADS] = {0};
         int nt = 0;
         for (int64_t first = 0; first < n; first += per_thread, nt++) {
             int64_t k = n - first < per_thread ? n - first : per_thread;
             jobs[nt] = (run_job){f, c, file_off + first * (int64_t)c->in_size, k,
                                  dst + first * (int64_t)c->out_size, TF_OK};
         }
-        /* The calling thread takes the first job itself. */
-        for (int t = 1; t < nt; t++)
-            started[t] = pthread_create(&tids[t], NULL, run_worker, &jobs[t]) == 0;
-        for (int t = 1; t < nt; t++)
-            if (!started[t]) run_worker(&jobs[t]);
-        run_worker(&jobs[0]);
+        tf_run_jobs(run_worker, jobs, sizeof jobs[0], nt);
         int rc = TF_OK;
-        for (int t = 0; t < nt; t++) {
-            if (t > 0 && started[t]) pthread_join(tids[t], NULL);
+        for (int t = 0; t < nt; t++)
             if (rc == TF_OK && jobs[t].rc != TF_OK) rc = jobs[t].rc;
-        }
         if (rc == TF_ENOMEM) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
         return rc;
     }
@@ -303,25 +291,10 @@ cleanup:
 
 /* ---- the cfitsio path ---- */
 
-static int cfitsio_type(tf_dtype t) {
-    switch (t) {
-    case TF_UINT8: return TBYTE;
-    case TF_INT8: return TSBYTE;
-    case TF_INT16: return TSHORT;
-    case TF_UINT16: return TUSHORT;
-    case TF_INT32: return TINT;
-    case TF_UINT32: return TUINT;
-    case TF_INT64: return TLONGLONG;
-    case TF_FLOAT32: return TFLOAT;
-    case TF_FLOAT64: return TDOUBLE;
-    default: return 0;
-    }
-}
-
 static int read_cfitsio(tf_file *f, const plan *p, const tf_image_request *req, void *out) {
     const tf_hdu_info *in = &p->info;
     int raw = req && req->raw;
-    int type = cfitsio_type(p->out), st = 0, anynul = 0, rc = TF_OK;
+    int type = tf_cfitsio_type(p->out), st = 0, anynul = 0, rc = TF_OK;
     float nan32 = NAN;
     double nan64 = NAN;
     void *nulval = NULL;

@@ -1,0 +1,133 @@
+// table_ops.cpp - kernels of read_table and table_info: ask the core for
+// each column's shape and dtype (and a VLA's total length), allocate, let
+// the core fill every column in one call.
+#include "ops.h"
+#include "shim.h"
+
+namespace torchfits {
+namespace {
+
+using TableDict = c10::Dict<std::string, at::Tensor>;
+
+std::vector<int> column_numbers(tf_file* f, int hdu,
+                                const c10::optional<std::vector<std::string>>& names) {
+  int64_t nrows = 0;
+  int ncols = 0;
+  check(tf_table_shape(f, hdu, &nrows, &ncols), f);
+  std::vector<int> cols;
+  if (!names.has_value() || names->empty()) {
+    for (int c = 0; c < ncols; c++) cols.push_back(c);
+    return cols;
+  }
+  for (const auto& name : *names) {
+    int c = -1;
+    check(tf_table_find_column(f, hdu, name.c_str(), &c), f);
+    cols.push_back(c);
+  }
+  return cols;
+}
+
+TableDict read_columns(tf_file* f, int hdu, const c10::optional<std::vector<std::string>>& names,
+                       int64_t start_row, int64_t num_rows, tf_read_path path) {
+  std::vector<int> cols = column_numbers(f, hdu, names);
+  int64_t nrows = num_rows;
+  check(tf_table_rows(f, hdu, start_row, &nrows), f);
+  std::vector<tf_table_out> outs(cols.size());
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (size_t i = 0; i < cols.size(); i++) {
+    tf_column_info ci;
+    check(tf_table_column(f, hdu, cols[i], &ci), f);
+    tf_dtype request = ci.dtype;
+    auto options = at::TensorOptions().dtype(to_scalar_type(ci.dtype, &request));
+    tf_table_out& o = outs[i];
+    o.col = cols[i];
+    o.dtype = request;
+    at::Tensor values;
+    if (ci.kind == TF_COL_VLA) {
+      int64_t nelem = 0;
+      check(tf_table_vla_size(f, hdu, cols[i], start_row, nrows, &nelem), f);
+      values = at::empty({nelem}, options);
+      at::Tensor offsets = at::empty({nrows + 1}, at::TensorOptions().dtype(at::kLong));
+      o.offsets = offsets.data_ptr<int64_t>();
+      o.offsets_bytes = offsets.nbytes();
+      tensors.emplace_back(std::string(ci.name) + ".offsets", offsets);
+    } else {
+      std::vector<int64_t> shape{nrows};
+      shape.insert(shape.end(), ci.shape, ci.shape + ci.ndim);
+      values = at::empty(shape, options);
+    }
+    o.data = values.data_ptr();
+    o.data_bytes = values.nbytes();
+    tensors.emplace_back(ci.name, values);
+  }
+  check(tf_table_read(f, hdu, start_row, nrows, outs.data(), static_cast<int>(outs.size()), path),
+        f);
+  TableDict out;
+  for (auto& kv : tensors) out.insert(kv.first, kv.second);  // first column of a name wins
+  return out;
+}
+
+TableInfo table_info_of(tf_file* f, int hdu) {
+  int64_t nrows = 0;
+  int ncols = 0;
+  check(tf_table_shape(f, hdu, &nrows, &ncols), f);
+  std::vector<std::string> names, tforms, tunits, tdims, dtypes;
+  std::vector<int64_t> repeats, tnulls;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<double> tscals, tzeros;
+  c10::List<bool> has_tnull;
+  for (int c = 0; c < ncols; c++) {
+    tf_column_info ci;
+    check(tf_table_column(f, hdu, c, &ci), f);
+    names.emplace_back(ci.name);
+    tforms.emplace_back(ci.tform);
+    tunits.emplace_back(ci.tunit);
+    tdims.emplace_back(ci.tdim);
+    repeats.push_back(ci.repeat);
+    shapes.emplace_back(ci.shape, ci.shape + ci.ndim);
+    tf_dtype request;
+    to_scalar_type(ci.dtype, &request);  // the dtype a read returns here
+    dtypes.emplace_back(tf_dtype_name(request));
+    tscals.push_back(ci.scale);
+    tzeros.push_back(ci.zero);
+    tnulls.push_back(ci.null);
+    has_tnull.push_back(ci.has_null != 0);
+  }
+  return {nrows, names, tforms, tunits, tdims, repeats, shapes, dtypes, tscals, tzeros, tnulls,
+          has_tnull};
+}
+
+}  // namespace
+
+TableDict read_table(const std::string& path, int64_t hdu, const c10::optional<std::vector<std::string>>& columns,
+                     int64_t start_row, int64_t num_rows) {
+  FileHandle f = open_file(path);
+  return read_columns(f.get(), hdu_index(hdu), columns, start_row, num_rows, TF_PATH_AUTO);
+}
+
+TableDict read_table_name(const std::string& path, const std::string& hdu,
+                          const c10::optional<std::vector<std::string>>& columns, int64_t start_row,
+                          int64_t num_rows, int64_t extver) {
+  FileHandle f = open_file(path);
+  return read_columns(f.get(), find_hdu(f.get(), hdu, extver), columns, start_row, num_rows,
+                      TF_PATH_AUTO);
+}
+
+TableDict read_table_cfitsio(const std::string& path, int64_t hdu,
+                             const c10::optional<std::vector<std::string>>& columns, int64_t start_row,
+                             int64_t num_rows) {
+  FileHandle f = open_file(path);
+  return read_columns(f.get(), hdu_index(hdu), columns, start_row, num_rows, TF_PATH_CFITSIO);
+}
+
+TableInfo table_info(const std::string& path, int64_t hdu) {
+  FileHandle f = open_file(path);
+  return table_info_of(f.get(), hdu_index(hdu));
+}
+
+TableInfo table_info_name(const std::string& path, const std::string& hdu, int64_t extver) {
+  FileHandle f = open_file(path);
+  return table_info_of(f.get(), find_hdu(f.get(), hdu, extver));
+}
+
+}  // namespace torchfits

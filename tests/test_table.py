@@ -1,0 +1,515 @@
+"""Tables read by torchfits compared with astropy on files astropy and fitsio
+wrote: every TFORM code, repeat counts, TDIM, scaling, nulls, strings,
+variable-length arrays, ASCII tables, row and column selection, errors."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+
+import torchfits_ops as tf
+from fitsgen import gzip_file, mixed_table_arrays, write_table_astropy, write_table_fitsio
+
+HAS_UINT16 = hasattr(torch, "uint16")
+ops = torch.ops.torchfits
+N = 37
+
+
+def as_numpy(t):
+    if HAS_UINT16 and t.dtype in (torch.uint16, torch.uint32):
+        return t.to(torch.int64).numpy()
+    return t.numpy()
+
+
+def astropy_columns(path, hdu=1):
+    """Each column as astropy reads it: arrays, or lists of arrays for VLAs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(path) as f:
+            data = f[hdu].data
+            out = {}
+            for n in data.names:
+                vla = str(data.columns[n].format).lstrip("0123456789")[:1] in "PQ"
+                out[n] = [np.array(x) for x in data[n]] if vla else np.array(data[n])
+            return out
+
+
+def both_paths(path, hdu=1, columns=(), start=0, num=-1):
+    fast = ops.read_table(str(path), hdu, list(columns), start, num)
+    slow = ops._read_table_cfitsio(str(path), hdu, list(columns), start, num)
+    return fast, slow
+
+
+def assert_numeric(t, expected, dtype):
+    assert t.dtype == dtype, (t.dtype, dtype)
+    assert tuple(t.shape) == np.shape(expected), (tuple(t.shape), np.shape(expected))
+    np.testing.assert_array_equal(as_numpy(t), np.asarray(expected).astype(as_numpy(t).dtype))
+
+
+@pytest.fixture(scope="module")
+def every_tform(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    cx = (rng.standard_normal((N, 2)) + 1j * rng.standard_normal((N, 2)))
+    cols = [
+        fits.Column(name="l", format="L", array=rng.random(N) > 0.5),
+        fits.Column(name="l3", format="3L", array=rng.random((N, 3)) > 0.5),
+        fits.Column(name="x1", format="1X", array=rng.random((N, 1)) > 0.5),
+        fits.Column(name="x11", format="11X", array=rng.random((N, 11)) > 0.5),
+        fits.Column(name="b", format="B", array=rng.integers(0, 256, N).astype(np.uint8)),
+        fits.Column(name="i", format="I", array=rng.integers(-2**15, 2**15, N).astype(np.int16)),
+        fits.Column(name="j", format="J", array=rng.integers(-2**31, 2**31, N).astype(np.int32)),
+        fits.Column(name="k", format="K", array=rng.integers(-2**62, 2**62, N).astype(np.int64)),
+        fits.Column(name="e", format="E", array=rng.standard_normal(N).astype(np.float32)),
+        fits.Column(name="d", format="D", unit="deg", array=rng.standard_normal(N)),
+        fits.Column(name="c", format="C", array=cx[:, 0].astype(np.complex64)),
+        fits.Column(name="m2", format="2M", array=cx),
+        fits.Column(name="j3", format="3J", array=rng.integers(-99, 99, (N, 3)).astype(np.int32)),
+        fits.Column(name="tdim", format="6E", dim="(3,2)",
+                    array=rng.standard_normal((N, 2, 3)).astype(np.float32)),
+        fits.Column(name="s", format="8A",
+                    array=np.array(["", "a", "ab c", "12345678"] * 10)[:N]),
+        fits.Column(name="Mixed_Case", format="D", array=np.arange(N, dtype=float)),
+    ]
+    return write_table_astropy(tmp_path_factory.mktemp("t") / "every.fits", cols, extname="CAT")
+
+
+NATIVE = {"l": torch.bool, "l3": torch.bool, "x1": torch.bool, "x11": torch.bool,
+          "b": torch.uint8, "i": torch.int16, "j": torch.int32, "k": torch.int64,
+          "e": torch.float32, "d": torch.float64, "c": torch.complex64, "m2": torch.complex128,
+          "j3": torch.int32, "tdim": torch.float32, "Mixed_Case": torch.float64}
+
+
+def test_every_tform_matches_astropy(every_tform):
+    expected = astropy_columns(every_tform)
+    fast, slow = both_paths(every_tform)
+    for name, dtype in NATIVE.items():
+        assert_numeric(fast[name], expected[name], dtype)
+        assert torch.equal(fast[name], slow[name]), name
+    assert fast["s"].dtype == torch.uint8 and tuple(fast["s"].shape) == (N, 8)
+    got = tf.read_table(every_tform)
+    assert got["s"] == [s.rstrip() for s in expected["s"]]
+    assert list(got) == [c for c in fits.getdata(every_tform, 1).names]
+    for name in NATIVE:
+        assert torch.equal(got[name], fast[name])
+
+
+def test_metadata(every_tform):
+    nrows, cols = tf.table_info(every_tform, "CAT")
+    assert nrows == N
+    by = {c.name: c for c in cols}
+    assert by["tdim"].shape == (2, 3) and by["tdim"].tdim == "(3,2)" and by["tdim"].repeat == 6
+    assert by["x11"].shape == (11,) and by["x11"].tform == "11X"
+    assert by["j"].shape == () and by["j"].dtype == torch.int32 and by["j"].tunit == ""
+    assert by["d"].tunit == "deg" and by["d"].tform == "D"
+    assert by["s"].kind == "string" and by["s"].repeat == 8
+    res = ops.table_info(every_tform, 1)
+    assert res[0] == N and res[1] == [c.name for c in cols]
+    with tf.open(every_tform) as f:
+        hdu = f["CAT"]
+        assert isinstance(hdu, tf.TableHDU)
+        assert hdu.num_rows == N and len(hdu) == N
+        assert hdu.columns == [c.name for c in cols]
+
+
+def test_column_and_row_selection(every_tform):
+    expected = astropy_columns(every_tform)
+    got = tf.read_table(every_tform, "cat", columns=["MIXED_CASE", "J"], rows=slice(5, 20))
+    assert list(got) == ["Mixed_Case", "j"]  # the file's spelling, in the order asked
+    assert_numeric(got["j"], expected["j"][5:20], torch.int32)
+    got = tf.read_table(every_tform, 1, columns=["s", "tdim"], rows=range(3, 30, 4))
+    assert got["s"] == [s.rstrip() for s in expected["s"][3:30:4]]
+    assert_numeric(got["tdim"], expected["tdim"][3:30:4], torch.float32)
+    got = tf.read_table(every_tform, rows=slice(-5, None))
+    assert_numeric(got["k"], expected["k"][-5:], torch.int64)
+    got = tf.read_table(every_tform, rows=slice(30, 1000))  # clamped as Python slices are
+    assert_numeric(got["d"], expected["d"][30:], torch.float64)
+    fast, slow = both_paths(every_tform, 1, ["x11", "l3", "c"], 7, 11)
+    for name in fast:
+        assert torch.equal(fast[name], slow[name])
+        assert_numeric(fast[name], expected[name][7:18], NATIVE[name])
+    with tf.open(every_tform) as f:
+        hdu = f[1]
+        assert_numeric(hdu["E"], expected["e"], torch.float32)
+        two = hdu[["i", "K"]]
+        assert list(two) == ["i", "k"]
+        rows = hdu[10:20]
+        assert set(rows) == set(NATIVE) | {"s"}
+        assert_numeric(rows["b"], expected["b"][10:20], torch.uint8)
+        assert_numeric(hdu[range(2, 4)]["i"], expected["i"][2:4], torch.int16)
+
+
+def test_fitsio_written_unsigned_and_scaled(tmp_path):
+    rng = np.random.default_rng(5)
+    arrays = {
+        "u1": rng.integers(0, 256, N).astype(np.uint8),
+        "i1": rng.integers(-128, 128, N).astype(np.int8),
+        "u2": np.array([0, 1, 32767, 32768, 65535] * 8, dtype=np.uint16)[:N],
+        "u4": np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 1] * 8, dtype=np.uint32)[:N],
+        "i8": rng.integers(-2**63, 2**63 - 1, N, dtype=np.int64),
+        "f4": rng.standard_normal((N, 4)).astype(np.float32),
+        "f8": rng.standard_normal(N),
+    }
+    path = write_table_fitsio(tmp_path / "u.fits", arrays)
+    hdr = fits.getheader(path, 1)
+    assert hdr["TZERO3"] == 32768 and hdr["TZERO4"] == 2**31 and hdr["TZERO2"] == -128
+    expected = astropy_columns(path)
+    fast, slow = both_paths(path)
+    want = {"u1": torch.uint8, "i1": torch.int8,
+            "u2": torch.uint16 if HAS_UINT16 else torch.int32,
+            "u4": torch.uint32 if HAS_UINT16 else torch.int64,
+            "i8": torch.int64, "f4": torch.float32, "f8": torch.float64}
+    for name, dtype in want.items():
+        assert_numeric(fast[name], expected[name], dtype)
+        assert torch.equal(fast[name], slow[name]), name
+        np.testing.assert_array_equal(as_numpy(fast[name]), arrays[name])
+
+
+def test_scaling_and_nulls(tmp_path):
+    import fitsio
+
+    stored = np.array([-5, 0, 7, -999, 12000] * 4, dtype=np.int16)
+    arrays = {"scaled": stored, "scaledj": stored.astype(np.int32),
+              "nulled": stored.astype(np.int32),
+              "fl": np.array([1, np.nan, 3, 4, 5] * 4, np.float32)}
+    path = write_table_fitsio(tmp_path / "s.fits", arrays)
+    with fitsio.FITS(path, "rw") as f:  # scaling keywords over the stored integers
+        f[1].write_keys([{"name": "TSCAL1", "value": 0.5}, {"name": "TZERO1", "value": 10.0},
+                         {"name": "TNULL1", "value": -999},
+                         {"name": "TSCAL2", "value": 0.25}, {"name": "TZERO2", "value": -3.0},
+                         {"name": "TNULL3", "value": -999}])
+    # the file stores the raw integers; astropy scales them
+    fast, slow = both_paths(path)
+    assert fast["scaled"].dtype == torch.float32 and fast["scaledj"].dtype == torch.float64
+    for name in fast:
+        assert torch.equal(fast[name].isnan(), slow[name].isnan()) if fast[name].is_floating_point() else True
+        np.testing.assert_array_equal(fast[name].numpy(), slow[name].numpy())
+    raw = fits.getdata(path, 1)
+    want_scaled = np.where(stored == -999, np.nan, stored.astype(np.float64) * 0.5 + 10.0)
+    np.testing.assert_array_equal(fast["scaled"].numpy(), want_scaled.astype(np.float32))
+    np.testing.assert_allclose(fast["scaledj"].numpy(), raw["scaledj"])
+    # integer nulls keep their stored value, as astropy gives them
+    assert_numeric(fast["nulled"], raw["nulled"], torch.int32)
+    nulls = tf.read_table_nulls(path)
+    np.testing.assert_array_equal(nulls["nulled"].numpy(), stored == -999)
+    np.testing.assert_array_equal(nulls["scaled"].numpy(), stored == -999)
+    np.testing.assert_array_equal(nulls["fl"].numpy(), np.isnan(raw["fl"]))
+    assert tf.table_info(path)[1][2].tnull == -999
+
+
+def vla_columns():
+    rows_j = [np.arange(n, dtype=np.int32) * (n + 1) for n in (0, 3, 1, 7, 2)]
+    rows_e = [np.linspace(0, 1, n).astype(np.float32) for n in (4, 0, 2, 1, 5)]
+    rows_d = [np.arange(n, dtype=np.float64) - 2.5 for n in (1, 2, 3, 0, 9)]
+    rows_s = ["hello", "", "a b", "trailing  ", "x"]
+    return [
+        fits.Column(name="vj", format="PJ()", array=np.array(rows_j, dtype=object)),
+        fits.Column(name="ve", format="PE()", array=np.array(rows_e, dtype=object)),
+        fits.Column(name="vd", format="QD()", array=np.array(rows_d, dtype=object)),
+        fits.Column(name="vs", format="PA()", array=np.array(rows_s, dtype=object)),
+        fits.Column(name="plain", format="J", array=np.arange(5, dtype=np.int32)),
+    ], (rows_j, rows_e, rows_d, rows_s)
+
+
+def test_variable_length_arrays(tmp_path):
+    cols, (rows_j, rows_e, rows_d, rows_s) = vla_columns()
+    path = write_table_astropy(tmp_path / "v.fits", cols)
+    got = tf.read_table(path)
+    with fits.open(path) as f:
+        data = f[1].data
+        for name, rows in (("vj", rows_j), ("ve", rows_e), ("vd", rows_d)):
+            assert len(got[name]) == 5
+            for t, a, want in zip(got[name], data[name], rows):
+                np.testing.assert_array_equal(t.numpy(), np.asarray(a))
+                np.testing.assert_array_equal(t.numpy(), want)
+        assert got["vs"] == [s.rstrip() for s in rows_s]
+        # astropy gives each PA row as an array of characters
+        assert got["vs"] == ["".join(c.decode() if isinstance(c, bytes) else str(c)
+                                     for c in np.asarray(a).ravel()).rstrip() for a in data["vs"]]
+    raw = ops.read_table(str(path), 1, ["VJ"], 1, 3)
+    assert set(raw) == {"vj", "vj.offsets"}
+    assert raw["vj.offsets"].tolist() == [0, 3, 4, 11]
+    assert raw["vj"].dtype == torch.int32
+    sliced = tf.read_table(path, columns=["vd"], rows=slice(2, 5))
+    for t, want in zip(sliced["vd"], rows_d[2:5]):
+        np.testing.assert_array_equal(t.numpy(), want)
+
+
+def test_heap_gap(tmp_path):
+    """THEAP past the end of the rows: a gap before the heap."""
+    cols, (rows_j, *_rest) = vla_columns()
+    hdu = fits.BinTableHDU.from_columns(cols[:1])
+    path = tmp_path / "plain.fits"
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    with fits.open(path) as f:
+        hdr = f[1].header.copy()
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    data_start = 2880 + len(hdr.tostring())
+    main = hdr["NAXIS1"] * hdr["NAXIS2"]
+    heap = blob[data_start + main:data_start + main + hdr["PCOUNT"]]
+    gap = 100
+    hdr["THEAP"] = main + gap
+    hdr["PCOUNT"] = hdr["PCOUNT"] + gap
+    head = hdr.tostring().encode()
+    body = blob[data_start:data_start + main] + b"\x7f" * gap + heap
+    body += b"\0" * (-len(body) % 2880)
+    out = tmp_path / "gap.fits"
+    out.write_bytes(blob[:2880] + head + body)
+    with fits.open(out) as f:
+        for a, want in zip(f[1].data["vj"], rows_j):
+            np.testing.assert_array_equal(a, want)  # astropy agrees the file is right
+    got = tf.read_table(out)
+    for t, want in zip(got["vj"], rows_j):
+        np.testing.assert_array_equal(t.numpy(), want)
+
+
+def test_ascii_table(tmp_path):
+    cols = [
+        fits.Column(name="name", format="A10", array=np.array(["alpha", "be ta", "", "gamma"])),
+        fits.Column(name="count", format="I8", array=np.array([1, -20, 300, 4000])),
+        fits.Column(name="f", format="F10.4", array=np.array([1.5, -2.25, 3.125, 0.0])),
+        fits.Column(name="e", format="E15.7", array=np.array([1e-3, 2e10, -3.5, 4.0])),
+        fits.Column(name="d", format="D25.17", array=np.array([np.pi, -np.e, 1e300, 0.1])),
+    ]
+    path = write_table_astropy(tmp_path / "a.fits", cols, ascii=True)
+    with fits.open(path) as f:
+        assert f[1].header["XTENSION"] == "TABLE"
+        data = f[1].data
+        got = tf.read_table(path)
+        assert got["name"] == [s.rstrip() for s in data["name"]]
+        assert_numeric(got["count"], data["count"], torch.int64)
+        for n in ("f", "e", "d"):
+            assert_numeric(got[n], data[n], torch.float64)
+    assert tf.info(path)[1].kind == "ascii_table"
+    got = tf.read_table(path, columns=["D"], rows=slice(1, 3))
+    assert got["d"].tolist() == [-np.e, 1e300]
+
+
+def test_zero_rows_and_zero_width(tmp_path):
+    cols = [fits.Column(name="a", format="J", array=np.zeros(0, np.int32)),
+            fits.Column(name="s", format="4A", array=np.zeros(0, "S4")),
+            fits.Column(name="v", format="PE()", array=np.array([], dtype=object))]
+    path = write_table_astropy(tmp_path / "z.fits", cols)
+    got = tf.read_table(path)
+    assert got["a"].shape == (0,) and got["a"].dtype == torch.int32
+    assert got["s"] == [] and got["v"] == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cols = [fits.Column(name="z", format="0J"),
+                fits.Column(name="j", format="J", array=np.arange(4, dtype=np.int32))]
+        path = write_table_astropy(tmp_path / "w.fits", cols)
+    got = tf.read_table(path)
+    assert got["z"].shape == (4, 0) and got["z"].dtype == torch.int32
+    assert got["j"].tolist() == [0, 1, 2, 3]
+
+
+def test_large_table_threads_and_gzip(tmp_path):
+    arrays = mixed_table_arrays(150_000, seed=2)  # about 6 MB: split across threads
+    path = write_table_fitsio(tmp_path / "big.fits", arrays, extname="OBJ")
+    fast, slow = both_paths(path)
+    for name, a in arrays.items():
+        np.testing.assert_array_equal(fast[name].numpy(), a)
+        assert torch.equal(fast[name], slow[name])
+    sel = ops.read_table(path, "obj", ["flux", "ID"], 1000, 50_000, 0)
+    np.testing.assert_array_equal(sel["FLUX"].numpy(), arrays["FLUX"][1000:51000])
+    gz = gzip_file(path, tmp_path / "big.fits.gz")
+    got = tf.read_table(gz, "OBJ", rows=slice(10, 70_000))
+    for name, a in arrays.items():
+        np.testing.assert_array_equal(got[name].numpy(), a[10:70_000])
+
+
+def test_torchscript(every_tform):
+    @torch.jit.script
+    def flux(path: str) -> torch.Tensor:
+        cols = torch.ops.torchfits.read_table(path, 1, ["d"], 0, -1)
+        return cols["d"].float()
+
+    np.testing.assert_array_equal(flux(every_tform).numpy(),
+                                  fits.getdata(every_tform, 1)["d"].astype(np.float32))
+
+
+# ---- bad input ----
+
+def test_errors_name_path_hdu_and_column(every_tform, tmp_path):
+    path = every_tform
+    with pytest.raises(KeyError, match="no column named 'NOPE'") as e:
+        tf.read_table(path, columns=["NOPE"])
+    assert path in str(e.value) and "HDU 1" in str(e.value)
+    with pytest.raises(ValueError, match="no column named"):
+        ops.read_table(path, 1, ["NOPE"], 0, -1)
+    with tf.open(path) as f, pytest.raises(KeyError, match="NOPE"):
+        f[1]["NOPE"]
+    with pytest.raises(IndexError, match=f"{path}: HDU 1: rows 30 to 49 are past the table's {N} rows"):
+        ops.read_table(path, 1, [], 30, 20)
+    with pytest.raises(IndexError, match="past the table"):
+        tf.read_table(path, rows=range(0, N + 1))
+    with pytest.raises(IndexError, match="start row 100 is past"):
+        ops.read_table(path, 1, [], 100, -1)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ops.read_table(path, 1, [], 0, -2)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ops.read_table(path, 1, [], -1, 2)
+    with pytest.raises(TypeError, match="HDU 0: HDU is an image, not a table"):
+        tf.read_table(path, 0)
+    with pytest.raises(IndexError, match="HDU 5 does not exist"):
+        tf.read_table(path, 5)
+
+
+def patch_header(path, old, new):
+    blob = bytearray(open(path, "rb").read())
+    i = blob.index(old.encode())
+    blob[i:i + len(new)] = new.encode()
+    open(path, "wb").write(bytes(blob))
+
+
+def test_corrupt_tform(tmp_path):
+    path = write_table_astropy(tmp_path / "t.fits",
+                               [fits.Column(name="a", format="J", array=np.arange(3, dtype=np.int32))])
+    patch_header(path, "TFORM1  = 'J       '", "TFORM1  = '1Z      '")
+    with pytest.raises(tf.FitsError, match="t.fits: HDU 1") as e:
+        tf.read_table(path)
+    assert "TFORM" in str(e.value) and "'1Z'" in str(e.value)
+
+
+def test_heap_pointer_outside_heap(tmp_path):
+    cols, _ = vla_columns()
+    path = write_table_astropy(tmp_path / "v.fits", cols[:1])
+    hdr = fits.getheader(path, 1)
+    blob = bytearray(open(path, "rb").read())
+    data_start = 2880 + len(hdr.tostring())
+    # row 3's descriptor: (count, offset) as big-endian int32; point far away
+    blob[data_start + 3 * 8 + 4:data_start + 3 * 8 + 8] = (10**6).to_bytes(4, "big")
+    open(path, "wb").write(bytes(blob))
+    with pytest.raises(tf.FitsError, match="column 'vj', row 3: .* outside the .*heap") as e:
+        tf.read_table(path)
+    assert str(path) in str(e.value) and "HDU 1" in str(e.value)
+    # the rows before it still read
+    got = tf.read_table(path, rows=slice(0, 3))
+    assert len(got["vj"]) == 3
+
+
+def test_truncated_table(tmp_path):
+    arrays = mixed_table_arrays(2000)
+    path = write_table_fitsio(tmp_path / "t.fits", arrays)
+    blob = open(path, "rb").read()
+    open(path, "wb").write(blob[:len(blob) // 2])
+    with pytest.raises(tf.FitsError, match="truncated"):
+        tf.read_table(path)
+
+
+def test_wide_table(tmp_path):
+    """Many columns: names, units and TDIMs from one pass over the header."""
+    cols = [fits.Column(name=f"c{i}", format="2J" if i % 3 else "E", unit=f"u'{i}",
+                        dim="(2)" if i % 3 == 1 else None,
+                        array=np.full((5, 2) if i % 3 else 5, i, dtype=np.int32 if i % 3 else np.float32))
+            for i in range(300)]
+    path = write_table_astropy(tmp_path / "wide.fits", cols)
+    expected = astropy_columns(path)
+    got = tf.read_table(path)
+    assert list(got) == list(expected)
+    for name, a in expected.items():
+        np.testing.assert_array_equal(got[name].numpy(), a)
+    _, info = tf.table_info(path)
+    assert [c.tunit for c in info] == [f"u'{i}" for i in range(300)]
+    assert [c.tdim for c in info[:3]] == ["", "(2)", ""]
+    sel = tf.read_table(path, columns=["C299", "c1"])
+    assert list(sel) == ["c299", "c1"]
+
+
+def test_bad_tdim_and_unsupported_vla(tmp_path):
+    path = write_table_astropy(
+        tmp_path / "d.fits",
+        [fits.Column(name="a", format="6E", dim="(3,2)", array=np.zeros((4, 2, 3), np.float32)),
+         fits.Column(name="v", format="PJ()", array=np.array([np.arange(2)] * 4, dtype=object))])
+    patch_header(path, "TDIM1   = '(3,2)   '", "TDIM1   = '(4,2)   '")
+    with pytest.raises(tf.FitsError, match="column 'a': bad TDIM1 = '\\(4,2\\)'"):
+        tf.read_table(path, columns=["a"])
+    # the operator still reads the other columns
+    assert ops.read_table(path, 1, ["v"], 0, -1)["v"].tolist() == [0, 1] * 4
+    patch_header(path, "TFORM2  = 'PJ(2)   '", "TFORM2  = 'PX(2)   '")
+    with pytest.raises(NotImplementedError, match="column 'v': TFORM2 = 'PX\\(2\\)' is not supported"):
+        ops.read_table(path, 1, ["v"], 0, -1)
+
+
+def test_theap_inside_rows(tmp_path):
+    cols, _ = vla_columns()
+    path = write_table_astropy(tmp_path / "v.fits", cols[:1])
+    patch_header(path, "TTYPE1  = 'vj      '", f"{'THEAP   =                    8':80s}")
+    with pytest.raises(tf.FitsError, match="HDU 1: .*THEAP") as e:
+        tf.read_table(path)
+    assert str(path) in str(e.value)
+
+
+def test_corrupted_bytes_fail_cleanly(tmp_path):
+    """Random damage to a table's header and data: every read either works
+    or raises a documented exception naming the file; nothing crashes."""
+    import random
+
+    cols, _ = vla_columns()
+    cols += [fits.Column(name="t", format="6E", dim="(3,2)", array=np.zeros((5, 2, 3), np.float32)),
+             fits.Column(name="x", format="11X", array=np.ones((5, 11), bool)),
+             fits.Column(name="s", format="7A", array=np.array(["a"] * 5))]
+    base = open(write_table_astropy(tmp_path / "base.fits", cols), "rb").read()
+    rng = random.Random(7)
+    bad = tmp_path / "bad.fits"
+    failures = 0
+    for _ in range(150):
+        blob = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(2880, 5760 if rng.random() < 0.7 else len(blob))
+            blob[i] = rng.choice(b"0123456789 '()PQJEAXL-") if i < 5760 else rng.randrange(256)
+        bad.write_bytes(bytes(blob))
+        for read in (lambda: ops.read_table(str(bad), 1, None, 0, -1),
+                     lambda: ops._read_table_cfitsio(str(bad), 1, None, 0, -1),
+                     lambda: tf.read_table(bad)):
+            try:
+                read()
+            except (RuntimeError, IndexError, ValueError, TypeError, KeyError) as e:
+                failures += 1
+                assert str(bad) in str(e)
+    assert failures > 0  # the damage did reach the reader
+
+
+def test_string_array_with_tdim(tmp_path):
+    a = np.array([["ab", "cde", "f", "ghijk"], ["", "x y", "zz", "12345"]])
+    path = write_table_astropy(tmp_path / "s.fits",
+                               [fits.Column(name="s", format="20A", dim="(5,4)", array=a)])
+    assert ops.read_table(str(path), 1, None, 0, -1)["s"].shape == (2, 4, 5)
+    assert tf.read_table(path)["s"] == fits.getdata(path, 1)["s"].tolist() == a.tolist()
+
+
+def test_ascii_nulls(tmp_path):
+    """TNULLn strings in an ASCII table: integers read 0, as astropy gives
+    them; floats (null or blank) NaN, where astropy gives 0."""
+    h = fits.Header([("XTENSION", "TABLE"), ("BITPIX", 8), ("NAXIS", 2), ("NAXIS1", 12),
+                     ("NAXIS2", 3), ("PCOUNT", 0), ("GCOUNT", 1), ("TFIELDS", 2),
+                     ("TTYPE1", "i"), ("TFORM1", "I6"), ("TBCOL1", 1), ("TNULL1", "NULL"),
+                     ("TTYPE2", "f"), ("TFORM2", "F6.2"), ("TBCOL2", 7), ("TNULL2", "NULL")])
+    data = b"     1  1.50" + b"  NULL  NULL" + b"    -3      "
+    primary = fits.Header([("SIMPLE", True), ("BITPIX", 8), ("NAXIS", 0), ("EXTEND", True)])
+    path = tmp_path / "n.fits"
+    path.write_bytes(primary.tostring().encode() + h.tostring().encode() + data
+                     + b" " * (2880 - len(data)))
+    with fits.open(path) as f:
+        want_i = f[1].data["i"].tolist()
+    got = tf.read_table(path)
+    assert got["i"].tolist() == want_i == [1, 0, -3]
+    assert got["f"][0].item() == 1.5 and got["f"][1:].isnan().all()
+    assert tf.read_table_nulls(path)["f"].tolist() == [False, True, True]
+    blob = bytearray(path.read_bytes())
+    i = blob.index(b"    -3")
+    blob[i:i + 6] = b"  -3x "
+    path.write_bytes(bytes(blob))
+    with pytest.raises(tf.FitsError, match="column 'i', row 2: '-3x' is not a number"):
+        tf.read_table(path)
+
+
+def test_zero_width_rows_bounded(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = write_table_astropy(tmp_path / "z.fits", [fits.Column(name="z", format="0J")])
+    assert tf.read_table(path)["z"].shape == (0, 0)
+    patch_header(path, "NAXIS2  =                    0", "NAXIS2  =      100000000000000")
+    with pytest.raises(tf.FitsError, match="NAXIS2 = 100000000000000 rows of 0 bytes"):
+        tf.read_table(path)
