@@ -283,10 +283,18 @@ static void *job_helper(void *arg) {
     return NULL;
 }
 
+/* Threads for a large read: the request's, else one per online CPU. The
+ * CPU count is asked once (sysconf reads /sys on every call). */
 static int auto_threads(const tf_image_request *req) {
+    static atomic_int online;
     if (req && req->threads > 0) return req->threads < MAX_THREADS ? req->threads : MAX_THREADS;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+    int n = atomic_load_explicit(&online, memory_order_relaxed);
+    if (n == 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = c < 1 ? 1 : c > MAX_THREADS ? MAX_THREADS : (int)c;
+        atomic_store_explicit(&online, n, memory_order_relaxed);
+    }
+    return n;
 }
 
 /* One contiguous run, split across threads when large. */
