@@ -245,9 +245,54 @@ def two_threads(workdir, quick):
     gain_fitsio = t["fitsio 1 thread"] / t["fitsio 2 threads"]
     for p in paths:
         os.remove(p)
+    gil = {who: "releases" if releases_gil(workdir, who) else "holds"
+           for who in ("torchfits", "fitsio")}
     return [case(f"two Python threads reading {n}x{n} float32 (throughput 2 threads / 1: "
-                 f"torchfits {gain:.2f}x, fitsio {gain_fitsio:.2f}x)", t,
+                 f"torchfits {gain:.2f}x, fitsio {gain_fitsio:.2f}x; during a read torchfits "
+                 f"{gil['torchfits']} the GIL, fitsio {gil['fitsio']} it)", t,
                  ">= 1.6 x one thread's throughput", gain >= 1.6, "s/read")]
+
+
+_GIL = r"""
+import os, sys, threading, time
+sys.path.insert(0, {root!r})
+import torch, fitsio, torchfits_ops as tf
+fifo = sys.argv[1]
+read = {{"torchfits": lambda p: torch.ops.torchfits.read(p, 0), "fitsio": fitsio.read}}[sys.argv[2]]
+def reader():
+    try:
+        read(fifo)
+    except Exception:
+        pass
+threading.Thread(target=reader, daemon=True).start()
+time.sleep(0.3)  # returns only if the reader, blocked in open(), let go of the GIL
+print("released", flush=True)
+with open(fifo, "wb") as w:
+    w.write(b"x")
+"""
+
+
+def releases_gil(workdir, who):
+    """Whether a read lets other Python threads run: the reader opens a FIFO,
+    which blocks in open() until the main thread (which needs the GIL to
+    wake from sleep) opens it for writing."""
+    fifo = os.path.join(workdir, f"gil_{who}.fifo")
+    if os.path.exists(fifo):
+        os.remove(fifo)
+    os.mkfifo(fifo)
+    try:
+        r = subprocess.run([sys.executable, "-c", _GIL.format(root=os.path.dirname(HERE)), fifo,
+                            who], capture_output=True, text=True, timeout=30)
+        return "released" in r.stdout
+    except subprocess.TimeoutExpired:
+        return False
+    finally:
+        try:  # unblock a reader left hanging
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.close(fd)
+        except OSError:
+            pass
+        os.remove(fifo)
 
 
 _PEAK = r"""
