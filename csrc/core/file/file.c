@@ -200,11 +200,28 @@ static tf_dtype natural_dtype(int bitpix, double bscale, double bzero) {
     }
 }
 
+static int hdu_info_load(tf_file *f, int hdu, int type, tf_hdu_info *info);
+
+/* The last HDU described is cached: a read asks twice (for the output's
+ * size, then to fill it), and each description is some ten keyword
+ * searches through the header. cfitsio is still moved to the HDU. */
 int tf_hdu_info_get(tf_file *f, int hdu, tf_hdu_info *info) {
     FORWARD_IF_ERROR(tf_check_handle(f));
     if (!info) return tf_fail(f, TF_EINVAL, 0, "no info struct given");
-    int type = 0, st = 0;
+    int type = 0;
     FORWARD_IF_ERROR(tf_move_to(f, hdu, &type));
+    if (f->info_valid && f->info_cache.index == hdu) {
+        *info = f->info_cache;
+        return TF_OK;
+    }
+    FORWARD_IF_ERROR(hdu_info_load(f, hdu, type, info));
+    f->info_cache = *info;
+    f->info_valid = 1;
+    return TF_OK;
+}
+
+static int hdu_info_load(tf_file *f, int hdu, int type, tf_hdu_info *info) {
+    int st = 0;
     memset(info, 0, sizeof *info);
     info->index = hdu;
     info->bscale = 1.0;
