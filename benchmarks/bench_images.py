@@ -5,7 +5,9 @@ one process, interleaved, after a warm-up that fills the page cache, and
 keeps the median (harness.measure):
 
 - torchfits: ``torchfits_ops.read`` / ``read_cutout`` / ``read_header``
-  (the Python wrappers users call, so their overhead counts);
+  (the Python wrappers users call, so their overhead counts), with its
+  default thread count (torch.get_num_threads()); whole images also with
+  TORCHFITS_THREADS=2;
 - fitsio: ``torch.from_numpy(fitsio.read(path))``;
 - astropy: ``fits.getdata(path, memmap=False)``, made native-endian, as a
   tensor;
@@ -47,6 +49,15 @@ def to_tensor(a):
     if a.dtype != want:
         a = a.astype(want)
     return torch.from_numpy(a)
+
+
+def with_threads(n, fn, *args):
+    """fn with TORCHFITS_THREADS=n (the default is torch.get_num_threads())."""
+    os.environ["TORCHFITS_THREADS"] = str(n)
+    try:
+        return fn(*args)
+    finally:
+        del os.environ["TORCHFITS_THREADS"]
 
 
 def fitsio_read(path):
@@ -113,6 +124,7 @@ def whole_images(workdir, lib, quick):
             nbytes = n * n * elsize
             t = harness.measure({
                 "torchfits": lambda: tf.read(path),
+                "torchfits 2 threads": lambda: with_threads(2, tf.read, path),
                 "fitsio": lambda: fitsio_read(path),
                 "astropy": lambda: astropy_read(path),
                 "limit": lambda: limit_read(lib, path, off, nbytes, nbytes, 1, elsize),
@@ -246,19 +258,10 @@ def two_threads(workdir, quick):
     # os.environ is set before the threads start and read by the core only
     single = {"torchfits(1) 1 thread": one(tf.read), "torchfits(1) 2 threads": two(tf.read)}
 
-    def with_env(fn):
-        def go():
-            os.environ["TORCHFITS_THREADS"] = "1"
-            try:
-                fn()
-            finally:
-                del os.environ["TORCHFITS_THREADS"]
-        return go
-
     t = harness.measure({"torchfits 1 thread": one(tf.read), "torchfits 2 threads": two(tf.read),
                          "fitsio 1 thread": one(fitsio_read),
                          "fitsio 2 threads": two(fitsio_read),
-                         **{k: with_env(v) for k, v in single.items()}},
+                         **{k: (lambda v=v: with_threads(1, v)) for k, v in single.items()}},
                         repeat=5 if quick else 9, warmup=1)
     t = {k: v / (2 * per) for k, v in t.items()}
     gain = t["torchfits 1 thread"] / t["torchfits 2 threads"]

@@ -94,10 +94,12 @@ def test_odd_widths(tmp_path, kind, width):
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=kind_id)
-def test_threaded_and_huge_page_reads(tmp_path, kind):
+def test_threaded_and_huge_page_reads(tmp_path, monkeypatch, kind):
     # 2051 x 2053: over the 4 MiB threshold for every type (so helper
     # threads share the chunks), not a multiple of the 256 KiB chunk, of
     # 2880 or of any vector width; float64 output passes 32 MiB (huge pages).
+    # The default follows torch.get_num_threads(), which may be 1: ask for 2.
+    monkeypatch.setenv("TORCHFITS_THREADS", "2")
     bitpix, keys = kind
     path = write(tmp_path / "big.fits", (2051, 2053), bitpix, keys, seed=1)
     t = assert_paths_agree(path)

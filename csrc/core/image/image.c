@@ -283,17 +283,17 @@ static void *job_helper(void *arg) {
     return NULL;
 }
 
-/* Threads for a large read: the request's; else TORCHFITS_THREADS from the
- * environment (read on each call, so a process may change it); else one
+/* Threads for a large read: TORCHFITS_THREADS from the environment (read
+ * on each call, so a process may change it); else the request's; else one
  * per online CPU, asked once (sysconf reads /sys on every call). */
 static int auto_threads(const tf_image_request *req) {
     static atomic_int online;
-    if (req && req->threads > 0) return req->threads < MAX_THREADS ? req->threads : MAX_THREADS;
     const char *env = getenv("TORCHFITS_THREADS");
     if (env && *env) {
         long v = strtol(env, NULL, 10);
         if (v >= 1) return v < MAX_THREADS ? (int)v : MAX_THREADS;
     }
+    if (req && req->threads > 0) return req->threads < MAX_THREADS ? req->threads : MAX_THREADS;
     int n = atomic_load_explicit(&online, memory_order_relaxed);
     if (n == 0) {
         long c = sysconf(_SC_NPROCESSORS_ONLN);
