@@ -96,6 +96,10 @@ def main():
             met = {True: "yes", False: "**no**", None: ""}[r.get("met")]
             lines.append(f"| {r['case']} | {ts} | {rf} | {rl} | {r.get('target') or ''} | {met} |")
         lines.append("")
+    missed = [r["case"] for r in rows if r.get("met") is False]
+    if missed:
+        lines += ["## Targets not met", ""] + [f"- {c}" for c in missed] + [
+            "", "Why, and what was tried: README.md, \"Where the targets stand\".", ""]
     with open(args.out, "w") as f:
         f.write("\n".join(lines))
     chart(rows, os.path.join(os.path.dirname(args.out), "ratios.png"))
