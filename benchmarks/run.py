@@ -8,6 +8,7 @@ import argparse
 import glob
 import importlib
 import os
+import re
 import sys
 import tempfile
 
@@ -38,7 +39,7 @@ def chart(rows, path):
     rows = [r for r in rows if r.get("unit") != "bytes" and ratio(r["times"], "fitsio")]
     if not rows:
         return
-    labels = [r["case"].split(" (")[0] for r in rows]
+    labels = [re.sub(r" \(.*?\)", "", r["case"]) for r in rows]
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.5))
     y = list(range(len(rows)))
     ax.barh([v - 0.2 for v in y], [ratio(r["times"], "fitsio") for r in rows], height=0.4,
