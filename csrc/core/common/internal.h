@@ -32,6 +32,9 @@ struct tf_file {
     tf_card *cards;      /* last loaded header */
     int ncards;
     char *card_text;     /* storage for the strings of `cards` */
+    void *membuf;        /* a small file's bytes, which cfitsio parses from
+                            memory (fits_open_memfile keeps &membuf) */
+    size_t membuf_size;
     int info_valid;      /* info_cache describes HDU info_cache.index: the
                             file is read-only, so it stays true */
     tf_hdu_info info_cache;

