@@ -9,9 +9,12 @@
 
 /* The loops below are compiled twice on x86-64 with GCC: for AVX2 (32-byte
  * byte shuffles) and for the baseline (SSE2), picked once at load time by
- * the dynamic linker (an ifunc). Elsewhere, one portable version. No FMA:
- * stored * scale + zero must round as cfitsio rounds it. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__has_attribute)
+ * the dynamic linker (an ifunc; glibc only). Elsewhere, one portable
+ * version; also under ThreadSanitizer, whose instrumented ifunc resolvers
+ * crash before it starts. No FMA: stored * scale + zero must round as
+ * cfitsio rounds it. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) && \
+    !defined(__SANITIZE_THREAD__) && defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define TF_MULTIVERSION __attribute__((target_clones("avx2", "default")))
 #endif
