@@ -132,3 +132,32 @@ def test_thread_count_from_environment(tmp_path, monkeypatch, threads):
     monkeypatch.setenv("TORCHFITS_THREADS", threads)
     t = assert_paths_agree(path)
     assert_matches_fitsio(t, path)
+
+
+@pytest.mark.parametrize("place", ["first", "last"])
+def test_scaling_keywords_found_anywhere_in_a_long_header(tmp_path, place):
+    # The HDU description scans the cards once for EXTNAME, EXTVER, BSCALE,
+    # BZERO and BLANK before asking cfitsio: keywords after 200 others, or
+    # before look-alike names (BZEROX, BSCALE_2, EXTNAMES), must be found.
+    stored = random_array((9, 11), 16, seed=8)
+    stored[2, 3] = -5
+    hdu = fits.ImageHDU(stored)
+    filler = [(f"FILL{i:04d}", i) for i in range(200)]
+    decoys = [("BZEROX", 99.0), ("BSCALE_2", 7.0), ("EXTNAMES", "decoy"), ("BLANKS", 1)]
+    real = [("EXTNAME", "SCI"), ("EXTVER", 3), ("BSCALE", 0.5), ("BZERO", 10.0), ("BLANK", -5)]
+    cards = (real + decoys + filler) if place == "first" else (filler + decoys + real)
+    for key, value in cards:
+        hdu.header[key] = value
+    path = str(tmp_path / "h.fits")
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    t = tf.read(path, ("SCI", 3))
+    ref = torch.ops.torchfits._read_cfitsio(path, 1, [], [], None, False)
+    assert torch.equal(t.nan_to_num(), ref.nan_to_num())
+    expected = stored.astype(np.float64) * 0.5 + 10.0
+    expected[2, 3] = np.nan
+    np.testing.assert_array_equal(t.numpy(), expected.astype(np.float32))
+    info = tf.info(path)[1]
+    assert (info.name, info.ver) == ("SCI", 3)
+    # and absent ones leave the defaults
+    plain = write(tmp_path / "p.fits", (4, 5), 16, {}, seed=1)
+    assert tf.read(plain).dtype == torch.int16
