@@ -112,7 +112,8 @@ typedef struct tf_image_request {
     int64_t count[TF_MAX_DIMS]; /* elements along each axis, each >= 1 */
     int64_t step[TF_MAX_DIMS];  /* >= 1; 0 is taken as 1 */
     tf_read_path path;
-    int threads;          /* 0: automatic; 1: single-threaded */
+    int threads;          /* 0: automatic (one per online CPU); 1: single-threaded.
+                             TORCHFITS_THREADS in the environment overrides it */
 } tf_image_request;
 
 typedef struct tf_file tf_file;

@@ -7,6 +7,22 @@
 
 #include "convert.h"
 
+/* The loops below are compiled twice on x86-64 with GCC: for AVX2 (32-byte
+ * byte shuffles) and for the baseline (SSE2), picked once at load time by
+ * the dynamic linker (an ifunc; glibc only). Elsewhere, one portable
+ * version; also under ThreadSanitizer, whose instrumented ifunc resolvers
+ * crash before it starts. No FMA: stored * scale + zero must round as
+ * cfitsio rounds it. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) && \
+    !defined(__SANITIZE_THREAD__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define TF_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef TF_MULTIVERSION
+#define TF_MULTIVERSION
+#endif
+
 int tf_conv_init(tf_conv *c, tf_dtype in, tf_dtype out, double scale, double zero,
                  int has_blank, int64_t blank) {
     memset(c, 0, sizeof *c);
@@ -40,43 +56,43 @@ int tf_conv_init(tf_conv *c, tf_dtype in, tf_dtype out, double scale, double zer
     return 0;
 }
 
-static void swap16(void *p, size_t n) {
+TF_MULTIVERSION static void swap16(void *p, size_t n) {
     uint16_t *q = p;
     for (size_t i = 0; i < n; i++) q[i] = __builtin_bswap16(q[i]);
 }
 
-static void swap32(void *p, size_t n) {
+TF_MULTIVERSION static void swap32(void *p, size_t n) {
     uint32_t *q = p;
     for (size_t i = 0; i < n; i++) q[i] = __builtin_bswap32(q[i]);
 }
 
-static void swap64(void *p, size_t n) {
+TF_MULTIVERSION static void swap64(void *p, size_t n) {
     uint64_t *q = p;
     for (size_t i = 0; i < n; i++) q[i] = __builtin_bswap64(q[i]);
 }
 
-static void flip8(void *p, size_t n) {
+TF_MULTIVERSION static void flip8(void *p, size_t n) {
     uint8_t *q = p;
     for (size_t i = 0; i < n; i++) q[i] ^= 0x80u;
 }
 
-static void flip16(void *p, size_t n) {
+TF_MULTIVERSION static void flip16(void *p, size_t n) {
     uint16_t *q = p;
     for (size_t i = 0; i < n; i++) q[i] = (uint16_t)(__builtin_bswap16(q[i]) ^ 0x8000u);
 }
 
-static void flip32(void *p, size_t n) {
+TF_MULTIVERSION static void flip32(void *p, size_t n) {
     uint32_t *q = p;
     for (size_t i = 0; i < n; i++) q[i] = __builtin_bswap32(q[i]) ^ 0x80000000u;
 }
 
-static void offset16(const void *restrict src, void *restrict dst, size_t n) {
+TF_MULTIVERSION static void offset16(const void *restrict src, void *restrict dst, size_t n) {
     const uint16_t *s = src;
     int32_t *d = dst;
     for (size_t i = 0; i < n; i++) d[i] = (int32_t)(int16_t)__builtin_bswap16(s[i]) + 32768;
 }
 
-static void offset32(const void *restrict src, void *restrict dst, size_t n) {
+TF_MULTIVERSION static void offset32(const void *restrict src, void *restrict dst, size_t n) {
     const uint32_t *s = src;
     int64_t *d = dst;
     for (size_t i = 0; i < n; i++)
@@ -106,8 +122,9 @@ static inline double load_f64(const void *s, size_t i) {
 /* out = stored * scale + zero, computed in double as cfitsio does, so both
  * read paths agree bit for bit. Integer BLANK values become NaN. */
 #define DEFINE_SCALE(name, LOAD, OUT_T, NAN_V)                                        \
-    static void name(const tf_conv *c, const void *restrict src, void *restrict dst, \
-                     size_t n) {                                                     \
+    TF_MULTIVERSION static void name(const tf_conv *c, const void *restrict src,   \
+                                     void *restrict dst,                            \
+                                     size_t n) {                                    \
         OUT_T *d = dst;                                                              \
         const double scale = c->scale, zero = c->zero;                              \
         if (c->has_blank) {                                                          \
@@ -122,8 +139,9 @@ static inline double load_f64(const void *s, size_t i) {
     }
 
 #define DEFINE_SCALE_FLOAT(name, LOAD, OUT_T)                                         \
-    static void name(const tf_conv *c, const void *restrict src, void *restrict dst, \
-                     size_t n) {                                                     \
+    TF_MULTIVERSION static void name(const tf_conv *c, const void *restrict src,   \
+                                     void *restrict dst,                            \
+                                     size_t n) {                                    \
         OUT_T *d = dst;                                                              \
         const double scale = c->scale, zero = c->zero;                              \
         for (size_t i = 0; i < n; i++) d[i] = (OUT_T)((double)LOAD(src, i) * scale + zero); \

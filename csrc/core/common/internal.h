@@ -36,6 +36,13 @@ struct tf_file {
                             cards for HDU col_text_hdu, read in one pass
                             (table.c); one block, freed by tf_close */
     int col_text_hdu;
+
+    void *membuf;        /* a small file's bytes, which cfitsio parses from
+                            memory (fits_open_memfile keeps &membuf) */
+    size_t membuf_size;
+    int info_valid;      /* info_cache describes HDU info_cache.index: the
+                            file is read-only, so it stays true */
+    tf_hdu_info info_cache;
 };
 
 /*
@@ -95,8 +102,9 @@ int tf_cfitsio_type(tf_dtype dtype);
 /* Most threads one read is split across. */
 #define TF_MAX_THREADS 16
 
-/* Threads for a large read: `requested` (> 0) capped at TF_MAX_THREADS,
- * else the number of online CPUs (threads.c). */
+/* Threads for a large read: TORCHFITS_THREADS from the environment when set,
+ * else `requested` (> 0), else the number of online CPUs; at most
+ * TF_MAX_THREADS (threads.c). */
 int tf_auto_threads(int requested);
 
 /* Run worker(job) for each of njobs jobs laid out job_size bytes apart:

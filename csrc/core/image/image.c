@@ -10,9 +10,14 @@
  *    else and for testing the fast path against.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "../common/convert.h"
@@ -24,6 +29,9 @@
 /* Below this many output bytes a read stays on one thread. */
 #define THREAD_MIN_BYTES (4 * 1024 * 1024)
 #define MAX_THREADS TF_MAX_THREADS
+/* Outputs from this size get transparent huge pages asked for (glibc
+ * serves them with a fresh mapping each call). */
+#define HUGE_MIN_BYTES (32 * 1024 * 1024)
 /* A tile-compressed image may claim at most this many output bytes per
  * byte of file: far above real compression ratios, far below a bomb. */
 #define MAX_COMPRESSION_RATIO 4096
@@ -151,80 +159,207 @@ int tf_image_output(tf_file *f, int hdu, const tf_image_request *req, tf_dtype *
 
 /* ---- the fast path ---- */
 
-typedef struct run_job {
-    tf_file *f;
-    const tf_conv *conv;
-    int64_t file_off;   /* byte offset of the first stored element */
-    int64_t n;          /* elements */
-    char *dst;
-    int rc;
-} run_job;
+/* Read exactly n bytes at off. 0, TF_EIO (errno in *err) or TF_ECORRUPT
+ * (end of file). Touches no handle, so any thread may call it. */
+static int pread_all(int fd, char *buf, size_t n, int64_t off, int *err) {
+    while (n > 0) {
+        ssize_t got = pread(fd, buf, n, (off_t)off);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            *err = errno;
+            return TF_EIO;
+        }
+        if (got == 0) return TF_ECORRUPT;
+        buf += got;
+        n -= (size_t)got;
+        off += got;
+    }
+    return TF_OK;
+}
 
-/* Read n contiguous stored elements at file_off and convert them into dst.
- * Returns a tf_status; errors are recorded on f by the caller's thread. */
+/* Elements converted per step. */
+static int64_t chunk_elems(const tf_conv *c) {
+    return CHUNK_BYTES / (int64_t)(c->in_size > c->out_size ? c->in_size : c->out_size);
+}
+
+/* Read n (at most chunk_elems) stored elements at file_off and convert them
+ * into dst: in place when the conversion allows, else through `bounce`. */
+static int read_chunk(int fd, const tf_conv *c, int64_t file_off, int64_t n, char *dst,
+                      char *bounce, int *err) {
+    size_t in_bytes = (size_t)n * c->in_size;
+    char *buf = tf_conv_inplace(c) ? dst : bounce;
+    int rc = pread_all(fd, buf, in_bytes, file_off, err);
+    if (rc == TF_OK) tf_convert(c, buf, dst, (size_t)n);
+    return rc;
+}
+
+/* The message of a failed chunk read, recorded on the caller's thread. */
+static int chunk_failure(tf_file *f, int rc, int err, int64_t off) {
+    if (rc == TF_EIO)
+        return tf_fail(f, TF_EIO, 0, "read at offset %lld failed: %s", (long long)off,
+                       strerror(err));
+    return tf_fail(f, TF_ECORRUPT, 0, "file is truncated: data ends before byte %lld",
+                   (long long)off);
+}
+
+/* n contiguous stored elements at file_off into dst, on this thread. */
 static int read_run(tf_file *f, const tf_conv *c, int64_t file_off, int64_t n, char *dst,
                     char *bounce) {
-    const int64_t per = CHUNK_BYTES / (int64_t)(c->in_size > c->out_size ? c->in_size : c->out_size);
+    const int64_t per = chunk_elems(c);
+    int err = 0;
     while (n > 0) {
         int64_t k = n < per ? n : per;
-        size_t in_bytes = (size_t)k * c->in_size;
-        if (tf_conv_inplace(c)) {
-            FORWARD_IF_ERROR(tf_pread_full(f, dst, in_bytes, file_off));
-            tf_convert(c, dst, dst, (size_t)k);
-        } else {
-            FORWARD_IF_ERROR(tf_pread_full(f, bounce, in_bytes, file_off));
-            tf_convert(c, bounce, dst, (size_t)k);
-        }
-        file_off += (int64_t)in_bytes;
+        int rc = read_chunk(f->fd, c, file_off, k, dst, bounce, &err);
+        if (rc) return chunk_failure(f, rc, err, file_off);
+        file_off += k * (int64_t)c->in_size;
         dst += (size_t)k * c->out_size;
         n -= k;
     }
     return TF_OK;
 }
 
-static void *run_worker(void *arg) {
-    run_job *j = arg;
-    char *bounce = tf_conv_inplace(j->conv) ? NULL : malloc(CHUNK_BYTES);
-    if (!tf_conv_inplace(j->conv) && !bounce) {
-        j->rc = TF_ENOMEM;
-        return NULL;
+/*
+ * A large run, split into chunks that the calling thread and detached
+ * helper threads claim one at a time from an atomic counter. The caller
+ * never waits for a helper that has not started: on a busy machine it
+ * simply does the chunks itself. It waits only for chunks a helper has
+ * claimed. A helper that starts late finds no chunk left and touches
+ * nothing but the job's reference count, so the job (and nothing of the
+ * caller's) outlives the call. Helpers never touch the handle: failures
+ * are recorded in the job and reported by the caller.
+ */
+typedef struct run_job {
+    atomic_int refs;
+    atomic_llong next;       /* next chunk to claim */
+    atomic_int failed;       /* skip the remaining chunks */
+    int64_t nchunks, per, n;
+    tf_conv conv;
+    int fd;
+    int64_t file_off;
+    char *dst;
+    pthread_mutex_t lock;
+    pthread_cond_t all_done;
+    int64_t done;            /* chunks finished or skipped, under lock */
+    int rc, err;             /* first failure, under lock */
+    int64_t err_off;
+} run_job;
+
+static void job_release(run_job *j) {
+    if (atomic_fetch_sub(&j->refs, 1) == 1) {
+        pthread_mutex_destroy(&j->lock);
+        pthread_cond_destroy(&j->all_done);
+        free(j);
     }
-    j->rc = read_run(j->f, j->conv, j->file_off, j->n, j->dst, bounce);
+}
+
+static void job_work(run_job *j, char *bounce) {
+    for (;;) {
+        int64_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->nchunks) return;
+        int64_t first = i * j->per, k = j->n - first < j->per ? j->n - first : j->per;
+        int64_t off = j->file_off + first * (int64_t)j->conv.in_size;
+        int rc = TF_OK, err = 0;
+        if (!atomic_load(&j->failed))
+            rc = read_chunk(j->fd, &j->conv, off, k, j->dst + first * (int64_t)j->conv.out_size,
+                            bounce, &err);
+        pthread_mutex_lock(&j->lock);
+        if (rc != TF_OK && j->rc == TF_OK) {
+            j->rc = rc;
+            j->err = err;
+            j->err_off = off;
+            atomic_store(&j->failed, 1);
+        }
+        if (++j->done == j->nchunks) pthread_cond_signal(&j->all_done);
+        pthread_mutex_unlock(&j->lock);
+    }
+}
+
+static void *job_helper(void *arg) {
+    run_job *j = arg;
+    char *bounce = tf_conv_inplace(&j->conv) ? NULL : malloc(CHUNK_BYTES);
+    if (tf_conv_inplace(&j->conv) || bounce) job_work(j, bounce); /* else: leave it to others */
     free(bounce);
+    job_release(j);
     return NULL;
 }
 
+/* Threads for a large read: TORCHFITS_THREADS from the environment (read
+ * on each call, so a process may change it); else the request's; else one
+ * per online CPU, asked once (sysconf reads /sys on every call). */
 static int auto_threads(const tf_image_request *req) {
     return tf_auto_threads(req ? req->threads : 0);
 }
 
-/* One contiguous run, split across threads when large. Each thread's error
- * message lands on the shared handle; the first failing status is kept. */
+/* One contiguous run, split across threads when large. */
 static int read_run_parallel(tf_file *f, const tf_conv *c, int64_t file_off, int64_t n,
-                             char *dst, int threads) {
+                             char *dst, int threads, char *bounce) {
     int64_t out_bytes = n * (int64_t)c->out_size;
-    if (threads > 1 && out_bytes >= THREAD_MIN_BYTES) {
-        int64_t per_thread = (n + threads - 1) / threads;
-        run_job jobs[MAX_THREADS];
-        int nt = 0;
-        for (int64_t first = 0; first < n; first += per_thread, nt++) {
-            int64_t k = n - first < per_thread ? n - first : per_thread;
-            jobs[nt] = (run_job){f, c, file_off + first * (int64_t)c->in_size, k,
-                                 dst + first * (int64_t)c->out_size, TF_OK};
+    run_job *j = NULL;
+    if (threads > 1 && out_bytes >= THREAD_MIN_BYTES && (j = calloc(1, sizeof *j))) {
+        if (pthread_mutex_init(&j->lock, NULL) != 0) {
+            free(j);
+            j = NULL;
+        } else if (pthread_cond_init(&j->all_done, NULL) != 0) {
+            pthread_mutex_destroy(&j->lock);
+            free(j);
+            j = NULL;
         }
-        tf_run_jobs(run_worker, jobs, sizeof jobs[0], nt);
-        int rc = TF_OK;
-        for (int t = 0; t < nt; t++)
-            if (rc == TF_OK && jobs[t].rc != TF_OK) rc = jobs[t].rc;
-        if (rc == TF_ENOMEM) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
-        return rc;
     }
-    char *bounce = NULL;
-    if (!tf_conv_inplace(c) && !(bounce = malloc(CHUNK_BYTES)))
-        return tf_fail(f, TF_ENOMEM, 0, "out of memory");
-    int rc = read_run(f, c, file_off, n, dst, bounce);
-    free(bounce);
-    return rc;
+    if (!j) return read_run(f, c, file_off, n, dst, bounce);
+
+    j->per = chunk_elems(c);
+    j->nchunks = (n + j->per - 1) / j->per;
+    j->n = n;
+    j->conv = *c;
+    j->fd = f->fd;
+    j->file_off = file_off;
+    j->dst = dst;
+    atomic_init(&j->refs, 1);
+    atomic_init(&j->next, 0);
+    atomic_init(&j->failed, 0);
+    pthread_attr_t attr;
+    int have_attr = pthread_attr_init(&attr) == 0 &&
+                    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0;
+    /* At most one thread per THREAD_MIN_BYTES / 2 of output: starting a
+     * thread costs tens of microseconds, and torch.get_num_threads() may be
+     * 16 on a large machine. */
+    int64_t most = out_bytes / (THREAD_MIN_BYTES / 2);
+    if (threads > most) threads = (int)most;
+    for (int t = 1; have_attr && t < threads && t < j->nchunks; t++) {
+        pthread_t tid;
+        atomic_fetch_add(&j->refs, 1);
+        if (pthread_create(&tid, &attr, job_helper, j) != 0) {
+            atomic_fetch_sub(&j->refs, 1);
+            break; /* fewer helpers; the caller covers */
+        }
+    }
+    if (have_attr) pthread_attr_destroy(&attr);
+
+    job_work(j, bounce);
+    pthread_mutex_lock(&j->lock);
+    while (j->done < j->nchunks) pthread_cond_wait(&j->all_done, &j->lock);
+    int rc = j->rc, err = j->err;
+    int64_t err_off = j->err_off;
+    pthread_mutex_unlock(&j->lock);
+    job_release(j);
+    return rc == TF_OK ? TF_OK : chunk_failure(f, rc, err, err_off);
+}
+
+/* Ask for transparent huge pages on a large output buffer before the first
+ * write faults it in: a 64 MB buffer costs tens of milliseconds of 4 KiB
+ * page faults, more than the read. Only the 2 MiB-aligned interior is
+ * advised; this is a hint, failures are ignored. */
+static void advise_huge(void *out, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (bytes < HUGE_MIN_BYTES) return;
+    uintptr_t lo = ((uintptr_t)out + huge - 1) & ~(huge - 1);
+    uintptr_t hi = ((uintptr_t)out + bytes) & ~(huge - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)out;
+    (void)bytes;
+#endif
 }
 
 static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, char *out) {
@@ -256,6 +391,9 @@ static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, cha
     char *dst = out;
     char *bounce = NULL;
     int rc = TF_OK;
+    if (!tf_conv_inplace(&conv) || p->step[k] != 1)
+        GOTO_ERROR_IF(!(bounce = malloc(CHUNK_BYTES)), f, TF_ENOMEM, "out of memory");
+    advise_huge(out, (size_t)p->nelem * conv.out_size);
     for (;;) {
         int64_t elem = 0;
         for (int d = 0; d < k; d++) elem += (p->start[d] + idx[d] * p->step[d]) * stride[d];
@@ -263,15 +401,11 @@ static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, cha
         int64_t off = p->data_offset + elem * (int64_t)conv.in_size;
         if (p->step[k] == 1) {
             int64_t n = p->count[k] * inner;
-            rc = read_run_parallel(f, &conv, off, n, dst, threads);
+            rc = read_run_parallel(f, &conv, off, n, dst, threads, bounce);
             if (rc) goto cleanup;
             dst += n * (int64_t)conv.out_size;
         } else {
             /* Strided axis: one read per block of `inner` elements. */
-            if (!bounce && !(bounce = malloc(CHUNK_BYTES))) {
-                rc = tf_fail(f, TF_ENOMEM, 0, "out of memory");
-                goto cleanup;
-            }
             for (int64_t i = 0; i < p->count[k]; i++) {
                 int64_t boff = off + i * p->step[k] * stride[k] * (int64_t)conv.in_size;
                 rc = read_run(f, &conv, boff, inner, dst, bounce);
