@@ -21,6 +21,9 @@
  *  - memory: cfitsio keeps one decoded tile per tile column per handle;
  *    worker handles are closed at the end of the read, so the peak is the
  *    output plus one row of tiles per thread.
+ *  - GZIP tiles are inflated once into a small window first: cfitsio grows
+ *    its output buffer for as long as a (corrupt) stream keeps producing,
+ *    so a bad tile could make it allocate without end;
  * Gzip-compressed files (.fits.gz) are read on one thread: cfitsio unpacks
  * the whole file into memory per handle.
  */
@@ -31,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "compress.h"
 
@@ -40,6 +44,14 @@
 #define UNIT_MIN_ELEMS (256 * 1024)
 /* Below this many output bytes a read stays on one thread. */
 #define PARALLEL_MIN_BYTES (2 * 1024 * 1024)
+
+typedef struct tiling {
+    int nd;                     /* C order below */
+    int64_t tile[TF_MAX_DIMS];  /* ZTILEn */
+    int64_t ntiles[TF_MAX_DIMS];
+    int64_t lo[TF_MAX_DIMS], hi[TF_MAX_DIMS]; /* tiles overlapping a box, inclusive */
+    int64_t max_tile;           /* pixels in a whole tile */
+} tiling;
 
 typedef struct reader {
     /* fixed for the read */
@@ -58,6 +70,12 @@ typedef struct reader {
     /* the first failure */
     int st;
     int64_t fail_i0, fail_i1; /* its unit; fail_i0 < 0: opening failed */
+    int gzip_bad;             /* it was a GZIP tile that would not inflate */
+    int64_t fail_tile[TF_MAX_DIMS];
+    /* GZIP tiles, checked before cfitsio inflates them */
+    const tiling *tiles;
+    int gzip_cols[2];         /* columns holding gzip streams; 0: none */
+    int64_t gzip_max;         /* bytes a tile may inflate to */
 } reader;
 
 static int cfitsio_datatype(tf_dtype t) {
@@ -163,6 +181,67 @@ static void close_private(fitsfile *fp, int dupfd) {
     if (dupfd >= 0) close(dupfd);
 }
 
+static int64_t tile_row(const tiling *t, const int64_t *idx);
+static int next_tile(const tiling *t, int64_t *idx);
+
+/* Whether `len` bytes of gzip stream inflate, within r->gzip_max bytes. */
+static int inflates(const reader *r, const unsigned char *in, int64_t len) {
+    unsigned char window[32768];
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (len > (int64_t)UINT32_MAX || inflateInit2(&z, 15 + 16) != Z_OK) return 0;
+    z.next_in = (unsigned char *)in;
+    z.avail_in = (uInt)len;
+    int ok = 0;
+    for (;;) { /* each Z_OK made progress; the output is bounded */
+        z.next_out = window;
+        z.avail_out = sizeof window;
+        int e = inflate(&z, Z_NO_FLUSH);
+        if (e == Z_STREAM_END) {
+            ok = (int64_t)z.total_out <= r->gzip_max;
+            break;
+        }
+        if (e != Z_OK || (int64_t)z.total_out > r->gzip_max) break;
+    }
+    inflateEnd(&z);
+    return ok;
+}
+
+/* Check the GZIP tiles of axis-0 indices [i0, i1) on handle fp. Returns a
+ * cfitsio status, or -1 with the tile in *bad when a stream is corrupt. */
+static int scan_gzip(const reader *r, fitsfile *fp, int64_t i0, int64_t i1, int64_t *bad) {
+    tiling t = *r->tiles;
+    t.lo[0] = (r->start[0] + i0 * r->step[0]) / t.tile[0];
+    t.hi[0] = (r->start[0] + (i1 - 1) * r->step[0]) / t.tile[0];
+    int64_t idx[TF_MAX_DIMS];
+    for (int d = 0; d < t.nd; d++) idx[d] = t.lo[d];
+    unsigned char *buf = NULL;
+    int64_t cap = 0;
+    int st = 0;
+    do {
+        for (int c = 0; c < 2 && r->gzip_cols[c] > 0 && !st; c++) {
+            LONGLONG len = 0, off = 0;
+            fits_read_descriptll(fp, r->gzip_cols[c], tile_row(&t, idx), &len, &off, &st);
+            if (st || len == 0) continue;
+            if (len > cap) { /* checked against the heap by check_descriptors */
+                free(buf);
+                if (!(buf = malloc((size_t)len))) {
+                    st = MEMORY_ALLOCATION;
+                    break;
+                }
+                cap = len;
+            }
+            fits_read_tblbytes(fp, 1, fp->Fptr->heapstart + off + 1, len, buf, &st);
+            if (!st && !inflates(r, buf, len)) {
+                memcpy(bad, idx, sizeof idx);
+                st = -1;
+            }
+        }
+    } while (!st && next_tile(&t, idx));
+    free(buf);
+    return st;
+}
+
 typedef struct worker {
     reader *r;
     fitsfile *fp;  /* NULL: open a private handle */
@@ -178,7 +257,18 @@ static void *work(void *arg) {
         record_failure(r, st, -1, -1);
     } else {
         int64_t i0, i1;
+        int64_t bad[TF_MAX_DIMS];
         while (take_unit(r, w->all, &i0, &i1)) {
+            if (r->gzip_cols[0] > 0 && (st = scan_gzip(r, fp, i0, i1, bad)) != 0) {
+                pthread_mutex_lock(&r->lock);
+                if (!r->failed && st == -1) {
+                    r->gzip_bad = 1;
+                    memcpy(r->fail_tile, bad, sizeof bad);
+                }
+                pthread_mutex_unlock(&r->lock);
+                record_failure(r, st, i0, i1);
+                break;
+            }
             if ((st = read_unit(r, fp, i0, i1)) != 0) {
                 record_failure(r, st, i0, i1);
                 break;
@@ -188,15 +278,6 @@ static void *work(void *arg) {
     if (!w->fp) close_private(fp, dupfd);
     return NULL;
 }
-
-/* ---- the tile table ---- */
-
-typedef struct tiling {
-    int nd;                     /* C order below */
-    int64_t tile[TF_MAX_DIMS];  /* ZTILEn */
-    int64_t ntiles[TF_MAX_DIMS];
-    int64_t lo[TF_MAX_DIMS], hi[TF_MAX_DIMS]; /* tiles overlapping a box, inclusive */
-} tiling;
 
 /* 1-based table row of the tile at tile indices idx (C order). */
 static int64_t tile_row(const tiling *t, const int64_t *idx) {
@@ -245,6 +326,7 @@ static int make_tiling(tf_file *f, const tf_hdu_info *in, const int64_t *start,
             t->hi[d] = (start[d] + (count[d] - 1) * step[d]) / z;
         }
     }
+    t->max_tile = maxtile;
     /* cfitsio allocates a buffer of ZTILE1*ZTILE2*... elements. */
     RETURN_ERROR_IF(maxtile > npix, f, TF_ECORRUPT,
                     "inconsistent ZNAXISn and ZTILEn: a tile of %lld pixels in an image of %lld",
@@ -385,6 +467,14 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
         r.nulval = &nan32;
     if (!raw && out_type == TF_FLOAT64 && (in->has_blank || in->raw_dtype == TF_FLOAT64))
         r.nulval = &nan64;
+    r.tiles = &t;
+    {
+        FITSfile *F = f->fp->Fptr;
+        int n = 0, gz = F->compress_type == GZIP_1 || F->compress_type == GZIP_2;
+        if (gz && F->cn_compressed > 0) r.gzip_cols[n++] = F->cn_compressed;
+        if (F->cn_gzip_data > 0) r.gzip_cols[n++] = F->cn_gzip_data;
+        r.gzip_max = t.max_tile * 8; /* no stored pixel is wider than 8 bytes */
+    }
     pthread_mutex_init(&r.lock, NULL);
 
     int rc = TF_OK, st = 0;
@@ -421,6 +511,12 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
             worker w = {&r, f->fp, 1};
             work(&w);
         }
+    }
+    if (r.failed && r.gzip_bad) {
+        char where[256];
+        describe_tile(&t, r.fail_tile, where, sizeof where);
+        rc = tf_fail(f, TF_ECORRUPT, 0, "%s: its GZIP stream is corrupt", where);
+        goto cleanup;
     }
     if (r.failed) {
         char where[256];
