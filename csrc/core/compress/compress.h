@@ -24,4 +24,11 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
                        const int64_t *start, const int64_t *count, const int64_t *step,
                        int threads, void *out);
 
+/*
+ * Scan the raw headers of HDUs up to `hdu` that cfitsio has not parsed yet
+ * for what would crash its compressed-image setup (ZTILEn <= 0). Called by
+ * tf_move_to before it asks cfitsio to move. TF_OK or TF_ECORRUPT.
+ */
+int tf_compressed_precheck(tf_file *f, int hdu);
+
 #endif /* TORCHFITS_COMPRESS_H */

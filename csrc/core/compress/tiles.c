@@ -231,7 +231,9 @@ static int scan_gzip(const reader *r, fitsfile *fp, int64_t i0, int64_t i1, int6
                 }
                 cap = len;
             }
-            fits_read_tblbytes(fp, 1, fp->Fptr->heapstart + off + 1, len, buf, &st);
+            int anynul = 0;
+            fits_read_col(fp, TBYTE, r->gzip_cols[c], tile_row(&t, idx), 1, len, NULL, buf,
+                          &anynul, &st);
             if (!st && !inflates(r, buf, len)) {
                 memcpy(bad, idx, sizeof idx);
                 st = -1;
