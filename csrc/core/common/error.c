@@ -99,6 +99,21 @@ const char *tf_dtype_name(tf_dtype dtype) {
     return dtype_table[dtype].name;
 }
 
+int tf_cfitsio_datatype(tf_dtype t) {
+    switch (t) {
+    case TF_UINT8: return TBYTE;
+    case TF_INT8: return TSBYTE;
+    case TF_INT16: return TSHORT;
+    case TF_UINT16: return TUSHORT;
+    case TF_INT32: return TINT;
+    case TF_UINT32: return TUINT;
+    case TF_INT64: return TLONGLONG;
+    case TF_FLOAT32: return TFLOAT;
+    case TF_FLOAT64: return TDOUBLE;
+    default: return 0;
+    }
+}
+
 int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off) {
     char *p = buf;
     while (n > 0) {

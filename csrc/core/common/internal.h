@@ -77,6 +77,9 @@ static inline int tf_mul_ok(int64_t a, int64_t b, int64_t *out) {
     return !__builtin_mul_overflow(a, b, out) && *out >= 0;
 }
 
+/* cfitsio's datatype code (TSHORT...) for a dtype; 0 when it has none. */
+int tf_cfitsio_datatype(tf_dtype t);
+
 /* Read exactly n bytes at offset off; TF_OK, TF_EIO or TF_ECORRUPT (EOF). */
 int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off);
 

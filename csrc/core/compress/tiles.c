@@ -78,21 +78,6 @@ typedef struct reader {
     int64_t gzip_max;         /* bytes a tile may inflate to */
 } reader;
 
-static int cfitsio_datatype(tf_dtype t) {
-    switch (t) {
-    case TF_UINT8: return TBYTE;
-    case TF_INT8: return TSBYTE;
-    case TF_INT16: return TSHORT;
-    case TF_UINT16: return TUSHORT;
-    case TF_INT32: return TINT;
-    case TF_UINT32: return TUINT;
-    case TF_INT64: return TLONGLONG;
-    case TF_FLOAT32: return TFLOAT;
-    case TF_FLOAT64: return TDOUBLE;
-    default: return 0;
-    }
-}
-
 /* End (exclusive) of the unit of axis-0 indices that begins at i0: whole
  * tile rows, at least UNIT_MIN_ELEMS elements, or `all` for one unit. */
 static int64_t unit_end(const reader *r, int64_t i0, int all) {
@@ -193,10 +178,12 @@ static int inflates(const reader *r, const unsigned char *in, int64_t len) {
     z.next_in = (unsigned char *)in;
     z.avail_in = (uInt)len;
     int ok = 0;
-    for (;;) { /* each Z_OK made progress; the output is bounded */
+    for (;;) { /* ends: each round must make progress, the output is bounded */
         z.next_out = window;
         z.avail_out = sizeof window;
+        uInt avail_in = z.avail_in;
         int e = inflate(&z, Z_NO_FLUSH);
+        if (e == Z_OK && z.avail_in == avail_in && z.avail_out == sizeof window) break;
         if (e == Z_STREAM_END) {
             ok = (int64_t)z.total_out <= r->gzip_max;
             break;
@@ -454,7 +441,7 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
     r.f = f;
     r.hdu = in->index;
     r.raw = raw;
-    r.type = cfitsio_datatype(out_type);
+    r.type = tf_cfitsio_datatype(out_type);
     r.nd = in->ndim;
     r.start = start;
     r.count = count;

@@ -304,25 +304,10 @@ cleanup:
 
 /* ---- the cfitsio path ---- */
 
-static int cfitsio_type(tf_dtype t) {
-    switch (t) {
-    case TF_UINT8: return TBYTE;
-    case TF_INT8: return TSBYTE;
-    case TF_INT16: return TSHORT;
-    case TF_UINT16: return TUSHORT;
-    case TF_INT32: return TINT;
-    case TF_UINT32: return TUINT;
-    case TF_INT64: return TLONGLONG;
-    case TF_FLOAT32: return TFLOAT;
-    case TF_FLOAT64: return TDOUBLE;
-    default: return 0;
-    }
-}
-
 static int read_cfitsio(tf_file *f, const plan *p, const tf_image_request *req, void *out) {
     const tf_hdu_info *in = &p->info;
     int raw = req && req->raw;
-    int type = cfitsio_type(p->out), st = 0, anynul = 0, rc = TF_OK;
+    int type = tf_cfitsio_datatype(p->out), st = 0, anynul = 0, rc = TF_OK;
     float nan32 = NAN;
     double nan64 = NAN;
     void *nulval = NULL;
