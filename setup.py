@@ -35,7 +35,7 @@ has_uint16 = int(hasattr(torch, "uint16") and hasattr(torch, "uint32"))
 shim = CppExtension(
     "torchfits_ops._C",
     sorted(glob.glob("csrc/*.cpp")),
-    libraries=["torchfits_core", "cfitsio", "pthread"],
+    libraries=["torchfits_core", "cfitsio", "z", "pthread"],
     extra_compile_args=["-std=c++17", f"-DTORCHFITS_HAS_UINT16={has_uint16}"] + OPT + SAN,
     extra_link_args=SAN,
 )

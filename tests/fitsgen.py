@@ -92,3 +92,21 @@ def write_table_astropy(path, columns, extname=None, ascii=False, header=None):
     hdu = make.from_columns(fits.ColDefs(list(columns)), name=extname, header=header)
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
     return str(path)
+
+
+def write_compressed_astropy(path, data, compression_type="RICE_1", tile_shape=None,
+                             header=None, **kw):
+    """A tile-compressed image in HDU 1 written by astropy. tile_shape is in
+    C order (astropy >= 5.3 spells it tile_shape, older ones tile_size in
+    FITS order)."""
+    import inspect
+
+    if tile_shape is not None:
+        params = inspect.signature(fits.CompImageHDU.__init__).parameters
+        if "tile_shape" in params:
+            kw["tile_shape"] = tuple(tile_shape)
+        else:
+            kw["tile_size"] = list(tile_shape)[::-1]
+    hdu = fits.CompImageHDU(data, header=header, compression_type=compression_type, **kw)
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
+    return str(path)

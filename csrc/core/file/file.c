@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../common/internal.h"
+#include "../compress/compress.h"
 
 tf_file *tf_create(void) {
     tf_file *f = calloc(1, sizeof *f);
@@ -125,6 +126,7 @@ int tf_num_hdus(tf_file *f, int *n) {
 int tf_move_to(tf_file *f, int hdu, int *hdutype) {
     int st = 0, type = 0;
     if (hdu < 0) return tf_fail(f, TF_ENOHDU, 0, "HDU %d does not exist", hdu);
+    FORWARD_IF_ERROR(tf_compressed_precheck(f, hdu));
     fits_movabs_hdu(f->fp, hdu + 1, &type, &st);
     if (st == END_OF_FILE || st == BAD_HDU_NUM) {
         fits_clear_errmsg();

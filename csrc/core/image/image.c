@@ -22,6 +22,7 @@
 
 #include "../common/convert.h"
 #include "../common/internal.h"
+#include "../compress/compress.h"
 
 /* Bytes converted per step: small enough to stay in L2 between the read
  * and the swap. */
@@ -476,5 +477,9 @@ int tf_image_read(tf_file *f, int hdu, const tf_image_request *req, void *out,
     if (out_bytes != want || (!out && want))
         return tf_fail(f, TF_EBUFSIZE, 0, "output buffer has %zu bytes, the read needs %zu",
                        out_bytes, want);
+    /* Tile-compressed images: the parallel tile reader (csrc/core/compress). */
+    if (p.info.compressed && (!req || req->path == TF_PATH_AUTO))
+        return tf_compressed_read(f, &p.info, p.out, req && req->raw, p.start, p.count, p.step,
+                                  req ? req->threads : 0, out);
     return p.fast ? read_fast(f, &p, req, out) : read_cfitsio(f, &p, req, out);
 }

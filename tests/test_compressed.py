@@ -1,0 +1,373 @@
+"""Tile-compressed images (csrc/core/compress): the parallel tile reader
+compared with astropy, fitsio and cfitsio's own single-threaded path on
+files astropy and fitsio wrote; cutouts; threads; bad input."""
+import concurrent.futures
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+
+import torchfits_ops as tf
+from fitsgen import random_array, write_compressed_astropy, write_fitsio
+
+# Big enough (over 2 MiB of output) that full reads go parallel.
+BIG = (1031, 613)
+ODD = (131, 97)
+
+
+def cfitsio_read(path, hdu=1, start=(), shape=(), step=None, raw=False):
+    return torch.ops.torchfits._read_cfitsio(str(path), hdu, list(start), list(shape), step, raw)
+
+
+def astropy_read(path, hdu=1):
+    with fits.open(path) as f:
+        return np.array(f[hdu].data)
+
+
+def smooth(shape, dtype, seed=0, noise=20.0):
+    """Sky-like data: compresses as real images do, and quantizes sensibly."""
+    rng = np.random.default_rng(seed)
+    idx = np.indices(shape)
+    img = 1000 + 50 * np.sin(idx[-1] / 37.0) + 30 * np.cos(idx[0] / 23.0)
+    img = img + rng.normal(0, noise, shape)
+    return img.astype(dtype)
+
+
+def check_all_paths(path, expected, monkeypatch, cutouts=True):
+    """Full read equals astropy, cfitsio's path and the one-thread read;
+    cutouts (with steps, over tile edges) equal astropy's slices."""
+    t = tf.read(path, 1)
+    assert tuple(t.shape) == expected.shape
+    np.testing.assert_array_equal(t.numpy(), expected)
+    ref = cfitsio_read(path)
+    assert t.dtype == ref.dtype
+    # Bit for bit, NaNs included.
+    assert torch.equal(t.flatten().view(torch.uint8), ref.flatten().view(torch.uint8))
+    monkeypatch.setenv("TORCHFITS_THREADS", "1")
+    one = tf.read(path, 1)
+    monkeypatch.delenv("TORCHFITS_THREADS")
+    assert torch.equal(one.flatten().view(torch.uint8), t.flatten().view(torch.uint8))
+    if not cutouts:
+        return
+    h, w = expected.shape
+    rng = np.random.default_rng(5)
+    boxes = [((0, 0), (h, w), (1, 1)), ((h - 1, w - 1), (1, 1), (1, 1)),
+             ((3, 5), ((h - 4) // 3, (w - 6) // 2), (3, 2))]
+    for _ in range(4):
+        y, x = int(rng.integers(0, h - 10)), int(rng.integers(0, w - 10))
+        ch, cw = int(rng.integers(1, h - y)), int(rng.integers(1, w - x))
+        boxes.append(((y, x), (ch, cw), (1, 1)))
+    for start, shape, step in boxes:
+        cut = tf.read_cutout(path, 1, list(start), list(shape), list(step))
+        sl = tuple(slice(s, s + (n - 1) * k + 1, k) for s, n, k in zip(start, shape, step))
+        np.testing.assert_array_equal(cut.numpy(), expected[sl])
+        ref = cfitsio_read(path, 1, start, shape, list(step))
+        assert torch.equal(cut.flatten().view(torch.uint8), ref.flatten().view(torch.uint8))
+
+
+INT_ALGOS = ["RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1", "PLIO_1"]
+
+
+@pytest.mark.parametrize("algo", INT_ALGOS)
+@pytest.mark.parametrize("tiles", ["rows", "2d"])
+def test_int16_astropy(tmp_path, monkeypatch, algo, tiles):
+    shape = ODD if algo == "PLIO_1" else BIG
+    data = smooth(shape, ">i2", seed=1)
+    if algo == "PLIO_1":  # PLIO holds masks of non-negative values
+        data = (data % 64).astype(">i2")
+    # fpack's defaults: one row per tile (16 rows for HCOMPRESS); 2-d tiles
+    # with partial last tiles.
+    rows = 16 if algo == "HCOMPRESS_1" else 1
+    tile = (rows, shape[1]) if tiles == "rows" else (64, 48)
+    path = write_compressed_astropy(tmp_path / "c.fits", data, algo, tile)
+    check_all_paths(path, astropy_read(path), monkeypatch)
+
+
+@pytest.mark.parametrize("bitpix", [8, 32])
+@pytest.mark.parametrize("algo", ["RICE_1", "GZIP_2", "HCOMPRESS_1"])
+def test_other_int_types_astropy(tmp_path, monkeypatch, bitpix, algo):
+    if bitpix == 8 and algo == "HCOMPRESS_1":
+        pytest.skip("astropy writes HCOMPRESS for 16/32-bit data")
+    data = random_array(BIG, bitpix, seed=2)
+    if bitpix == 32:
+        data = (data // 1024).astype(">i4")  # HCOMPRESS keeps 32-bit values below 2^31/ 4
+    path = write_compressed_astropy(tmp_path / "c.fits", data, algo, (40, 100))
+    expected = astropy_read(path)
+    check_all_paths(path, expected, monkeypatch)
+    assert tf.read(path, 1).dtype == {8: torch.uint8, 32: torch.int32}[bitpix]
+
+
+@pytest.mark.parametrize("algo", ["RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1"])
+@pytest.mark.parametrize("method", [-1, 1, 2], ids=["NO_DITHER", "DITHER_1", "DITHER_2"])
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_quantized_floats_astropy(tmp_path, monkeypatch, algo, method, dtype):
+    # No NaN here: astropy 5.2 quantizes NaN without writing ZBLANK (every
+    # reader then returns garbage there); NaNs are tested on fitsio's files.
+    data = smooth(BIG, dtype, seed=3)
+    data[200, 3:40] = 0.0  # SUBTRACTIVE_DITHER_2 keeps exact zeros
+    tile = (1, BIG[1]) if algo != "HCOMPRESS_1" else (32, 64)
+    path = write_compressed_astropy(tmp_path / "q.fits", data, algo, tile,
+                                    quantize_method=method, quantize_level=4.0, dither_seed=42)
+    expected = astropy_read(path)
+    t = tf.read(path, 1)
+    assert t.dtype == {">f4": torch.float32, ">f8": torch.float64}[dtype]
+    if method == 2:
+        assert (t[200, 3:40] == 0).all()
+    check_all_paths(path, expected, monkeypatch)
+
+
+@pytest.mark.parametrize("algo", ["GZIP_1", "GZIP_2"])
+def test_lossless_floats_astropy(tmp_path, monkeypatch, algo):
+    data = random_array(BIG, -32, seed=4)
+    data[3, 3] = np.nan
+    path = write_compressed_astropy(tmp_path / "l.fits", data, algo, (50, 50),
+                                    quantize_level=0.0)
+    np.testing.assert_array_equal(astropy_read(path), data)
+    check_all_paths(path, data, monkeypatch)
+
+
+def test_blank_and_scaling(tmp_path, monkeypatch):
+    """Integers with BLANK and BSCALE/BZERO: floats, BLANK pixels NaN."""
+    raw = smooth(BIG, ">i2", seed=5)
+    raw[10, 10:20] = -32768
+    hdr = fits.Header()
+    hdr["BLANK"] = -32768
+    hdr["BSCALE"] = 0.5
+    hdr["BZERO"] = 100.0
+    hdu = fits.CompImageHDU(raw, header=hdr, compression_type="RICE_1",
+                            do_not_scale_image_data=True)
+    path = tmp_path / "b.fits"
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    t = tf.read(path, 1)
+    assert t.dtype == torch.float32
+    assert torch.isnan(t[10, 10:20]).all() and not torch.isnan(t[11]).any()
+    expected = raw.astype(np.float64) * 0.5 + 100.0
+    expected[10, 10:20] = np.nan
+    np.testing.assert_array_equal(t.numpy(), expected.astype(np.float32))
+    check_all_paths(path, t.numpy(), monkeypatch)
+    np.testing.assert_array_equal(tf.read(path, 1, raw=True).numpy(), raw)
+    np.testing.assert_array_equal(cfitsio_read(path, raw=True).numpy(), raw)
+
+
+@pytest.mark.parametrize("algo,kw", [
+    ("RICE", {}),
+    ("GZIP", {}),
+    ("GZIP_2", {}),
+    ("HCOMPRESS", {}),
+    ("RICE", {"qmethod": "SUBTRACTIVE_DITHER_2"}),
+    ("GZIP_2", {"qmethod": "NO_DITHER"}),
+])
+@pytest.mark.parametrize("dtype", ["i2", "i4", "f4"])
+def test_fitsio_written(tmp_path, monkeypatch, algo, kw, dtype):
+    import fitsio
+
+    data = smooth(BIG, dtype, seed=6)
+    if dtype == "f4":
+        data[0, 0:5] = 0.0
+        data[7, 9] = np.nan
+        data[100, :50] = np.nan
+        kw = dict(kw, qlevel=8.0)
+    elif kw:
+        pytest.skip("quantization applies to floats")
+    path = write_fitsio(tmp_path / "f.fits", data, compress=algo, tile_dims=[100, 77], **kw)
+    expected = fitsio.read(str(path), ext=1)
+    np.testing.assert_array_equal(expected, astropy_read(path))
+    check_all_paths(path, expected, monkeypatch)
+    # fitsio 1.1.8 (like astropy 5.2) quantizes NaN without ZBLANK, so
+    # those pixels come back as the same finite value from every reader.
+
+
+@pytest.mark.parametrize("algo", ["RICE_1", "HCOMPRESS_1"])
+def test_3d_and_1d(tmp_path, monkeypatch, algo):
+    cube = smooth((5, 300, 400), ">i2", seed=7)
+    tile = (2, 64, 64) if algo == "RICE_1" else (1, 64, 64)  # HCOMPRESS tiles are 2-d
+    path = write_compressed_astropy(tmp_path / "cube.fits", cube, algo, tile)
+    t = tf.read(path, 1)
+    np.testing.assert_array_equal(t.numpy(), astropy_read(path))
+    assert torch.equal(t, cfitsio_read(path))
+    cut = tf.read_cutout(path, 1, [1, 50, 60], [2, 80, 200], [2, 3, 1])
+    np.testing.assert_array_equal(cut.numpy(), astropy_read(path)[1:4:2, 50:288:3, 60:260])
+    if algo == "RICE_1":
+        line = smooth((1, 3_000_001), ">i2", seed=8)[0]
+        path = write_compressed_astropy(tmp_path / "line.fits", line, algo, (100_000,))
+        np.testing.assert_array_equal(tf.read(path, 1).numpy(), line)
+        np.testing.assert_array_equal(tf.read_cutout(path, 1, [99_990], [30]).numpy(),
+                                      line[99_990:100_020])
+
+
+def test_gzip_file_holding_compressed_hdu(tmp_path, monkeypatch):
+    from fitsgen import gzip_file
+
+    data = smooth(BIG, ">i2", seed=9)
+    path = write_compressed_astropy(tmp_path / "c.fits", data, "RICE_1", (16, 613))
+    gz = gzip_file(path, tmp_path / "c.fits.gz")
+    np.testing.assert_array_equal(tf.read(gz, 1).numpy(), data)
+    np.testing.assert_array_equal(tf.read_cutout(gz, 1, [5, 7], [40, 30]).numpy(),
+                                  data[5:45, 7:37])
+
+
+def test_many_threads_many_files(tmp_path):
+    """Reads from many Python threads at once, each parallel inside, over
+    files that share names with handles open elsewhere: identical results."""
+    files, expected = [], []
+    for i, algo in enumerate(["RICE_1", "GZIP_2", "HCOMPRESS_1", "RICE_1"]):
+        data = smooth(BIG, ">f4" if i % 2 else ">i2", seed=10 + i)
+        p = write_compressed_astropy(tmp_path / f"m{i}.fits", data, algo, (32, 613),
+                                     quantize_level=4.0, quantize_method=1)
+        files.append(p)
+        expected.append(cfitsio_read(p))
+    jobs = list(range(32))
+
+    def one(n):
+        i = n % len(files)
+        if n % 3 == 2:
+            return tf.read_cutout(files[i], 1, [100, 0], [700, 613]), expected[i][100:800]
+        return tf.read(files[i], 1), expected[i]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        for t, ref in ex.map(one, jobs):
+            assert t.shape == ref.shape
+            assert torch.equal(t.flatten().view(torch.uint8), ref.flatten().view(torch.uint8))
+
+
+def test_memory_stays_bounded(tmp_path):
+    """Peak memory of a full read: the output plus a few tiles per thread."""
+    data = smooth((2048, 2048), ">f4", seed=11)
+    path = write_compressed_astropy(tmp_path / "m.fits", data, "RICE_1", (128, 128),
+                                    quantize_level=4.0)
+    code = f"""
+import resource, sys
+sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})
+import torchfits_ops as tf
+tf.read_cutout({path!r}, 1, [0, 0], [1, 1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = tf.read({path!r}, 1)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, t.numel() * 4)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grew, nbytes = map(int, out.stdout.split())
+    # 16 MiB of output; a row of 16 tiles of 64 KiB per thread is 1 MiB.
+    assert grew < nbytes + 8 * 2**20, (grew, nbytes)
+
+
+# ---- bad input ----
+
+def table_layout(path):
+    """(data offset, row width, column byte positions) of HDU 1's table."""
+    with fits.open(path, disable_image_compression=True) as f:
+        h = f[1].header
+        loc = f[1].fileinfo()["datLoc"]
+        cols = [h[f"TTYPE{i}"] for i in range(1, h["TFIELDS"] + 1)]
+        pos, widths = {}, 0
+        for i, c in enumerate(cols, 1):
+            pos[c] = widths
+            form = h[f"TFORM{i}"]
+            widths += 16 if "Q" in form else 8 if "P" in form else \
+                {"D": 8, "E": 4, "J": 4, "K": 8}[form.strip()[-1]]
+        return loc, h["NAXIS1"], pos
+
+
+def patch(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def replace_card(path, key, value):
+    raw = bytearray(open(path, "rb").read())
+    m = re.search(rb"%s\s*=[^/]{21}" % key.encode().ljust(8), bytes(raw))
+    assert m
+    card = (key.ljust(8) + "= " + value.rjust(20)).encode()
+    raw[m.start():m.start() + len(card)] = card
+    open(path, "wb").write(bytes(raw))
+
+
+@pytest.fixture
+def rice_file(tmp_path):
+    data = smooth((64, 80), ">i2", seed=12)
+    return write_compressed_astropy(tmp_path / "bad.fits", data, "RICE_1", (1, 80)), data
+
+
+def assert_fails(path, match, exc=tf.FitsError):
+    with pytest.raises(exc) as e:
+        tf.read(path, 1)
+    msg = str(e.value)
+    assert str(path) in msg and "HDU 1" in msg, msg
+    assert re.search(match, msg), msg
+    return msg
+
+
+def test_truncated_tile(rice_file):
+    path, _ = rice_file
+    loc, width, pos = table_layout(path)
+    row = loc + 9 * width + pos["COMPRESSED_DATA"]
+    length = int.from_bytes(open(path, "rb").read()[row:row + 4], "big")
+    patch(path, row, (length // 4).to_bytes(4, "big"))
+    msg = assert_fails(path, r"tile 10\b")
+    assert "decode" in msg
+    # A cutout that avoids the tile still reads; one that touches it fails.
+    assert tuple(tf.read_cutout(path, 1, [20, 0], [5, 80]).shape) == (5, 80)
+    with pytest.raises(tf.FitsError, match=r"tile 10\b"):
+        tf.read_cutout(path, 1, [8, 0], [3, 80])
+
+
+def test_descriptor_outside_heap(rice_file):
+    path, _ = rice_file
+    loc, width, pos = table_layout(path)
+    patch(path, loc + 5 * width + pos["COMPRESSED_DATA"] + 4, (10**9).to_bytes(4, "big"))
+    assert_fails(path, r"tile 6\b.*outside the heap")
+    patch(path, loc + 5 * width + pos["COMPRESSED_DATA"], (2**31 - 1).to_bytes(4, "big"))
+    assert_fails(path, r"tile 6\b.*outside the heap")
+
+
+def test_garbage_tiles_never_crash(tmp_path):
+    """Random bytes over the heap of every algorithm: an error naming the
+    file, or some image of the right shape; never a crash or a hang."""
+    rng = np.random.default_rng(13)
+    for algo in ["RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1", "PLIO_1"]:
+        data = smooth((64, 80), ">i2", seed=14)
+        if algo == "PLIO_1":
+            data = (data % 64).astype(">i2")
+        path = write_compressed_astropy(tmp_path / f"g{algo}.fits", data, algo, (16, 16))
+        loc, width, _ = table_layout(path)
+        heap = loc + width * 20
+        size = os.path.getsize(path)
+        for trial in range(6):
+            p = tmp_path / f"g{algo}{trial}.fits"
+            raw = bytearray(open(path, "rb").read())
+            n = int(rng.integers(1, 200))
+            at = int(rng.integers(heap, size - n))
+            raw[at:at + n] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+            p.write_bytes(bytes(raw))
+            try:
+                t = tf.read(p, 1)
+                assert tuple(t.shape) == (64, 80)
+            except tf.FitsError as e:
+                assert str(p) in str(e) and "HDU 1" in str(e)
+
+
+def test_unknown_compression_type(rice_file):
+    path, _ = rice_file
+    replace_card(path, "ZCMPTYPE", "'FOO_1   '")
+    with pytest.raises((tf.FitsError, TypeError)) as e:
+        tf.read(path, 1)
+    assert str(path) in str(e.value) and "HDU 1" in str(e.value)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("ZNAXIS2", "640", r"inconsistent|tiles|truncated|table"),
+    ("ZTILE1", "1000000", r"inconsistent|ZTILE"),
+    ("ZTILE2", "0", r"ZTILE|tile"),
+])
+def test_inconsistent_tiling(rice_file, key, value, match):
+    path, _ = rice_file
+    replace_card(path, key, value)
+    with pytest.raises((tf.FitsError, RuntimeError)) as e:
+        tf.read(path, 1)
+    msg = str(e.value)
+    assert str(path) in msg and "HDU 1" in msg and re.search(match, msg), msg
