@@ -4,7 +4,8 @@ extension (the C++ shim) linked against it and the system cfitsio.
     python3 setup.py build_ext --inplace      # development build
     pip install --no-build-isolation .        # into an existing torch env
     DEBUG=1 ...                               # -O0 -g for both parts
-    SANITIZE=1 ...                            # ASan + UBSan on the C core
+    SANITIZE=1 ...                            # ASan + UBSan on the C core (run with
+                                              # LD_PRELOAD=$(gcc -print-file-name=libasan.so))
 """
 import glob
 import os
@@ -36,7 +37,9 @@ shim = CppExtension(
     "torchfits_ops._C",
     sorted(glob.glob("csrc/*.cpp")),
     libraries=["torchfits_core", "cfitsio", "z", "pthread"],
-    extra_compile_args=["-std=c++17", f"-DTORCHFITS_HAS_UINT16={has_uint16}"] + OPT + SAN,
+    # The shim is not instrumented: -fsanitize=undefined breaks static asserts
+    # in torch's registration headers. The link brings the sanitizer runtime.
+    extra_compile_args=["-std=c++17", f"-DTORCHFITS_HAS_UINT16={has_uint16}"] + OPT,
     extra_link_args=SAN,
 )
 
