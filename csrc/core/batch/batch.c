@@ -107,10 +107,7 @@ static void *batch_work(void *arg) {
 }
 
 static int auto_threads(int threads, int64_t n) {
-    if (threads <= 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = cpus < 1 ? 1 : cpus > BATCH_MAX_THREADS ? BATCH_MAX_THREADS : (int)cpus;
-    }
+    threads = tf_auto_threads(threads);
     if (threads > BATCH_MAX_THREADS) threads = BATCH_MAX_THREADS;
     return n < threads ? (int)n : threads;
 }
@@ -174,8 +171,6 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
 
     int nt = auto_threads(threads, n);
     batch_worker *workers = calloc((size_t)nt, sizeof *workers);
-    pthread_t tids[BATCH_MAX_THREADS];
-    int started[BATCH_MAX_THREADS] = {0};
     if (!workers) {
         set_msg(errmsg, errlen, "out of memory");
         return TF_ENOMEM;
@@ -184,13 +179,9 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
         workers[t].job = &job;
         workers[t].fail_index = -1;
     }
-    /* The calling thread is worker 0; a thread that cannot start leaves
-     * its share to the others through the shared counter. */
-    for (int t = 1; t < nt; t++)
-        started[t] = pthread_create(&tids[t], NULL, batch_work, &workers[t]) == 0;
-    batch_work(&workers[0]);
-    for (int t = 1; t < nt; t++)
-        if (started[t]) pthread_join(tids[t], NULL);
+    /* The calling thread is worker 0; workers claim files from a shared
+     * counter, so one whose thread cannot start runs on the caller. */
+    tf_run_jobs(batch_work, workers, sizeof *workers, nt);
 
     int rc = TF_OK;
     int64_t first = -1;

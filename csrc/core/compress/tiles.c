@@ -475,14 +475,8 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
     }
 
     worker ws[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     for (int i = 0; i < nt; i++) ws[i] = (worker){&r, i == 0 ? f->fp : NULL, nt == 1};
-    for (int i = 1; i < nt; i++)
-        started[i] = pthread_create(&tids[i], NULL, work, &ws[i]) == 0;
-    work(&ws[0]); /* the calling thread works too */
-    for (int i = 1; i < nt; i++)
-        if (started[i]) pthread_join(tids[i], NULL);
+    tf_run_jobs(work, ws, sizeof ws[0], nt); /* the calling thread works too */
 
     if (r.failed) {
         if (r.fail_i0 < 0) {
