@@ -26,6 +26,7 @@ struct tf_file {
                             -1 when the file is not plain FITS (gzip...) */
     int64_t file_size;   /* bytes on disk (of the plain file) */
     int num_hdus;        /* cached; -1 until counted */
+    int checked_hdus;    /* HDUs 0..n-1 passed tf_guard_headers */
     int poisoned;        /* the file proved corrupt */
     int err_hdu;         /* HDU named in the message; -1 for none */
     char errmsg[TF_ERRMSG_LEN];
@@ -71,6 +72,10 @@ int tf_check_handle(tf_file *f);
 /* Move cfitsio to HDU `hdu` (0-based) and set err_hdu; gives TF_ENOHDU for
  * a number past the end. *hdutype receives cfitsio's IMAGE_HDU etc. */
 int tf_move_to(tf_file *f, int hdu, int *hdutype);
+
+/* Check the raw headers of HDUs up to `upto` (0-based; INT_MAX: all)
+ * for values cfitsio would crash on, before cfitsio parses them. */
+int tf_guard_headers(tf_file *f, int upto);
 
 /* a * b into *out, returning 0 on overflow of int64. */
 static inline int tf_mul_ok(int64_t a, int64_t b, int64_t *out) {

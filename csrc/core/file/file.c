@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -96,6 +97,7 @@ int tf_num_hdus(tf_file *f, int *n) {
     FORWARD_IF_ERROR(tf_check_handle(f));
     if (f->num_hdus < 0) {
         int st = 0, count = 0;
+        FORWARD_IF_ERROR(tf_guard_headers(f, INT_MAX));
         fits_get_num_hdus(f->fp, &count, &st);
         RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot count HDUs");
         f->num_hdus = count;
@@ -107,6 +109,7 @@ int tf_num_hdus(tf_file *f, int *n) {
 int tf_move_to(tf_file *f, int hdu, int *hdutype) {
     int st = 0, type = 0;
     if (hdu < 0) return tf_fail(f, TF_ENOHDU, 0, "HDU %d does not exist", hdu);
+    FORWARD_IF_ERROR(tf_guard_headers(f, hdu));
     fits_movabs_hdu(f->fp, hdu + 1, &type, &st);
     if (st == END_OF_FILE || st == BAD_HDU_NUM) {
         fits_clear_errmsg();
@@ -133,6 +136,7 @@ int tf_find_hdu(tf_file *f, const char *extname, int extver, int *index) {
     char name[FLEN_VALUE];
     strcpy(name, extname);
     int st = 0;
+    FORWARD_IF_ERROR(tf_guard_headers(f, INT_MAX));
     fits_movnam_hdu(f->fp, ANY_HDU, name, extver, &st);
     if (st == BAD_HDU_NUM || st == END_OF_FILE) {
         fits_clear_errmsg();
@@ -246,6 +250,20 @@ int tf_hdu_info_get(tf_file *f, int hdu, tf_hdu_info *info) {
                     "NAXIS = %d is more axes than the %d this reader accepts", naxis, TF_MAX_DIMS);
     fits_get_img_paramll(f->fp, TF_MAX_DIMS, &bitpix, &naxis, naxes, &st);
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad image header");
+    if (!info->compressed) {
+        /* An image has no heap and one group; anything else (a table
+         * relabelled IMAGE, random groups) has data this reader would
+         * misplace. Found by the fuzzer: the two read paths disagreed. */
+        LONGLONG pcount = 0, gcount = 1;
+        fits_read_key_lnglng(f->fp, "PCOUNT", &pcount, NULL, &st);
+        if (st == KEY_NO_EXIST) { st = 0; fits_clear_errmsg(); pcount = 0; }
+        fits_read_key_lnglng(f->fp, "GCOUNT", &gcount, NULL, &st);
+        if (st == KEY_NO_EXIST) { st = 0; fits_clear_errmsg(); gcount = 1; }
+        RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad PCOUNT or GCOUNT keyword");
+        RETURN_ERROR_IF(pcount != 0 || gcount != 1, f, TF_ECORRUPT,
+                        "PCOUNT = %lld, GCOUNT = %lld: an image needs 0 and 1",
+                        (long long)pcount, (long long)gcount);
+    }
     info->bitpix = bitpix;
     info->ndim = naxis;
     for (int i = 0; i < naxis; i++) {
