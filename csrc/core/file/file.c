@@ -220,6 +220,8 @@ int tf_hdu_info_get(tf_file *f, int hdu, tf_hdu_info *info) {
     if (st == KEY_NO_EXIST) { st = 0; fits_clear_errmsg(); extname[0] = 0; }
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad EXTNAME keyword");
     snprintf(info->extname, sizeof info->extname, "%s", extname);
+    for (char *c = info->extname; *c; c++)  /* ASCII only, as in header.c */
+        if ((unsigned char)*c < 32 || (unsigned char)*c > 126) *c = '?';
     long extver = 1;
     fits_read_key_lng(f->fp, "EXTVER", &extver, NULL, &st);
     if (st == KEY_NO_EXIST) { st = 0; fits_clear_errmsg(); extver = 1; }

@@ -5,7 +5,8 @@
  * the header (on fits_movabs_hdu, fits_get_num_hdus, fits_movnam_hdu): a
  * ZTILEn of 0 divides by zero (SIGFPE), a RICE block size of 0 too, a RICE
  * BYTEPIX or block size out of range overruns its buffers, a float ZBITPIX
- * on integer RICE data overruns the tile buffer. Each was found by the
+ * on integer RICE data overruns the tile buffer, a ZDITHER0 outside
+ * 1..10000 indexes outside its table of random numbers. Each was found by the
  * fuzzer (tests/crashers/). Before cfitsio first reads an HDU's header, the
  * core reads the raw cards of that header (through cfitsio's own byte
  * reader, so gzip files are covered) and refuses those values.
@@ -100,6 +101,10 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
     } else if (key_indexed(card, "ZNAXIS")) {
         if (card_int(card, &v) && v < 0)
             return tf_fail(f, TF_ECORRUPT, 0, "%.8s = %lld is negative", card, v);
+    } else if (key_is(card, "ZDITHER0")) {
+        /* An index into cfitsio's table of 10000 random numbers. */
+        if (card_int(card, &v) && (v < 1 || v > 10000))
+            return tf_fail(f, TF_ECORRUPT, 0, "ZDITHER0 = %lld is not in 1..10000", v);
     } else if (key_is(card, "ZVAL1") || key_is(card, "ZVAL2")) {
         /* Checked once ZCMPTYPE is known: remember the values. */
         if (card_int(card, &v)) rice_vals[card[4] - '1'] = v < -1 ? -1 : v > 1 << 20 ? 1 << 20 : (int)v;
