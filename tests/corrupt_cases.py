@@ -235,6 +235,8 @@ def header_damage(name, data, kind):
     for h, (hstart, _, _) in enumerate(lay):
         for key, value in edits:
             new = set_card(data, hstart, key, value)
+            if new is None and key == "THEAP" and _find_card(data, hstart, "TFIELDS") >= 0:
+                new = add_card(data, hstart, f"{key:<8}= {value:>20}")  # astropy omits it
             if new is not None:
                 yield Case(f"{name}-h{h}-{key}={value}", new)
         # A duplicated keyword with another value; the first one wins.
