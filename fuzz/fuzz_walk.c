@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "fuzz_walk.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +58,8 @@ static int reopen_if_poisoned(walk *w, int rc) {
 }
 
 /* Read `req` (NULL: whole image). Returns a malloc'd buffer or NULL. */
-static void *read_region(walk *w, int hdu, const tf_image_request *req, size_t *bytes) {
+static void *read_region(walk *w, int hdu, const tf_image_request *req, size_t *bytes,
+                         tf_dtype *dt_out) {
     tf_dtype dt;
     int nd;
     int64_t shape[TF_MAX_DIMS];
@@ -90,20 +92,46 @@ static void *read_region(walk *w, int hdu, const tf_image_request *req, size_t *
         return NULL;
     }
     *bytes = n;
+    *dt_out = dt;
     return buf;
 }
 
+/* Equal, but for two known differences of cfitsio's float conversion
+ * (see README, Reliability): it writes its own NaN for any NaN, and flushes
+ * subnormal floats to 0 where the fast path keeps them. */
+static int same_values(const void *a, const void *b, size_t n, tf_dtype dt) {
+    if (memcmp(a, b, n) == 0) return 1;
+    if (dt == TF_FLOAT32) {
+        const float *x = a, *y = b;
+        for (size_t i = 0; i < n / 4; i++)
+            if (memcmp(&x[i], &y[i], 4) != 0 && !(isnan(x[i]) && isnan(y[i])) &&
+                !(y[i] == 0 && fpclassify(x[i]) == FP_SUBNORMAL))
+                return 0;
+        return 1;
+    }
+    if (dt == TF_FLOAT64) {
+        const double *x = a, *y = b;
+        for (size_t i = 0; i < n / 8; i++)
+            if (memcmp(&x[i], &y[i], 8) != 0 && !(isnan(x[i]) && isnan(y[i])) &&
+                !(y[i] == 0 && fpclassify(x[i]) == FP_SUBNORMAL))
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
 /* The same region through the fast path and through cfitsio: where both
- * succeed the bytes must agree (NaN payloads included: both write the same
- * NaN). */
+ * succeed the values must agree. */
 static void read_both_paths(walk *w, int hdu, tf_image_request *req) {
     size_t n1 = 0, n2 = 0;
+    tf_dtype d1 = TF_DTYPE_AUTO, d2 = TF_DTYPE_AUTO;
     req->path = TF_PATH_AUTO;
-    void *a = read_region(w, hdu, req, &n1);
+    void *a = read_region(w, hdu, req, &n1, &d1);
     if (!w->f) { free(a); return; }
     req->path = TF_PATH_CFITSIO;
-    void *b = read_region(w, hdu, req, &n2);
-    if (a && b && (n1 != n2 || memcmp(a, b, n1) != 0)) die(w, "read paths disagree", TF_OK);
+    void *b = read_region(w, hdu, req, &n2, &d2);
+    if (a && b && (n1 != n2 || d1 != d2 || !same_values(a, b, n1, d1)))
+        die(w, "read paths disagree", TF_OK);
     free(a);
     free(b);
 }

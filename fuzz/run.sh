@@ -3,6 +3,7 @@
 #
 #   fuzz/run.sh [SECONDS] [libFuzzer options...]   default 600 seconds
 #   fuzz/run.sh build                              build only
+#   fuzz/run.sh build-replay                       build only the replay driver
 #   fuzz/run.sh replay PATH...                     replay cases (no libFuzzer)
 #
 # clang-14 with -fsanitize=fuzzer,address,undefined (Debian: clang-14,
@@ -23,14 +24,18 @@ CFLAGS=(-std=c11 -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined 
 SRC=(csrc/core/*/*.c fuzz/fuzz_walk.c)
 LIBS=(-lcfitsio -lm -lpthread)
 
+build_replay() {
+  "$CC" "${CFLAGS[@]}" -fsanitize=address,undefined "${SRC[@]}" fuzz/replay_main.c \
+    -o "$B/replay" "${LIBS[@]}"
+}
+
 build() {
   local stamp="$B/.stamp" newer
   newer=$(find csrc/core fuzz -name '*.[ch]' -newer "$stamp" 2>/dev/null | head -1 || true)
   if [[ -f $stamp && -z $newer && -x $B/fuzz_core && -x $B/replay ]]; then return; fi
   "$CC" "${CFLAGS[@]}" -fsanitize=fuzzer,address,undefined "${SRC[@]}" fuzz/fuzz_core.c \
     -o "$B/fuzz_core" "${LIBS[@]}"
-  "$CC" "${CFLAGS[@]}" -fsanitize=address,undefined "${SRC[@]}" fuzz/replay_main.c \
-    -o "$B/replay" "${LIBS[@]}"
+  build_replay
   touch "$stamp"
 }
 
@@ -47,25 +52,39 @@ seeds() {
 # walk itself. Leaks are findings.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:max_allocation_size_mb=1024:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/fuzz/lsan.supp:print_suppressions=0}
 
-case "${1:-600}" in
-  build) build; exit 0 ;;
-  replay) shift; build; exec "$B/replay" "$@" ;;
-esac
-secs=${1:-600}
-shift || true
-build
-seeds
-log="$B/run-$(date -u +%Y%m%dT%H%M%S).log"
-set +e
-nice -n 19 "$B/fuzz_core" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-  -malloc_limit_mb=1000000 -max_len=200000 -print_final_stats=1 -artifact_prefix="$B/artifacts/" \
-  "$@" "$B/corpus" "$B/seeds" tests/crashers >"$log" 2>&1
-rc=$?
-set -e
-execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-crashes=$(grep -c '^==[0-9]*==ERROR\|^SUMMARY: \|deadly signal\|ALARM: working on the last Unit' "$log" || true)
-printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$secs" "${execs:-0}" "$crashes" "$log" >>"$B/runs.tsv"
-awk -F'\t' '{e+=$3; s+=$2} END {printf "fuzz: %d runs, %d seconds, %d executions in total\n", NR, s, e}' "$B/runs.tsv"
-tail -5 "$log"
-exit $rc
+# The whole run in one function: bash then reads it all before starting,
+# so editing this file during a long run cannot derail it.
+main() {
+  case "${1:-600}" in
+    build) build; exit 0 ;;
+    build-replay) build_replay; exit 0 ;;
+    replay) shift; build; exec "$B/replay" "$@" ;;
+  esac
+  secs=${1:-600}
+  shift || true
+  build
+  seeds
+  log="$B/run-$(date -u +%Y%m%dT%H%M%S).log"
+  set +e
+  # -fork=1 with -ignore_*: one child at a time, and the run goes on past a
+  # finding (saved in artifacts/) instead of stopping at the first.
+  nice -n 19 "$B/fuzz_core" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
+    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    -malloc_limit_mb=1000000 -max_len=200000 -print_final_stats=1 -artifact_prefix="$B/artifacts/" \
+    "$@" "$B/corpus" "$B/seeds" tests/crashers >"$log" 2>&1
+  rc=$?
+  set -e
+  # Fork mode prints "#N: cov: ..." lines (N: executions so far) and each
+  # finding as "==pid== ERROR"/"SUMMARY"; count findings by their artifacts.
+  execs=$(grep -o '^#[0-9]*' "$log" | tr -d '#' | tail -1)
+  crashes=$(grep -c '^INFO: log from the inner process:\|^CRASH\|Test unit written to' "$log" || true)
+  printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$secs" "${execs:-0}" "$crashes" "$log" >>"$B/runs.tsv"
+  awk -F'\t' '{e+=$3; s+=$2} END {printf "fuzz: %d runs, %d seconds, %d executions in total\n", NR, s, e}' "$B/runs.tsv"
+  tail -5 "$log"
+  exit $rc
+}
+
+main "$@"
+exit

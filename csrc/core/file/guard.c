@@ -6,7 +6,8 @@
  * ZTILEn of 0 divides by zero (SIGFPE), a RICE block size of 0 too, a RICE
  * BYTEPIX or block size out of range overruns its buffers, a float ZBITPIX
  * on integer RICE data overruns the tile buffer, a ZDITHER0 outside
- * 1..10000 indexes outside its table of random numbers. Each was found by the
+ * 1..10000 indexes outside its table of random numbers, and a 70-character
+ * unquoted TTYPEn overflows a 70-byte field. Each was found by the
  * fuzzer (tests/crashers/). Before cfitsio first reads an HDU's header, the
  * core reads the raw cards of that header (through cfitsio's own byte
  * reader, so gzip files are covered) and refuses those values.
@@ -91,9 +92,18 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
         h->has_zbitpix = card_int(card, &h->zbitpix);
     } else if (key_is(card, "ZSCALE")) {
         h->has_zscale = 1;
-    } else if (key_indexed(card, "TTYPE")) {
+    } else if (key_indexed(card, "TTYPE") || key_indexed(card, "TUNIT") ||
+               key_indexed(card, "TFORM") || key_indexed(card, "TDIM") ||
+               key_indexed(card, "TDISP")) {
+        /* cfitsio copies these values into fixed 70-byte fields with
+         * strcpy: a 70-character unquoted value overflows (glibc aborts,
+         * found by the fuzzer: overflow-ttype-unquoted). They are strings. */
+        const char *q = card + 10;
+        while (q < card + CARD && *q == ' ') q++;
+        if (q == card + CARD || *q != '\'' || !memchr(q + 1, '\'', (size_t)(card + CARD - q - 1)))
+            return tf_fail(f, TF_ECORRUPT, 0, "%.8s is not a quoted string", card);
         card_str(card, s, sizeof s);
-        if (strcmp(s, "ZSCALE") == 0) h->has_zscale = 1;
+        if (key_indexed(card, "TTYPE") && strcmp(s, "ZSCALE") == 0) h->has_zscale = 1;
     } else if (key_indexed(card, "ZTILE")) {
         if (card_int(card, &v) && v < 1)
             return tf_fail(f, TF_ECORRUPT, 0, "%.8s = %lld: a tile must have at least one pixel",
