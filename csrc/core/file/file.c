@@ -282,6 +282,12 @@ int tf_hdu_info_get(tf_file *f, int hdu, tf_hdu_info *info) {
         if (st == KEY_NO_EXIST) { st = 0; fits_clear_errmsg(); }
         else {
             RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad BLANK keyword");
+            /* cfitsio truncates a BLANK that BITPIX cannot hold and blanks
+             * other pixels; the fast path would blank none (fuzzer). */
+            int64_t lo = bitpix == 8 ? 0 : bitpix == 16 ? INT16_MIN : bitpix == 32 ? INT32_MIN : INT64_MIN;
+            int64_t hi = bitpix == 8 ? UINT8_MAX : bitpix == 16 ? INT16_MAX : bitpix == 32 ? INT32_MAX : INT64_MAX;
+            RETURN_ERROR_IF(blank < lo || blank > hi, f, TF_ECORRUPT,
+                            "BLANK = %lld does not fit BITPIX = %d", (long long)blank, bitpix);
             info->has_blank = 1;
             info->blank = blank;
         }
