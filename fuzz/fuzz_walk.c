@@ -99,24 +99,20 @@ static void *read_region(walk *w, int hdu, const tf_image_request *req, size_t *
 /* Equal, but for two known differences of cfitsio's float conversion
  * (see README, Reliability): it writes its own NaN for any NaN, and flushes
  * subnormal floats to 0 where the fast path keeps them. */
+#define SAME_FLOATS(T)                                                                 \
+    do {                                                                               \
+        const T *x = a, *y = b;                                                        \
+        for (size_t i = 0; i < n / sizeof(T); i++)                                     \
+            if (memcmp(&x[i], &y[i], sizeof(T)) != 0 && !(isnan(x[i]) && isnan(y[i])) && \
+                !(y[i] == 0 && fpclassify(x[i]) == FP_SUBNORMAL))                      \
+                return 0;                                                              \
+        return 1;                                                                      \
+    } while (0)
+
 static int same_values(const void *a, const void *b, size_t n, tf_dtype dt) {
     if (memcmp(a, b, n) == 0) return 1;
-    if (dt == TF_FLOAT32) {
-        const float *x = a, *y = b;
-        for (size_t i = 0; i < n / 4; i++)
-            if (memcmp(&x[i], &y[i], 4) != 0 && !(isnan(x[i]) && isnan(y[i])) &&
-                !(y[i] == 0 && fpclassify(x[i]) == FP_SUBNORMAL))
-                return 0;
-        return 1;
-    }
-    if (dt == TF_FLOAT64) {
-        const double *x = a, *y = b;
-        for (size_t i = 0; i < n / 8; i++)
-            if (memcmp(&x[i], &y[i], 8) != 0 && !(isnan(x[i]) && isnan(y[i])) &&
-                !(y[i] == 0 && fpclassify(x[i]) == FP_SUBNORMAL))
-                return 0;
-        return 1;
-    }
+    if (dt == TF_FLOAT32) SAME_FLOATS(float);
+    if (dt == TF_FLOAT64) SAME_FLOATS(double);
     return 0;
 }
 
