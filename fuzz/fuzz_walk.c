@@ -98,13 +98,13 @@ static void *read_region(walk *w, int hdu, const tf_image_request *req, size_t *
 
 /* Equal, but for two known differences of cfitsio's float conversion
  * (see README, Reliability): it writes its own NaN for any NaN, and flushes
- * subnormal floats to 0 where the fast path keeps them. */
+ * subnormal floats and -0 to 0 where the fast path keeps them. */
 #define SAME_FLOATS(T)                                                                 \
     do {                                                                               \
         const T *x = a, *y = b;                                                        \
         for (size_t i = 0; i < n / sizeof(T); i++)                                     \
             if (memcmp(&x[i], &y[i], sizeof(T)) != 0 && !(isnan(x[i]) && isnan(y[i])) && \
-                !(y[i] == 0 && fpclassify(x[i]) == FP_SUBNORMAL))                      \
+                !(y[i] == 0 && (x[i] == 0 || fpclassify(x[i]) == FP_SUBNORMAL)))       \
                 return 0;                                                              \
         return 1;                                                                      \
     } while (0)
