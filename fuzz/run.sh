@@ -10,7 +10,8 @@
 # libclang-rt-14-dev). Seeds: the files the test suite writes
 # (tests/corrupt_cases.py), in fuzz/build/seeds; the growing corpus is kept
 # in fuzz/build/corpus; crashes land in fuzz/build/artifacts. Each run adds a
-# line to fuzz/build/runs.tsv (date, seconds, executions, crashes); the
+# line to fuzz/build/runs.tsv (date, seconds run, executions,
+# ooms/timeouts/crashes); the
 # totals are printed at the end. Runs at nice 19 on one worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,7 @@ main() {
   seeds
   log="$B/run-$(date -u +%Y%m%dT%H%M%S).log"
   set +e
+  local started=$SECONDS
   # -fork=1 with -ignore_*: one child at a time, and the run goes on past a
   # finding (saved in artifacts/) instead of stopping at the first.
   nice -n 19 "$B/fuzz_core" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
@@ -76,11 +78,12 @@ main() {
     "$@" "$B/corpus" "$B/seeds" tests/crashers >"$log" 2>&1
   rc=$?
   set -e
-  # Fork mode prints "#N: cov: ..." lines (N: executions so far) and each
-  # finding as "==pid== ERROR"/"SUMMARY"; count findings by their artifacts.
-  execs=$(grep -o '^#[0-9]*' "$log" | tr -d '#' | tail -1)
-  crashes=$(grep -c '^INFO: log from the inner process:\|^CRASH\|Test unit written to' "$log" || true)
-  printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$secs" "${execs:-0}" "$crashes" "$log" >>"$B/runs.tsv"
+  # Fork mode prints "#N: cov: ... oom/timeout/crash: a/b/c ..." lines, N
+  # being the executions so far; the last line has the totals.
+  last=$(grep '^#[0-9]*: cov:' "$log" | tail -1)
+  execs=$(sed -n 's/^#\([0-9]*\):.*/\1/p' <<<"$last")
+  crashes=$(sed -n 's|.*oom/timeout/crash: *\([0-9/]*\).*|\1|p' <<<"$last")
+  printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$((SECONDS - started))" "${execs:-0}" "$crashes" "$log" >>"$B/runs.tsv"
   awk -F'\t' '{e+=$3; s+=$2} END {printf "fuzz: %d runs, %d seconds, %d executions in total\n", NR, s, e}' "$B/runs.tsv"
   tail -5 "$log"
   exit $rc
