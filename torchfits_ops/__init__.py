@@ -190,15 +190,20 @@ def read_cutout(
 
 
 def _typed_value(value: str, kind: str) -> Any:
-    if kind == "L":
-        return value == "T"
-    if kind == "I":
-        return int(value)
-    if kind == "F":
-        return float(value.replace("D", "E").replace("d", "e"))
-    if kind == "X":
-        re_, im = value.strip("()").split(",")
-        return complex(float(re_.replace("D", "E")), float(im.replace("D", "E")))
+    """The card's value as Python; a value its type letter does not fit
+    (cfitsio calls "1e400" an integer) stays the card's text."""
+    try:
+        if kind == "L":
+            return value == "T"
+        if kind == "I":
+            return int(value)
+        if kind == "F":
+            return float(value.replace("D", "E").replace("d", "e"))
+        if kind == "X":
+            re_, im = value.strip("()").split(",")
+            return complex(float(re_.replace("D", "E")), float(im.replace("D", "E")))
+    except ValueError:
+        return value
     if kind == "U":
         return None
     return value

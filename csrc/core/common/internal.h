@@ -26,6 +26,7 @@ struct tf_file {
                             -1 when the file is not plain FITS (gzip...) */
     int64_t file_size;   /* bytes on disk (of the plain file) */
     int num_hdus;        /* cached; -1 until counted */
+    int checked_hdus;    /* HDUs 0..n-1 passed tf_guard_headers */
     int poisoned;        /* the file proved corrupt */
     int err_hdu;         /* HDU named in the message; -1 for none */
     char errmsg[TF_ERRMSG_LEN];
@@ -87,6 +88,10 @@ int tf_move_to(tf_file *f, int hdu, int *hdutype);
  * zero: exact for the unsigned conventions, floating point for other
  * scaling (file.c). */
 tf_dtype tf_natural_dtype(int bitpix, double scale, double zero);
+
+/* Check the raw headers of HDUs up to `upto` (0-based; INT_MAX: all)
+ * for values cfitsio would crash on, before cfitsio parses them. */
+int tf_guard_headers(tf_file *f, int upto);
 
 /* a * b into *out, returning 0 on overflow of int64. */
 static inline int tf_mul_ok(int64_t a, int64_t b, int64_t *out) {

@@ -23,11 +23,11 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
                        const int64_t *start, const int64_t *count, const int64_t *step,
                        int threads, void *out);
 
-/*
- * Scan the raw headers of HDUs up to `hdu` that cfitsio has not parsed yet
- * for what would crash its compressed-image setup (ZTILEn <= 0). Called by
- * tf_move_to before it asks cfitsio to move. TF_OK or TF_ECORRUPT.
- */
-int tf_compressed_precheck(tf_file *f, int hdu);
+/* The checks tf_compressed_read makes before any tile is decoded (tile
+ * layout, every overlapping tile's data inside the heap, GZIP tiles that
+ * inflate within the tile's size), for the cfitsio path, whose GZIP
+ * decoder otherwise grows its buffer without bound on a corrupt tile. */
+int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
+                        const int64_t *count, const int64_t *step);
 
 #endif /* TORCHFITS_COMPRESS_H */

@@ -416,6 +416,46 @@ static int auto_threads(int requested) {
     return tf_auto_threads(requested);
 }
 
+/* The table columns whose tiles are GZIP streams, which scan_gzip
+ * inflates into a bounded window before cfitsio does. */
+static void set_gzip_columns(reader *r, tf_file *f, const tiling *t) {
+    FITSfile *F = f->fp->Fptr;
+    int n = 0, gz = F->compress_type == GZIP_1 || F->compress_type == GZIP_2;
+    if (gz && F->cn_compressed > 0) r->gzip_cols[n++] = F->cn_compressed;
+    if (F->cn_gzip_data > 0) r->gzip_cols[n++] = F->cn_gzip_data;
+    r->gzip_max = t->max_tile * 8; /* no stored pixel is wider than 8 bytes */
+}
+
+int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
+                        const int64_t *count, const int64_t *step) {
+    int64_t nelem = 1;
+    for (int d = 0; d < in->ndim; d++) nelem *= count[d];
+    if (nelem == 0) return TF_OK;
+    tiling t;
+    FORWARD_IF_ERROR(make_tiling(f, in, start, count, step, &t));
+    FORWARD_IF_ERROR(check_descriptors(f, &t));
+    reader r;
+    memset(&r, 0, sizeof r);
+    r.f = f;
+    r.nd = in->ndim;
+    r.start = start;
+    r.count = count;
+    r.step = step;
+    r.tile0 = t.tile[0];
+    r.tiles = &t;
+    set_gzip_columns(&r, f, &t);
+    if (r.gzip_cols[0] <= 0) return TF_OK;
+    int64_t bad[TF_MAX_DIMS];
+    int st = scan_gzip(&r, f->fp, 0, count[0], bad);
+    if (st == -1) {
+        char where[256];
+        describe_tile(&t, bad, where, sizeof where);
+        return tf_fail(f, TF_ECORRUPT, 0, "%s: its GZIP stream is corrupt", where);
+    }
+    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the compressed tiles");
+    return TF_OK;
+}
+
 int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int raw,
                        const int64_t *start, const int64_t *count, const int64_t *step,
                        int threads, void *out) {
@@ -450,13 +490,7 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
     if (!raw && out_type == TF_FLOAT64 && (in->has_blank || in->raw_dtype == TF_FLOAT64))
         r.nulval = &nan64;
     r.tiles = &t;
-    {
-        FITSfile *F = f->fp->Fptr;
-        int n = 0, gz = F->compress_type == GZIP_1 || F->compress_type == GZIP_2;
-        if (gz && F->cn_compressed > 0) r.gzip_cols[n++] = F->cn_compressed;
-        if (F->cn_gzip_data > 0) r.gzip_cols[n++] = F->cn_gzip_data;
-        r.gzip_max = t.max_tile * 8; /* no stored pixel is wider than 8 bytes */
-    }
+    set_gzip_columns(&r, f, &t);
     pthread_mutex_init(&r.lock, NULL);
 
     int rc = TF_OK, st = 0;

@@ -96,6 +96,10 @@ int tf_header_load(tf_file *f, int hdu, int *ncards) {
     GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the header");
     size_t len = strlen(text);
     GOTO_ERROR_IF(len % CARD != 0, f, TF_ECORRUPT, "header length %zu is not whole cards", len);
+    /* Cards are ASCII 32-126; anything else becomes '?', as astropy does
+     * (the shim hands these strings to Python, which wants valid UTF-8). */
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)text[i] < 32 || (unsigned char)text[i] > 126) text[i] = '?';
     size_t ncard = len / CARD;
     /* Each card yields at most its key, value and comment. */
     f->cards = calloc(ncard ? ncard : 1, sizeof *f->cards);

@@ -438,9 +438,21 @@ static int read_cfitsio(tf_file *f, const plan *p, const tf_image_request *req, 
     if (!raw && p->out == TF_FLOAT64 && (in->has_blank || in->raw_dtype == TF_FLOAT64))
         nulval = &nan64;
     if (p->nelem == 0) return TF_OK;
+    /* cfitsio's GZIP decoder grows its buffer without bound on a corrupt
+     * tile: check the tiles first, as the parallel reader does. */
+    if (in->compressed)
+        FORWARD_IF_ERROR(tf_compressed_check(f, in, p->start, p->count, p->step));
     if (raw) {
         fits_set_bscale(f->fp, 1.0, 0.0, &st);
         RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot turn scaling off");
+    } else {
+        /* With duplicated BSCALE/BZERO/BLANK cards cfitsio's reader keeps
+         * the last while its key lookup (and the fast path) takes the
+         * first: give it the values the fast path uses (fuzzer). */
+        fits_set_bscale(f->fp, in->bscale, in->bzero, &st);
+        if (in->has_blank && in->raw_dtype != TF_FLOAT32 && in->raw_dtype != TF_FLOAT64)
+            fits_set_imgnull(f->fp, (LONGLONG)in->blank, &st);
+        RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot set scaling");
     }
 
     int nd = p->ndim, whole = 1;

@@ -1,0 +1,254 @@
+/*
+ * fuzz_walk.c - drive every public call of the core over one file.
+ *
+ * The core opens paths, so bytes from the fuzzer go to a memfd and are
+ * opened as /proc/self/fd/N: no disk, no cleanup, nothing left behind when
+ * a case crashes. One walker per HDU kind: the table readers plug in by
+ * filling walk_table() when they land.
+ */
+#define _GNU_SOURCE
+#include "fuzz_walk.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../csrc/core/torchfits_core.h"
+
+/* splitmix64: cutouts depend only on the input, so a crash replays. */
+static uint64_t next_rand(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+typedef struct walk {
+    const char *path;
+    tf_file *f;
+    uint64_t rng;
+    uint64_t size;  /* bytes in the file; 0 when gzip-compressed */
+} walk;
+
+static void die(const walk *w, const char *what, int rc) {
+    fprintf(stderr, "fuzz_walk: %s: %s (%s): %s\n", w->path, what, tf_strerror(rc),
+            w->f ? tf_errmsg(w->f) : "");
+    abort();
+}
+
+/* Every status is a known code, and every error message names the file. */
+static int check(walk *w, int rc, const char *what) {
+    if (rc < TF_OK || rc > TF_EPOISONED) die(w, "unknown status code", rc);
+    if (rc != TF_OK && rc != TF_ENOMEM && !strstr(tf_errmsg(w->f), w->path))
+        die(w, what, rc);
+    return rc;
+}
+
+/* A corrupt file poisons the handle; open a fresh one to go on walking. */
+static int reopen_if_poisoned(walk *w, int rc) {
+    if (rc != TF_ECORRUPT && rc != TF_EPOISONED) return 1;
+    tf_close(w->f);
+    w->f = tf_create();
+    if (!w->f) return 0;
+    return check(w, tf_open(w->f, w->path), "reopen") == TF_OK;
+}
+
+/* Read `req` (NULL: whole image). Returns a malloc'd buffer or NULL. */
+static void *read_region(walk *w, int hdu, const tf_image_request *req, size_t *bytes,
+                         tf_dtype *dt_out) {
+    tf_dtype dt;
+    int nd;
+    int64_t shape[TF_MAX_DIMS];
+    int rc = check(w, tf_image_output(w->f, hdu, req, &dt, &nd, shape), "image_output");
+    if (rc != TF_OK) return NULL;
+    if (nd < 1 || nd > TF_MAX_DIMS) die(w, "image_output gave a bad ndim", TF_OK);
+    size_t n = tf_dtype_size(dt);
+    if (n == 0) die(w, "image_output gave a bad dtype", TF_OK);
+    for (int d = 0; d < nd; d++) {
+        if (shape[d] < 0) die(w, "image_output gave a negative extent", TF_OK);
+        if (shape[d] && n > FUZZ_MAX_OUT_BYTES / (size_t)shape[d]) return NULL;
+        n *= (size_t)shape[d];
+    }
+    /* The core checks a claim against the file before the caller
+     * allocates: at most 8 output bytes per stored byte (uint8 to float64
+     * does not happen; int16 to float32 is 2), or the compression limit. */
+    tf_hdu_info info;
+    if (tf_hdu_info_get(w->f, hdu, &info) == TF_OK && !info.compressed && w->size && n / 8 > w->size)
+        die(w, "image_output allowed more than the file could hold", TF_OK);
+    if (n > FUZZ_MAX_OUT_BYTES) return NULL;
+    void *buf = malloc(n ? n : 1);
+    if (!buf) return NULL;
+    /* A wrong size must be refused, never written past. */
+    if (n > 0 && check(w, tf_image_read(w->f, hdu, req, buf, n - 1), "short buffer") != TF_EBUFSIZE)
+        die(w, "a short buffer was not refused", TF_OK);
+    rc = check(w, tf_image_read(w->f, hdu, req, buf, n), "image_read");
+    if (rc != TF_OK) {
+        free(buf);
+        reopen_if_poisoned(w, rc);
+        return NULL;
+    }
+    *bytes = n;
+    *dt_out = dt;
+    return buf;
+}
+
+/* Equal, but for two known differences of cfitsio's float conversion
+ * (see README, Reliability): it writes its own NaN for any NaN, and flushes
+ * subnormal floats and -0 to 0 where the fast path keeps them. */
+#define SAME_FLOATS(T)                                                                 \
+    do {                                                                               \
+        const T *x = a, *y = b;                                                        \
+        for (size_t i = 0; i < n / sizeof(T); i++)                                     \
+            if (memcmp(&x[i], &y[i], sizeof(T)) != 0 && !(isnan(x[i]) && isnan(y[i])) && \
+                !(y[i] == 0 && (x[i] == 0 || fpclassify(x[i]) == FP_SUBNORMAL)))       \
+                return 0;                                                              \
+        return 1;                                                                      \
+    } while (0)
+
+static int same_values(const void *a, const void *b, size_t n, tf_dtype dt) {
+    if (memcmp(a, b, n) == 0) return 1;
+    if (dt == TF_FLOAT32) SAME_FLOATS(float);
+    if (dt == TF_FLOAT64) SAME_FLOATS(double);
+    return 0;
+}
+
+/* The same region through the fast path and through cfitsio: where both
+ * succeed the values must agree. */
+static void read_both_paths(walk *w, int hdu, tf_image_request *req) {
+    size_t n1 = 0, n2 = 0;
+    tf_dtype d1 = TF_DTYPE_AUTO, d2 = TF_DTYPE_AUTO;
+    req->path = TF_PATH_AUTO;
+    void *a = read_region(w, hdu, req, &n1, &d1);
+    if (!w->f) { free(a); return; }
+    req->path = TF_PATH_CFITSIO;
+    void *b = read_region(w, hdu, req, &n2, &d2);
+    if (a && b && (n1 != n2 || d1 != d2 || !same_values(a, b, n1, d1)))
+        die(w, "read paths disagree", TF_OK);
+    free(a);
+    free(b);
+}
+
+static void walk_image(walk *w, int hdu, const tf_hdu_info *info) {
+    if (info->ndim < 1) return;
+    tf_image_request req;
+    for (int raw = 0; raw < 2 && w->f; raw++) {
+        memset(&req, 0, sizeof req);
+        req.raw = raw;
+        req.threads = 1 + (int)(next_rand(&w->rng) % 3);
+        read_both_paths(w, hdu, &req);
+    }
+    /* Cutouts: mostly inside the image, sometimes past its edge. */
+    for (int k = 0; k < 3 && w->f; k++) {
+        memset(&req, 0, sizeof req);
+        req.ndim = info->ndim;
+        req.raw = (int)(next_rand(&w->rng) & 1);
+        for (int d = 0; d < info->ndim; d++) {
+            int64_t n = info->shape[d] > 0 ? info->shape[d] : 1;
+            uint64_t r = next_rand(&w->rng);
+            req.start[d] = (int64_t)(r % (uint64_t)n);
+            req.step[d] = 1 + (int64_t)((r >> 20) % 3);
+            int64_t left = (n - req.start[d] + req.step[d] - 1) / req.step[d];
+            req.count[d] = 1 + (int64_t)((r >> 40) % (uint64_t)(left < 64 ? left : 64));
+            if ((r >> 60) == 0) req.count[d] += 1;  /* one past the edge */
+        }
+        read_both_paths(w, hdu, &req);
+    }
+}
+
+/* Tables, variable-length arrays: the table reader is not on this branch
+ * yet. Its calls go here, with the same check()/reopen_if_poisoned() use. */
+static void walk_table(walk *w, int hdu, const tf_hdu_info *info) {
+    (void)w;
+    (void)hdu;
+    (void)info;
+}
+
+static void walk_header(walk *w, int hdu) {
+    int ncards = 0;
+    int rc = check(w, tf_header_load(w->f, hdu, &ncards), "header_load");
+    if (rc != TF_OK) { reopen_if_poisoned(w, rc); return; }
+    size_t total = 0;
+    for (int i = 0; i < ncards; i++) {
+        const char *key, *value, *comment;
+        char type;
+        if (tf_header_card(w->f, i, &key, &value, &comment, &type) != TF_OK)
+            die(w, "header_card refused a card it counted", TF_OK);
+        total += strlen(key) + strlen(value) + strlen(comment) + (size_t)type;
+    }
+    if (tf_header_card(w->f, ncards, NULL, NULL, NULL, NULL) != TF_EINVAL)
+        die(w, "header_card accepted a card past the end", TF_OK);
+    (void)total;
+}
+
+void fuzz_walk_file(const char *path, uint64_t seed) {
+    struct stat sb;
+    char magic[6] = "";
+    FILE *fp = fopen(path, "rb");
+    if (fp) {
+        if (fread(magic, 1, sizeof magic, fp) != sizeof magic) magic[0] = 0;
+        fclose(fp);
+    }
+    int plain = memcmp(magic, "SIMPLE", 6) == 0;
+    walk w = {path, tf_create(), seed, plain && stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0};
+    if (!w.f) return;
+    int rc = check(&w, tf_open(w.f, path), "open");
+    if (rc != TF_OK) goto done;
+    int n = 0;
+    rc = check(&w, tf_num_hdus(w.f, &n), "num_hdus");
+    if (rc != TF_OK) {
+        /* cfitsio counts by walking every header: a damaged later HDU fails
+         * the count. Walk what opens, one HDU at a time. */
+        n = 64;
+        if (!reopen_if_poisoned(&w, rc)) goto done;
+    }
+    for (int hdu = 0; hdu < n && w.f; hdu++) {
+        tf_hdu_info info;
+        rc = check(&w, tf_hdu_info_get(w.f, hdu, &info), "hdu_info");
+        if (rc == TF_ENOHDU) break;
+        if (rc != TF_OK) {
+            if (!reopen_if_poisoned(&w, rc)) break;
+            walk_header(&w, hdu);
+            continue;
+        }
+        if (info.extname[0]) {
+            int at = -1;
+            rc = check(&w, tf_find_hdu(w.f, info.extname, info.extver, &at), "find_hdu");
+            if (rc == TF_OK && at > hdu) die(&w, "find_hdu skipped past the HDU", TF_OK);
+            if (rc != TF_OK && !reopen_if_poisoned(&w, rc)) break;
+        }
+        walk_header(&w, hdu);
+        if (!w.f) break;
+        if (info.kind == TF_HDU_IMAGE)
+            walk_image(&w, hdu, &info);
+        else
+            walk_table(&w, hdu, &info);
+    }
+    /* Past the end, and a negative number: clean errors. */
+    if (w.f) {
+        tf_hdu_info info;
+        check(&w, tf_hdu_info_get(w.f, -1, &info), "hdu -1");
+    }
+done:
+    tf_close(w.f);
+}
+
+void fuzz_walk_bytes(const uint8_t *data, size_t size) {
+    int fd = memfd_create("fuzz.fits", MFD_CLOEXEC);
+    if (fd < 0) { perror("memfd_create"); abort(); }
+    size_t off = 0;
+    while (off < size) {
+        ssize_t k = write(fd, data + off, size - off);
+        if (k <= 0) { perror("write"); abort(); }
+        off += (size_t)k;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    uint64_t seed = 1469598103934665603ULL; /* FNV-1a of the input */
+    for (size_t i = 0; i < size; i++) seed = (seed ^ data[i]) * 1099511628211ULL;
+    fuzz_walk_file(path, seed);
+    close(fd);
+}
