@@ -13,10 +13,6 @@ at::Tensor read_image(tf_file* f, int hdu, tf_image_request* req) {
   int ndim = 0;
   int64_t shape[TF_MAX_DIMS];
   check(tf_image_output(f, hdu, req, &dtype, &ndim, shape), f);
-  // Large reads use as many threads as torch's intra-op pool
-  // (torch.set_num_threads; 1 in DataLoader workers), unless the
-  // environment's TORCHFITS_THREADS says otherwise.
-  if (req->threads == 0) req->threads = at::get_num_threads();
   tf_dtype request = dtype;
   at::ScalarType scalar = to_scalar_type(dtype, &request);
   req->dtype = request;

@@ -322,8 +322,8 @@ static int read_run_parallel(tf_file *f, const tf_conv *c, int64_t file_off, int
     int have_attr = pthread_attr_init(&attr) == 0 &&
                     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0;
     /* At most one thread per THREAD_MIN_BYTES / 2 of output: starting a
-     * thread costs tens of microseconds, and torch.get_num_threads() may be
-     * 16 on a large machine. */
+     * thread costs tens of microseconds, and a large machine may have 16
+     * cores. */
     int64_t most = out_bytes / (THREAD_MIN_BYTES / 2);
     if (threads > most) threads = (int)most;
     for (int t = 1; have_attr && t < threads && t < j->nchunks; t++) {
