@@ -426,24 +426,36 @@ static void set_gzip_columns(reader *r, tf_file *f, const tiling *t) {
     r->gzip_max = t->max_tile * 8; /* no stored pixel is wider than 8 bytes */
 }
 
+/* What a read and a check share: the tiling of the region, every
+ * overlapping tile's data checked against the heap, and the reader's
+ * geometry. *nelem 0: an empty region, nothing to do. */
+static int prepare_reader(tf_file *f, const tf_hdu_info *in, const int64_t *start,
+                          const int64_t *count, const int64_t *step, tiling *t, reader *r,
+                          int64_t *nelem) {
+    memset(r, 0, sizeof *r);
+    *nelem = 1;
+    for (int d = 0; d < in->ndim; d++) *nelem *= count[d];
+    if (*nelem == 0) return TF_OK;
+    FORWARD_IF_ERROR(make_tiling(f, in, start, count, step, t));
+    FORWARD_IF_ERROR(check_descriptors(f, t));
+    r->f = f;
+    r->nd = in->ndim;
+    r->start = start;
+    r->count = count;
+    r->step = step;
+    r->tile0 = t->tile[0];
+    r->tiles = t;
+    set_gzip_columns(r, f, t);
+    return TF_OK;
+}
+
 int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
                         const int64_t *count, const int64_t *step) {
-    int64_t nelem = 1;
-    for (int d = 0; d < in->ndim; d++) nelem *= count[d];
-    if (nelem == 0) return TF_OK;
     tiling t;
-    FORWARD_IF_ERROR(make_tiling(f, in, start, count, step, &t));
-    FORWARD_IF_ERROR(check_descriptors(f, &t));
     reader r;
-    memset(&r, 0, sizeof r);
-    r.f = f;
-    r.nd = in->ndim;
-    r.start = start;
-    r.count = count;
-    r.step = step;
-    r.tile0 = t.tile[0];
-    r.tiles = &t;
-    set_gzip_columns(&r, f, &t);
+    int64_t nelem;
+    FORWARD_IF_ERROR(prepare_reader(f, in, start, count, step, &t, &r, &nelem));
+    if (nelem == 0) return TF_OK;
     if (r.gzip_cols[0] <= 0) return TF_OK;
     int64_t bad[TF_MAX_DIMS];
     int st = scan_gzip(&r, f->fp, 0, count[0], bad);
@@ -459,27 +471,17 @@ int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
 int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int raw,
                        const int64_t *start, const int64_t *count, const int64_t *step,
                        int threads, void *out) {
-    reader r;
-    memset(&r, 0, sizeof r);
-    int64_t nelem = 1;
-    for (int d = 0; d < in->ndim; d++) nelem *= count[d];
-    if (nelem == 0) return TF_OK;
-
     tiling t;
-    FORWARD_IF_ERROR(make_tiling(f, in, start, count, step, &t));
-    FORWARD_IF_ERROR(check_descriptors(f, &t));
+    reader r;
+    int64_t nelem;
+    FORWARD_IF_ERROR(prepare_reader(f, in, start, count, step, &t, &r, &nelem));
+    if (nelem == 0) return TF_OK;
 
     float nan32 = NAN;
     double nan64 = NAN;
-    r.f = f;
     r.hdu = in->index;
     r.raw = raw;
     r.type = tf_cfitsio_type(out_type);
-    r.nd = in->ndim;
-    r.start = start;
-    r.count = count;
-    r.step = step;
-    r.tile0 = t.tile[0];
     r.row_elems = nelem / count[0];
     r.out_size = tf_dtype_size(out_type);
     r.out = out;
@@ -489,8 +491,6 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
         r.nulval = &nan32;
     if (!raw && out_type == TF_FLOAT64 && (in->has_blank || in->raw_dtype == TF_FLOAT64))
         r.nulval = &nan64;
-    r.tiles = &t;
-    set_gzip_columns(&r, f, &t);
     pthread_mutex_init(&r.lock, NULL);
 
     int rc = TF_OK, st = 0;
