@@ -38,7 +38,6 @@
 
 #include "compress.h"
 
-#define MAX_THREADS 16
 /* A unit of work is at least this many output elements (whole tile rows),
  * so that row-tiled images do not pay one call per row. */
 #define UNIT_MIN_ELEMS (256 * 1024)
@@ -412,10 +411,6 @@ static void name_bad_tile(tf_file *f, const reader *r, const tiling *t0, char *w
     free(scratch);
 }
 
-static int auto_threads(int requested) {
-    return tf_auto_threads(requested);
-}
-
 /* The table columns whose tiles are GZIP streams, which scan_gzip
  * inflates into a bounded window before cfitsio does. */
 static void set_gzip_columns(reader *r, tf_file *f, const tiling *t) {
@@ -500,7 +495,7 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
     }
 
     /* Threads: only for plain files and reads worth splitting. */
-    int nt = auto_threads(threads);
+    int nt = tf_auto_threads(threads);
     if (f->fd < 0 || (size_t)nelem * r.out_size < PARALLEL_MIN_BYTES) nt = 1;
     if (nt > 1) {
         int64_t units = 0;
@@ -508,7 +503,7 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
         if (units < nt) nt = (int)units;
     }
 
-    worker ws[MAX_THREADS];
+    worker ws[TF_MAX_THREADS];
     for (int i = 0; i < nt; i++) ws[i] = (worker){&r, i == 0 ? f->fp : NULL, nt == 1};
     tf_run_jobs(work, ws, sizeof ws[0], nt); /* the calling thread works too */
 

@@ -29,7 +29,6 @@
 #define CHUNK_BYTES (256 * 1024)
 /* Below this many output bytes a read stays on one thread. */
 #define THREAD_MIN_BYTES (4 * 1024 * 1024)
-#define MAX_THREADS TF_MAX_THREADS
 /* Outputs from this size get transparent huge pages asked for (glibc
  * serves them with a fresh mapping each call). */
 #define HUGE_MIN_BYTES (32 * 1024 * 1024)
@@ -287,10 +286,6 @@ static void *job_helper(void *arg) {
 /* Threads for a large read: TORCHFITS_THREADS from the environment (read
  * on each call, so a process may change it); else the request's; else one
  * per online CPU, asked once (sysconf reads /sys on every call). */
-static int auto_threads(const tf_image_request *req) {
-    return tf_auto_threads(req ? req->threads : 0);
-}
-
 /* One contiguous run, split across threads when large. */
 static int read_run_parallel(tf_file *f, const tf_conv *c, int64_t file_off, int64_t n,
                              char *dst, int threads, char *bounce) {
@@ -387,7 +382,7 @@ static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, cha
     stride[nd - 1] = 1;
     for (int d = nd - 2; d >= 0; d--) stride[d] = stride[d + 1] * in->shape[d + 1];
 
-    int threads = auto_threads(req);
+    int threads = tf_auto_threads(req ? req->threads : 0);
     int64_t idx[TF_MAX_DIMS] = {0};
     char *dst = out;
     char *bounce = NULL;
