@@ -44,6 +44,7 @@ int tf_fail(tf_file *f, int status, int cfitsio_status, const char *fmt, ...) {
     else
         n = snprintf(p, left, "%s: ", f->path ? f->path : "?");
     if (n > 0 && (size_t)n < left) { p += n; left -= (size_t)n; }
+    char *body = p;
 
     va_list ap;
     va_start(ap, fmt);
@@ -64,6 +65,11 @@ int tf_fail(tf_file *f, int status, int cfitsio_status, const char *fmt, ...) {
         else
             snprintf(p, left, " (cfitsio status %d: %s)", cfitsio_status, text);
     }
+    /* The path stays as given (Python passes UTF-8); the rest may quote a
+     * damaged card or cfitsio's text of one: ASCII only, or Python cannot
+     * decode the message and raises a RuntimeError without one (fuzzer). */
+    for (unsigned char *c = (unsigned char *)body; *c; c++)
+        if (*c < 32 || *c > 126) *c = '?';
     if (status == TF_ECORRUPT) f->poisoned = 1;
     return status;
 }

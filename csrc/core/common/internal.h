@@ -28,6 +28,8 @@ struct tf_file {
     int num_hdus;        /* cached; -1 until counted */
     int checked_hdus;    /* HDUs 0..n-1 passed tf_guard_headers */
     int poisoned;        /* the file proved corrupt */
+    int cf_stale;        /* a cfitsio move may have failed half-way: its
+                            current HDU is to be read again (tf_move_to) */
     int err_hdu;         /* HDU named in the message; -1 for none */
     char errmsg[TF_ERRMSG_LEN];
     tf_card *cards;      /* last loaded header */

@@ -31,6 +31,48 @@ void tf_free_cards(tf_file *f) {
     f->ncards = 0;
 }
 
+/*
+ * A small file's bytes for cfitsio's memory driver. The driver is handed a
+ * "realloc" that never moves or grows the block: cfitsio calls it to
+ * truncate or extend a memory file (fftrun from ffrhdu on some damaged
+ * headers sets the file's size to the end of the HDU the header claims,
+ * and with no realloc at all it then reads that far past the buffer). A
+ * request within the block's capacity gets the same block back; a larger
+ * one fails, and cfitsio reports an error (on open, tf_open then reads
+ * the file from disk instead, where cfitsio meets the real end of the
+ * file). The capacity is stored in front of the bytes.
+ */
+#define MEMFILE_HEAD 16
+
+typedef struct memfile_head {
+    size_t capacity;
+    size_t refused; /* a request past the capacity was refused */
+} memfile_head;
+_Static_assert(sizeof(memfile_head) <= MEMFILE_HEAD, "memfile head");
+
+static void *memfile_alloc(size_t capacity) {
+    unsigned char *b = calloc(1, MEMFILE_HEAD + capacity);
+    if (!b) return NULL;
+    ((memfile_head *)b)->capacity = capacity;
+    return b + MEMFILE_HEAD;
+}
+
+static memfile_head *memfile_head_of(void *p) {
+    return (memfile_head *)((unsigned char *)p - MEMFILE_HEAD);
+}
+
+static void *memfile_realloc(void *p, size_t n) {
+    if (!p) return NULL;
+    memfile_head *h = memfile_head_of(p);
+    if (n <= h->capacity) return p;
+    h->refused = 1;
+    return NULL;
+}
+
+static void memfile_free(void *p) {
+    if (p) free((unsigned char *)p - MEMFILE_HEAD);
+}
+
 void tf_close(tf_file *f) {
     if (!f) return;
     if (f->fp) {
@@ -38,7 +80,7 @@ void tf_close(tf_file *f) {
         fits_close_file(f->fp, &st);
     }
     if (f->fd >= 0) close(f->fd);
-    free(f->membuf); /* after fits_close_file, which reads it until then */
+    memfile_free(f->membuf); /* after fits_close_file, which reads it until then */
     tf_free_cards(f);
     free(f->col_text);
     free(f->path);
@@ -98,10 +140,20 @@ int tf_open(tf_file *f, const char *path) {
          * end of a file that stops inside its last record's span (found
          * by the sanitizer replay: a header-only compressed image): a
          * zeroed guard record beyond the bytes it is told about. */
-        f->membuf = calloc(1, f->membuf_size + 2 * 2880);
+        f->membuf = memfile_alloc(f->membuf_size + 2 * 2880);
         if (!f->membuf) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
         FORWARD_IF_ERROR(tf_pread_full(f, f->membuf, f->membuf_size, 0));
-        fits_open_memfile(&f->fp, path, READONLY, &f->membuf, &f->membuf_size, 0, NULL, &st);
+        fits_open_memfile(&f->fp, path, READONLY, &f->membuf, &f->membuf_size, 0,
+                          memfile_realloc, &st);
+        if (st && memfile_head_of(f->membuf)->refused) {
+            /* cfitsio wanted the file longer (a header claims more data
+             * than there is): open it from disk, which reports that. */
+            fits_clear_errmsg();
+            memfile_free(f->membuf);
+            f->membuf = NULL;
+            st = 0;
+            fits_open_diskfile(&f->fp, path, READONLY, &st);
+        }
     } else {
         fits_open_diskfile(&f->fp, path, READONLY, &st);
     }
@@ -121,6 +173,7 @@ int tf_num_hdus(tf_file *f, int *n) {
         int st = 0, count = 0;
         FORWARD_IF_ERROR(tf_guard_headers(f, INT_MAX));
         fits_get_num_hdus(f->fp, &count, &st);
+        f->cf_stale = 1;
         RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot count HDUs");
         f->num_hdus = count;
     }
@@ -128,15 +181,41 @@ int tf_num_hdus(tf_file *f, int *n) {
     return TF_OK;
 }
 
+/*
+ * cfitsio frees the current HDU's description before it reads the next
+ * header, and when that header is damaged it goes back to the old HDU
+ * number without reading it again (ffmahd -> ffgext). fits_get_num_hdus
+ * and fits_movnam_hdu walk the file that way and then "return" to the old
+ * HDU, which is a no-op; a later call then reads through the freed
+ * description (fuzzer: NULL in ffpscl). After any such walk the current
+ * header is read again before it is used.
+ */
+int ffchdu(fitsfile *fptr, int *status);
+int ffgext(fitsfile *fptr, int hdunum, int *exttype, int *status);
+
+static int reload_if_stale(tf_file *f) {
+    if (!f->cf_stale) return TF_OK;
+    int st = 0, type = 0;
+    f->cf_stale = 0;
+    ffchdu(f->fp, &st);
+    ffgext(f->fp, f->fp->Fptr->curhdu, &type, &st);
+    if (st) f->cf_stale = 1;
+    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the header again");
+    return TF_OK;
+}
+
 int tf_move_to(tf_file *f, int hdu, int *hdutype) {
     int st = 0, type = 0;
     if (hdu < 0) return tf_fail(f, TF_ENOHDU, 0, "HDU %d does not exist", hdu);
     FORWARD_IF_ERROR(tf_guard_headers(f, hdu));
+    FORWARD_IF_ERROR(reload_if_stale(f));
     fits_movabs_hdu(f->fp, hdu + 1, &type, &st);
+    if (st) f->cf_stale = 1;
     if (st == END_OF_FILE || st == BAD_HDU_NUM) {
         fits_clear_errmsg();
         int count = 0, st2 = 0;
         fits_get_num_hdus(f->fp, &count, &st2);
+        f->cf_stale = 1;
         fits_clear_errmsg();
         if (st2 == 0)
             return tf_fail(f, TF_ENOHDU, 0, "HDU %d does not exist (the file has %d HDU%s)",
@@ -145,6 +224,13 @@ int tf_move_to(tf_file *f, int hdu, int *hdutype) {
     }
     f->err_hdu = hdu;
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the header");
+    /* cfitsio describes an image with data, or a table with columns, in
+     * tableptr; a damaged header seen through another handle on the same
+     * file (cfitsio shares one FITSfile per path) can leave it NULL
+     * (fuzzer: NULL in ffpscl). */
+    const FITSfile *F = f->fp->Fptr;
+    RETURN_ERROR_IF(!F->tableptr && (type == IMAGE_HDU ? F->imgdim > 0 : F->tfield > 0), f,
+                    TF_ECORRUPT, "cannot read the header: cfitsio could not describe the HDU");
     if (hdutype) *hdutype = type;
     return TF_OK;
 }
@@ -159,7 +245,9 @@ int tf_find_hdu(tf_file *f, const char *extname, int extver, int *index) {
     strcpy(name, extname);
     int st = 0;
     FORWARD_IF_ERROR(tf_guard_headers(f, INT_MAX));
+    FORWARD_IF_ERROR(reload_if_stale(f));
     fits_movnam_hdu(f->fp, ANY_HDU, name, extver, &st);
+    f->cf_stale = 1;
     if (st == BAD_HDU_NUM || st == END_OF_FILE) {
         fits_clear_errmsg();
         /* astropy's name for a primary HDU without EXTNAME */

@@ -197,6 +197,7 @@ int tf_guard_headers(tf_file *f, int upto) {
         int j = f->checked_hdus, st = 0, type;
         LONGLONG head, data, end;
         fits_movabs_hdu(f->fp, j, &type, &st);   /* HDU j-1, 0-based: already checked */
+        if (st) f->cf_stale = 1;
         fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
         if (st) { fits_clear_errmsg(); return TF_OK; } /* cfitsio will report it */
         if (end + BLOCK > (LONGLONG)f->fp->Fptr->logfilesize) return TF_OK; /* no HDU j */
