@@ -76,12 +76,15 @@ def limit_lib(workdir):
     global _limit
     if _limit is None:
         so = os.path.join(workdir, "liblimit.so")
-        subprocess.run([os.environ.get("CC", "cc"), "-O3", "-shared", "-fPIC", "-o", so,
-                        os.path.join(HERE, "limit.c")], check=True)
+        subprocess.run([os.environ.get("CC", "cc"), "-O3", "-shared", "-fPIC", "-pthread", "-o",
+                        so, os.path.join(HERE, "limit.c")], check=True)
         lib = ctypes.CDLL(so)
         lib.limit_read.argtypes = [ctypes.c_char_p] + [ctypes.c_longlong] * 4 + [
             ctypes.c_int, ctypes.c_void_p]
         lib.limit_read.restype = ctypes.c_int
+        lib.limit_table_rows.argtypes = [ctypes.c_char_p] + [ctypes.c_longlong] * 4 + [
+            ctypes.c_int]
+        lib.limit_table_rows.restype = ctypes.c_int
         _limit = lib
     return _limit
 

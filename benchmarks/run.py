@@ -81,7 +81,8 @@ def main():
              "Each case runs its contenders side by side in one process, interleaved, warm "
              "page cache, median of repeats. Ratios are torchfits' time over the other's "
              "(lower is better); `limit` is benchmarks/limit.c, the physical minimum "
-             "(open, pread, byteswap, close). Chart: ratios.png.", ""]
+             "(open, pread, byteswap, close; for a table's column selection, the pread "
+             "of every row alone). Chart: ratios.png.", ""]
     if args.note:
         lines += [args.note, ""]
     for group in dict.fromkeys(r["group"] for r in rows):
