@@ -139,6 +139,13 @@ int tf_cfitsio_type(tf_dtype dtype);
  * TF_MAX_THREADS (threads.c). */
 int tf_auto_threads(int requested);
 
+/* Whether `requested` (> 0) or TORCHFITS_THREADS set the thread count. */
+int tf_threads_chosen(int requested);
+
+/* Online CPUs with no runnable task on them right now (from the runnable
+ * count in /proc/loadavg, the caller counted as running); -1 if unknown. */
+int tf_idle_cpus(void);
+
 /* Run worker(job) for each of njobs jobs laid out job_size bytes apart:
  * jobs 1.. on new threads (on the caller's when a thread cannot start),
  * job 0 on the caller's, and wait for all. Workers report through their
