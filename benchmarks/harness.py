@@ -19,6 +19,7 @@ runs every bench module and writes RESULTS.md and the chart.
 """
 import os
 import platform
+import random
 import statistics
 import time
 from typing import Callable, Dict
@@ -26,13 +27,21 @@ from typing import Callable, Dict
 
 def measure(contenders: Dict[str, Callable[[], object]], repeat: int = 15, number: int = 1,
             warmup: int = 2) -> Dict[str, float]:
-    """Median seconds per call of each contender, interleaved."""
+    """Median seconds per call of each contender, interleaved.
+
+    The order is shuffled in every round (with a fixed seed): a contender
+    that always ran right after another read of the same file would find
+    its pages and a just-freed buffer of the same size hot in cache.
+    """
     times = {name: [] for name in contenders}
     for _ in range(warmup):
         for fn in contenders.values():
             fn()
+    order = list(contenders.items())
+    rng = random.Random(0)
     for _ in range(repeat):
-        for name, fn in contenders.items():
+        rng.shuffle(order)
+        for name, fn in order:
             t0 = time.perf_counter()
             for _ in range(number):
                 fn()

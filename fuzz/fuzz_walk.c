@@ -128,6 +128,10 @@ static void read_both_paths(walk *w, int hdu, tf_image_request *req) {
     void *b = read_region(w, hdu, req, &n2, &d2);
     if (a && b && (n1 != n2 || d1 != d2 || !same_values(a, b, n1, d1)))
         die(w, "read paths disagree", TF_OK);
+    /* HDU 0 of a plain file may be read with no cfitsio at all (the fast
+     * open parses its header): what it reads, cfitsio must read too. */
+    if (hdu == 0 && w->size && a && !b && w->f)
+        die(w, "the fast path read what cfitsio refused", TF_OK);
     free(a);
     free(b);
 }

@@ -124,7 +124,10 @@ tf_file *tf_create(void);
 /**
  * Open a FITS file read-only. cfitsio's extended filename syntax is not
  * parsed: the path is a plain file name. Gzip-compressed files are accepted.
- * The file is never written.
+ * The file is never written. A plainly written primary image header of a
+ * plain file is parsed by the core itself (the fast open); cfitsio then
+ * opens the file on the first call that needs it, and any header the core
+ * is not certain of is parsed by cfitsio here, as before.
  * @return TF_OK, TF_EOPEN, TF_ENOTFITS, TF_ECORRUPT or TF_ENOMEM.
  */
 int tf_open(tf_file *f, const char *path);

@@ -74,12 +74,17 @@ int tf_fail(tf_file *f, int status, int cfitsio_status, const char *fmt, ...) {
     return status;
 }
 
-int tf_check_handle(tf_file *f) {
+int tf_check_handle_lazy(tf_file *f) {
     if (!f) return TF_EINVAL;
     f->err_hdu = -1;
-    if (!f->fp) return tf_fail(f, TF_EINVAL, 0, "no file is open on this handle");
+    if (!f->fp && !f->fast_hdu0) return tf_fail(f, TF_EINVAL, 0, "no file is open on this handle");
     if (f->poisoned) return TF_EPOISONED;  /* keep the first message */
     return TF_OK;
+}
+
+int tf_check_handle(tf_file *f) {
+    FORWARD_IF_ERROR(tf_check_handle_lazy(f));
+    return tf_need_fits(f);
 }
 
 int tf_check_reentrant(void) {

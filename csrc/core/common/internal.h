@@ -46,6 +46,15 @@ struct tf_file {
     int info_valid;      /* info_cache describes HDU info_cache.index: the
                             file is read-only, so it stays true */
     tf_hdu_info info_cache;
+
+    /* The fast open (guard.c, tf_fast_primary): a plain primary header that
+     * the core parsed itself, exactly, with no doubt. Image reads of HDU 0
+     * then need no cfitsio at all; anything else opens cfitsio on first use
+     * (tf_need_fits). */
+    int fast_hdu0;
+    tf_hdu_info fast_info;
+    int64_t fast_data_offset;
+    int plain;           /* the file is plain FITS (not gzip...) */
 };
 
 /*
@@ -79,8 +88,26 @@ int tf_fail(tf_file *f, int status, int cfitsio_status, const char *fmt, ...)
 #define FORWARD_IF_ERROR(expr) \
     do { int tf_rc_ = (expr); if (tf_rc_ != TF_OK) return tf_rc_; } while (0)
 
-/* Checks made on entry to every public call that takes a handle. */
+/* Checks made on entry to every public call that takes a handle; opens
+ * cfitsio on the file when the open was fast (tf_need_fits). */
 int tf_check_handle(tf_file *f);
+
+/* The same checks without opening cfitsio: for the image calls, which read
+ * HDU 0 of a fast-opened file without it. */
+int tf_check_handle_lazy(tf_file *f);
+
+/* Open the file with cfitsio if tf_open left that for later (file.c). */
+int tf_need_fits(tf_file *f);
+
+/* Parse the primary header in buf[0..n) (the file's first bytes) with no
+ * cfitsio: only a plain, strictly written image header of the mandatory
+ * keywords, BSCALE, BZERO, BLANK (and PCOUNT 0, GCOUNT 1) is accepted, into
+ * f->fast_info and f->fast_data_offset. Returns 1 when accepted, 0 for
+ * anything else (cfitsio then parses it). Never fails. (guard.c) */
+int tf_fast_primary(tf_file *f, const char *buf, size_t n);
+
+/* tf_hdu_info_get through cfitsio's parse of the header (file.c). */
+int tf_hdu_info_cfitsio(tf_file *f, int hdu, tf_hdu_info *info);
 
 /* Move cfitsio to HDU `hdu` (0-based) and set err_hdu; gives TF_ENOHDU for
  * a number past the end. *hdutype receives cfitsio's IMAGE_HDU etc. */
@@ -113,6 +140,13 @@ int tf_cfitsio_type(tf_dtype dtype);
  * else `requested` (> 0), else the number of online CPUs; at most
  * TF_MAX_THREADS (threads.c). */
 int tf_auto_threads(int requested);
+
+/* Whether `requested` (> 0) or TORCHFITS_THREADS set the thread count. */
+int tf_threads_chosen(int requested);
+
+/* Online CPUs with no runnable task on them right now (from the runnable
+ * count in /proc/loadavg, the caller counted as running); -1 if unknown. */
+int tf_idle_cpus(void);
 
 /* Run worker(job) for each of njobs jobs laid out job_size bytes apart:
  * jobs 1.. on new threads (on the caller's when a thread cannot start),

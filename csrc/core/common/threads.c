@@ -5,18 +5,14 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <fcntl.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-int tf_auto_threads(int requested) {
+static int online_cpus(void) {
     static atomic_int online; /* sysconf reads /sys on every call: ask once */
-    const char *env = getenv("TORCHFITS_THREADS");
-    if (env && *env) {
-        long v = strtol(env, NULL, 10);
-        if (v >= 1) return v < TF_MAX_THREADS ? (int)v : TF_MAX_THREADS;
-    }
-    if (requested > 0) return requested < TF_MAX_THREADS ? requested : TF_MAX_THREADS;
     int n = atomic_load_explicit(&online, memory_order_relaxed);
     if (n == 0) {
         long c = sysconf(_SC_NPROCESSORS_ONLN);
@@ -24,6 +20,41 @@ int tf_auto_threads(int requested) {
         atomic_store_explicit(&online, n, memory_order_relaxed);
     }
     return n;
+}
+
+int tf_auto_threads(int requested) {
+    const char *env = getenv("TORCHFITS_THREADS");
+    if (env && *env) {
+        long v = strtol(env, NULL, 10);
+        if (v >= 1) return v < TF_MAX_THREADS ? (int)v : TF_MAX_THREADS;
+    }
+    if (requested > 0) return requested < TF_MAX_THREADS ? requested : TF_MAX_THREADS;
+    return online_cpus();
+}
+
+int tf_threads_chosen(int requested) {
+    const char *env = getenv("TORCHFITS_THREADS");
+    return requested > 0 || (env && *env && strtol(env, NULL, 10) >= 1);
+}
+
+int tf_idle_cpus(void) {
+    /* "0.52 0.58 0.59 3/512 12345": the fourth field counts the runnable
+     * tasks, the caller included. */
+    char buf[128];
+    int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    const char *slash = strchr(buf, '/');
+    if (!slash) return -1;
+    const char *p = slash;
+    while (p > buf && p[-1] >= '0' && p[-1] <= '9') p--;
+    if (p == slash) return -1;
+    long running = strtol(p, NULL, 10);
+    int idle = online_cpus() - (int)running;
+    return idle < 0 ? 0 : idle;
 }
 
 void tf_run_jobs(void *(*worker)(void *), void *jobs, size_t job_size, int njobs) {

@@ -210,3 +210,201 @@ int tf_guard_headers(tf_file *f, int upto) {
     }
     return TF_OK;
 }
+
+/* ---- the fast open: the primary header parsed without cfitsio ----
+ *
+ * A read of a 64x64 image spent most of its time in cfitsio's open
+ * (fits_open_file reads the header through its buffers, parses every card
+ * and sets up 40 zeroed I/O buffers). A plain primary image header is a
+ * handful of keywords; the core reads them here, straight from the file's
+ * first bytes, and cfitsio opens the file only when a call needs it.
+ *
+ * Only what is certain is accepted: the mandatory keywords in their places,
+ * BSCALE, BZERO, BLANK, PCOUNT 0 and GCOUNT 1, each at most once and
+ * written as plain numbers, every card printable ASCII with an upper-case
+ * keyword name, and END within the bytes given. Anything else (HIERARCH,
+ * CONTINUE, lower case, EXTNAME, GROUPS, a duplicate, 1.0D0, an empty axis,
+ * a value that does not parse exactly) returns 0 and cfitsio parses the
+ * header as before, so the answer is never different, only sooner. */
+
+/* Most digits of an integer value accepted here (cfitsio's long long). */
+#define FAST_MAX_DIGITS 18
+
+/* The value field of `card` (after "= "): p..end, blanks trimmed, and no
+ * more than a comment after it. 0 when the card has no "= " value. */
+static int value_span(const char *card, const char **p, const char **end) {
+    if (card[8] != '=' || card[9] != ' ') return 0;
+    const char *q = card + 10, *e = card + CARD;
+    while (q < e && *q == ' ') q++;
+    const char *v = q;
+    while (q < e && *q != ' ' && *q != '/') q++;
+    const char *ve = q;
+    while (q < e && *q == ' ') q++;
+    if (q < e && *q != '/') return 0; /* a second token: not a plain value */
+    if (v == ve) return 0;
+    *p = v;
+    *end = ve;
+    return 1;
+}
+
+/* A plain integer: [+-]digits. */
+static int strict_int(const char *card, long long *out) {
+    const char *p, *e;
+    if (!value_span(card, &p, &e)) return 0;
+    int neg = 0;
+    if (*p == '+' || *p == '-') neg = *p++ == '-';
+    if (p == e || e - p > FAST_MAX_DIGITS) return 0;
+    long long v = 0;
+    for (; p < e; p++) {
+        if (*p < '0' || *p > '9') return 0;
+        v = v * 10 + (*p - '0');
+    }
+    *out = neg ? -v : v;
+    return 1;
+}
+
+/* A plain decimal number: [+-]digits[.digits][E[+-]digits], or with the
+ * digits after the point only; finite. strtod rounds as cfitsio's does
+ * (it calls strtod). */
+static int strict_double(const char *card, double *out) {
+    const char *p, *e;
+    if (!value_span(card, &p, &e)) return 0;
+    char buf[CARD];
+    size_t n = (size_t)(e - p);
+    const char *q = p;
+    if (*q == '+' || *q == '-') q++;
+    size_t mant = 0;
+    while (q < e && *q >= '0' && *q <= '9') { q++; mant++; }
+    if (q < e && *q == '.') {
+        q++;
+        while (q < e && *q >= '0' && *q <= '9') { q++; mant++; }
+    }
+    if (mant == 0) return 0;
+    if (q < e && *q == 'E') {
+        q++;
+        if (q < e && (*q == '+' || *q == '-')) q++;
+        if (q == e) return 0;
+        while (q < e && *q >= '0' && *q <= '9') q++;
+    }
+    if (q != e) return 0;
+    memcpy(buf, p, n);
+    buf[n] = 0;
+    char *end;
+    double v = strtod(buf, &end);
+    if (end != buf + n || !(v > -1e308 && v < 1e308)) return 0;
+    *out = v;
+    return 1;
+}
+
+/* Printable ASCII, and a keyword name of A-Z 0-9 _ - (then blanks only). */
+static int clean_card(const char *card) {
+    for (int i = 0; i < CARD; i++)
+        if ((unsigned char)card[i] < 32 || (unsigned char)card[i] > 126) return 0;
+    int i = 0;
+    while (i < 8 && ((card[i] >= 'A' && card[i] <= 'Z') || (card[i] >= '0' && card[i] <= '9') ||
+                     card[i] == '_' || card[i] == '-'))
+        i++;
+    while (i < 8 && card[i] == ' ') i++;
+    return i == 8;
+}
+
+/* The card's keyword name is `key` exactly (with or without a value). */
+static int name_is(const char *card, const char *key) {
+    size_t n = strlen(key);
+    if (memcmp(card, key, n) != 0) return 0;
+    for (size_t i = n; i < 8; i++)
+        if (card[i] != ' ') return 0;
+    return 1;
+}
+
+int tf_fast_primary(tf_file *f, const char *buf, size_t n) {
+    enum { S_BSCALE = 1, S_BZERO = 2, S_BLANK = 4, S_PCOUNT = 8, S_GCOUNT = 16 };
+    size_t ncards = n / CARD;
+    long long v;
+    if (ncards < 4) return 0;
+    /* SIMPLE = T, BITPIX, NAXIS, NAXIS1..n: in this order, as FITS says. */
+    const char *p, *e;
+    if (!clean_card(buf) || !key_is(buf, "SIMPLE") || !value_span(buf, &p, &e) || e - p != 1 ||
+        *p != 'T')
+        return 0;
+    if (!clean_card(buf + CARD) || !key_is(buf + CARD, "BITPIX") || !strict_int(buf + CARD, &v))
+        return 0;
+    int bitpix = (int)v;
+    if (v != 8 && v != 16 && v != 32 && v != 64 && v != -32 && v != -64) return 0;
+    if (!clean_card(buf + 2 * CARD) || !key_is(buf + 2 * CARD, "NAXIS") ||
+        !strict_int(buf + 2 * CARD, &v) || v < 1 || v > TF_MAX_DIMS)
+        return 0;
+    int naxis = (int)v;
+    if (ncards < 3 + (size_t)naxis + 1) return 0;
+    tf_hdu_info info;
+    memset(&info, 0, sizeof info);
+    info.index = 0;
+    info.kind = TF_HDU_IMAGE;
+    info.bitpix = bitpix;
+    info.ndim = naxis;
+    info.bscale = 1.0;
+    info.extver = 1;
+    int64_t npix = 1;
+    for (int i = 0; i < naxis; i++) {
+        const char *card = buf + (size_t)(3 + i) * CARD;
+        char key[9];
+        snprintf(key, sizeof key, "NAXIS%d", i + 1);
+        /* An empty axis (NAXIS1 = 0 is also random groups) goes to cfitsio. */
+        if (!clean_card(card) || !key_is(card, key) || !strict_int(card, &v) || v < 1 ||
+            !tf_mul_ok(npix, v, &npix))
+            return 0;
+        info.shape[naxis - 1 - i] = v;
+    }
+    int seen = 0;
+    size_t c = 3 + (size_t)naxis;
+    for (;; c++) {
+        if (c >= ncards) return 0; /* no END in the bytes given */
+        const char *card = buf + c * CARD;
+        if (!clean_card(card)) return 0;
+        if (name_is(card, "END")) {
+            for (int i = 3; i < CARD; i++)
+                if (card[i] != ' ') return 0;
+            break;
+        }
+        int bit = name_is(card, "BSCALE") ? S_BSCALE : name_is(card, "BZERO") ? S_BZERO
+                : name_is(card, "BLANK") ? S_BLANK : name_is(card, "PCOUNT") ? S_PCOUNT
+                : name_is(card, "GCOUNT") ? S_GCOUNT : 0;
+        if (bit) {
+            if (seen & bit) return 0; /* a duplicate: cfitsio's two lookups may differ */
+            seen |= bit;
+            int ok;
+            if (bit == S_BSCALE) ok = strict_double(card, &info.bscale) && info.bscale != 0.0;
+            else if (bit == S_BZERO) ok = strict_double(card, &info.bzero);
+            else if (bit == S_PCOUNT) ok = strict_int(card, &v) && v == 0;
+            else if (bit == S_GCOUNT) ok = strict_int(card, &v) && v == 1;
+            else ok = strict_int(card, &v);
+            if (!ok) return 0;
+            if (bit == S_BLANK && bitpix > 0) {
+                int64_t lo = bitpix == 8 ? 0 : bitpix == 16 ? INT16_MIN
+                           : bitpix == 32 ? INT32_MIN : INT64_MIN;
+                int64_t hi = bitpix == 8 ? UINT8_MAX : bitpix == 16 ? INT16_MAX
+                           : bitpix == 32 ? INT32_MAX : INT64_MAX;
+                if (v < lo || v > hi) return 0;
+                info.has_blank = 1;
+                info.blank = v;
+            }
+            continue;
+        }
+        /* Keywords that change what the header means, or whose value the
+         * core would have to parse: cfitsio decides. */
+        if (memcmp(card, "NAXIS", 5) == 0 || name_is(card, "SIMPLE") ||
+            name_is(card, "BITPIX") || name_is(card, "GROUPS") || name_is(card, "EXTNAME") ||
+            name_is(card, "EXTVER") || name_is(card, "XTENSION") || name_is(card, "HIERARCH") ||
+            name_is(card, "CONTINUE") || memcmp(card, "ZIMAGE", 6) == 0)
+            return 0;
+    }
+    int64_t bytes;
+    tf_dtype raw = bitpix == 8 ? TF_UINT8 : bitpix == 16 ? TF_INT16 : bitpix == 32 ? TF_INT32
+                 : bitpix == 64 ? TF_INT64 : bitpix == -32 ? TF_FLOAT32 : TF_FLOAT64;
+    if (!tf_mul_ok(npix, (int64_t)tf_dtype_size(raw), &bytes)) return 0;
+    info.raw_dtype = raw;
+    info.dtype = tf_natural_dtype(bitpix, info.bscale, info.bzero);
+    f->fast_info = info;
+    f->fast_data_offset = (int64_t)(c / (BLOCK / CARD) + 1) * BLOCK;
+    return 1;
+}
