@@ -98,6 +98,20 @@ static inline int64_t unary(bits *b) {
                 return TF_RICE_BAD;                                              \
             } else {                                                             \
                 for (; i < imax; i++) {                                          \
+                    refill(&b);                                                  \
+                    /* fast: the whole code lies in the valid bits */            \
+                    int nz = b.buf ? __builtin_clzll(b.buf) : 64;                \
+                    int used = nz + 1 + fs;                                      \
+                    if (__builtin_expect(used <= b.nb, 1)) {                     \
+                        uint64_t y = b.buf << (nz + 1);                          \
+                        uint32_t d = (uint32_t)nz << fs | (uint32_t)((y >> 1) >> (63 - fs)); \
+                        b.buf <<= used;                                          \
+                        b.nb -= used;                                            \
+                        d = (d & 1) ? ~(d >> 1) : d >> 1;                        \
+                        o[i] = (T)(last += d);                                   \
+                        last = o[i];                                             \
+                        continue;                                                \
+                    }                                                            \
                     int64_t hi = unary(&b);                                      \
                     if (hi < 0) return TF_RICE_SHORT;                            \
                     uint32_t d = (uint32_t)((uint64_t)hi << fs);                 \
