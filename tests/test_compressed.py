@@ -475,3 +475,26 @@ def test_rice_cutout_stops_before_a_bad_tail(tmp_path, monkeypatch):
         with pytest.raises((tf.FitsError, RuntimeError),
                            match=r"tile 1 \(pixels 0:128, 0:100\).*RICE_1 stream ends"):
             read()
+
+
+@pytest.mark.parametrize("head", [(0, 7, 30000), (0, 7, -100, 2000, 0, 0, 0)],
+                         ids=["old-layout", "new-layout"])
+def test_plio_line_list_past_its_end(tmp_path, head):
+    """A PLIO_1 line list whose length word points past its cell, with
+    instructions that never finish the tile: cfitsio's pl_l2pi would read
+    on out of bounds; both paths refuse the tile."""
+    data = (smooth((64, 48), ">i2", seed=24) % 64).astype(">i2")
+    path = write_compressed_astropy(tmp_path / "p.fits", data, "PLIO_1", (16, 48))
+    loc, width, pos = table_layout(path)
+    raw = open(path, "rb").read()
+    desc = loc + 2 * width + pos["COMPRESSED_DATA"]  # tile 3
+    n = int.from_bytes(raw[desc:desc + 4], "big")
+    off = int.from_bytes(raw[desc + 4:desc + 8], "big")
+    heap = loc + width * 4  # 4 tiles; the heap follows the table
+    words = list(head) + [0x2000] * (n - len(head))  # opcode 2, data 0: no pixels
+    patch(path, heap + off, b"".join(int(w).to_bytes(2, "big", signed=True) for w in words))
+    np.testing.assert_array_equal(tf.read_cutout(path, 1, [0, 0], [32, 48]).numpy(), data[:32])
+    for read in (lambda: tf.read(path, 1), lambda: cfitsio_read(path)):
+        with pytest.raises((tf.FitsError, RuntimeError),
+                           match=r"tile 3 \(pixels 32:48, 0:48\).*PLIO_1 line list runs past"):
+            read()

@@ -87,8 +87,10 @@ typedef struct reader {
     int gzip_cols[2];         /* columns holding gzip streams; 0: none */
     int64_t gzip_max;         /* bytes a tile may inflate to */
     int rice;                 /* RICE_1: every tile is decoded by rice.c first */
+    int plio;                 /* PLIO_1: every line list is walked by plio_ok first */
     int rice_bytepix, rice_nblock, cn_compressed;
     int64_t heap;             /* file offset of the heap */
+    int pread_ok;             /* COMPRESSED_DATA's cells read with pread */
     /* RICE_1 tiles decoded here rather than by cfitsio (see set_own) */
     int own;                  /* OWN_INT or OWN_FLOAT; 0: cfitsio decodes */
     tf_dtype out_type, stored_type;
@@ -244,7 +246,8 @@ static int grow(scratch *s, int64_t len) {
 }
 
 /* Column `col`'s bytes for table row `row` into s->in: pread at the
- * descriptor's (checked) heap offset for plain files, cfitsio otherwise.
+ * descriptor's (checked) heap offset for plain files and byte columns,
+ * cfitsio otherwise.
  * Returns a cfitsio status; *len 0 for an empty cell. */
 static int tile_bytes(const reader *r, fitsfile *fp, int col, int64_t row, scratch *s,
                       int64_t *len) {
@@ -254,7 +257,7 @@ static int tile_bytes(const reader *r, fitsfile *fp, int col, int64_t row, scrat
     *len = st ? 0 : n;
     if (st || n == 0) return st;
     if ((st = grow(s, n)) != 0) return st;
-    if (r->f->fd < 0) {
+    if (col != r->cn_compressed || !r->pread_ok) {
         fits_read_col(fp, TBYTE, col, row, 1, n, NULL, s->in, &anynul, &st);
         return st;
     }
@@ -288,10 +291,84 @@ static int rice_decode_tile(const reader *r, scratch *s, int64_t len, int64_t no
     return tf_rice_decode(s->in, (size_t)len, r->rice_bytepix, r->rice_nblock, nout, s->pix);
 }
 
+/* Whether cfitsio's pl_l2pi (pliocomp.c) stays inside a PLIO_1 line list
+ * of n words (native shorts) when it expands npix pixels: its walk,
+ * without the output. It trusts the list's header: the length (ll[2], or
+ * in the newer layout, ll[2] <= 0, ll[3] + ll[4] * 32768 with the first
+ * instruction at ll[1]), and an opcode 1 reads the word after it. What
+ * it writes is bounded by npix whatever the list says. */
+static int plio_ok(const int16_t *ll, int64_t n, int64_t npix) {
+    if (n < 3) return 0;
+    int64_t len, first; /* 1-based, as pl_l2pi counts */
+    if (ll[2] > 0) {
+        len = ll[2];
+        first = 4;
+    } else {
+        if (n < 5) return 0;
+        len = (int64_t)ll[4] * 32768 + ll[3];
+        first = (int64_t)ll[1] + 1;
+    }
+    if (npix <= 0 || len <= 0) return 1;
+    int64_t x1 = 1;
+    int skip = 0;
+    for (int64_t ip = first; ip <= len; ip++) {
+        if (skip) {
+            skip = 0;
+            continue;
+        }
+        if (ip < 1 || ip - 1 >= n) return 0;
+        int opcode = ll[ip - 1] / 4096, data = ll[ip - 1] & 4095;
+        switch (opcode) {
+        case 0: case 4: case 5: x1 += data; break;
+        case 1:
+            if (ip >= n) return 0;
+            skip = 1;
+            break;
+        case 6: case 7: x1++; break;
+        default: break;
+        }
+        if (x1 > npix) break;
+    }
+    return 1;
+}
+
+/* A PLIO_1 tile's line list (a 'PI' column: n shorts) into s->in as
+ * native shorts. */
+static int tile_shorts(const reader *r, fitsfile *fp, int64_t row, scratch *s, int64_t *n) {
+    LONGLONG len = 0, off = 0;
+    int st = 0, anynul = 0;
+    fits_read_descriptll(fp, r->cn_compressed, row, &len, &off, &st);
+    *n = st ? 0 : len;
+    if (st || len == 0) return st;
+    if ((st = grow(s, 2 * len)) != 0) return st;
+    if (!r->pread_ok) {
+        fits_read_col(fp, TSHORT, r->cn_compressed, row, 1, len, NULL, s->in, &anynul, &st);
+        return st;
+    }
+    char *p = (char *)s->in;
+    int64_t left = 2 * len, at = r->heap + off;
+    while (left > 0) {
+        ssize_t got = pread(r->f->fd, p, (size_t)left, (off_t)at);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return READ_ERROR;
+        p += got;
+        left -= got;
+        at += got;
+    }
+    for (int64_t i = 0; i < len; i++) {
+        uint16_t v;
+        memcpy(&v, s->in + 2 * i, 2);
+        v = (uint16_t)(v << 8 | v >> 8);
+        memcpy(s->in + 2 * i, &v, 2);
+    }
+    return 0;
+}
+
 /* Check the tiles of axis-0 indices [i0, i1) on handle fp before cfitsio
  * decodes them: GZIP streams inflate within the tile's size, RICE_1
- * streams decode (rice.c), so that cfitsio never meets a stream that
- * would make it allocate without end or read out of bounds. Returns a
+ * streams decode (rice.c), PLIO_1 line lists stay inside their cell, so
+ * that cfitsio never meets a stream that would make it allocate without
+ * end or read out of bounds. Returns a
  * cfitsio status, or -1 with the tile in *bad and the cause in *why. */
 static int scan_tiles(const reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s,
                       int64_t *bad, const char **why) {
@@ -319,6 +396,14 @@ static int scan_tiles(const reader *r, fitsfile *fp, int64_t i0, int64_t i1, scr
                     *why = tf_rice_strerror(e);
                     st = -1;
                 }
+            }
+        }
+        if (!st && r->plio) {
+            st = tile_shorts(r, fp, row, s, &len);
+            if (!st && len > 0 &&
+                !plio_ok((const int16_t *)s->in, len, tile_pixels(r, &t, idx, origin, extent))) {
+                *why = "its PLIO_1 line list runs past its end";
+                st = -1;
             }
         }
         if (st == -1) memcpy(bad, idx, sizeof idx);
@@ -580,7 +665,9 @@ static void *work(void *arg) {
         while (take_unit(r, w->all, &i0, &i1)) {
             st = r->own ? own_unit(r, fp, i0, i1, &s, bad, &why) : 1;
             if (st == 1) { /* cfitsio decodes, after the checks */
-                st = r->gzip_cols[0] > 0 || r->rice ? scan_tiles(r, fp, i0, i1, &s, bad, &why) : 0;
+                st = r->gzip_cols[0] > 0 || r->rice || r->plio
+                         ? scan_tiles(r, fp, i0, i1, &s, bad, &why)
+                         : 0;
                 if (st == 0) st = read_unit(r, fp, i0, i1);
             }
             if (st != 0) {
@@ -743,7 +830,8 @@ static void name_bad_tile(tf_file *f, const reader *r, const tiling *t0, char *w
 }
 
 /* The tiles checked before cfitsio decodes them (scan_tiles): GZIP
- * streams, in the columns that hold them, and RICE_1 streams. */
+ * streams, in the columns that hold them, RICE_1 streams, PLIO_1 line
+ * lists; and how their bytes are read. */
 static int set_codecs(reader *r, tf_file *f, const tf_hdu_info *in, const tiling *t) {
     FITSfile *F = f->fp->Fptr;
     int n = 0, gz = F->compress_type == GZIP_1 || F->compress_type == GZIP_2;
@@ -752,6 +840,7 @@ static int set_codecs(reader *r, tf_file *f, const tf_hdu_info *in, const tiling
     r->gzip_max = t->max_tile * 8; /* no stored pixel is wider than 8 bytes */
     r->shape = in->shape;
     r->rice = F->compress_type == RICE_1 && F->cn_compressed > 0;
+    r->plio = F->compress_type == PLIO_1 && F->cn_compressed > 0;
     /* as imcomp_decompress_tile picks the decoder */
     r->rice_bytepix = F->rice_bytepix == 1 || F->rice_bytepix == 2 ? F->rice_bytepix : 4;
     r->rice_nblock = F->rice_blocksize;
@@ -761,6 +850,16 @@ static int set_codecs(reader *r, tf_file *f, const tf_hdu_info *in, const tiling
     fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot locate the tile table");
     r->heap = (int64_t)data + (int64_t)F->heapstart;
+    /* Tile bytes are read with pread only from the column types that hold
+     * them as they are (1PB / 1QB, 1PI / 1QI for PLIO); cfitsio converts
+     * anything else, and then so do we, through it. */
+    if (F->cn_compressed > 0 && f->fd >= 0) {
+        int typecode = 0;
+        LONGLONG repeat = 0, width = 0;
+        fits_get_coltypell(f->fp, F->cn_compressed, &typecode, &repeat, &width, &st);
+        RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad tile column %d", F->cn_compressed);
+        r->pread_ok = r->plio ? typecode == -TSHORT : typecode == -TBYTE;
+    }
     return TF_OK;
 }
 
@@ -860,7 +959,7 @@ int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
     int64_t nelem;
     FORWARD_IF_ERROR(prepare_reader(f, in, start, count, step, &t, &r, &nelem));
     if (nelem == 0) return TF_OK;
-    if (r.gzip_cols[0] <= 0 && !r.rice) return TF_OK;
+    if (r.gzip_cols[0] <= 0 && !r.rice && !r.plio) return TF_OK;
     int64_t bad[TF_MAX_DIMS];
     const char *why = NULL;
     scratch s = {0};
