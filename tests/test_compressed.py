@@ -405,15 +405,16 @@ def test_rice_unsigned_and_signed_byte_conventions(tmp_path, monkeypatch, dtype)
     np.testing.assert_array_equal(cut.numpy(), expected[3:903:3, 5:405:2])
 
 
-def write_cfitsio_quantized(path, data, tiles, method, null=-999.0):
-    """A RICE_1 quantized float image written by the system cfitsio, with
+def write_cfitsio_quantized(path, data, tiles, method, null=-999.0, ctype=11):
+    """A quantized float image (RICE_1: ctype 11; GZIP_1 21, GZIP_2 22)
+    written by the system cfitsio, with
     the pixels equal to `null` stored as nulls (ZBLANK), which neither
     astropy 5.2 nor fitsio 1.1.8 write."""
     import ctypes
     lib = ctypes.CDLL("libcfitsio.so.10")
     fp, st = ctypes.c_void_p(), ctypes.c_int(0)
     lib.ffinit(ctypes.byref(fp), f"!{path}".encode(), ctypes.byref(st))
-    lib.fits_set_compression_type(fp, 11, ctypes.byref(st))  # RICE_1
+    lib.fits_set_compression_type(fp, ctype, ctypes.byref(st))
     dims = (ctypes.c_long * len(tiles))(*tiles[::-1])
     lib.fits_set_tile_dim(fp, len(tiles), dims, ctypes.byref(st))
     lib.fits_set_quantize_level(fp, ctypes.c_float(4.0), ctypes.byref(st))
@@ -433,7 +434,8 @@ def write_cfitsio_quantized(path, data, tiles, method, null=-999.0):
 
 @pytest.mark.parametrize("method", [-1, 1, 2], ids=["NO_DITHER", "DITHER_1", "DITHER_2"])
 @pytest.mark.parametrize("dtype", ["f4", "f8"])
-def test_rice_zblank_nulls(tmp_path, monkeypatch, method, dtype):
+@pytest.mark.parametrize("ctype", [11, 21, 22], ids=["RICE_1", "GZIP_1", "GZIP_2"])
+def test_rice_zblank_nulls(tmp_path, monkeypatch, method, dtype, ctype):
     """ZBLANK pixels come back NaN, bit for bit as cfitsio and fitsio give
     them, through full reads, cutouts with steps and any thread count."""
     import fitsio
@@ -442,7 +444,7 @@ def test_rice_zblank_nulls(tmp_path, monkeypatch, method, dtype):
     data[5, 5:10] = -999.0
     data[100] = -999.0
     data[7, 20:30] = 0.0
-    path = write_cfitsio_quantized(tmp_path / "z.fits", data, (1, BIG[1]), method)
+    path = write_cfitsio_quantized(tmp_path / "z.fits", data, (1, BIG[1]), method, ctype=ctype)
     assert "ZBLANK" in fits.getheader(path, 1)
     # astropy 5.2 and fitsio 1.1.8 ignore the ZBLANK keyword (they return
     # the null code's dequantized value): the reference is cfitsio 4.2.
@@ -497,4 +499,22 @@ def test_plio_line_list_past_its_end(tmp_path, head):
     for read in (lambda: tf.read(path, 1), lambda: cfitsio_read(path)):
         with pytest.raises((tf.FitsError, RuntimeError),
                            match=r"tile 3 \(pixels 32:48, 0:48\).*PLIO_1 line list runs past"):
+            read()
+
+
+@pytest.mark.parametrize("algo", ["GZIP_1", "GZIP_2"])
+def test_gzip_tile_cut_short(tmp_path, algo):
+    """A GZIP tile whose stream ends early: the core's inflate (exactly the
+    tile's bytes) refuses it, naming the tile, on both paths."""
+    data = smooth((64, 80), ">i2", seed=25)
+    path = write_compressed_astropy(tmp_path / "g.fits", data, algo, (16, 80))
+    loc, width, pos = table_layout(path)
+    desc = loc + 1 * width + pos["COMPRESSED_DATA"]  # tile 2
+    length = int.from_bytes(open(path, "rb").read()[desc:desc + 4], "big")
+    patch(path, desc, (length // 2).to_bytes(4, "big"))
+    np.testing.assert_array_equal(tf.read_cutout(path, 1, [0, 0], [16, 80]).numpy(), data[:16])
+    for read in (lambda: tf.read(path, 1), lambda: cfitsio_read(path),
+                 lambda: tf.read_cutout(path, 1, [20, 5], [2, 3])):
+        with pytest.raises((tf.FitsError, RuntimeError),
+                           match=r"tile 2 \(pixels 16:32, 0:80\).*GZIP stream is corrupt"):
             read()

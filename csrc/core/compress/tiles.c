@@ -93,6 +93,8 @@ typedef struct reader {
     int pread_ok;             /* COMPRESSED_DATA's cells read with pread */
     /* RICE_1 tiles decoded here rather than by cfitsio (see set_own) */
     int own;                  /* OWN_INT or OWN_FLOAT; 0: cfitsio decodes */
+    int codec;                /* RICE_1, GZIP_1 or GZIP_2 */
+    int pix_bytes;            /* bytes of a decoded pixel: 1, 2, 4 */
     tf_dtype out_type, stored_type;
     int64_t izero;            /* OWN_INT: added to each stored value */
     double bscale, bzero;     /* BSCALE and BZERO in effect (raw: 1, 0) */
@@ -227,12 +229,14 @@ typedef struct scratch {
     unsigned char *in;
     int64_t in_cap;
     void *pix;      /* max_tile pixels of 4 bytes, allocated on first use */
+    unsigned char *raw; /* GZIP_2: the inflated, still shuffled bytes */
     char *row;      /* ZTILE of the last axis output elements */
 } scratch;
 
 static void free_scratch(scratch *s) {
     free(s->in);
     free(s->pix);
+    free(s->raw);
     free(s->row);
 }
 
@@ -411,7 +415,7 @@ static int scan_tiles(const reader *r, fitsfile *fp, int64_t i0, int64_t i1, scr
     return st;
 }
 
-/* ---- RICE_1 tiles decoded here ----
+/* ---- RICE_1 and GZIP tiles decoded here ----
  * What cfitsio's imcomp_decompress_tile and its converters do for the
  * cases set_own admits, pixel for pixel. */
 
@@ -436,6 +440,9 @@ static dither dither_at(int64_t row_seed, int64_t m) {
     }
     return q;
 }
+
+/* SUBTRACTIVE_DITHER_2's code for an exact zero (only 4-byte tiles hold it). */
+static inline int dither2_zero(int64_t v) { return v == DITHER2_ZERO; }
 
 /* Per-tile constants of a quantized float tile. */
 typedef struct qtile {
@@ -491,26 +498,47 @@ static int qtile_params(const reader *r, fitsfile *fp, int64_t row, qtile *q) {
         }                                                                                   \
         dither dt = dither_at(q->seed_row, p);                                              \
         const float *rv = fits_rand_value;                                                  \
-        for (int64_t j = 0; j < n; j++) {                                                   \
-            IN_T v = in[p + j * k];                                                         \
-            if (q->nullcheck && v == tnull) o[j] = nan;                                     \
-            else if (r->dither == SUBTRACTIVE_DITHER_2 && (int32_t)v == DITHER2_ZERO) o[j] = 0; \
-            else o[j] = (OUT_T)(((double)v - rv[dt.next] + 0.5) * q->scale + q->zero);      \
-            if (j + 1 == n) break;                                                          \
-            if (k == 1) {                                                                   \
-                if (++dt.next == N_RANDOM) {                                                \
+        const double scale = q->scale, zero = q->zero;                                      \
+        if (k == 1) { /* runs of consecutive table entries, between reseeds */              \
+            const int plain = !q->nullcheck && r->dither != SUBTRACTIVE_DITHER_2;           \
+            for (int64_t j = 0; j < n;) {                                                   \
+                int64_t m = n - j < N_RANDOM - dt.next ? n - j : N_RANDOM - dt.next;        \
+                const float *rr = rv + dt.next;                                             \
+                const IN_T *src = in + p + j;                                               \
+                OUT_T *out = o + j;                                                         \
+                if (plain) {                                                                \
+                    for (int64_t t = 0; t < m; t++)                                         \
+                        out[t] = (OUT_T)(((double)src[t] - rr[t] + 0.5) * scale + zero);    \
+                } else {                                                                    \
+                    for (int64_t t = 0; t < m; t++) {                                       \
+                        IN_T v = src[t];                                                    \
+                        if (q->nullcheck && v == tnull) out[t] = nan;                       \
+                        else if (r->dither == SUBTRACTIVE_DITHER_2 && dither2_zero(v))      \
+                            out[t] = 0;                                                     \
+                        else out[t] = (OUT_T)(((double)v - rr[t] + 0.5) * scale + zero);    \
+                    }                                                                       \
+                }                                                                           \
+                j += m;                                                                     \
+                dt.next += (int)m;                                                          \
+                if (dt.next == N_RANDOM) {                                                  \
                     if (++dt.iseed == N_RANDOM) dt.iseed = 0;                               \
                     dt.next = (int)(rv[dt.iseed] * 500);                                    \
                 }                                                                           \
-            } else {                                                                        \
-                dt = dither_at(q->seed_row, p + (j + 1) * k);                               \
             }                                                                               \
+            break;                                                                          \
+        }                                                                                   \
+        for (int64_t j = 0; j < n; j++) {                                                   \
+            IN_T v = in[p + j * k];                                                         \
+            if (q->nullcheck && v == tnull) o[j] = nan;                                     \
+            else if (r->dither == SUBTRACTIVE_DITHER_2 && dither2_zero(v)) o[j] = 0;        \
+            else o[j] = (OUT_T)(((double)v - rv[dt.next] + 0.5) * scale + zero);            \
+            if (j + 1 < n) dt = dither_at(q->seed_row, p + (j + 1) * k);                    \
         }                                                                                   \
     } while (0)
 
 static void unquantize(const reader *r, const qtile *q, const void *pix, int64_t p, int64_t k,
                        int64_t n, char *dst) {
-    int bp = r->rice_bytepix;
+    int bp = r->pix_bytes;
     if (r->out_type == TF_FLOAT32) {
         if (bp == 1) UNQUANTIZE(uint8_t, float);
         else if (bp == 2) UNQUANTIZE(int16_t, float);
@@ -525,7 +553,7 @@ static void unquantize(const reader *r, const qtile *q, const void *pix, int64_t
 #define CONVERT_INT(OUT_T)                                                                  \
     do {                                                                                    \
         OUT_T *o = (OUT_T *)dst;                                                            \
-        switch (r->rice_bytepix) {                                                          \
+        switch (r->pix_bytes) {                                                             \
         case 1: {                                                                           \
             const uint8_t *in = pix;                                                        \
             for (int64_t j = 0; j < n; j++) o[j] = (OUT_T)(in[p + j * k] + r->izero);      \
@@ -551,7 +579,7 @@ static void convert(const reader *r, const qtile *q, const void *pix, int64_t p,
         return;
     }
     if (k == 1 && r->izero == 0 && r->out_type == r->stored_type) {
-        memcpy(dst, (const char *)pix + p * r->rice_bytepix, (size_t)n * r->out_size);
+        memcpy(dst, (const char *)pix + p * r->pix_bytes, (size_t)n * r->out_size);
         return;
     }
     switch (r->out_type) {
@@ -565,10 +593,74 @@ static void convert(const reader *r, const qtile *q, const void *pix, int64_t p,
     }
 }
 
-/* Decode the RICE_1 tiles of axis-0 indices [i0, i1) here and copy
- * their part of the region into r->out. Each tile is decoded only up to
- * the last pixel the region takes from it. Returns 0; 1 when a tile is
- * not stored as RICE_1 (empty COMPRESSED_DATA: cfitsio takes the unit);
+/* Inflate a GZIP_1/GZIP_2 tile of `tilelen` pixels of r->pix_bytes into
+ * s->pix as native integers: exactly that many bytes, unshuffled (GZIP_2)
+ * and from big-endian. 0; -1 for a corrupt or short stream; 1 when it
+ * inflates to another size (cfitsio then guesses the pixel type from the
+ * size: it takes the unit, after scan_tiles). */
+static int gunzip_tile(const reader *r, scratch *s, int64_t len, int64_t tilelen) {
+    const int bp = r->pix_bytes;
+    const int64_t want = tilelen * bp;
+    if (!s->pix && !(s->pix = malloc((size_t)r->tiles->max_tile * 4))) return MEMORY_ALLOCATION;
+    int shuffled = r->codec == GZIP_2 && bp > 1;
+    if (shuffled && !s->raw && !(s->raw = malloc((size_t)r->tiles->max_tile * 4)))
+        return MEMORY_ALLOCATION;
+    if (len > (int64_t)UINT32_MAX || want > (int64_t)UINT32_MAX) return 1;
+    unsigned char *dst = shuffled ? s->raw : s->pix;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 15 + 16) != Z_OK) return MEMORY_ALLOCATION;
+    z.next_in = s->in;
+    z.avail_in = (uInt)len;
+    z.next_out = dst;
+    z.avail_out = (uInt)want;
+    int e = inflate(&z, Z_FINISH);
+    int64_t got = (int64_t)z.total_out;
+    inflateEnd(&z);
+    if (e == Z_STREAM_END && got != want) return 1;
+    if ((e == Z_OK || e == Z_BUF_ERROR) && got == want) return 1; /* it would give more */
+    if (e != Z_STREAM_END) return -1; /* damaged, or it ends early */
+    const int64_t n = tilelen;
+    if (bp == 2) {
+        uint16_t *o = s->pix;
+        if (shuffled)
+            for (int64_t i = 0; i < n; i++) o[i] = (uint16_t)(dst[i] << 8 | dst[n + i]);
+        else
+            for (int64_t i = 0; i < n; i++) o[i] = (uint16_t)(dst[2 * i] << 8 | dst[2 * i + 1]);
+    } else if (bp == 4) {
+        uint32_t *o = s->pix;
+        if (shuffled)
+            for (int64_t i = 0; i < n; i++)
+                o[i] = (uint32_t)dst[i] << 24 | (uint32_t)dst[n + i] << 16 |
+                       (uint32_t)dst[2 * n + i] << 8 | dst[3 * n + i];
+        else
+            for (int64_t i = 0; i < n; i++)
+                o[i] = (uint32_t)dst[4 * i] << 24 | (uint32_t)dst[4 * i + 1] << 16 |
+                       (uint32_t)dst[4 * i + 2] << 8 | dst[4 * i + 3];
+    }
+    return 0;
+}
+
+/* Decode a tile's first nout pixels (RICE_1; GZIP tiles whole) into
+ * s->pix. 0, 1 (cfitsio decodes), -1 with *why, or a cfitsio status. */
+static int decode_tile(const reader *r, scratch *s, int64_t len, int64_t nout, int64_t tilelen,
+                       const char **why) {
+    if (r->codec != RICE_1) {
+        int e = gunzip_tile(r, s, len, tilelen);
+        if (e == -1) *why = "its GZIP stream is corrupt";
+        return e;
+    }
+    int e = rice_decode_tile(r, s, len, nout);
+    if (e == MEMORY_ALLOCATION || e == TF_RICE_OK) return e;
+    *why = tf_rice_strerror(e);
+    return -1;
+}
+
+/* Decode the tiles of axis-0 indices [i0, i1) here and copy their part
+ * of the region into r->out. A RICE_1 tile is decoded only up to the last
+ * pixel the region takes from it. Returns 0; 1 when a tile is not for
+ * this pipeline (empty COMPRESSED_DATA, or a GZIP tile of another size:
+ * cfitsio takes the unit);
  * -1 with *bad, *why for a corrupt tile; else a cfitsio status. */
 static int own_unit(reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s, int64_t *bad,
                     const char **why) {
@@ -585,7 +677,7 @@ static int own_unit(reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s,
     do {
         int64_t origin[TF_MAX_DIMS], extent[TF_MAX_DIMS], a[TF_MAX_DIMS], b[TF_MAX_DIMS];
         int64_t tstride[TF_MAX_DIMS];
-        tile_pixels(r, &t, idx, origin, extent);
+        int64_t tilelen = tile_pixels(r, &t, idx, origin, extent);
         int empty = 0;
         for (int d = 0; d < nd; d++) { /* region indices [a, b) that fall in the tile */
             int64_t st0 = r->start[d], k = r->step[d], hi = origin[d] + extent[d];
@@ -605,12 +697,9 @@ static int own_unit(reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s,
         int st = tile_bytes(r, fp, r->cn_compressed, row, s, &len);
         if (st) return st;
         if (len == 0) return 1;
-        int e = rice_decode_tile(r, s, len, last + 1);
-        if (e == MEMORY_ALLOCATION) return e;
-        if (e != TF_RICE_OK) {
-            memcpy(bad, idx, sizeof idx);
-            *why = tf_rice_strerror(e);
-            return -1;
+        if ((st = decode_tile(r, s, len, last + 1, tilelen, why)) != 0) {
+            if (st == -1) memcpy(bad, idx, sizeof idx);
+            return st;
         }
         qtile q = {0};
         if (r->own == OWN_FLOAT && (st = qtile_params(r, fp, row, &q)) != 0) return st;
@@ -884,8 +973,9 @@ static int holds(tf_dtype t, double lo, double hi) {
     return lo >= min && hi <= max;
 }
 
-/* Whether this read's RICE_1 tiles are decoded here (own_unit), and the
- * constants for it. Covered: integer images read as integers with
+/* Whether this read's tiles are decoded here (own_unit; RICE_1, GZIP_1,
+ * GZIP_2), and the constants for it. Covered: integer images read as
+ * integers with
  * BSCALE 1 and an integral BZERO (the unsigned conventions), and
  * integer images read as floats (BSCALE, BZERO, BLANK/ZBLANK -> NaN),
  * and quantized float images read as their own type (any ZQUANTIZ,
@@ -894,11 +984,22 @@ static int holds(tf_dtype t, double lo, double hi) {
 static void set_own(reader *r, tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int raw) {
     FITSfile *F = f->fp->Fptr;
     r->own = 0;
-    if (!r->rice || r->rice_nblock < 1) return;
+    int bp;
+    r->codec = F->compress_type;
+    if (r->codec == RICE_1) {
+        if (!r->rice || r->rice_nblock < 1) return;
+        bp = r->rice_bytepix;
+    } else if (r->codec == GZIP_1 || r->codec == GZIP_2) {
+        /* the size imcomp_decompress_tile expects of a valid tile */
+        bp = F->zbitpix > 0 ? F->zbitpix / 8 : 4;
+        if (F->cn_compressed <= 0 || (bp != 1 && bp != 2 && bp != 4)) return;
+    } else {
+        return;
+    }
+    r->pix_bytes = bp;
     r->out_type = out_type;
     r->bscale = raw ? 1.0 : in->bscale;
     r->bzero = raw ? 0.0 : in->bzero;
-    int bp = r->rice_bytepix;
     if (F->zbitpix == 8 * bp && is_int(out_type) && F->cn_zscale == 0 && r->bscale == 1.0 &&
         r->bzero == floor(r->bzero) && fabs(r->bzero) <= 4294967296.0) {
         double lo = bp == 1 ? 0 : bp == 2 ? -32768.0 : -2147483648.0;
