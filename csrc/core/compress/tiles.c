@@ -1,9 +1,13 @@
 /*
  * tiles.c - reading tile-compressed images on several threads.
  *
- * cfitsio decodes: every tile goes through its own codecs, dequantization,
- * dithering, null handling and scaling (fits_read_subset), so results equal
- * cfitsio's, and astropy's and fitsio's, bit for bit. What this file adds:
+ * RICE_1, GZIP_1 and GZIP_2 tiles are decoded here (own_unit): the tile's
+ * bytes by pread, rice.c or zlib, then what cfitsio's
+ * imcomp_decompress_tile and its converters do (scaling, nulls,
+ * dequantization with cfitsio's dither table), for the common output
+ * types (set_own), bit for bit. Everything else is decoded by cfitsio
+ * (fits_read_subset), after scan_tiles has checked every stream it will
+ * meet. What the file does:
  *  - the region is cut along its slowest axis at tile-row boundaries into
  *    units; a unit is a contiguous slab of the output, so each thread
  *    decodes its units straight into their place in the caller's buffer;
@@ -12,18 +16,21 @@
  *    safe across threads, so workers open the file by a name of their own:
  *    /proc/self/fd/N of a dup of our descriptor (the same inode, even if
  *    the file has been renamed since). Where that fails, one thread reads;
- *  - only tiles that overlap the region are decoded (cfitsio's subset
- *    read), and only the overlapping part is copied;
+ *  - only tiles that overlap the region are decoded, only the overlapping
+ *    part is copied, and a RICE tile only up to the last pixel needed;
  *  - before anything is decoded, the tile table is checked: ZTILEn against
  *    ZNAXISn and the table's rows, and every descriptor of an overlapping
  *    tile against the heap and the real file size, so a hostile length
- *    never reaches cfitsio's allocator;
- *  - memory: cfitsio keeps one decoded tile per tile column per handle;
- *    worker handles are closed at the end of the read, so the peak is the
- *    output plus one row of tiles per thread.
- *  - GZIP tiles are inflated once into a small window first: cfitsio grows
- *    its output buffer for as long as a (corrupt) stream keeps producing,
- *    so a bad tile could make it allocate without end;
+ *    never reaches an allocator;
+ *  - memory: cfitsio keeps one decoded tile per tile column per handle,
+ *    each thread here one tile's bytes and pixels; worker handles are
+ *    closed at the end of the read, so the peak is the output plus one row
+ *    of tiles per thread;
+ *  - tiles cfitsio decodes are checked first (scan_tiles): GZIP streams
+ *    must inflate within the tile's size (cfitsio grows its buffer for as
+ *    long as a corrupt stream keeps producing), RICE streams must decode
+ *    (cfitsio's decoders run past a corrupt stream's end), PLIO line lists
+ *    must stay inside their cell.
  * Gzip-compressed files (.fits.gz) are read on one thread: cfitsio unpacks
  * the whole file into memory per handle.
  */
@@ -223,21 +230,18 @@ static int inflates(const reader *r, const unsigned char *in, int64_t len) {
     return ok;
 }
 
-/* A thread's buffers for tiles: compressed bytes, decoded pixels, and a
- * row of converted pixels for strided copies. */
+/* A thread's buffers for tiles: compressed bytes, decoded pixels. */
 typedef struct scratch {
     unsigned char *in;
     int64_t in_cap;
     void *pix;      /* max_tile pixels of 4 bytes, allocated on first use */
     unsigned char *raw; /* GZIP_2: the inflated, still shuffled bytes */
-    char *row;      /* ZTILE of the last axis output elements */
 } scratch;
 
 static void free_scratch(scratch *s) {
     free(s->in);
     free(s->pix);
     free(s->raw);
-    free(s->row);
 }
 
 static int grow(scratch *s, int64_t len) {
@@ -671,7 +675,6 @@ static int own_unit(reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s,
     int64_t ostride[TF_MAX_DIMS];
     ostride[nd - 1] = 1;
     for (int d = nd - 2; d >= 0; d--) ostride[d] = ostride[d + 1] * r->count[d + 1];
-    if (!s->row && !(s->row = malloc((size_t)t.tile[nd - 1] * r->out_size))) return MEMORY_ALLOCATION;
     int64_t idx[TF_MAX_DIMS];
     for (int d = 0; d < nd; d++) idx[d] = t.lo[d];
     do {
