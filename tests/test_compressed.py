@@ -371,3 +371,150 @@ def test_inconsistent_tiling(rice_file, key, value, match):
         tf.read(path, 1)
     msg = str(e.value)
     assert str(path) in msg and "HDU 1" in msg and re.search(match, msg), msg
+
+
+# ---- RICE_1 tiles decoded by the core's own pipeline (rice.c, own_unit) ----
+
+@pytest.mark.parametrize("dtype", ["u2", "u4", "i1"])
+def test_rice_unsigned_and_signed_byte_conventions(tmp_path, monkeypatch, dtype):
+    """BZERO 32768 / 2147483648 / -128: exact integers, as astropy and
+    cfitsio give them; raw reads return the stored values."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(21)
+    data = rng.integers(info.min, info.max, BIG, dtype=np.int64, endpoint=True).astype(dtype)
+    data[:40] = (info.min + info.max) // 2 + (smooth((40, BIG[1]), "f8", seed=2) - 1000)
+    data[3, :7] = [info.min, info.max, info.min + 1, info.max - 1, 0, 1, info.min]
+    path = write_compressed_astropy(tmp_path / "u.fits", data, "RICE_1", (50, 64))
+    expected = astropy_read(path)
+    np.testing.assert_array_equal(expected, data)
+    assert torch.equal(tf.read(path, 1, raw=True), cfitsio_read(path, raw=True))
+    if dtype != "u4":
+        check_all_paths(path, expected, monkeypatch)
+        return
+    # uint32 reads as int64, which cfitsio's tile decoder does not support
+    # (status 410): only the core's own RICE pipeline reads it.
+    with pytest.raises(RuntimeError, match="410"):
+        cfitsio_read(path)
+    t = tf.read(path, 1)
+    assert t.dtype == torch.int64
+    np.testing.assert_array_equal(t.numpy(), expected)
+    monkeypatch.setenv("TORCHFITS_THREADS", "1")
+    assert torch.equal(tf.read(path, 1), t)
+    monkeypatch.delenv("TORCHFITS_THREADS")
+    cut = tf.read_cutout(path, 1, [3, 5], [300, 200], [3, 2])
+    np.testing.assert_array_equal(cut.numpy(), expected[3:903:3, 5:405:2])
+
+
+def write_cfitsio_quantized(path, data, tiles, method, null=-999.0, ctype=11):
+    """A quantized float image (RICE_1: ctype 11; GZIP_1 21, GZIP_2 22)
+    written by the system cfitsio, with
+    the pixels equal to `null` stored as nulls (ZBLANK), which neither
+    astropy 5.2 nor fitsio 1.1.8 write."""
+    import ctypes
+    lib = ctypes.CDLL("libcfitsio.so.10")
+    fp, st = ctypes.c_void_p(), ctypes.c_int(0)
+    lib.ffinit(ctypes.byref(fp), f"!{path}".encode(), ctypes.byref(st))
+    lib.fits_set_compression_type(fp, ctype, ctypes.byref(st))
+    dims = (ctypes.c_long * len(tiles))(*tiles[::-1])
+    lib.fits_set_tile_dim(fp, len(tiles), dims, ctypes.byref(st))
+    lib.fits_set_quantize_level(fp, ctypes.c_float(4.0), ctypes.byref(st))
+    lib.fits_set_quantize_method(fp, method, ctypes.byref(st))
+    lib.fits_set_dither_seed(fp, 77, ctypes.byref(st))
+    f32 = data.dtype == np.float32
+    naxes = (ctypes.c_long * data.ndim)(*data.shape[::-1])
+    lib.ffcrim(fp, -32 if f32 else -64, data.ndim, naxes, ctypes.byref(st))
+    a = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
+    nul = (ctypes.c_float if f32 else ctypes.c_double)(null)
+    lib.ffppn(fp, 42 if f32 else 82, ctypes.c_longlong(1), ctypes.c_longlong(a.size),
+              a.ctypes.data_as(ctypes.c_void_p), ctypes.byref(nul), ctypes.byref(st))
+    lib.ffclos(fp, ctypes.byref(st))
+    assert st.value == 0, st.value
+    return str(path)
+
+
+@pytest.mark.parametrize("method", [-1, 1, 2], ids=["NO_DITHER", "DITHER_1", "DITHER_2"])
+@pytest.mark.parametrize("dtype", ["f4", "f8"])
+@pytest.mark.parametrize("ctype", [11, 21, 22], ids=["RICE_1", "GZIP_1", "GZIP_2"])
+def test_rice_zblank_nulls(tmp_path, monkeypatch, method, dtype, ctype):
+    """ZBLANK pixels come back NaN, bit for bit as cfitsio and fitsio give
+    them, through full reads, cutouts with steps and any thread count."""
+    import fitsio
+
+    data = smooth(BIG, dtype, seed=22)
+    data[5, 5:10] = -999.0
+    data[100] = -999.0
+    data[7, 20:30] = 0.0
+    path = write_cfitsio_quantized(tmp_path / "z.fits", data, (1, BIG[1]), method, ctype=ctype)
+    assert "ZBLANK" in fits.getheader(path, 1)
+    # astropy 5.2 and fitsio 1.1.8 ignore the ZBLANK keyword (they return
+    # the null code's dequantized value): the reference is cfitsio 4.2.
+    expected = cfitsio_read(path).numpy()
+    nulls = data == -999.0
+    np.testing.assert_array_equal(np.isnan(expected), nulls)
+    assert np.abs(expected[~nulls] - data[~nulls]).max() < 20.0  # within quantization
+    np.testing.assert_array_equal(fitsio.read(path, ext=1)[~nulls], expected[~nulls])
+    t = tf.read(path, 1)
+    if method == 2:
+        assert (t[7, 20:30] == 0).all()
+    check_all_paths(path, expected, monkeypatch)
+
+
+def test_rice_cutout_stops_before_a_bad_tail(tmp_path, monkeypatch):
+    """Tiles are decoded only as far as a cutout needs: damage past that
+    point does not stop it; a read that reaches it fails, naming the tile,
+    on both paths (cfitsio's path is checked by rice.c first)."""
+    data = smooth((256, 200), ">i2", seed=23)
+    path = write_compressed_astropy(tmp_path / "t.fits", data, "RICE_1", (128, 100))
+    loc, width, pos = table_layout(path)
+    raw = open(path, "rb").read()
+    desc = loc + 0 * width + pos["COMPRESSED_DATA"]  # tile 1: rows 0..127, cols 0..99
+    length = int.from_bytes(raw[desc:desc + 4], "big")
+    patch(path, desc, (length // 2).to_bytes(4, "big"))
+    np.testing.assert_array_equal(tf.read_cutout(path, 1, [0, 0], [8, 100]).numpy(), data[:8, :100])
+    for read in (lambda: tf.read(path, 1), lambda: cfitsio_read(path),
+                 lambda: tf.read_cutout(path, 1, [120, 0], [8, 100])):
+        # (the cfitsio path's op is called without the package's translation)
+        with pytest.raises((tf.FitsError, RuntimeError),
+                           match=r"tile 1 \(pixels 0:128, 0:100\).*RICE_1 stream ends"):
+            read()
+
+
+@pytest.mark.parametrize("head", [(0, 7, 30000), (0, 7, -100, 2000, 0, 0, 0)],
+                         ids=["old-layout", "new-layout"])
+def test_plio_line_list_past_its_end(tmp_path, head):
+    """A PLIO_1 line list whose length word points past its cell, with
+    instructions that never finish the tile: cfitsio's pl_l2pi would read
+    on out of bounds; both paths refuse the tile."""
+    data = (smooth((64, 48), ">i2", seed=24) % 64).astype(">i2")
+    path = write_compressed_astropy(tmp_path / "p.fits", data, "PLIO_1", (16, 48))
+    loc, width, pos = table_layout(path)
+    raw = open(path, "rb").read()
+    desc = loc + 2 * width + pos["COMPRESSED_DATA"]  # tile 3
+    n = int.from_bytes(raw[desc:desc + 4], "big")
+    off = int.from_bytes(raw[desc + 4:desc + 8], "big")
+    heap = loc + width * 4  # 4 tiles; the heap follows the table
+    words = list(head) + [0x2000] * (n - len(head))  # opcode 2, data 0: no pixels
+    patch(path, heap + off, b"".join(int(w).to_bytes(2, "big", signed=True) for w in words))
+    np.testing.assert_array_equal(tf.read_cutout(path, 1, [0, 0], [32, 48]).numpy(), data[:32])
+    for read in (lambda: tf.read(path, 1), lambda: cfitsio_read(path)):
+        with pytest.raises((tf.FitsError, RuntimeError),
+                           match=r"tile 3 \(pixels 32:48, 0:48\).*PLIO_1 line list runs past"):
+            read()
+
+
+@pytest.mark.parametrize("algo", ["GZIP_1", "GZIP_2"])
+def test_gzip_tile_cut_short(tmp_path, algo):
+    """A GZIP tile whose stream ends early: the core's inflate (exactly the
+    tile's bytes) refuses it, naming the tile, on both paths."""
+    data = smooth((64, 80), ">i2", seed=25)
+    path = write_compressed_astropy(tmp_path / "g.fits", data, algo, (16, 80))
+    loc, width, pos = table_layout(path)
+    desc = loc + 1 * width + pos["COMPRESSED_DATA"]  # tile 2
+    length = int.from_bytes(open(path, "rb").read()[desc:desc + 4], "big")
+    patch(path, desc, (length // 2).to_bytes(4, "big"))
+    np.testing.assert_array_equal(tf.read_cutout(path, 1, [0, 0], [16, 80]).numpy(), data[:16])
+    for read in (lambda: tf.read(path, 1), lambda: cfitsio_read(path),
+                 lambda: tf.read_cutout(path, 1, [20, 5], [2, 3])):
+        with pytest.raises((tf.FitsError, RuntimeError),
+                           match=r"tile 2 \(pixels 16:32, 0:80\).*GZIP stream is corrupt"):
+            read()

@@ -55,3 +55,26 @@ def test_core_unit_tests(tmp_path, fixtures, mode):
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip().endswith("0 failed"), res.stdout
     assert "ERROR: AddressSanitizer" not in res.stderr and "runtime error" not in res.stderr
+
+
+@pytest.mark.parametrize("mode", ["O2", "asan-ubsan"])
+def test_rice_decoder(tmp_path, mode):
+    """tests/c/test_rice.c: the core's RICE_1 decoder equals cfitsio's on
+    streams cfitsio wrote, and fails cleanly on cut and random ones."""
+    if CC is None:
+        pytest.skip("no C compiler")
+    flags = ["-O2"] if mode == "O2" else [
+        "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer"]
+    exe = str(tmp_path / f"test_rice_{mode}")
+    cmd = [CC, "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", *flags,
+           os.path.join(ROOT, "tests/c/test_rice.c"), os.path.join(ROOT, "csrc/core/compress/rice.c"),
+           "-o", exe, "-lcfitsio", "-lz", "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([exe], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    passed, failed = res.stdout.split(" passed, ")
+    assert int(passed) > 6000 and failed.strip() == "0 failed", res.stdout
+    assert "ERROR: AddressSanitizer" not in res.stderr and "runtime error" not in res.stderr

@@ -16,17 +16,19 @@
  * on which f->fp stands, into `out` (C-contiguous, `out_type` elements).
  * Tile rows are decoded by up to `threads` threads (0: automatic), each
  * with its own cfitsio handle, each writing straight into its part of
- * `out`; only tiles that overlap the region are decoded. Results equal
- * cfitsio's fits_read_subset bit for bit: it is cfitsio that decodes.
+ * `out`; only tiles that overlap the region are decoded. RICE_1 and GZIP
+ * tiles are decoded by the core (rice.c, zlib), the rest by cfitsio;
+ * results equal cfitsio's fits_read_subset bit for bit.
  */
 int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int raw,
                        const int64_t *start, const int64_t *count, const int64_t *step,
                        int threads, void *out);
 
-/* The checks tf_compressed_read makes before any tile is decoded (tile
+/* The checks tf_compressed_read makes before cfitsio decodes a tile (tile
  * layout, every overlapping tile's data inside the heap, GZIP tiles that
- * inflate within the tile's size), for the cfitsio path, whose GZIP
- * decoder otherwise grows its buffer without bound on a corrupt tile. */
+ * inflate within the tile's size, RICE tiles that decode, PLIO line lists
+ * inside their cell), for the cfitsio path: cfitsio's decoders otherwise
+ * grow a buffer without bound or run out of bounds on a corrupt tile. */
 int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
                         const int64_t *count, const int64_t *step);
 

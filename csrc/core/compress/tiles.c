@@ -1,9 +1,13 @@
 /*
  * tiles.c - reading tile-compressed images on several threads.
  *
- * cfitsio decodes: every tile goes through its own codecs, dequantization,
- * dithering, null handling and scaling (fits_read_subset), so results equal
- * cfitsio's, and astropy's and fitsio's, bit for bit. What this file adds:
+ * RICE_1, GZIP_1 and GZIP_2 tiles are decoded here (own_unit): the tile's
+ * bytes by pread, rice.c or zlib, then what cfitsio's
+ * imcomp_decompress_tile and its converters do (scaling, nulls,
+ * dequantization with cfitsio's dither table), for the common output
+ * types (set_own), bit for bit. Everything else is decoded by cfitsio
+ * (fits_read_subset), after scan_tiles has checked every stream it will
+ * meet. What the file does:
  *  - the region is cut along its slowest axis at tile-row boundaries into
  *    units; a unit is a contiguous slab of the output, so each thread
  *    decodes its units straight into their place in the caller's buffer;
@@ -12,18 +16,21 @@
  *    safe across threads, so workers open the file by a name of their own:
  *    /proc/self/fd/N of a dup of our descriptor (the same inode, even if
  *    the file has been renamed since). Where that fails, one thread reads;
- *  - only tiles that overlap the region are decoded (cfitsio's subset
- *    read), and only the overlapping part is copied;
+ *  - only tiles that overlap the region are decoded, only the overlapping
+ *    part is copied, and a RICE tile only up to the last pixel needed;
  *  - before anything is decoded, the tile table is checked: ZTILEn against
  *    ZNAXISn and the table's rows, and every descriptor of an overlapping
  *    tile against the heap and the real file size, so a hostile length
- *    never reaches cfitsio's allocator;
- *  - memory: cfitsio keeps one decoded tile per tile column per handle;
- *    worker handles are closed at the end of the read, so the peak is the
- *    output plus one row of tiles per thread.
- *  - GZIP tiles are inflated once into a small window first: cfitsio grows
- *    its output buffer for as long as a (corrupt) stream keeps producing,
- *    so a bad tile could make it allocate without end;
+ *    never reaches an allocator;
+ *  - memory: cfitsio keeps one decoded tile per tile column per handle,
+ *    each thread here one tile's bytes and pixels; worker handles are
+ *    closed at the end of the read, so the peak is the output plus one row
+ *    of tiles per thread;
+ *  - tiles cfitsio decodes are checked first (scan_tiles): GZIP streams
+ *    must inflate within the tile's size (cfitsio grows its buffer for as
+ *    long as a corrupt stream keeps producing), RICE streams must decode
+ *    (cfitsio's decoders run past a corrupt stream's end), PLIO line lists
+ *    must stay inside their cell.
  * Gzip-compressed files (.fits.gz) are read on one thread: cfitsio unpacks
  * the whole file into memory per handle.
  */
@@ -34,9 +41,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <errno.h>
 #include <zlib.h>
 
 #include "compress.h"
+#include "rice.h"
+
+/* cfitsio's table of dither offsets (imcompress.c; exported, not in its
+ * public headers) and the function that fills it. */
+extern float *fits_rand_value;
+int fits_init_randoms(void);
+#define N_RANDOM 10000             /* entries in fits_rand_value */
+#define DITHER2_ZERO (-2147483646) /* SUBTRACTIVE_DITHER_2's exact zero */
+#define NO_QUANTIZE 9999           /* float tiles stored losslessly */
 
 /* A unit of work is at least this many output elements (whole tile rows),
  * so that row-tiled images do not pay one call per row. */
@@ -69,13 +86,33 @@ typedef struct reader {
     /* the first failure */
     int st;
     int64_t fail_i0, fail_i1; /* its unit; fail_i0 < 0: opening failed */
-    int gzip_bad;             /* it was a GZIP tile that would not inflate */
+    const char *fail_why;     /* non-NULL: fail_tile is the bad tile, this the cause */
     int64_t fail_tile[TF_MAX_DIMS];
-    /* GZIP tiles, checked before cfitsio inflates them */
+    /* tiles checked before cfitsio decodes them */
     const tiling *tiles;
+    const int64_t *shape;     /* the image's, C order */
     int gzip_cols[2];         /* columns holding gzip streams; 0: none */
     int64_t gzip_max;         /* bytes a tile may inflate to */
+    int rice;                 /* RICE_1: every tile is decoded by rice.c first */
+    int plio;                 /* PLIO_1: every line list is walked by plio_ok first */
+    int rice_bytepix, rice_nblock, cn_compressed;
+    int64_t heap;             /* file offset of the heap */
+    int pread_ok;             /* COMPRESSED_DATA's cells read with pread */
+    /* RICE_1 tiles decoded here rather than by cfitsio (see set_own) */
+    int own;                  /* OWN_INT or OWN_FLOAT; 0: cfitsio decodes */
+    int codec;                /* RICE_1, GZIP_1 or GZIP_2 */
+    int pix_bytes;            /* bytes of a decoded pixel: 1, 2, 4 */
+    tf_dtype out_type, stored_type;
+    int64_t izero;            /* OWN_INT: added to each stored value */
+    double bscale, bzero;     /* BSCALE and BZERO in effect (raw: 1, 0) */
+    int dither, seed;         /* SUBTRACTIVE_DITHER_1/2 (else 0), ZDITHER0 */
+    int nullcheck;            /* OWN_FLOAT: ZBLANK/BLANK pixels become NaN */
+    int cn_zscale, cn_zzero, cn_zblank, zblank; /* as cfitsio's FITSfile */
+    double zscale, zzero;
+    int zbitpix;
 } reader;
+
+enum { OWN_INT = 1, OWN_FLOAT = 2 };
 
 /* End (exclusive) of the unit of axis-0 indices that begins at i0: whole
  * tile rows, at least UNIT_MIN_ELEMS elements, or `all` for one unit. */
@@ -193,41 +230,501 @@ static int inflates(const reader *r, const unsigned char *in, int64_t len) {
     return ok;
 }
 
-/* Check the GZIP tiles of axis-0 indices [i0, i1) on handle fp. Returns a
- * cfitsio status, or -1 with the tile in *bad when a stream is corrupt. */
-static int scan_gzip(const reader *r, fitsfile *fp, int64_t i0, int64_t i1, int64_t *bad) {
+/* A thread's buffers for tiles: compressed bytes, decoded pixels. */
+typedef struct scratch {
+    unsigned char *in;
+    int64_t in_cap;
+    void *pix;      /* max_tile pixels of 4 bytes, allocated on first use */
+    unsigned char *raw; /* GZIP_2: the inflated, still shuffled bytes */
+} scratch;
+
+static void free_scratch(scratch *s) {
+    free(s->in);
+    free(s->pix);
+    free(s->raw);
+}
+
+static int grow(scratch *s, int64_t len) {
+    if (len <= s->in_cap) return 0;
+    unsigned char *p = realloc(s->in, (size_t)len); /* len: checked against the heap */
+    if (!p) return MEMORY_ALLOCATION;
+    s->in = p;
+    s->in_cap = len;
+    return 0;
+}
+
+/* Column `col`'s bytes for table row `row` into s->in: pread at the
+ * descriptor's (checked) heap offset for plain files and byte columns,
+ * cfitsio otherwise.
+ * Returns a cfitsio status; *len 0 for an empty cell. */
+static int tile_bytes(const reader *r, fitsfile *fp, int col, int64_t row, scratch *s,
+                      int64_t *len) {
+    LONGLONG n = 0, off = 0;
+    int st = 0, anynul = 0;
+    fits_read_descriptll(fp, col, row, &n, &off, &st);
+    *len = st ? 0 : n;
+    if (st || n == 0) return st;
+    if ((st = grow(s, n)) != 0) return st;
+    if (col != r->cn_compressed || !r->pread_ok) {
+        fits_read_col(fp, TBYTE, col, row, 1, n, NULL, s->in, &anynul, &st);
+        return st;
+    }
+    char *p = (char *)s->in;
+    int64_t left = n, at = r->heap + off;
+    while (left > 0) {
+        ssize_t got = pread(r->f->fd, p, (size_t)left, (off_t)at);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return READ_ERROR;
+        p += got;
+        left -= got;
+        at += got;
+    }
+    return 0;
+}
+
+/* Pixels in the tile at idx (edge tiles are short), and its origin. */
+static int64_t tile_pixels(const reader *r, const tiling *t, const int64_t *idx, int64_t *origin,
+                           int64_t *extent) {
+    int64_t n = 1;
+    for (int d = 0; d < t->nd; d++) {
+        origin[d] = idx[d] * t->tile[d];
+        extent[d] = r->shape[d] - origin[d] < t->tile[d] ? r->shape[d] - origin[d] : t->tile[d];
+        n *= extent[d];
+    }
+    return n;
+}
+
+static int rice_decode_tile(const reader *r, scratch *s, int64_t len, int64_t nout) {
+    if (!s->pix && !(s->pix = malloc((size_t)r->tiles->max_tile * 4))) return MEMORY_ALLOCATION;
+    return tf_rice_decode(s->in, (size_t)len, r->rice_bytepix, r->rice_nblock, nout, s->pix);
+}
+
+/* Whether cfitsio's pl_l2pi (pliocomp.c) stays inside a PLIO_1 line list
+ * of n words (native shorts) when it expands npix pixels: its walk,
+ * without the output. It trusts the list's header: the length (ll[2], or
+ * in the newer layout, ll[2] <= 0, ll[3] + ll[4] * 32768 with the first
+ * instruction at ll[1]), and an opcode 1 reads the word after it. What
+ * it writes is bounded by npix whatever the list says. */
+static int plio_ok(const int16_t *ll, int64_t n, int64_t npix) {
+    if (n < 3) return 0;
+    int64_t len, first; /* 1-based, as pl_l2pi counts */
+    if (ll[2] > 0) {
+        len = ll[2];
+        first = 4;
+    } else {
+        if (n < 5) return 0;
+        len = (int64_t)ll[4] * 32768 + ll[3];
+        first = (int64_t)ll[1] + 1;
+    }
+    if (npix <= 0 || len <= 0) return 1;
+    int64_t x1 = 1;
+    int skip = 0;
+    for (int64_t ip = first; ip <= len; ip++) {
+        if (skip) {
+            skip = 0;
+            continue;
+        }
+        if (ip < 1 || ip - 1 >= n) return 0;
+        int opcode = ll[ip - 1] / 4096, data = ll[ip - 1] & 4095;
+        switch (opcode) {
+        case 0: case 4: case 5: x1 += data; break;
+        case 1:
+            if (ip >= n) return 0;
+            skip = 1;
+            break;
+        case 6: case 7: x1++; break;
+        default: break;
+        }
+        if (x1 > npix) break;
+    }
+    return 1;
+}
+
+/* A PLIO_1 tile's line list (a 'PI' column: n shorts) into s->in as
+ * native shorts. */
+static int tile_shorts(const reader *r, fitsfile *fp, int64_t row, scratch *s, int64_t *n) {
+    LONGLONG len = 0, off = 0;
+    int st = 0, anynul = 0;
+    fits_read_descriptll(fp, r->cn_compressed, row, &len, &off, &st);
+    *n = st ? 0 : len;
+    if (st || len == 0) return st;
+    if ((st = grow(s, 2 * len)) != 0) return st;
+    if (!r->pread_ok) {
+        fits_read_col(fp, TSHORT, r->cn_compressed, row, 1, len, NULL, s->in, &anynul, &st);
+        return st;
+    }
+    char *p = (char *)s->in;
+    int64_t left = 2 * len, at = r->heap + off;
+    while (left > 0) {
+        ssize_t got = pread(r->f->fd, p, (size_t)left, (off_t)at);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return READ_ERROR;
+        p += got;
+        left -= got;
+        at += got;
+    }
+    for (int64_t i = 0; i < len; i++) {
+        uint16_t v;
+        memcpy(&v, s->in + 2 * i, 2);
+        v = (uint16_t)(v << 8 | v >> 8);
+        memcpy(s->in + 2 * i, &v, 2);
+    }
+    return 0;
+}
+
+/* Check the tiles of axis-0 indices [i0, i1) on handle fp before cfitsio
+ * decodes them: GZIP streams inflate within the tile's size, RICE_1
+ * streams decode (rice.c), PLIO_1 line lists stay inside their cell, so
+ * that cfitsio never meets a stream that would make it allocate without
+ * end or read out of bounds. Returns a
+ * cfitsio status, or -1 with the tile in *bad and the cause in *why. */
+static int scan_tiles(const reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s,
+                      int64_t *bad, const char **why) {
     tiling t = *r->tiles;
     t.lo[0] = (r->start[0] + i0 * r->step[0]) / t.tile[0];
     t.hi[0] = (r->start[0] + (i1 - 1) * r->step[0]) / t.tile[0];
-    int64_t idx[TF_MAX_DIMS];
+    int64_t idx[TF_MAX_DIMS], origin[TF_MAX_DIMS], extent[TF_MAX_DIMS];
     for (int d = 0; d < t.nd; d++) idx[d] = t.lo[d];
-    unsigned char *buf = NULL;
-    int64_t cap = 0;
     int st = 0;
     do {
+        int64_t row = tile_row(&t, idx), len = 0;
         for (int c = 0; c < 2 && r->gzip_cols[c] > 0 && !st; c++) {
-            LONGLONG len = 0, off = 0;
-            fits_read_descriptll(fp, r->gzip_cols[c], tile_row(&t, idx), &len, &off, &st);
-            if (st || len == 0) continue;
-            if (len > cap) { /* checked against the heap by check_descriptors */
-                free(buf);
-                if (!(buf = malloc((size_t)len))) {
-                    st = MEMORY_ALLOCATION;
-                    break;
-                }
-                cap = len;
-            }
-            int anynul = 0;
-            fits_read_col(fp, TBYTE, r->gzip_cols[c], tile_row(&t, idx), 1, len, NULL, buf,
-                          &anynul, &st);
-            if (!st && !inflates(r, buf, len)) {
-                memcpy(bad, idx, sizeof idx);
+            st = tile_bytes(r, fp, r->gzip_cols[c], row, s, &len);
+            if (!st && len > 0 && !inflates(r, s->in, len)) {
+                *why = "its GZIP stream is corrupt";
                 st = -1;
             }
         }
+        if (!st && r->rice) {
+            st = tile_bytes(r, fp, r->cn_compressed, row, s, &len);
+            if (!st && len > 0) {
+                int e = rice_decode_tile(r, s, len, tile_pixels(r, &t, idx, origin, extent));
+                if (e == MEMORY_ALLOCATION) st = e;
+                else if (e != TF_RICE_OK) {
+                    *why = tf_rice_strerror(e);
+                    st = -1;
+                }
+            }
+        }
+        if (!st && r->plio) {
+            st = tile_shorts(r, fp, row, s, &len);
+            if (!st && len > 0 &&
+                !plio_ok((const int16_t *)s->in, len, tile_pixels(r, &t, idx, origin, extent))) {
+                *why = "its PLIO_1 line list runs past its end";
+                st = -1;
+            }
+        }
+        if (st == -1) memcpy(bad, idx, sizeof idx);
     } while (!st && next_tile(&t, idx));
-    free(buf);
     return st;
+}
+
+/* ---- RICE_1 and GZIP tiles decoded here ----
+ * What cfitsio's imcomp_decompress_tile and its converters do for the
+ * cases set_own admits, pixel for pixel. */
+
+/* Where the dither sequence of a tile stands `m` pixels on. */
+typedef struct dither {
+    int iseed, next;
+} dither;
+
+static dither dither_at(int64_t row_seed, int64_t m) {
+    dither q;
+    q.iseed = (int)((row_seed - 1) % N_RANDOM);
+    q.next = (int)(fits_rand_value[q.iseed] * 500);
+    while (m > 0) {
+        int64_t room = N_RANDOM - q.next;
+        if (m < room) {
+            q.next += (int)m;
+            break;
+        }
+        m -= room;
+        if (++q.iseed == N_RANDOM) q.iseed = 0;
+        q.next = (int)(fits_rand_value[q.iseed] * 500);
+    }
+    return q;
+}
+
+/* SUBTRACTIVE_DITHER_2's code for an exact zero (only 4-byte tiles hold it). */
+static inline int dither2_zero(int64_t v) { return v == DITHER2_ZERO; }
+
+/* Per-tile constants of a quantized float tile. */
+typedef struct qtile {
+    double scale, zero;
+    int nullcheck, tnull;
+    int64_t seed_row; /* cfitsio's `row` of unquantize_i4r4 */
+} qtile;
+
+static int qtile_params(const reader *r, fitsfile *fp, int64_t row, qtile *q) {
+    int st = 0, anynul = 0;
+    double scale = 1.0, zero = 0.0;
+    if (r->cn_zscale == -1) {
+        scale = r->zscale;
+        zero = r->zzero;
+    } else if (r->cn_zscale > 0) {
+        fits_read_col(fp, TDOUBLE, r->cn_zscale, row, 1, 1, NULL, &scale, &anynul, &st);
+        fits_read_col(fp, TDOUBLE, r->cn_zzero, row, 1, 1, NULL, &zero, &anynul, &st);
+        if (st) return st;
+        if (r->zbitpix < 0 && (r->bscale != 1.0 || r->bzero != 0.0)) {
+            scale = scale * r->bscale;
+            zero = zero * r->bscale + r->bzero;
+        }
+    }
+    if (scale == 1.0 && zero == 0.0) {
+        scale = r->bscale;
+        zero = r->bzero;
+    }
+    q->scale = scale;
+    q->zero = zero;
+    q->nullcheck = r->nullcheck;
+    q->tnull = r->zblank;
+    if (r->nullcheck && r->cn_zblank > 0)
+        fits_read_col(fp, TINT, r->cn_zblank, row, 1, 1, NULL, &q->tnull, &anynul, &st);
+    q->seed_row = row + r->seed - 1;
+    return st;
+}
+
+/* n pixels of the decoded tile (IN_T) from local index p, step k, into
+ * dst (OUT_T, contiguous): cfitsio's fffi?r4/fffi?r8 (scaling, nulls),
+ * or its unquantize_i?r4/_i?r8 where the tiles are dithered. */
+#define UNQUANTIZE(IN_T, OUT_T)                                                             \
+    do {                                                                                    \
+        const IN_T *in = pix;                                                               \
+        OUT_T *o = (OUT_T *)dst;                                                            \
+        const OUT_T nan = (OUT_T)NAN;                                                       \
+        const IN_T tnull = (IN_T)q->tnull;                                                  \
+        if (!r->dither) {                                                                   \
+            for (int64_t j = 0; j < n; j++) {                                               \
+                IN_T v = in[p + j * k];                                                     \
+                o[j] = q->nullcheck && v == tnull ? nan : (OUT_T)(v * q->scale + q->zero);  \
+            }                                                                               \
+            break;                                                                          \
+        }                                                                                   \
+        dither dt = dither_at(q->seed_row, p);                                              \
+        const float *rv = fits_rand_value;                                                  \
+        const double scale = q->scale, zero = q->zero;                                      \
+        if (k == 1) { /* runs of consecutive table entries, between reseeds */              \
+            const int plain = !q->nullcheck && r->dither != SUBTRACTIVE_DITHER_2;           \
+            for (int64_t j = 0; j < n;) {                                                   \
+                int64_t m = n - j < N_RANDOM - dt.next ? n - j : N_RANDOM - dt.next;        \
+                const float *rr = rv + dt.next;                                             \
+                const IN_T *src = in + p + j;                                               \
+                OUT_T *out = o + j;                                                         \
+                if (plain) {                                                                \
+                    for (int64_t t = 0; t < m; t++)                                         \
+                        out[t] = (OUT_T)(((double)src[t] - rr[t] + 0.5) * scale + zero);    \
+                } else {                                                                    \
+                    for (int64_t t = 0; t < m; t++) {                                       \
+                        IN_T v = src[t];                                                    \
+                        if (q->nullcheck && v == tnull) out[t] = nan;                       \
+                        else if (r->dither == SUBTRACTIVE_DITHER_2 && dither2_zero(v))      \
+                            out[t] = 0;                                                     \
+                        else out[t] = (OUT_T)(((double)v - rr[t] + 0.5) * scale + zero);    \
+                    }                                                                       \
+                }                                                                           \
+                j += m;                                                                     \
+                dt.next += (int)m;                                                          \
+                if (dt.next == N_RANDOM) {                                                  \
+                    if (++dt.iseed == N_RANDOM) dt.iseed = 0;                               \
+                    dt.next = (int)(rv[dt.iseed] * 500);                                    \
+                }                                                                           \
+            }                                                                               \
+            break;                                                                          \
+        }                                                                                   \
+        for (int64_t j = 0; j < n; j++) {                                                   \
+            IN_T v = in[p + j * k];                                                         \
+            if (q->nullcheck && v == tnull) o[j] = nan;                                     \
+            else if (r->dither == SUBTRACTIVE_DITHER_2 && dither2_zero(v)) o[j] = 0;        \
+            else o[j] = (OUT_T)(((double)v - rv[dt.next] + 0.5) * scale + zero);            \
+            if (j + 1 < n) dt = dither_at(q->seed_row, p + (j + 1) * k);                    \
+        }                                                                                   \
+    } while (0)
+
+static void unquantize(const reader *r, const qtile *q, const void *pix, int64_t p, int64_t k,
+                       int64_t n, char *dst) {
+    int bp = r->pix_bytes;
+    if (r->out_type == TF_FLOAT32) {
+        if (bp == 1) UNQUANTIZE(uint8_t, float);
+        else if (bp == 2) UNQUANTIZE(int16_t, float);
+        else UNQUANTIZE(int32_t, float);
+    } else {
+        if (bp == 1) UNQUANTIZE(uint8_t, double);
+        else if (bp == 2) UNQUANTIZE(int16_t, double);
+        else UNQUANTIZE(int32_t, double);
+    }
+}
+
+#define CONVERT_INT(OUT_T)                                                                  \
+    do {                                                                                    \
+        OUT_T *o = (OUT_T *)dst;                                                            \
+        switch (r->pix_bytes) {                                                             \
+        case 1: {                                                                           \
+            const uint8_t *in = pix;                                                        \
+            for (int64_t j = 0; j < n; j++) o[j] = (OUT_T)(in[p + j * k] + r->izero);      \
+            break;                                                                          \
+        }                                                                                   \
+        case 2: {                                                                           \
+            const int16_t *in = pix;                                                        \
+            for (int64_t j = 0; j < n; j++) o[j] = (OUT_T)(in[p + j * k] + r->izero);      \
+            break;                                                                          \
+        }                                                                                   \
+        default: {                                                                          \
+            const int32_t *in = pix;                                                        \
+            for (int64_t j = 0; j < n; j++) o[j] = (OUT_T)(in[p + j * k] + r->izero);      \
+            break;                                                                          \
+        }                                                                                   \
+        }                                                                                   \
+    } while (0)
+
+static void convert(const reader *r, const qtile *q, const void *pix, int64_t p, int64_t k,
+                    int64_t n, char *dst) {
+    if (r->own == OWN_FLOAT) {
+        unquantize(r, q, pix, p, k, n, dst);
+        return;
+    }
+    if (k == 1 && r->izero == 0 && r->out_type == r->stored_type) {
+        memcpy(dst, (const char *)pix + p * r->pix_bytes, (size_t)n * r->out_size);
+        return;
+    }
+    switch (r->out_type) {
+    case TF_UINT8: CONVERT_INT(uint8_t); break;
+    case TF_INT8: CONVERT_INT(int8_t); break;
+    case TF_INT16: CONVERT_INT(int16_t); break;
+    case TF_UINT16: CONVERT_INT(uint16_t); break;
+    case TF_INT32: CONVERT_INT(int32_t); break;
+    case TF_UINT32: CONVERT_INT(uint32_t); break;
+    default: CONVERT_INT(int64_t); break;
+    }
+}
+
+/* Inflate a GZIP_1/GZIP_2 tile of `tilelen` pixels of r->pix_bytes into
+ * s->pix as native integers: exactly that many bytes, unshuffled (GZIP_2)
+ * and from big-endian. 0; -1 for a corrupt or short stream; 1 when it
+ * inflates to another size (cfitsio then guesses the pixel type from the
+ * size: it takes the unit, after scan_tiles). */
+static int gunzip_tile(const reader *r, scratch *s, int64_t len, int64_t tilelen) {
+    const int bp = r->pix_bytes;
+    const int64_t want = tilelen * bp;
+    if (!s->pix && !(s->pix = malloc((size_t)r->tiles->max_tile * 4))) return MEMORY_ALLOCATION;
+    int shuffled = r->codec == GZIP_2 && bp > 1;
+    if (shuffled && !s->raw && !(s->raw = malloc((size_t)r->tiles->max_tile * 4)))
+        return MEMORY_ALLOCATION;
+    if (len > (int64_t)UINT32_MAX || want > (int64_t)UINT32_MAX) return 1;
+    unsigned char *dst = shuffled ? s->raw : s->pix;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 15 + 16) != Z_OK) return MEMORY_ALLOCATION;
+    z.next_in = s->in;
+    z.avail_in = (uInt)len;
+    z.next_out = dst;
+    z.avail_out = (uInt)want;
+    int e = inflate(&z, Z_FINISH);
+    int64_t got = (int64_t)z.total_out;
+    inflateEnd(&z);
+    if (e == Z_STREAM_END && got != want) return 1;
+    if ((e == Z_OK || e == Z_BUF_ERROR) && got == want) return 1; /* it would give more */
+    if (e != Z_STREAM_END) return -1; /* damaged, or it ends early */
+    const int64_t n = tilelen;
+    if (bp == 2) {
+        uint16_t *o = s->pix;
+        if (shuffled)
+            for (int64_t i = 0; i < n; i++) o[i] = (uint16_t)(dst[i] << 8 | dst[n + i]);
+        else
+            for (int64_t i = 0; i < n; i++) o[i] = (uint16_t)(dst[2 * i] << 8 | dst[2 * i + 1]);
+    } else if (bp == 4) {
+        uint32_t *o = s->pix;
+        if (shuffled)
+            for (int64_t i = 0; i < n; i++)
+                o[i] = (uint32_t)dst[i] << 24 | (uint32_t)dst[n + i] << 16 |
+                       (uint32_t)dst[2 * n + i] << 8 | dst[3 * n + i];
+        else
+            for (int64_t i = 0; i < n; i++)
+                o[i] = (uint32_t)dst[4 * i] << 24 | (uint32_t)dst[4 * i + 1] << 16 |
+                       (uint32_t)dst[4 * i + 2] << 8 | dst[4 * i + 3];
+    }
+    return 0;
+}
+
+/* Decode a tile's first nout pixels (RICE_1; GZIP tiles whole) into
+ * s->pix. 0, 1 (cfitsio decodes), -1 with *why, or a cfitsio status. */
+static int decode_tile(const reader *r, scratch *s, int64_t len, int64_t nout, int64_t tilelen,
+                       const char **why) {
+    if (r->codec != RICE_1) {
+        int e = gunzip_tile(r, s, len, tilelen);
+        if (e == -1) *why = "its GZIP stream is corrupt";
+        return e;
+    }
+    int e = rice_decode_tile(r, s, len, nout);
+    if (e == MEMORY_ALLOCATION || e == TF_RICE_OK) return e;
+    *why = tf_rice_strerror(e);
+    return -1;
+}
+
+/* Decode the tiles of axis-0 indices [i0, i1) here and copy their part
+ * of the region into r->out. A RICE_1 tile is decoded only up to the last
+ * pixel the region takes from it. Returns 0; 1 when a tile is not for
+ * this pipeline (empty COMPRESSED_DATA, or a GZIP tile of another size:
+ * cfitsio takes the unit);
+ * -1 with *bad, *why for a corrupt tile; else a cfitsio status. */
+static int own_unit(reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s, int64_t *bad,
+                    const char **why) {
+    tiling t = *r->tiles;
+    const int nd = t.nd;
+    t.lo[0] = (r->start[0] + i0 * r->step[0]) / t.tile[0];
+    t.hi[0] = (r->start[0] + (i1 - 1) * r->step[0]) / t.tile[0];
+    int64_t ostride[TF_MAX_DIMS];
+    ostride[nd - 1] = 1;
+    for (int d = nd - 2; d >= 0; d--) ostride[d] = ostride[d + 1] * r->count[d + 1];
+    int64_t idx[TF_MAX_DIMS];
+    for (int d = 0; d < nd; d++) idx[d] = t.lo[d];
+    do {
+        int64_t origin[TF_MAX_DIMS], extent[TF_MAX_DIMS], a[TF_MAX_DIMS], b[TF_MAX_DIMS];
+        int64_t tstride[TF_MAX_DIMS];
+        int64_t tilelen = tile_pixels(r, &t, idx, origin, extent);
+        int empty = 0;
+        for (int d = 0; d < nd; d++) { /* region indices [a, b) that fall in the tile */
+            int64_t st0 = r->start[d], k = r->step[d], hi = origin[d] + extent[d];
+            a[d] = origin[d] > st0 ? (origin[d] - st0 + k - 1) / k : 0;
+            b[d] = (hi - st0 + k - 1) / k;
+            if (b[d] > r->count[d]) b[d] = r->count[d];
+            empty |= b[d] <= a[d];
+        }
+        if (empty) continue;
+        tstride[nd - 1] = 1;
+        for (int d = nd - 2; d >= 0; d--) tstride[d] = tstride[d + 1] * extent[d + 1];
+        int64_t last = 0; /* the tile's last pixel the region takes */
+        for (int d = 0; d < nd; d++)
+            last += (r->start[d] + (b[d] - 1) * r->step[d] - origin[d]) * tstride[d];
+
+        int64_t row = tile_row(&t, idx), len = 0;
+        int st = tile_bytes(r, fp, r->cn_compressed, row, s, &len);
+        if (st) return st;
+        if (len == 0) return 1;
+        if ((st = decode_tile(r, s, len, last + 1, tilelen, why)) != 0) {
+            if (st == -1) memcpy(bad, idx, sizeof idx);
+            return st;
+        }
+        qtile q = {0};
+        if (r->own == OWN_FLOAT && (st = qtile_params(r, fp, row, &q)) != 0) return st;
+
+        /* odometer over the axes before the last; runs along the last */
+        int64_t j[TF_MAX_DIMS];
+        for (int d = 0; d < nd; d++) j[d] = a[d];
+        const int L = nd - 1;
+        const int64_t n = b[L] - a[L], k = r->step[L];
+        for (;;) {
+            int64_t p = 0, o = 0;
+            for (int d = 0; d < nd; d++) {
+                p += (r->start[d] + j[d] * r->step[d] - origin[d]) * tstride[d];
+                o += j[d] * ostride[d];
+            }
+            convert(r, &q, s->pix, p, k, n, r->out + (size_t)o * r->out_size);
+            int d = L - 1;
+            while (d >= 0 && ++j[d] == b[d]) j[d] = a[d], d--;
+            if (d < 0) break;
+        }
+    } while (next_tile(&t, idx));
+    return 0;
 }
 
 typedef struct worker {
@@ -236,33 +733,43 @@ typedef struct worker {
     int all;       /* take the whole region as one unit */
 } worker;
 
+static void record_bad_tile(reader *r, const int64_t *bad, const char *why) {
+    pthread_mutex_lock(&r->lock);
+    if (!r->failed) {
+        r->fail_why = why;
+        memcpy(r->fail_tile, bad, sizeof r->fail_tile);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
 static void *work(void *arg) {
     worker *w = arg;
     reader *r = w->r;
     fitsfile *fp = w->fp;
     int dupfd = -1, st = 0;
+    scratch s = {0};
     if (!fp && (st = open_private(r, &fp, &dupfd)) != 0) {
         record_failure(r, st, -1, -1);
     } else {
         int64_t i0, i1;
         int64_t bad[TF_MAX_DIMS];
+        const char *why = NULL;
         while (take_unit(r, w->all, &i0, &i1)) {
-            if (r->gzip_cols[0] > 0 && (st = scan_gzip(r, fp, i0, i1, bad)) != 0) {
-                pthread_mutex_lock(&r->lock);
-                if (!r->failed && st == -1) {
-                    r->gzip_bad = 1;
-                    memcpy(r->fail_tile, bad, sizeof bad);
-                }
-                pthread_mutex_unlock(&r->lock);
-                record_failure(r, st, i0, i1);
-                break;
+            st = r->own ? own_unit(r, fp, i0, i1, &s, bad, &why) : 1;
+            if (st == 1) { /* cfitsio decodes, after the checks */
+                st = r->gzip_cols[0] > 0 || r->rice || r->plio
+                         ? scan_tiles(r, fp, i0, i1, &s, bad, &why)
+                         : 0;
+                if (st == 0) st = read_unit(r, fp, i0, i1);
             }
-            if ((st = read_unit(r, fp, i0, i1)) != 0) {
+            if (st != 0) {
+                if (st == -1) record_bad_tile(r, bad, why);
                 record_failure(r, st, i0, i1);
                 break;
             }
         }
     }
+    free_scratch(&s);
     if (!w->fp) close_private(fp, dupfd);
     return NULL;
 }
@@ -381,6 +888,9 @@ static void name_bad_tile(tf_file *f, const reader *r, const tiling *t0, char *w
     t.lo[0] = (r->start[0] + i0 * r->step[0]) / t.tile[0];
     t.hi[0] = (r->start[0] + (i1 - 1) * r->step[0]) / t.tile[0];
     snprintf(where, n, "tile row %lld", (long long)t.lo[0]);
+    /* Tiles decoded here may have been checked only in part: cfitsio must
+     * not see them. */
+    if (r->own) return;
     /* At most min(count, ZTILE) region indices fall in one tile per axis. */
     size_t max_elems = 1;
     for (int d = 0; d < t.nd; d++)
@@ -411,14 +921,117 @@ static void name_bad_tile(tf_file *f, const reader *r, const tiling *t0, char *w
     free(scratch);
 }
 
-/* The table columns whose tiles are GZIP streams, which scan_gzip
- * inflates into a bounded window before cfitsio does. */
-static void set_gzip_columns(reader *r, tf_file *f, const tiling *t) {
+/* The tiles checked before cfitsio decodes them (scan_tiles): GZIP
+ * streams, in the columns that hold them, RICE_1 streams, PLIO_1 line
+ * lists; and how their bytes are read. */
+static int set_codecs(reader *r, tf_file *f, const tf_hdu_info *in, const tiling *t) {
     FITSfile *F = f->fp->Fptr;
     int n = 0, gz = F->compress_type == GZIP_1 || F->compress_type == GZIP_2;
     if (gz && F->cn_compressed > 0) r->gzip_cols[n++] = F->cn_compressed;
     if (F->cn_gzip_data > 0) r->gzip_cols[n++] = F->cn_gzip_data;
     r->gzip_max = t->max_tile * 8; /* no stored pixel is wider than 8 bytes */
+    r->shape = in->shape;
+    r->rice = F->compress_type == RICE_1 && F->cn_compressed > 0;
+    r->plio = F->compress_type == PLIO_1 && F->cn_compressed > 0;
+    /* as imcomp_decompress_tile picks the decoder */
+    r->rice_bytepix = F->rice_bytepix == 1 || F->rice_bytepix == 2 ? F->rice_bytepix : 4;
+    r->rice_nblock = F->rice_blocksize;
+    r->cn_compressed = F->cn_compressed;
+    int st = 0;
+    LONGLONG head = 0, data = 0, end = 0;
+    fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
+    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot locate the tile table");
+    r->heap = (int64_t)data + (int64_t)F->heapstart;
+    /* Tile bytes are read with pread only from the column types that hold
+     * them as they are (1PB / 1QB, 1PI / 1QI for PLIO); cfitsio converts
+     * anything else, and then so do we, through it. */
+    if (F->cn_compressed > 0 && f->fd >= 0) {
+        int typecode = 0;
+        LONGLONG repeat = 0, width = 0;
+        fits_get_coltypell(f->fp, F->cn_compressed, &typecode, &repeat, &width, &st);
+        RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad tile column %d", F->cn_compressed);
+        r->pread_ok = r->plio ? typecode == -TSHORT : typecode == -TBYTE;
+    }
+    return TF_OK;
+}
+
+static int is_int(tf_dtype t) {
+    return t == TF_UINT8 || t == TF_INT8 || t == TF_INT16 || t == TF_UINT16 || t == TF_INT32 ||
+           t == TF_UINT32 || t == TF_INT64;
+}
+
+/* Whether every value in [lo, hi] fits dtype t. */
+static int holds(tf_dtype t, double lo, double hi) {
+    double min = 0, max = 0;
+    switch (t) {
+    case TF_UINT8: max = 255; break;
+    case TF_INT8: min = -128; max = 127; break;
+    case TF_INT16: min = -32768; max = 32767; break;
+    case TF_UINT16: max = 65535; break;
+    case TF_INT32: min = -2147483648.0; max = 2147483647.0; break;
+    case TF_UINT32: max = 4294967295.0; break;
+    case TF_INT64: min = -9.2e18; max = 9.2e18; break;
+    default: return 0;
+    }
+    return lo >= min && hi <= max;
+}
+
+/* Whether this read's tiles are decoded here (own_unit; RICE_1, GZIP_1,
+ * GZIP_2), and the constants for it. Covered: integer images read as
+ * integers with
+ * BSCALE 1 and an integral BZERO (the unsigned conventions), and
+ * integer images read as floats (BSCALE, BZERO, BLANK/ZBLANK -> NaN),
+ * and quantized float images read as their own type (any ZQUANTIZ,
+ * ZSCALE/ZZERO and ZBLANK as columns or keywords). Anything else is decoded by
+ * cfitsio, after scan_tiles has checked its streams. */
+static void set_own(reader *r, tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int raw) {
+    FITSfile *F = f->fp->Fptr;
+    r->own = 0;
+    int bp;
+    r->codec = F->compress_type;
+    if (r->codec == RICE_1) {
+        if (!r->rice || r->rice_nblock < 1) return;
+        bp = r->rice_bytepix;
+    } else if (r->codec == GZIP_1 || r->codec == GZIP_2) {
+        /* the size imcomp_decompress_tile expects of a valid tile */
+        bp = F->zbitpix > 0 ? F->zbitpix / 8 : 4;
+        if (F->cn_compressed <= 0 || (bp != 1 && bp != 2 && bp != 4)) return;
+    } else {
+        return;
+    }
+    r->pix_bytes = bp;
+    r->out_type = out_type;
+    r->bscale = raw ? 1.0 : in->bscale;
+    r->bzero = raw ? 0.0 : in->bzero;
+    if (F->zbitpix == 8 * bp && is_int(out_type) && F->cn_zscale == 0 && r->bscale == 1.0 &&
+        r->bzero == floor(r->bzero) && fabs(r->bzero) <= 4294967296.0) {
+        double lo = bp == 1 ? 0 : bp == 2 ? -32768.0 : -2147483648.0;
+        double hi = bp == 1 ? 255 : bp == 2 ? 32767.0 : 2147483647.0;
+        if (!holds(out_type, lo + r->bzero, hi + r->bzero)) return;
+        r->izero = (int64_t)r->bzero;
+        r->stored_type = bp == 1 ? TF_UINT8 : bp == 2 ? TF_INT16 : TF_INT32;
+        r->own = OWN_INT;
+    } else if ((F->zbitpix == FLOAT_IMG && bp == 4 && out_type == TF_FLOAT32 &&
+                F->quantize_level != NO_QUANTIZE) ||
+               (F->zbitpix == DOUBLE_IMG && bp == 4 && out_type == TF_FLOAT64 &&
+                F->quantize_level != NO_QUANTIZE) ||
+               (F->zbitpix == 8 * bp && (out_type == TF_FLOAT32 || out_type == TF_FLOAT64))) {
+        if (F->cn_zscale > 0 && F->cn_zzero <= 0) return;
+        if (!fits_rand_value && fits_init_randoms()) return;
+        int dithered = F->zbitpix < 0 && (F->quantize_method == SUBTRACTIVE_DITHER_1 ||
+                                          F->quantize_method == SUBTRACTIVE_DITHER_2);
+        r->dither = dithered ? F->quantize_method : 0;
+        r->seed = F->dither_seed;
+        r->cn_zscale = F->cn_zscale;
+        r->cn_zzero = F->cn_zzero;
+        r->zscale = F->zscale;
+        r->zzero = F->zzero;
+        r->cn_zblank = F->cn_zblank;
+        r->zblank = F->zblank;
+        r->nullcheck = F->cn_zblank != 0 && r->nulval != NULL;
+        r->zbitpix = F->zbitpix;
+        r->own = OWN_FLOAT;
+    }
 }
 
 /* What a read and a check share: the tiling of the region, every
@@ -440,8 +1053,7 @@ static int prepare_reader(tf_file *f, const tf_hdu_info *in, const int64_t *star
     r->step = step;
     r->tile0 = t->tile[0];
     r->tiles = t;
-    set_gzip_columns(r, f, t);
-    return TF_OK;
+    return set_codecs(r, f, in, t);
 }
 
 int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
@@ -451,13 +1063,16 @@ int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
     int64_t nelem;
     FORWARD_IF_ERROR(prepare_reader(f, in, start, count, step, &t, &r, &nelem));
     if (nelem == 0) return TF_OK;
-    if (r.gzip_cols[0] <= 0) return TF_OK;
+    if (r.gzip_cols[0] <= 0 && !r.rice && !r.plio) return TF_OK;
     int64_t bad[TF_MAX_DIMS];
-    int st = scan_gzip(&r, f->fp, 0, count[0], bad);
+    const char *why = NULL;
+    scratch s = {0};
+    int st = scan_tiles(&r, f->fp, 0, count[0], &s, bad, &why);
+    free_scratch(&s);
     if (st == -1) {
         char where[256];
         describe_tile(&t, bad, where, sizeof where);
-        return tf_fail(f, TF_ECORRUPT, 0, "%s: its GZIP stream is corrupt", where);
+        return tf_fail(f, TF_ECORRUPT, 0, "%s: cannot decode the compressed data: %s", where, why);
     }
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the compressed tiles");
     return TF_OK;
@@ -486,6 +1101,7 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
         r.nulval = &nan32;
     if (!raw && out_type == TF_FLOAT64 && (in->has_blank || in->raw_dtype == TF_FLOAT64))
         r.nulval = &nan64;
+    set_own(&r, f, in, out_type, raw);
     pthread_mutex_init(&r.lock, NULL);
 
     int rc = TF_OK, st = 0;
@@ -517,10 +1133,11 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
             work(&w);
         }
     }
-    if (r.failed && r.gzip_bad) {
+    if (r.failed && r.fail_why) {
         char where[256];
         describe_tile(&t, r.fail_tile, where, sizeof where);
-        rc = tf_fail(f, TF_ECORRUPT, 0, "%s: its GZIP stream is corrupt", where);
+        rc = tf_fail(f, TF_ECORRUPT, 0, "%s: cannot decode the compressed data: %s", where,
+                     r.fail_why);
         goto cleanup;
     }
     if (r.failed) {
