@@ -105,6 +105,12 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
         card_str(card, s, sizeof s);
         if (key_indexed(card, "TTYPE") && strcmp(s, "ZSCALE") == 0) h->has_zscale = 1;
     } else if (key_indexed(card, "ZTILE")) {
+        /* cfitsio reads a logical F as 0 and divides by it (fuzzer:
+         * fpe-ztile-logical). */
+        const char *p = card + 10;
+        while (p < card + CARD && *p == ' ') p++;
+        if (p == card + CARD || !((*p >= '0' && *p <= '9') || *p == '+' || *p == '-'))
+            return tf_fail(f, TF_ECORRUPT, 0, "%.8s is not a number", card);
         if (card_int(card, &v) && v < 1)
             return tf_fail(f, TF_ECORRUPT, 0, "%.8s = %lld: a tile must have at least one pixel",
                            card, v);
