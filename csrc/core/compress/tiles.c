@@ -1095,6 +1095,9 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
     r.row_elems = nelem / count[0];
     r.out_size = tf_dtype_size(out_type);
     r.out = out;
+    /* Decoded tiles land all over a fresh tensor: 4 KiB faults were ~15%
+     * of a 4k x 4k RICE_1 read's CPU time. */
+    tf_advise_huge(out, (size_t)nelem * r.out_size, (size_t)4 << 20);
     /* NaN for null pixels (BLANK, ZBLANK, NaN in the stored floats) where
      * the output is a float, as the cfitsio path does. */
     if (!raw && out_type == TF_FLOAT32 && (in->has_blank || in->raw_dtype == TF_FLOAT32))

@@ -17,7 +17,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "../common/convert.h"
@@ -352,23 +351,6 @@ static int read_run_parallel(tf_file *f, const tf_conv *c, int64_t file_off, int
     return rc == TF_OK ? TF_OK : chunk_failure(f, rc, err, err_off);
 }
 
-/* Ask for transparent huge pages on a large output buffer before the first
- * write faults it in: a 64 MB buffer costs tens of milliseconds of 4 KiB
- * page faults, more than the read. Only the 2 MiB-aligned interior is
- * advised; this is a hint, failures are ignored. */
-static void advise_huge(void *out, size_t bytes) {
-#ifdef MADV_HUGEPAGE
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    if (bytes < HUGE_MIN_BYTES) return;
-    uintptr_t lo = ((uintptr_t)out + huge - 1) & ~(huge - 1);
-    uintptr_t hi = ((uintptr_t)out + bytes) & ~(huge - 1);
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-#else
-    (void)out;
-    (void)bytes;
-#endif
-}
-
 static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, char *out) {
     const tf_hdu_info *in = &p->info;
     int raw = req && req->raw;
@@ -409,7 +391,7 @@ static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, cha
     int rc = TF_OK;
     if (!tf_conv_inplace(&conv) || p->step[k] != 1)
         GOTO_ERROR_IF(!(bounce = malloc(CHUNK_BYTES)), f, TF_ENOMEM, "out of memory");
-    advise_huge(out, (size_t)p->nelem * conv.out_size);
+    tf_advise_huge(out, (size_t)p->nelem * conv.out_size, HUGE_MIN_BYTES);
     for (;;) {
         int64_t elem = 0;
         for (int d = 0; d < k; d++) elem += (p->start[d] + idx[d] * p->step[d]) * stride[d];

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "../common/convert.h"
@@ -708,23 +707,6 @@ static void *block_worker(void *arg) {
     return NULL;
 }
 
-/* Ask for transparent huge pages on a large output buffer (where the
- * system leaves them to madvise): the first write into fresh memory then
- * faults once per 2 MiB instead of once per 4 KiB, which is most of the
- * cost of filling new tensors. Advisory only; errors are ignored. */
-static void advise_huge(void *p, size_t n) {
-#ifdef MADV_HUGEPAGE
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    if (n < 2 * huge) return;
-    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
-    uintptr_t b = ((uintptr_t)p + n) & ~(huge - 1);
-    if (b > a) (void)madvise((void *)a, b - a, MADV_HUGEPAGE);
-#else
-    (void)p;
-    (void)n;
-#endif
-}
-
 static int read_blocks(tf_file *f, const table_geom *g, const block_col *cols, int ncols,
                        int64_t start, int64_t nrows) {
     if (ncols == 0 || nrows == 0) return TF_OK;
@@ -778,7 +760,7 @@ int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_ou
         bc->per = per;
         bc->out_row = per * (int64_t)tf_dtype_size(ci->dtype);
         bc->dst = outs[i].data;
-        advise_huge(outs[i].data, outs[i].data_bytes);
+        tf_advise_huge(outs[i].data, outs[i].data_bytes, (size_t)4 << 20);
         if (ci->kind == TF_COL_FIXED && ci->code != 'L' && ci->code != 'X') {
             tf_dtype out = ci->dtype == TF_COMPLEX64 ? TF_FLOAT32
                          : ci->dtype == TF_COMPLEX128 ? TF_FLOAT64 : ci->dtype;
