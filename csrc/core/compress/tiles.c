@@ -832,6 +832,18 @@ static int make_tiling(tf_file *f, const tf_hdu_info *in, const int64_t *start,
     return TF_OK;
 }
 
+static const char *comp_name(int type) {
+    switch (type) {
+    case RICE_1: return "RICE_1";
+    case GZIP_1: return "GZIP_1";
+    case GZIP_2: return "GZIP_2";
+    case PLIO_1: return "PLIO_1";
+    case HCOMPRESS_1: return "HCOMPRESS_1";
+    case BZIP2_1: return "BZIP2_1";
+    default: return "its ZCMPTYPE";
+    }
+}
+
 /* Every descriptor of the tiles in t's box must point inside the heap,
  * and the heap inside the file. */
 static int check_descriptors(tf_file *f, const tiling *t) {
@@ -853,6 +865,17 @@ static int check_descriptors(tf_file *f, const tiling *t) {
         RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad tile column %d", cols[c]);
         RETURN_ERROR_IF(typecode >= 0 || w < 1, f, TF_ECORRUPT,
                         "tile column %d is not a variable-length array", cols[c]);
+        /* The codecs read bytes (PLIO_1: 16-bit line lists). cfitsio
+         * decodes whatever the column holds: 1PI data under a damaged
+         * ZCMPTYPE of HCOMPRESS_1 crashed it in ffgdesll (corruption
+         * suite, under ASan, now and then). */
+        int want = c == 0 && F->compress_type == PLIO_1 ? TSHORT : TBYTE;
+        RETURN_ERROR_IF(c < 2 && -typecode != want && !(want == TBYTE && -typecode == TSBYTE), f,
+                        TF_ECORRUPT, "tile column %s holds %s, not the %s that %s needs",
+                        c == 0 ? "COMPRESSED_DATA" : "GZIP_COMPRESSED_DATA",
+                        -typecode == TSHORT ? "16-bit integers" : "another type",
+                        want == TSHORT ? "16-bit integers" : "bytes",
+                        c == 0 ? comp_name(F->compress_type) : "GZIP");
         width[c] = w;
     }
     int64_t idx[TF_MAX_DIMS];
