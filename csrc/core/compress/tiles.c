@@ -857,6 +857,12 @@ static int check_descriptors(tf_file *f, const tiling *t) {
     int64_t heap = (int64_t)data + (int64_t)F->heapstart;
     const int cols[3] = {F->cn_compressed, F->cn_gzip_data, F->cn_uncompressed};
     int64_t width[3] = {0, 0, 0};
+    /* cfitsio leaves these 0 when it gave up on the compression keywords
+     * half-way (a damaged ZCMPTYPE), and then decodes column 0: it reads
+     * before its column table (fuzzer and corruption suite, under ASan
+     * now and then: SEGV in ffgdesll). */
+    RETURN_ERROR_IF(cols[0] <= 0 && cols[1] <= 0 && cols[2] <= 0, f, TF_ECORRUPT,
+                    "the tile table has no COMPRESSED_DATA column that cfitsio accepts");
     for (int c = 0; c < 3; c++) {
         if (cols[c] <= 0) continue;
         int typecode = 0;
@@ -865,10 +871,8 @@ static int check_descriptors(tf_file *f, const tiling *t) {
         RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad tile column %d", cols[c]);
         RETURN_ERROR_IF(typecode >= 0 || w < 1, f, TF_ECORRUPT,
                         "tile column %d is not a variable-length array", cols[c]);
-        /* The codecs read bytes (PLIO_1: 16-bit line lists). cfitsio
-         * decodes whatever the column holds: 1PI data under a damaged
-         * ZCMPTYPE of HCOMPRESS_1 crashed it in ffgdesll (corruption
-         * suite, under ASan, now and then). */
+        /* The codecs read bytes (PLIO_1: 16-bit line lists); cfitsio
+         * would decode whatever the column holds. */
         int want = c == 0 && F->compress_type == PLIO_1 ? TSHORT : TBYTE;
         RETURN_ERROR_IF(c < 2 && -typecode != want && !(want == TBYTE && -typecode == TSBYTE), f,
                         TF_ECORRUPT, "tile column %s holds %s, not the %s that %s needs",
