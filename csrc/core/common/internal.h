@@ -121,6 +121,9 @@ tf_dtype tf_natural_dtype(int bitpix, double scale, double zero);
 /* Check the raw headers of HDUs up to `upto` (0-based; INT_MAX: all)
  * for values cfitsio would crash on, before cfitsio parses them. */
 int tf_guard_headers(tf_file *f, int upto);
+/* The same checks on the primary header's first blocks in buf (n bytes),
+ * before cfitsio parses it. */
+int tf_guard_primary(tf_file *f, const char *buf, size_t n);
 
 /* a * b into *out, returning 0 on overflow of int64. */
 static inline int tf_mul_ok(int64_t a, int64_t b, int64_t *out) {

@@ -92,6 +92,7 @@ typedef struct reader {
     const tiling *tiles;
     const int64_t *shape;     /* the image's, C order */
     int gzip_cols[2];         /* columns holding gzip streams; 0: none */
+    int gzip_width[2];        /* bytes per pixel each must inflate to; 0: 1, 2, 4 or 8 */
     int64_t gzip_max;         /* bytes a tile may inflate to */
     int rice;                 /* RICE_1: every tile is decoded by rice.c first */
     int plio;                 /* PLIO_1: every line list is walked by plio_ok first */
@@ -205,8 +206,14 @@ static void close_private(fitsfile *fp, int dupfd) {
 static int64_t tile_row(const tiling *t, const int64_t *idx);
 static int next_tile(const tiling *t, int64_t *idx);
 
-/* Whether `len` bytes of gzip stream inflate, within r->gzip_max bytes. */
-static int inflates(const reader *r, const unsigned char *in, int64_t len) {
+/* Whether `len` bytes of gzip stream inflate, within r->gzip_max bytes,
+ * to `width` bytes (0: 1, 2, 4 or 8) for each of the tile's `tilelen`
+ * pixels. cfitsio takes a stream that ends short and leaves the rest of
+ * its tile buffer as it was: the cfitsio path then returned whatever that memory held
+ * (sanitizer replay: the two paths disagreed on a damaged GZIP_2 tile,
+ * depending on what ran before). */
+static int inflates(const reader *r, const unsigned char *in, int64_t len, int64_t tilelen,
+                    int width) {
     unsigned char window[32768];
     z_stream z;
     memset(&z, 0, sizeof z);
@@ -221,7 +228,10 @@ static int inflates(const reader *r, const unsigned char *in, int64_t len) {
         int e = inflate(&z, Z_NO_FLUSH);
         if (e == Z_OK && z.avail_in == avail_in && z.avail_out == sizeof window) break;
         if (e == Z_STREAM_END) {
-            ok = (int64_t)z.total_out <= r->gzip_max;
+            int64_t n = (int64_t)z.total_out;
+            ok = n <= r->gzip_max &&
+                 (width ? n == width * tilelen
+                        : n == tilelen || n == 2 * tilelen || n == 4 * tilelen || n == 8 * tilelen);
             break;
         }
         if (e != Z_OK || (int64_t)z.total_out > r->gzip_max) break;
@@ -390,7 +400,9 @@ static int scan_tiles(const reader *r, fitsfile *fp, int64_t i0, int64_t i1, scr
         int64_t row = tile_row(&t, idx), len = 0;
         for (int c = 0; c < 2 && r->gzip_cols[c] > 0 && !st; c++) {
             st = tile_bytes(r, fp, r->gzip_cols[c], row, s, &len);
-            if (!st && len > 0 && !inflates(r, s->in, len)) {
+            if (!st && len > 0 &&
+                !inflates(r, s->in, len, tile_pixels(r, &t, idx, origin, extent),
+                          r->gzip_width[c])) {
                 *why = "its GZIP stream is corrupt";
                 st = -1;
             }
@@ -954,8 +966,18 @@ static void name_bad_tile(tf_file *f, const reader *r, const tiling *t0, char *w
 static int set_codecs(reader *r, tf_file *f, const tf_hdu_info *in, const tiling *t) {
     FITSfile *F = f->fp->Fptr;
     int n = 0, gz = F->compress_type == GZIP_1 || F->compress_type == GZIP_2;
-    if (gz && F->cn_compressed > 0) r->gzip_cols[n++] = F->cn_compressed;
-    if (F->cn_gzip_data > 0) r->gzip_cols[n++] = F->cn_gzip_data;
+    /* Floats: quantized tiles hold 4-byte integers, lossless ones (and the
+     * GZIP_COMPRESSED_DATA fallback) the floats themselves. Integer
+     * images: cfitsio takes 1, 2, 4 or 8 bytes a pixel. */
+    int fwidth = F->zbitpix < 0 ? -F->zbitpix / 8 : 0;
+    if (gz && F->cn_compressed > 0) {
+        r->gzip_width[n] = fwidth && F->quantize_level != NO_QUANTIZE ? 4 : fwidth;
+        r->gzip_cols[n++] = F->cn_compressed;
+    }
+    if (F->cn_gzip_data > 0) {
+        r->gzip_width[n] = fwidth;
+        r->gzip_cols[n++] = F->cn_gzip_data;
+    }
     r->gzip_max = t->max_tile * 8; /* no stored pixel is wider than 8 bytes */
     r->shape = in->shape;
     r->rice = F->compress_type == RICE_1 && F->cn_compressed > 0;

@@ -158,6 +158,11 @@ int tf_open(tf_file *f, const char *path) {
         f->fast_hdu0 = tf_fast_primary(f, head, (size_t)got);
     }
     if (f->fast_hdu0) return TF_OK; /* cfitsio opens on first need */
+    /* What the fast open declined goes to cfitsio: first the checks run on
+     * every other header before cfitsio parses it. */
+    if (plain)
+        FORWARD_IF_ERROR(tf_guard_primary(f, f->membuf ? (const char *)f->membuf : head,
+                                          f->membuf ? f->membuf_size : (size_t)got));
     return tf_need_fits(f);
 }
 

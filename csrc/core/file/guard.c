@@ -75,10 +75,49 @@ static int key_indexed(const char *card, const char *stem) {
 
 static int is_rice(const char *t) { return strncmp(t, "RICE", 4) == 0; }
 
+/* Whether the card's value is a number: [sign] digits [. digits]
+ * [E|D [sign] digits], then blanks or a comment. */
+static int card_is_number(const char *card) {
+    const char *p = card + 10, *end = card + CARD;
+    while (p < end && *p == ' ') p++;
+    if (p < end && (*p == '+' || *p == '-')) p++;
+    int digits = 0;
+    while (p < end && *p >= '0' && *p <= '9') p++, digits++;
+    if (p < end && *p == '.')
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++) digits++;
+    if (!digits) return 0;
+    if (p < end && (*p == 'E' || *p == 'D' || *p == 'e' || *p == 'd')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (p == end || *p < '0' || *p > '9') return 0;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    while (p < end && *p == ' ') p++;
+    return p == end || *p == '/';
+}
+
+/* Keywords cfitsio reads as numbers. Its integer parser (ffc2j) builds an
+ * error message with strncat one byte past its buffer for a long value
+ * that is not a number: glibc's fortified build aborts the process, in
+ * the plain build too (fuzzer: abort-zbitpix-garbage). */
+static int numeric_key(const char *card) {
+    static const char *const keys[] = {"BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "TFIELDS",
+                                       "THEAP", "EXTVER", "BLANK", "BSCALE", "BZERO",
+                                       "ZNAXIS", "ZBITPIX", "ZBLANK", "ZDITHER0", "ZPCOUNT",
+                                       "ZGCOUNT", "ZSCALE", "ZZERO"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        if (key_is(card, keys[k])) return 1;
+    return key_indexed(card, "NAXIS") || key_indexed(card, "ZNAXIS") ||
+           key_indexed(card, "ZTILE") || key_indexed(card, "ZVAL") ||
+           key_indexed(card, "TSCAL") || key_indexed(card, "TZERO");
+}
+
 /* Check one card; `h` collects what later checks need. */
 static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
     long long v;
     char s[24];
+    if (numeric_key(card) && !card_is_number(card))
+        return tf_fail(f, TF_ECORRUPT, 0, "%.8s is not a number", card);
     if (key_is(card, "XTENSION")) {
         card_str(card, s, sizeof s);
         h->is_bintable = strcmp(s, "BINTABLE") == 0;
@@ -89,7 +128,10 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
     } else if (key_is(card, "ZCMPTYPE")) {
         card_str(card, h->zcmptype, sizeof h->zcmptype);
     } else if (key_is(card, "ZBITPIX")) {
+        /* cfitsio's parse of a garbage value overflowed a buffer of its
+         * own in ffc2j (glibc abort; fuzzer: abort-zbitpix-garbage). */
         h->has_zbitpix = card_int(card, &h->zbitpix);
+        if (!h->has_zbitpix) return tf_fail(f, TF_ECORRUPT, 0, "ZBITPIX is not an integer");
     } else if (key_is(card, "ZSCALE")) {
         h->has_zscale = 1;
     } else if (key_indexed(card, "TTYPE") || key_indexed(card, "TUNIT") ||
@@ -104,22 +146,21 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
             return tf_fail(f, TF_ECORRUPT, 0, "%.8s is not a quoted string", card);
         card_str(card, s, sizeof s);
         if (key_indexed(card, "TTYPE") && strcmp(s, "ZSCALE") == 0) h->has_zscale = 1;
-    } else if (key_indexed(card, "ZTILE")) {
-        /* cfitsio reads a logical F as 0 and divides by it (fuzzer:
-         * fpe-ztile-logical). */
-        const char *p = card + 10;
-        while (p < card + CARD && *p == ' ') p++;
-        if (p == card + CARD || !((*p >= '0' && *p <= '9') || *p == '+' || *p == '-'))
-            return tf_fail(f, TF_ECORRUPT, 0, "%.8s is not a number", card);
-        if (card_int(card, &v) && v < 1)
+    } else if (key_indexed(card, "ZTILE") || key_indexed(card, "ZNAXIS") ||
+               key_is(card, "ZDITHER0")) {
+        /* Integers by the convention. cfitsio parses what else it finds
+         * its own way: a logical F or "0   16" as ZTILEn gave 0 and a
+         * division by zero, a junk ZDITHER0 an index before its table
+         * (fuzzer: fpe-ztile-logical, fpe-ztile-trailing-junk). */
+        if (!card_int(card, &v))
+            return tf_fail(f, TF_ECORRUPT, 0, "%.8s is not an integer", card);
+        if (key_indexed(card, "ZTILE") && v < 1)
             return tf_fail(f, TF_ECORRUPT, 0, "%.8s = %lld: a tile must have at least one pixel",
                            card, v);
-    } else if (key_indexed(card, "ZNAXIS")) {
-        if (card_int(card, &v) && v < 0)
+        if (key_indexed(card, "ZNAXIS") && v < 0)
             return tf_fail(f, TF_ECORRUPT, 0, "%.8s = %lld is negative", card, v);
-    } else if (key_is(card, "ZDITHER0")) {
         /* An index into cfitsio's table of 10000 random numbers. */
-        if (card_int(card, &v) && (v < 1 || v > 10000))
+        if (key_is(card, "ZDITHER0") && (v < 1 || v > 10000))
             return tf_fail(f, TF_ECORRUPT, 0, "ZDITHER0 = %lld is not in 1..10000", v);
     } else if (key_is(card, "ZVAL1") || key_is(card, "ZVAL2")) {
         /* Checked once ZCMPTYPE is known: remember the values. */
@@ -150,41 +191,42 @@ static int check_duplicate(tf_file *f, const char *card, unsigned char *seen) {
     return TF_OK;
 }
 
-/* The header at byte `off`: refuse what cfitsio would crash on. */
-static int check_header(tf_file *f, int64_t off) {
-    char block[BLOCK];
-    unsigned char seen[NSTRUCTURAL] = {0};
-    zhdr h = {0};
-    int rice_vals[2] = {-2, -2}; /* -2: absent */
-    int st = 0;
-    for (int b = 0; b < MAX_SCAN_BLOCKS; b++) {
-        if (off + (int64_t)(b + 1) * BLOCK > (int64_t)f->fp->Fptr->logfilesize) break;
-        ffmbyt(f->fp, off + (LONGLONG)b * BLOCK, 0 /* REPORT_EOF */, &st);
-        ffgbyt(f->fp, BLOCK, block, &st);
-        if (st) {
-            /* Short or unreadable: cfitsio reports that itself. */
-            fits_clear_errmsg();
+/* What the checks of one header collect across its cards. */
+typedef struct header_scan {
+    unsigned char seen[NSTRUCTURAL];
+    zhdr h;
+    int rice_vals[2]; /* -2: absent */
+} header_scan;
+
+/* One block of cards; *ended when it holds END. */
+static int check_block(tf_file *f, const char *block, header_scan *hs, int *ended) {
+    for (int c = 0; c < BLOCK / CARD; c++) {
+        const char *card = block + c * CARD;
+        if (memcmp(card, "END     ", 8) == 0) {
+            *ended = 1;
             return TF_OK;
         }
-        for (int c = 0; c < BLOCK / CARD; c++) {
-            const char *card = block + c * CARD;
-            if (memcmp(card, "END     ", 8) == 0) goto done;
-            FORWARD_IF_ERROR(check_duplicate(f, card, seen));
-            FORWARD_IF_ERROR(check_card(f, card, &h, rice_vals));
-        }
+        FORWARD_IF_ERROR(check_duplicate(f, card, hs->seen));
+        FORWARD_IF_ERROR(check_card(f, card, &hs->h, hs->rice_vals));
     }
-done:
-    if (!h.is_bintable || !h.zimage) return TF_OK;
-    if (h.has_zbitpix && h.zbitpix != 8 && h.zbitpix != 16 && h.zbitpix != 32 &&
-        h.zbitpix != 64 && h.zbitpix != -32 && h.zbitpix != -64)
-        return tf_fail(f, TF_ECORRUPT, 0, "ZBITPIX = %lld is not valid", h.zbitpix);
-    int lossy_int = is_rice(h.zcmptype) || strcmp(h.zcmptype, "PLIO_1") == 0 ||
-                    strncmp(h.zcmptype, "HCOMPRESS", 9) == 0;
-    if (h.has_zbitpix && h.zbitpix < 0 && lossy_int && !h.has_zscale)
+    return TF_OK;
+}
+
+/* The checks that need the whole header. */
+static int check_whole(tf_file *f, const header_scan *hs) {
+    const zhdr *h = &hs->h;
+    const int *rice_vals = hs->rice_vals;
+    if (!h->is_bintable || !h->zimage) return TF_OK;
+    if (h->has_zbitpix && h->zbitpix != 8 && h->zbitpix != 16 && h->zbitpix != 32 &&
+        h->zbitpix != 64 && h->zbitpix != -32 && h->zbitpix != -64)
+        return tf_fail(f, TF_ECORRUPT, 0, "ZBITPIX = %lld is not valid", h->zbitpix);
+    int lossy_int = is_rice(h->zcmptype) || strcmp(h->zcmptype, "PLIO_1") == 0 ||
+                    strncmp(h->zcmptype, "HCOMPRESS", 9) == 0;
+    if (h->has_zbitpix && h->zbitpix < 0 && lossy_int && !h->has_zscale)
         return tf_fail(f, TF_ECORRUPT, 0,
                        "ZBITPIX = %lld with %s but no ZSCALE: integer-only compression of "
-                       "unquantized floats", h.zbitpix, h.zcmptype);
-    if (is_rice(h.zcmptype)) {
+                       "unquantized floats", h->zbitpix, h->zcmptype);
+    if (is_rice(h->zcmptype)) {
         /* ZVAL1 is the block size (16 or 32 in every writer), ZVAL2 the
          * bytes per pixel. */
         if (rice_vals[0] != -2 && rice_vals[0] != 16 && rice_vals[0] != 32)
@@ -195,6 +237,33 @@ done:
             return tf_fail(f, TF_ECORRUPT, 0, "RICE BYTEPIX ZVAL2 = %d is not 1, 2, 4 or 8", bp);
     }
     return TF_OK;
+}
+
+/* The header at byte `off`: refuse what cfitsio would crash on. */
+static int check_header(tf_file *f, int64_t off) {
+    char block[BLOCK];
+    header_scan hs = {.rice_vals = {-2, -2}};
+    int st = 0, ended = 0;
+    for (int b = 0; b < MAX_SCAN_BLOCKS && !ended; b++) {
+        if (off + (int64_t)(b + 1) * BLOCK > (int64_t)f->fp->Fptr->logfilesize) break;
+        ffmbyt(f->fp, off + (LONGLONG)b * BLOCK, 0 /* REPORT_EOF */, &st);
+        ffgbyt(f->fp, BLOCK, block, &st);
+        if (st) {
+            /* Short or unreadable: cfitsio reports that itself. */
+            fits_clear_errmsg();
+            return TF_OK;
+        }
+        FORWARD_IF_ERROR(check_block(f, block, &hs, &ended));
+    }
+    return check_whole(f, &hs);
+}
+
+int tf_guard_primary(tf_file *f, const char *buf, size_t n) {
+    header_scan hs = {.rice_vals = {-2, -2}};
+    int ended = 0;
+    for (size_t off = 0; off + BLOCK <= n && !ended; off += BLOCK)
+        FORWARD_IF_ERROR(check_block(f, buf + off, &hs, &ended));
+    return check_whole(f, &hs);
 }
 
 int tf_guard_headers(tf_file *f, int upto) {
