@@ -32,4 +32,8 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
 int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
                         const int64_t *count, const int64_t *step);
 
+/* Drop cfitsio's cached decoded tiles on fp: they keep the scaling of the
+ * read that decoded them. */
+void tf_forget_tiles(fitsfile *fp);
+
 #endif /* TORCHFITS_COMPRESS_H */

@@ -1105,12 +1105,25 @@ static int prepare_reader(tf_file *f, const tf_hdu_info *in, const int64_t *star
     return set_codecs(r, f, in, t);
 }
 
+void tf_forget_tiles(fitsfile *fp) {
+    /* cfitsio keeps the last decoded tile of each tile column, keyed by
+     * row and data type but not by the scaling it applied: after a raw
+     * read (fits_set_bscale 1, 0) a scaled read of the same tile got the
+     * raw values back (fuzzer: the two read paths disagreed on one
+     * handle with BSCALE 4). Forget them before a read. */
+    FITSfile *F = fp->Fptr;
+    if (!F->tilerow || F->tilesize[0] < 1 || F->znaxis[0] < 1) return;
+    long n = (long)((F->znaxis[0] - 1) / F->tilesize[0]) + 1;
+    for (long k = 0; k < n; k++) F->tilerow[k] = 0;
+}
+
 int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
                         const int64_t *count, const int64_t *step) {
     tiling t;
     reader r;
     int64_t nelem;
     FORWARD_IF_ERROR(prepare_reader(f, in, start, count, step, &t, &r, &nelem));
+    tf_forget_tiles(f->fp);
     if (nelem == 0) return TF_OK;
     if (r.gzip_cols[0] <= 0 && !r.rice && !r.plio) return TF_OK;
     int64_t bad[TF_MAX_DIMS];
@@ -1135,6 +1148,7 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
     int64_t nelem;
     FORWARD_IF_ERROR(prepare_reader(f, in, start, count, step, &t, &r, &nelem));
     if (nelem == 0) return TF_OK;
+    tf_forget_tiles(f->fp);
 
     float nan32 = NAN;
     double nan64 = NAN;
