@@ -263,6 +263,23 @@ static int grow(scratch *s, int64_t len) {
     return 0;
 }
 
+/* n bytes at heap offset off (checked against the file by
+ * check_descriptors) into p; a cfitsio status. Not tf_pread_full: workers
+ * must not write the handle's error message. */
+static int pread_heap(const reader *r, void *p, int64_t n, int64_t off) {
+    char *q = p;
+    int64_t left = n, at = r->heap + off;
+    while (left > 0) {
+        ssize_t got = pread(r->f->fd, q, (size_t)left, (off_t)at);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return READ_ERROR;
+        q += got;
+        left -= got;
+        at += got;
+    }
+    return 0;
+}
+
 /* Column `col`'s bytes for table row `row` into s->in: pread at the
  * descriptor's (checked) heap offset for plain files and byte columns,
  * cfitsio otherwise.
@@ -279,17 +296,7 @@ static int tile_bytes(const reader *r, fitsfile *fp, int col, int64_t row, scrat
         fits_read_col(fp, TBYTE, col, row, 1, n, NULL, s->in, &anynul, &st);
         return st;
     }
-    char *p = (char *)s->in;
-    int64_t left = n, at = r->heap + off;
-    while (left > 0) {
-        ssize_t got = pread(r->f->fd, p, (size_t)left, (off_t)at);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) return READ_ERROR;
-        p += got;
-        left -= got;
-        at += got;
-    }
-    return 0;
+    return pread_heap(r, s->in, n, off);
 }
 
 /* Pixels in the tile at idx (edge tiles are short), and its origin. */
@@ -363,16 +370,7 @@ static int tile_shorts(const reader *r, fitsfile *fp, int64_t row, scratch *s, i
         fits_read_col(fp, TSHORT, r->cn_compressed, row, 1, len, NULL, s->in, &anynul, &st);
         return st;
     }
-    char *p = (char *)s->in;
-    int64_t left = 2 * len, at = r->heap + off;
-    while (left > 0) {
-        ssize_t got = pread(r->f->fd, p, (size_t)left, (off_t)at);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) return READ_ERROR;
-        p += got;
-        left -= got;
-        at += got;
-    }
+    if ((st = pread_heap(r, s->in, 2 * len, off)) != 0) return st;
     for (int64_t i = 0; i < len; i++) {
         uint16_t v;
         memcpy(&v, s->in + 2 * i, 2);
