@@ -209,9 +209,9 @@ static int next_tile(const tiling *t, int64_t *idx);
 /* Whether `len` bytes of gzip stream inflate, within r->gzip_max bytes,
  * to `width` bytes (0: 1, 2, 4 or 8) for each of the tile's `tilelen`
  * pixels. cfitsio takes a stream that ends short and leaves the rest of
- * its tile buffer as it was: the cfitsio path then returned whatever that memory held
- * (sanitizer replay: the two paths disagreed on a damaged GZIP_2 tile,
- * depending on what ran before). */
+ * its tile buffer as it was: the cfitsio path then returned whatever that
+ * memory held (sanitizer replay: the two paths disagreed on a damaged
+ * GZIP_2 tile, depending on what ran before). */
 static int inflates(const reader *r, const unsigned char *in, int64_t len, int64_t tilelen,
                     int width) {
     unsigned char window[32768];

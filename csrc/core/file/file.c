@@ -70,7 +70,7 @@ static void *memfile_realloc(void *p, size_t n) {
 }
 
 static void memfile_free(void *p) {
-    if (p) free((unsigned char *)p - MEMFILE_HEAD);
+    if (p) free(memfile_head_of(p));
 }
 
 void tf_close(tf_file *f) {

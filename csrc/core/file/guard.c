@@ -75,23 +75,31 @@ static int key_indexed(const char *card, const char *stem) {
 
 static int is_rice(const char *t) { return strncmp(t, "RICE", 4) == 0; }
 
-/* Whether the card's value is a number: [sign] digits [. digits]
- * [E|D [sign] digits], then blanks or a comment. */
+/* The end of a number at p (before e): [+-]digits[.digits][X[+-]digits],
+ * or with the digits after the point only, X one of `exps`; NULL when
+ * there is none. */
+static const char *scan_number(const char *p, const char *e, const char *exps) {
+    if (p < e && (*p == '+' || *p == '-')) p++;
+    int digits = 0;
+    while (p < e && *p >= '0' && *p <= '9') p++, digits++;
+    if (p < e && *p == '.')
+        for (p++; p < e && *p >= '0' && *p <= '9'; p++) digits++;
+    if (!digits) return NULL;
+    if (p < e && *p && strchr(exps, *p)) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-')) p++;
+        if (p == e || *p < '0' || *p > '9') return NULL;
+        while (p < e && *p >= '0' && *p <= '9') p++;
+    }
+    return p;
+}
+
+/* Whether the card's value is a number (any exponent letter cfitsio
+ * reads), then blanks or a comment. */
 static int card_is_number(const char *card) {
     const char *p = card + 10, *end = card + CARD;
     while (p < end && *p == ' ') p++;
-    if (p < end && (*p == '+' || *p == '-')) p++;
-    int digits = 0;
-    while (p < end && *p >= '0' && *p <= '9') p++, digits++;
-    if (p < end && *p == '.')
-        for (p++; p < end && *p >= '0' && *p <= '9'; p++) digits++;
-    if (!digits) return 0;
-    if (p < end && (*p == 'E' || *p == 'D' || *p == 'e' || *p == 'd')) {
-        p++;
-        if (p < end && (*p == '+' || *p == '-')) p++;
-        if (p == end || *p < '0' || *p > '9') return 0;
-        while (p < end && *p >= '0' && *p <= '9') p++;
-    }
+    if (!(p = scan_number(p, end, "EDed"))) return 0;
     while (p < end && *p == ' ') p++;
     return p == end || *p == '/';
 }
@@ -346,22 +354,7 @@ static int strict_double(const char *card, double *out) {
     if (!value_span(card, &p, &e)) return 0;
     char buf[CARD];
     size_t n = (size_t)(e - p);
-    const char *q = p;
-    if (*q == '+' || *q == '-') q++;
-    size_t mant = 0;
-    while (q < e && *q >= '0' && *q <= '9') { q++; mant++; }
-    if (q < e && *q == '.') {
-        q++;
-        while (q < e && *q >= '0' && *q <= '9') { q++; mant++; }
-    }
-    if (mant == 0) return 0;
-    if (q < e && *q == 'E') {
-        q++;
-        if (q < e && (*q == '+' || *q == '-')) q++;
-        if (q == e) return 0;
-        while (q < e && *q >= '0' && *q <= '9') q++;
-    }
-    if (q != e) return 0;
+    if (scan_number(p, e, "E") != e) return 0;
     memcpy(buf, p, n);
     buf[n] = 0;
     char *end;
