@@ -17,13 +17,7 @@
 #include "../../csrc/core/common/convert.h"
 #include "../../csrc/core/torchfits_core.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (cond) passed++;                                                      \
-        else { failed++; fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); } \
-    } while (0)
+#include "check.h"
 
 static char dir[4096];
 
@@ -238,6 +232,5 @@ int main(int argc, char **argv) {
     test_truncated_poisons();
     test_mef_and_header();
     test_convert();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_report();
 }

@@ -19,13 +19,7 @@
 
 #include "../../csrc/core/compress/rice.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (cond) passed++;                                                      \
-        else { failed++; fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); } \
-    } while (0)
+#include "check.h"
 
 static uint64_t rng = 88172645463325252ull;
 static uint32_t next(void) {
@@ -177,6 +171,5 @@ int main(void) {
     test_valid();
     test_truncated();
     test_garbage();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_report();
 }
