@@ -315,10 +315,7 @@ def test_table_dataset_reads_row_blocks(tmp_path):
         pytest.skip("torch.ops.torchfits.read_table is not registered in this build "
                     "(the table reader of issue 3)")
     n = 1000
-    cols = fits.ColDefs([fits.Column(name="ID", format="K", array=np.arange(n)),
-                         fits.Column(name="FLUX", format="E", array=np.arange(n) * 0.5)])
-    path = str(tmp_path / "t.fits")
-    fits.BinTableHDU.from_columns(cols).writeto(path)
+    path = write_id_flux_table(tmp_path, n, 0.5)
     ds = FitsTableDataset(path, 1, columns=["ID", "FLUX"], block_rows=64)
     assert len(ds) == n
     assert int(ds[999]["ID"]) == 999 and float(ds[10]["FLUX"]) == 5.0
@@ -424,10 +421,7 @@ def test_table_dataset_block_logic_with_astropy_reader(tmp_path, monkeypatch):
     astropy_read_table.calls = []
     monkeypatch.setattr(tfdata, "_read_table_op", lambda: astropy_read_table)
     n = 300
-    cols = fits.ColDefs([fits.Column(name="ID", format="K", array=np.arange(n)),
-                         fits.Column(name="FLUX", format="E", array=np.arange(n) * 0.25)])
-    path = str(tmp_path / "t.fits")
-    fits.BinTableHDU.from_columns(cols).writeto(path)
+    path = write_id_flux_table(tmp_path, n, 0.25)
     ds = FitsTableDataset(path, 1, columns=["ID", "FLUX"], block_rows=64)
     assert len(ds) == n and int(ds[-1]["ID"]) == n - 1 and float(ds[10]["FLUX"]) == 2.5
     with pytest.raises(IndexError, match=r"t\.fits: HDU 1: row 300"):
@@ -445,3 +439,12 @@ def test_table_dataset_block_logic_with_astropy_reader(tmp_path, monkeypatch):
     assert got.tolist() == list(range(n))
     with pytest.raises(TypeError, match="is an image"):
         FitsTableDataset(write_astropy(tmp_path / "img.fits", np.zeros((2, 2), np.int16)), 0)
+
+
+def write_id_flux_table(tmp_path, n, step):
+    """t.fits: a binary table of n rows, ID (K) = row and FLUX (E) = row * step."""
+    cols = fits.ColDefs([fits.Column(name="ID", format="K", array=np.arange(n)),
+                         fits.Column(name="FLUX", format="E", array=np.arange(n) * step)])
+    path = str(tmp_path / "t.fits")
+    fits.BinTableHDU.from_columns(cols).writeto(path)
+    return path
