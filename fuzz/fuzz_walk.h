@@ -12,6 +12,8 @@
  * limits (file size, compression ratio) apply before that; this only keeps
  * the fuzzer within its memory limit on a legitimately large claim. */
 #define FUZZ_MAX_OUT_BYTES ((size_t)64 << 20)
+/* Columns read per table (the rest are described, not read). */
+#define FUZZ_MAX_COLS 64
 
 /*
  * Open `path` with the core and exercise every public call on every HDU:

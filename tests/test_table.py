@@ -513,3 +513,33 @@ def test_zero_width_rows_bounded(tmp_path):
     patch_header(path, "NAXIS2  =                    0", "NAXIS2  =      100000000000000")
     with pytest.raises(tf.FitsError, match="NAXIS2 = 100000000000000 rows of 0 bytes"):
         tf.read_table(path)
+
+
+def test_string_ends_at_nul(tmp_path):
+    """Bytes after a NUL are not part of a string (FITS 4.0, 7.3.3.1): the
+    fast path gives NULs there, as cfitsio does, in each TDIM substring.
+    Found by the fuzzer: the paths disagreed on a byte after a NUL."""
+    rec = np.zeros(3, dtype=[("s", "S8"), ("t", "S6")])
+    rec["s"] = [b"ab\0\x99xy", b"s15\0\0\x99", b"plain"]
+    raw = rec.view(np.uint8).reshape(3, 14)
+    raw[:, 8:14] = np.frombuffer(b"a\0zb\0z" b"cc\0ddd" b"e\0\x01f\0\x02", np.uint8).reshape(3, 6)
+    path = tmp_path / "nul.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(name="s", format="8A", array=rec["s"]),
+         fits.Column(name="t", format="6A", dim="(3,2)",
+                     array=np.array([["a", "b"], ["c", "d"], ["e", "f"]]))])]).writeto(path)
+    with open(path, "r+b") as fh:  # astropy stops at the NUL: put the bytes back
+        data = bytearray(fh.read())
+        at = data.index(b"ab\0")
+        for i in range(3):
+            data[at + 14 * i: at + 14 * i + 14] = raw[i].tobytes()
+        fh.seek(0)
+        fh.write(data)
+    fast = ops.read_table(str(path), 1, ["s", "t"], 0, -1)
+    slow = ops._read_table_cfitsio(str(path), 1, ["s"], 0, -1)
+    assert bytes(fast["s"][0].tolist()) == b"ab" + b"\0" * 6
+    assert bytes(fast["s"][1].tolist()) == b"s15" + b"\0" * 5
+    assert torch.equal(fast["s"], slow["s"])
+    assert bytes(fast["t"].flatten().tolist()) == b"a\0\0b\0\0" b"cc\0ddd" b"e\0\0f\0\0"
+    assert tf.read_table(path)["s"] == ["ab", "s15", "plain"]
+    assert tf.read_table(path)["t"] == [["a", "b"], ["cc", "ddd"], ["e", "f"]]

@@ -214,6 +214,10 @@ static int check_block(tf_file *f, const char *block, header_scan *hs, int *ende
             *ended = 1;
             return TF_OK;
         }
+        /* Every keyword checked here has a value ("=" in column 9) and
+         * starts with one of these letters: most cards (COMMENT, HISTORY,
+         * WCS, instrument keywords) are passed over at once. */
+        if (card[8] != '=' || !memchr("BEGNPTXZ", card[0], 8)) continue;
         FORWARD_IF_ERROR(check_duplicate(f, card, hs->seen));
         FORWARD_IF_ERROR(check_card(f, card, &hs->h, hs->rice_vals));
     }

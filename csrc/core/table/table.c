@@ -632,8 +632,18 @@ static void scatter_col(const block_col *bc, const char *rows, size_t rowlen, in
     if (w == 0 || k == 0) return;
     switch (ci->code) {
     case 'A':
+    {
+        /* A NUL ends a string (FITS 4.0, 7.3.3.1): what follows it is not
+         * part of the value and comes back as NULs, as cfitsio gives it.
+         * With TDIM a field holds several strings, each ended alone. */
         gather(dst, src, rowlen, w, k);
+        size_t sw = ci->ndim > 0 && ci->shape[ci->ndim - 1] > 0 ? (size_t)ci->shape[ci->ndim - 1] : w;
+        for (char *d = dst, *end = dst + (size_t)k * w; d + sw <= end; d += sw) {
+            char *nul = memchr(d, 0, sw);
+            if (nul) memset(nul, 0, sw - (size_t)(nul - d));
+        }
         return;
+    }
     case 'L':
         gather(dst, src, rowlen, w, k);
         for (int64_t i = 0; i < k * (int64_t)w; i++) dst[i] = dst[i] == 'T';
