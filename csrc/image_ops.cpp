@@ -32,6 +32,17 @@ at::Tensor cutout(tf_file* f, int hdu, at::IntArrayRef start, at::IntArrayRef sh
 
 }  // namespace
 
+at::Tensor read_open(tf_file* f, int64_t hdu, bool raw) {
+  tf_image_request req{};
+  req.raw = raw;
+  return read_image(f, hdu_index(hdu), &req);
+}
+
+at::Tensor read_cutout_open(tf_file* f, int64_t hdu, at::IntArrayRef start, at::IntArrayRef shape,
+                            at::OptionalIntArrayRef step, bool raw) {
+  return cutout(f, hdu_index(hdu), start, shape, step, raw, TF_PATH_AUTO);
+}
+
 at::Tensor read(const std::string& path, int64_t hdu, bool raw) {
   FileHandle f = open_file(path);
   tf_image_request req{};

@@ -66,6 +66,9 @@ TORCH_LIBRARY(torchfits, m) {
       "read_batch_into(str[] paths, int hdu, Tensor(a!) out, int[]? start=None, "
       "int[]? step=None, bool raw=False, bool skip_errors=False, int threads=0) "
       "-> (Tensor(a!), Tensor)");
+
+  // A file kept open across reads: torch.classes.torchfits.File(path).
+  torchfits::register_file_class(m);
 }
 
 TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {

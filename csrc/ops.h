@@ -3,10 +3,15 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/Dict.h>
+#include <torch/library.h>
 
 #include <string>
 #include <tuple>
 #include <vector>
+
+extern "C" {
+#include "core/torchfits_core.h"
+}
 
 namespace torchfits {
 
@@ -70,5 +75,13 @@ c10::Dict<std::string, at::Tensor> read_table_cfitsio(const std::string& path, i
                                                       int64_t start_row, int64_t num_rows);
 TableInfo table_info(const std::string& path, int64_t hdu);
 TableInfo table_info_name(const std::string& path, const std::string& hdu, int64_t extver);
+
+// The image kernels on a handle already open: for the File class.
+at::Tensor read_open(tf_file* f, int64_t hdu, bool raw);
+at::Tensor read_cutout_open(tf_file* f, int64_t hdu, at::IntArrayRef start, at::IntArrayRef shape,
+                            at::OptionalIntArrayRef step, bool raw);
+
+// torch.classes.torchfits.File: a file kept open across reads (file_class.cpp).
+void register_file_class(torch::Library& m);
 
 }  // namespace torchfits

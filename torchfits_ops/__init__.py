@@ -339,7 +339,7 @@ class ImageHDU(HDU):
 
     def read(self, *, raw: bool = False) -> torch.Tensor:
         """The whole image, as torchfits_ops.read gives it."""
-        return _call(_ops.read, self._file.path, self.index, raw)
+        return _call(self._file._handle().read, self.index, raw)
 
     def __getitem__(self, key: Any) -> torch.Tensor:
         """numpy-style slicing (ints, slices with steps, negative indices,
@@ -348,7 +348,7 @@ class ImageHDU(HDU):
         out_shape = [count[a] for a in keep]
         if 0 in count:
             return torch.empty(out_shape, dtype=self.dtype)
-        t = _call(_ops.read_cutout, self._file.path, self.index, start, count, step, False)
+        t = _call(self._file._handle().read_cutout, self.index, start, count, step, False)
         t = t.reshape(out_shape)
         return t.flip(flip) if flip else t
 
@@ -360,15 +360,34 @@ from .table import ColumnInfo, TableHDU, read_table, read_table_nulls, table_inf
 class FitsFile:
     """A FITS file's HDUs, from ``torchfits_ops.open(path)``.
 
-    Holds no open file: each read opens the file, reads and closes, so the
-    object is cheap, picklable and safe to share with DataLoader workers.
+    Image reads and slices go through one handle kept open (and the file
+    mapped) from the first read until ``close()`` or the end of the
+    ``with`` block: many cutouts of one large image then cost a copy each,
+    not an open and a read per row. The object stays picklable and safe to
+    share with DataLoader workers and threads: a pickled copy, a forked
+    worker and a second thread reading at the same time each use a handle
+    of their own. Table and header reads open the file per call.
     """
 
     def __init__(self, path: PathLike):
         self.path = os.fspath(path)
+        self._file = None  # torch.classes.torchfits.File, opened on first read
+        self._closed = False
         self._hdus: List[HDU] = [
             (ImageHDU if m.kind == "image" else TableHDU)(self, m) for m in info(self.path)
         ]
+
+    def _handle(self):
+        if self._file is None:
+            if self._closed:
+                raise ValueError(f"{self.path}: the file is closed")
+            self._file = _call(torch.classes.torchfits.File, self.path)
+        return self._file
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_file"] = None  # each process opens its own
+        return state
 
     def __enter__(self) -> "FitsFile":
         return self
@@ -377,7 +396,11 @@ class FitsFile:
         self.close()
 
     def close(self) -> None:
-        """Nothing to release (no file stays open); kept for `with`."""
+        """Close the handle kept for image reads; later reads raise ValueError."""
+        if self._file is not None:
+            self._file.close()
+        self._file = None
+        self._closed = True
 
     def __len__(self) -> int:
         return len(self._hdus)

@@ -132,6 +132,18 @@ tf_file *tf_create(void);
  */
 int tf_open(tf_file *f, const char *path);
 
+/**
+ * For a handle kept open across many reads: map the file (plain files
+ * only), so that small image reads (cutouts, under 4 MiB of output) copy
+ * from the page cache instead of making a pread per row. Copies from the
+ * mapping are guarded: a file truncated by another process during a read
+ * gives TF_ECORRUPT, never SIGBUS. A file that cannot be mapped is read
+ * with pread as before. Not worth it for a handle used once (mapping and
+ * unmapping cost more than a cutout's preads).
+ * @return TF_OK (mapped or not), or the handle's error.
+ */
+int tf_map_file(tf_file *f);
+
 /** Close the file and free the handle. Accepts NULL. */
 void tf_close(tf_file *f);
 

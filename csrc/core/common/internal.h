@@ -55,6 +55,11 @@ struct tf_file {
     tf_hdu_info fast_info;
     int64_t fast_data_offset;
     int plain;           /* the file is plain FITS (not gzip...) */
+
+    /* tf_map_file: the whole file mapped read-only, for small reads of a
+     * handle kept open (mapped.c); NULL when not mapped. */
+    const char *map;
+    size_t map_len;
 };
 
 /*
@@ -124,6 +129,14 @@ int tf_guard_headers(tf_file *f, int upto);
 /* The same checks on the primary header's first blocks in buf (n bytes),
  * before cfitsio parses it. */
 int tf_guard_primary(tf_file *f, const char *buf, size_t n);
+
+/* Run copy(arg), which reads from f->map, with a SIGBUS from a truncated
+ * file caught: *faulted is then 1 and the result TF_ECORRUPT. -1 when the
+ * guard cannot be set up (read with pread instead). (mapped.c) */
+int tf_map_guarded(int (*copy)(void *), void *arg, int *faulted);
+
+/* Drop the mapping of tf_map_file, if any. */
+void tf_unmap_file(tf_file *f);
 
 /* a * b into *out, returning 0 on overflow of int64. */
 static inline int tf_mul_ok(int64_t a, int64_t b, int64_t *out) {

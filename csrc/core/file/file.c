@@ -79,6 +79,7 @@ void tf_close(tf_file *f) {
         int st = 0;
         fits_close_file(f->fp, &st);
     }
+    tf_unmap_file(f);
     if (f->fd >= 0) close(f->fd);
     memfile_free(f->membuf); /* after fits_close_file, which reads it until then */
     tf_free_cards(f);

@@ -31,6 +31,9 @@
 /* Outputs from this size get transparent huge pages asked for (glibc
  * serves them with a fresh mapping each call). */
 #define HUGE_MIN_BYTES (32 * 1024 * 1024)
+/* Reads up to this many output bytes copy from the mapping of a handle
+ * kept open (tf_map_file); larger ones pread on several threads. */
+#define MAP_MAX_BYTES (4 * 1024 * 1024)
 /* A tile-compressed image may claim at most this many output bytes per
  * byte of file: far above real compression ratios, far below a bomb. */
 #define MAX_COMPRESSION_RATIO 4096
@@ -351,6 +354,73 @@ static int read_run_parallel(tf_file *f, const tf_conv *c, int64_t file_off, int
     return rc == TF_OK ? TF_OK : chunk_failure(f, rc, err, err_off);
 }
 
+/* One walk over the spans of a region: the rows of axis k, each `inner`
+ * elements long when step[k] is 1. */
+typedef struct span_walk {
+    tf_file *f;
+    const plan *p;
+    const tf_conv *conv;
+    int k;
+    int64_t inner;
+    const int64_t *stride;
+    char *out;
+    int threads;
+    char *bounce;
+    const char *map; /* copy from this mapping of the file instead of pread */
+} span_walk;
+
+/* n stored elements at file offset off into dst. From the mapping nothing
+ * here may fail: a truncated file faults, and tf_map_guarded catches it. */
+static int read_span(const span_walk *w, int64_t off, int64_t n, char *dst, int parallel) {
+    if (w->map) {
+        tf_convert(w->conv, w->map + off, dst, (size_t)n);
+        return TF_OK;
+    }
+    return parallel ? read_run_parallel(w->f, w->conv, off, n, dst, w->threads, w->bounce)
+                    : read_run(w->f, w->conv, off, n, dst, w->bounce);
+}
+
+static int walk_spans(void *arg) {
+    const span_walk *w = arg;
+    const plan *p = w->p;
+    const int64_t *stride = w->stride;
+    const size_t in_size = w->conv->in_size, out_size = w->conv->out_size;
+    int k = w->k;
+    int64_t idx[TF_MAX_DIMS] = {0};
+    char *dst = w->out;
+    for (;;) {
+        int64_t elem = 0;
+        for (int d = 0; d < k; d++) elem += (p->start[d] + idx[d] * p->step[d]) * stride[d];
+        elem += p->start[k] * stride[k];
+        int64_t off = p->data_offset + elem * (int64_t)in_size;
+        if (p->step[k] == 1) {
+            int64_t n = p->count[k] * w->inner;
+            FORWARD_IF_ERROR(read_span(w, off, n, dst, 1));
+            dst += n * (int64_t)out_size;
+        } else {
+            /* Strided axis: one read per block of `inner` elements. */
+            for (int64_t i = 0; i < p->count[k]; i++) {
+                int64_t boff = off + i * p->step[k] * stride[k] * (int64_t)in_size;
+                FORWARD_IF_ERROR(read_span(w, boff, w->inner, dst, 0));
+                dst += w->inner * (int64_t)out_size;
+            }
+        }
+        /* Next row: odometer over the axes before k. */
+        int d = k - 1;
+        while (d >= 0 && ++idx[d] == p->count[d]) idx[d--] = 0;
+        if (d < 0) return TF_OK;
+    }
+}
+
+/* Whether the region lies inside the mapping of a handle kept open. */
+static int use_map(const tf_file *f, const plan *p, const tf_conv *c, const int64_t *stride) {
+    if (!f->map || p->nelem * (int64_t)c->out_size > MAP_MAX_BYTES) return 0;
+    int64_t last = 0;
+    for (int d = 0; d < p->ndim; d++)
+        last += (p->start[d] + (p->count[d] - 1) * p->step[d]) * stride[d];
+    return p->data_offset + (last + 1) * (int64_t)c->in_size <= (int64_t)f->map_len;
+}
+
 static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, char *out) {
     const tf_hdu_info *in = &p->info;
     int raw = req && req->raw;
@@ -375,6 +445,19 @@ static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, cha
     stride[nd - 1] = 1;
     for (int d = nd - 2; d >= 0; d--) stride[d] = stride[d + 1] * in->shape[d + 1];
 
+    span_walk w = {f, p, &conv, k, inner, stride, out, 0, NULL, NULL};
+    if (use_map(f, p, &conv, stride)) {
+        int faulted = 0;
+        w.map = f->map;
+        int rc = tf_map_guarded(walk_spans, &w, &faulted);
+        if (faulted)
+            return tf_fail(f, TF_ECORRUPT, 0,
+                           "the file was truncated while it was read (it had %lld bytes)",
+                           (long long)f->map_len);
+        if (rc != -1) return rc;
+        w.map = NULL; /* no guard: read with pread */
+    }
+
     int threads = tf_auto_threads(req ? req->threads : 0);
     /* An automatic count splits a read only over cores idle right now: on
      * a busy machine a helper that is not scheduled makes the caller wait
@@ -385,39 +468,14 @@ static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, cha
         int idle = tf_idle_cpus();
         if (idle >= 0 && threads > 1 + idle) threads = 1 + idle;
     }
-    int64_t idx[TF_MAX_DIMS] = {0};
-    char *dst = out;
-    char *bounce = NULL;
+    w.threads = threads;
     int rc = TF_OK;
     if (!tf_conv_inplace(&conv) || p->step[k] != 1)
-        GOTO_ERROR_IF(!(bounce = malloc(CHUNK_BYTES)), f, TF_ENOMEM, "out of memory");
+        GOTO_ERROR_IF(!(w.bounce = malloc(CHUNK_BYTES)), f, TF_ENOMEM, "out of memory");
     tf_advise_huge(out, (size_t)p->nelem * conv.out_size, HUGE_MIN_BYTES);
-    for (;;) {
-        int64_t elem = 0;
-        for (int d = 0; d < k; d++) elem += (p->start[d] + idx[d] * p->step[d]) * stride[d];
-        elem += p->start[k] * stride[k];
-        int64_t off = p->data_offset + elem * (int64_t)conv.in_size;
-        if (p->step[k] == 1) {
-            int64_t n = p->count[k] * inner;
-            rc = read_run_parallel(f, &conv, off, n, dst, threads, bounce);
-            if (rc) goto cleanup;
-            dst += n * (int64_t)conv.out_size;
-        } else {
-            /* Strided axis: one read per block of `inner` elements. */
-            for (int64_t i = 0; i < p->count[k]; i++) {
-                int64_t boff = off + i * p->step[k] * stride[k] * (int64_t)conv.in_size;
-                rc = read_run(f, &conv, boff, inner, dst, bounce);
-                if (rc) goto cleanup;
-                dst += inner * (int64_t)conv.out_size;
-            }
-        }
-        /* Next row: odometer over the axes before k. */
-        int d = k - 1;
-        while (d >= 0 && ++idx[d] == p->count[d]) idx[d--] = 0;
-        if (d < 0) break;
-    }
+    rc = walk_spans(&w);
 cleanup:
-    free(bounce);
+    free(w.bounce);
     return rc;
 }
 
