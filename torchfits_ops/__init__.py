@@ -262,6 +262,20 @@ def info(path: PathLike) -> List[HDUInfo]:
 
 def _region(key: Any, shape: Tuple[int, ...]):
     """numpy-style index -> (start, count, step, flip axes, kept axes)."""
+    if type(key) is tuple and len(key) == len(shape):
+        # The common cutout, a[y0:y1, x0:x1] inside the image, without the
+        # general walk below (this is on the path of every cutout).
+        start, count = [], []
+        for k, n in zip(key, shape):
+            if type(k) is not slice or k.step is not None:
+                break
+            a, b = k.start, k.stop
+            if type(a) is not int or type(b) is not int or not 0 <= a < b <= n:
+                break
+            start.append(a)
+            count.append(b - a)
+        else:
+            return start, count, [1] * len(shape), [], list(range(len(shape)))
     if not isinstance(key, tuple):
         key = (key,)
     if sum(k is Ellipsis for k in key) > 1:
@@ -345,11 +359,11 @@ class ImageHDU(HDU):
         """numpy-style slicing (ints, slices with steps, negative indices,
         '...') that reads only the region asked for."""
         start, count, step, flip, keep = _region(key, self.info.shape)
-        out_shape = [count[a] for a in keep]
         if 0 in count:
-            return torch.empty(out_shape, dtype=self.dtype)
-        t = _call(self._file._handle().read_cutout, self.index, start, count, step, False)
-        t = t.reshape(out_shape)
+            return torch.empty([count[a] for a in keep], dtype=self.dtype)
+        t = _call(self._file._cutout(), self.index, start, count, step, False)
+        if len(keep) != len(count):  # integer indices drop their axes
+            t = t.reshape([count[a] for a in keep])
         return t.flip(flip) if flip else t
 
 
@@ -372,6 +386,7 @@ class FitsFile:
     def __init__(self, path: PathLike):
         self.path = os.fspath(path)
         self._file = None  # torch.classes.torchfits.File, opened on first read
+        self._read_cutout = None  # its bound read_cutout, looked up once
         self._closed = False
         self._hdus: List[HDU] = [
             (ImageHDU if m.kind == "image" else TableHDU)(self, m) for m in info(self.path)
@@ -382,11 +397,15 @@ class FitsFile:
             if self._closed:
                 raise ValueError(f"{self.path}: the file is closed")
             self._file = _call(torch.classes.torchfits.File, self.path)
+            self._read_cutout = self._file.read_cutout
         return self._file
+
+    def _cutout(self):
+        return self._read_cutout if self._file is not None else self._handle().read_cutout
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
-        state["_file"] = None  # each process opens its own
+        state["_file"] = state["_read_cutout"] = None  # each process opens its own
         return state
 
     def __enter__(self) -> "FitsFile":
@@ -399,7 +418,7 @@ class FitsFile:
         """Close the handle kept for image reads; later reads raise ValueError."""
         if self._file is not None:
             self._file.close()
-        self._file = None
+        self._file = self._read_cutout = None
         self._closed = True
 
     def __len__(self) -> int:
