@@ -287,6 +287,23 @@ def test_cutout_dataset_given_positions(big_images):
         FitsCutoutDataset(plain, 100)
 
 
+def test_cutout_dataset_keeps_at_most_16_files_open(tmp_path):
+    import torchfits_ops.data as tfd
+    arrays = [random_array((40, 30), 16, seed=s) for s in range(20)]
+    paths = [write_astropy(tmp_path / f"c{i}.fits", a) for i, a in enumerate(arrays)]
+    positions = [(i % 20, i % 9, i % 7) for i in range(60)]
+    ds = FitsCutoutDataset(paths, (5, 4), positions=positions)
+    fds = len(os.listdir("/proc/self/fd"))
+    for (i, y, x), t in zip(positions, ds):
+        np.testing.assert_array_equal(t.numpy(), arrays[i][y:y + 5, x:x + 4])
+    assert len(ds._open) == tfd._KEEP_OPEN == 16
+    assert len(os.listdir("/proc/self/fd")) - fds <= 16
+    assert sorted(ds._open) == sorted({i % 20 for i in range(44, 60)})
+    copy = pickle.loads(pickle.dumps(ds))
+    assert len(copy._open) == 0
+    np.testing.assert_array_equal(copy[59].numpy(), arrays[19][5:10, 3:7])
+
+
 def test_cutout_dataset_random_is_deterministic(big_images):
     plain, _ = big_images
     a = FitsCutoutDataset(plain, 16, num_samples=20, seed=5)

@@ -21,6 +21,7 @@ the files in parallel inside the op: on torch 2.x the DataLoader calls
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -42,6 +43,9 @@ __all__ = [
 Cutout = Tuple[Sequence[int], Sequence[int]]
 # Slots of the shared skip counter: 0 for the main process, 1 + worker id.
 _SKIP_SLOTS = 257
+# Files a FitsCutoutDataset keeps open (and mapped) in each process; the
+# least recently used is closed when another is opened.
+_KEEP_OPEN = 16
 
 
 def collate(batch: List[Any]) -> Any:
@@ -224,6 +228,10 @@ class FitsCutoutDataset(Dataset):
         seed: random cutouts are drawn once, from this seed (and the epoch
             given to ``set_epoch``), so every worker and rank agrees.
         hdu: HDU number of the image in each file.
+
+    Each process keeps up to 16 of the files open (and mapped) between
+    cutouts, as ``torch.classes.torchfits.File``; a pickled dataset (a
+    spawned worker) opens its own.
     """
 
     def __init__(self, path_or_paths: Union[PathLike, Sequence[PathLike]],
@@ -253,6 +261,7 @@ class FitsCutoutDataset(Dataset):
         self.raw = raw
         self.seed = seed
         self.num_samples = num_samples
+        self._open: "OrderedDict[int, Any]" = OrderedDict()  # file index -> File
         self.random = positions is None
         if positions is not None:
             rows = [[int(v) for v in p] for p in positions]
@@ -289,10 +298,25 @@ class FitsCutoutDataset(Dataset):
     def __len__(self) -> int:
         return int(self.positions.shape[0])
 
+    def _file(self, i: int):
+        f = self._open.get(i)
+        if f is None:
+            f = self._open[i] = _call(torch.classes.torchfits.File, self.files[i])
+            if len(self._open) > _KEEP_OPEN:
+                self._open.popitem(last=False)[1].close()
+        else:
+            self._open.move_to_end(i)
+        return f
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_open"] = OrderedDict()  # each process opens its own
+        return state
+
     def __getitem__(self, index: int) -> Any:
         row = self.positions[index].tolist()
-        path = self.files[row[0]]
-        image = _call(_ops.read_cutout, path, self.hdu, row[1:], self.size, None, self.raw)
+        image = _call(self._file(row[0]).read_cutout, self.hdu, row[1:], self.size, None,
+                      self.raw)
         return self.transform(image) if self.transform is not None else image
 
 
