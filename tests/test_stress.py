@@ -103,13 +103,19 @@ def test_ten_thousand_reads_leak_nothing(files):
         lambda: tf.read_header(mef, 4),
         lambda: tf.info(mef),
         lambda: tf.read_cutout(rice, 1, [5, 6], [7, 8]),
+        lambda: tf.open(small)[0][3:9, 4:8],       # a File opened, mapped, dropped
+        lambda: kept_rice[5:12, 6:14],              # a File kept open
+        lambda: kept_small[0][1:40:3, 2:5],
     ]
+    kept_rice, kept_small = tf.open(rice)[1], tf.open(small)
     errors = [
         (lambda: tf.read(trunc), tf.FitsError),
         (lambda: tf.read(missing), FileNotFoundError),
         (lambda: tf.read(mef, 40), IndexError),
         (lambda: tf.read(mef, "CAT"), TypeError),
         (lambda: tf.read_cutout(small, 0, [60, 0], [10, 1]), IndexError),
+        (lambda: kept_small._handle().read_cutout(0, [60, 0], [10, 1]), IndexError),
+        (lambda: kept_small[0][0:4, 0:4] if kept_small._handle().read(7) else None, IndexError),
     ]
 
     def one(i):

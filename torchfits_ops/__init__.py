@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import weakref
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -388,9 +389,18 @@ class FitsFile:
         self._file = None  # torch.classes.torchfits.File, opened on first read
         self._read_cutout = None  # its bound read_cutout, looked up once
         self._closed = False
-        self._hdus: List[HDU] = [
-            (ImageHDU if m.kind == "image" else TableHDU)(self, m) for m in info(self.path)
-        ]
+        self._infos = info(self.path)
+        # HDU objects point to this file, which keeps them only weakly: no
+        # cycle, so a FitsFile nobody holds closes its handle at once
+        # rather than at the next garbage collection.
+        self._hdus: "weakref.WeakValueDictionary[int, HDU]" = weakref.WeakValueDictionary()
+
+    def _hdu(self, index: int) -> HDU:
+        h = self._hdus.get(index)
+        if h is None:
+            m = self._infos[index]
+            h = self._hdus[index] = (ImageHDU if m.kind == "image" else TableHDU)(self, m)
+        return h
 
     def _handle(self):
         if self._file is None:
@@ -406,7 +416,12 @@ class FitsFile:
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         state["_file"] = state["_read_cutout"] = None  # each process opens its own
+        del state["_hdus"]
         return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._hdus = weakref.WeakValueDictionary()
 
     def __enter__(self) -> "FitsFile":
         return self
@@ -422,25 +437,25 @@ class FitsFile:
         self._closed = True
 
     def __len__(self) -> int:
-        return len(self._hdus)
+        return len(self._infos)
 
     def __iter__(self):
-        return iter(self._hdus)
+        return (self._hdu(i) for i in range(len(self._infos)))
 
     def __getitem__(self, key: HDUKey) -> HDU:
         if isinstance(key, (str, tuple)):
             name, ver = (key, 0) if isinstance(key, str) else key
-            return self._hdus[_call(_ops.find_hdu, self.path, str(name), int(ver))]
-        try:
-            return self._hdus[key]
-        except IndexError:
-            raise IndexError(
-                f"{self.path}: HDU {key} does not exist (the file has {len(self)} HDUs)"
-            ) from None
+            return self._hdu(_call(_ops.find_hdu, self.path, str(name), int(ver)))
+        if isinstance(key, bool) or not hasattr(key, "__index__"):
+            raise TypeError(f"HDUs are indexed by number, EXTNAME or (EXTNAME, EXTVER), not {key!r}")
+        n = len(self._infos)
+        if not -n <= int(key) < n:
+            raise IndexError(f"{self.path}: HDU {key} does not exist (the file has {n} HDUs)")
+        return self._hdu(int(key) % n)
 
     def info(self) -> List[HDUInfo]:
         """One HDUInfo per HDU."""
-        return [h.info for h in self._hdus]
+        return list(self._infos)
 
     def __repr__(self) -> str:
         lines = [f"<FitsFile {self.path!r}: {len(self)} HDUs>"]
