@@ -218,7 +218,9 @@ static int chunk_failure(tf_file *f, int rc, int err, int64_t off) {
 /* n contiguous stored elements at file_off into dst, on this thread. */
 static int read_run(tf_file *f, const tf_conv *c, int64_t file_off, int64_t n, char *dst,
                     char *bounce) {
-    const int64_t per = chunk_elems(c);
+    /* Bytes as stored (BITPIX 8 read raw): nothing to do while a chunk is
+     * in cache, so one read of the whole run saves the syscalls. */
+    const int64_t per = c->kind == TF_CONV_SWAP && c->in_size == 1 ? n : chunk_elems(c);
     int err = 0;
     while (n > 0) {
         int64_t k = n < per ? n : per;
