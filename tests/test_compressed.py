@@ -518,3 +518,129 @@ def test_gzip_tile_cut_short(tmp_path, algo):
         with pytest.raises((tf.FitsError, RuntimeError),
                            match=r"tile 2 \(pixels 16:32, 0:80\).*GZIP stream is corrupt"):
             read()
+
+
+# ---- HCOMPRESS_1 tiles decoded by the core's own pipeline (hcompress.c) ----
+
+@pytest.mark.parametrize("dtype", [">i2", ">i4", ">f4"])
+@pytest.mark.parametrize("scale,smoothing", [(0, 0), (4, 0), (4, 1), (25, 1)])
+@pytest.mark.parametrize("shape,tile", [(BIG, (16, BIG[1])), (ODD, (16, 24)), (ODD, (40, 97))],
+                         ids=["rows", "odd-2d", "odd-rows"])
+def test_hcompress_astropy(tmp_path, monkeypatch, dtype, scale, smoothing, shape, tile):
+    """Lossless and lossy (hcomp_scale), smoothed or not, partial last
+    tiles (3 rows, 1 column): equal to astropy and the cfitsio path."""
+    data = smooth(shape, dtype, seed=31, noise=40.0)
+    if dtype == ">i4":
+        data = (data.astype(np.int64) * 1000).astype(dtype)
+    kw = dict(hcomp_scale=scale, hcomp_smooth=smoothing)
+    if dtype == ">f4":
+        kw.update(quantize_level=4.0, quantize_method=1, dither_seed=7)
+    path = write_compressed_astropy(tmp_path / "h.fits", data, "HCOMPRESS_1", tile, **kw)
+    with fits.open(path, disable_image_compression=True) as f:
+        assert f[1].header["ZCMPTYPE"] == "HCOMPRESS_1"
+        assert (f[1].header.get("ZVAL2", 0) == smoothing)
+    expected = astropy_read(path)
+    if scale == 0 and dtype != ">f4":
+        np.testing.assert_array_equal(expected, data)
+    check_all_paths(path, expected, monkeypatch)
+
+
+@pytest.mark.parametrize("method", [-1, 1, 2], ids=["NO_DITHER", "DITHER_1", "DITHER_2"])
+def test_hcompress_quantized_dithers(tmp_path, monkeypatch, method):
+    data = smooth(BIG, ">f4", seed=32)
+    data[100, 5:60] = 0.0
+    path = write_compressed_astropy(tmp_path / "q.fits", data, "HCOMPRESS_1", (32, 64),
+                                    quantize_method=method, quantize_level=8.0, dither_seed=3,
+                                    hcomp_scale=2.0, hcomp_smooth=1)
+    check_all_paths(path, astropy_read(path), monkeypatch)
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i2", "i4", "f4"])
+@pytest.mark.parametrize("scale,smoothing", [(0, 0), (8, 0), (8, 1)])
+def test_hcompress_fitsio(tmp_path, monkeypatch, dtype, scale, smoothing):
+    import fitsio
+
+    data = smooth(ODD, "f8", seed=33, noise=15.0)
+    kw = dict(hcomp_scale=scale, hcomp_smooth=smoothing)
+    if dtype == "u1":
+        data = (data - 1000) / 2 + 128  # stays well inside 0..255, even lossy
+    if dtype == "f4":
+        data[4, 4] = np.nan
+        kw["qlevel"] = 16.0
+    data = data.astype(dtype)
+    path = write_fitsio(tmp_path / "f.fits", data, compress="HCOMPRESS", tile_dims=[32, 40], **kw)
+    expected = fitsio.read(path, ext=1)
+    if scale == 0 and dtype != "f4":
+        np.testing.assert_array_equal(expected, data)
+    check_all_paths(path, expected, monkeypatch)
+
+
+def overshooting(tmp_path, dtype):
+    """A lossy HCOMPRESS image whose decoded values leave the type's range
+    (edges between its extremes)."""
+    info = np.iinfo(dtype)
+    data = np.full((64, 64), info.min, dtype=np.int64)
+    data[:, 20:40] = info.max
+    data[30:34, :] = info.max
+    return write_fitsio(tmp_path / f"o{dtype}.fits", data.astype(dtype), compress="HCOMPRESS",
+                        tile_dims=[16, 16], hcomp_scale=4)
+
+
+@pytest.mark.parametrize("dtype", ["i2", "u2"])
+def test_hcompress_overshoot_clipped_or_widened(tmp_path, monkeypatch, dtype):
+    """int16 outputs are clipped, as cfitsio clips them; uint16 reads as
+    int32 and keeps values beyond 0..65535, as cfitsio does."""
+    path = overshooting(tmp_path, dtype)
+    ref = cfitsio_read(path)
+    if dtype == "u2":
+        assert ref.min() < 0 and ref.max() > 65535
+    check_all_paths(path, ref.numpy(), monkeypatch)
+    assert torch.equal(tf.read(path, 1, raw=True), cfitsio_read(path, raw=True))
+
+
+def test_hcompress_overshoot_uint8_fails_like_cfitsio(tmp_path):
+    """cfitsio refuses an 8-bit read whose lossy tiles overshoot (status
+    412); the core hands such a tile to cfitsio and fails the same way."""
+    path = overshooting(tmp_path, "u1")
+    with pytest.raises(RuntimeError, match="412"):
+        cfitsio_read(path)
+    with pytest.raises(tf.FitsError, match="412") as e:
+        tf.read(path, 1)
+    assert str(path) in str(e.value) and "HDU 1" in str(e.value)
+
+
+@pytest.mark.parametrize("what", ["magic", "planes", "size", "cut"])
+def test_hcompress_corrupt_tile(tmp_path, what):
+    """A damaged HCOMPRESS tile: FitsError naming file, HDU and tile, on
+    the core's path and on the cfitsio path (checked by ours first, so
+    cfitsio's decoder never sees it); tiles elsewhere still read."""
+    data = smooth((64, 80), ">i2", seed=34)
+    path = write_compressed_astropy(tmp_path / "h.fits", data, "HCOMPRESS_1", (16, 80))
+    loc, width, pos = table_layout(path)
+    desc = loc + 2 * width + pos["COMPRESSED_DATA"]  # tile 3
+    raw = open(path, "rb").read()
+    length = int.from_bytes(raw[desc:desc + 4], "big")
+    with fits.open(path, disable_image_compression=True) as f:
+        heap = loc + f[1].header.get("THEAP", width * f[1].header["NAXIS2"])
+    stream = heap + int.from_bytes(raw[desc + 4:desc + 8], "big")
+    assert raw[stream:stream + 2] == b"\xdd\x99"
+    if what == "magic":
+        patch(path, stream, b"\x00\x00")
+        why = "is malformed"
+    elif what == "planes":
+        patch(path, stream + 22, b"\xff")
+        why = "is malformed"
+    elif what == "size":
+        patch(path, stream + 2, (17).to_bytes(4, "big"))
+        why = "is not the tile's size"
+    else:
+        patch(path, desc, (length // 2).to_bytes(4, "big"))
+        why = "ends before"
+    np.testing.assert_array_equal(tf.read_cutout(path, 1, [0, 0], [32, 80]).numpy(),
+                                  cfitsio_read(path, 1, [0, 0], [32, 80]).numpy())
+    for read in (lambda: tf.read(path, 1), lambda: cfitsio_read(path),
+                 lambda: tf.read_cutout(path, 1, [40, 5], [2, 3])):
+        with pytest.raises((tf.FitsError, RuntimeError),
+                           match=r"tile 3 \(pixels 32:48, 0:80\).*HCOMPRESS_1 stream " + why) as e:
+            read()
+        assert str(path) in str(e.value) and "HDU 1" in str(e.value)

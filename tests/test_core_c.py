@@ -78,3 +78,29 @@ def test_rice_decoder(tmp_path, mode):
     passed, failed = res.stdout.split(" passed, ")
     assert int(passed) > 6000 and failed.strip() == "0 failed", res.stdout
     assert "ERROR: AddressSanitizer" not in res.stderr and "runtime error" not in res.stderr
+
+
+@pytest.mark.parametrize("mode", ["O2", "asan-ubsan"])
+def test_hcompress_decoder(tmp_path, mode):
+    """tests/c/test_hcompress.c: the core's HCOMPRESS_1 decoder equals
+    cfitsio's fits_hdecompress / fits_hdecompress64 on streams cfitsio
+    wrote (lossless, lossy, smoothed), and fails cleanly on cut, damaged
+    and random ones."""
+    if CC is None:
+        pytest.skip("no C compiler")
+    flags = ["-O2"] if mode == "O2" else [
+        "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer"]
+    exe = str(tmp_path / f"test_hcompress_{mode}")
+    cmd = [CC, "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", *flags,
+           os.path.join(ROOT, "tests/c/test_hcompress.c"),
+           os.path.join(ROOT, "csrc/core/compress/hcompress.c"),
+           "-o", exe, "-lcfitsio", "-lz", "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([exe], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    passed, failed = res.stdout.split(" passed, ")
+    assert int(passed) > 8000 and failed.strip() == "0 failed", res.stdout
+    assert "ERROR: AddressSanitizer" not in res.stderr and "runtime error" not in res.stderr

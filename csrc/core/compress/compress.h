@@ -16,9 +16,10 @@
  * on which f->fp stands, into `out` (C-contiguous, `out_type` elements).
  * Tile rows are decoded by up to `threads` threads (0: automatic), each
  * with its own cfitsio handle, each writing straight into its part of
- * `out`; only tiles that overlap the region are decoded. RICE_1 and GZIP
- * tiles are decoded by the core (rice.c, zlib), the rest by cfitsio;
- * results equal cfitsio's fits_read_subset bit for bit.
+ * `out`; only tiles that overlap the region are decoded. RICE_1, GZIP and
+ * HCOMPRESS_1 tiles are decoded by the core (rice.c, zlib, hcompress.c),
+ * the rest by cfitsio; results equal cfitsio's fits_read_subset bit for
+ * bit.
  */
 int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int raw,
                        const int64_t *start, const int64_t *count, const int64_t *step,
@@ -26,9 +27,10 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
 
 /* The checks tf_compressed_read makes before cfitsio decodes a tile (tile
  * layout, every overlapping tile's data inside the heap, GZIP tiles that
- * inflate within the tile's size, RICE tiles that decode, PLIO line lists
- * inside their cell), for the cfitsio path: cfitsio's decoders otherwise
- * grow a buffer without bound or run out of bounds on a corrupt tile. */
+ * inflate within the tile's size, RICE and HCOMPRESS tiles that decode,
+ * PLIO line lists inside their cell), for the cfitsio path: cfitsio's
+ * decoders otherwise grow a buffer without bound, run out of bounds or
+ * leak on a corrupt tile. */
 int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
                         const int64_t *count, const int64_t *step);
 

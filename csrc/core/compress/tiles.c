@@ -1,8 +1,9 @@
 /*
  * tiles.c - reading tile-compressed images on several threads.
  *
- * RICE_1, GZIP_1 and GZIP_2 tiles are decoded here (own_unit): the tile's
- * bytes by pread, rice.c or zlib, then what cfitsio's
+ * RICE_1, GZIP_1, GZIP_2 and HCOMPRESS_1 tiles are decoded here
+ * (own_unit): the tile's bytes by pread, rice.c, zlib or hcompress.c,
+ * then what cfitsio's
  * imcomp_decompress_tile and its converters do (scaling, nulls,
  * dequantization with cfitsio's dither table), for the common output
  * types (set_own), bit for bit. Everything else is decoded by cfitsio
@@ -17,7 +18,8 @@
  *    /proc/self/fd/N of a dup of our descriptor (the same inode, even if
  *    the file has been renamed since). Where that fails, one thread reads;
  *  - only tiles that overlap the region are decoded, only the overlapping
- *    part is copied, and a RICE tile only up to the last pixel needed;
+ *    part is copied, and a RICE tile only up to the last pixel needed
+ *    (an HCOMPRESS tile is a transform: always whole);
  *  - before anything is decoded, the tile table is checked: ZTILEn against
  *    ZNAXISn and the table's rows, and every descriptor of an overlapping
  *    tile against the heap and the real file size, so a hostile length
@@ -28,8 +30,9 @@
  *    of tiles per thread;
  *  - tiles cfitsio decodes are checked first (scan_tiles): GZIP streams
  *    must inflate within the tile's size (cfitsio grows its buffer for as
- *    long as a corrupt stream keeps producing), RICE streams must decode
- *    (cfitsio's decoders run past a corrupt stream's end), PLIO line lists
+ *    long as a corrupt stream keeps producing), RICE and HCOMPRESS streams
+ *    must decode (cfitsio's decoders run past a corrupt stream's end, and
+ *    its HCOMPRESS one leaks its buffer on a failing tile), PLIO line lists
  *    must stay inside their cell.
  * Gzip-compressed files (.fits.gz) are read on one thread: cfitsio unpacks
  * the whole file into memory per handle.
@@ -45,6 +48,7 @@
 #include <zlib.h>
 
 #include "compress.h"
+#include "hcompress.h"
 #include "rice.h"
 
 /* cfitsio's table of dither offsets (imcompress.c; exported, not in its
@@ -95,14 +99,18 @@ typedef struct reader {
     int gzip_width[2];        /* bytes per pixel each must inflate to; 0: 1, 2, 4 or 8 */
     int64_t gzip_max;         /* bytes a tile may inflate to */
     int rice;                 /* RICE_1: every tile is decoded by rice.c first */
+    int hcomp;                /* HCOMPRESS_1: every tile is decoded by hcompress.c first */
+    int hcomp_smooth;         /* its SMOOTH parameter */
+    int hcomp_wide;           /* cfitsio's 64-bit decoder (ZBITPIX not 8 or 16) */
     int plio;                 /* PLIO_1: every line list is walked by plio_ok first */
     int rice_bytepix, rice_nblock, cn_compressed;
     int64_t heap;             /* file offset of the heap */
     int pread_ok;             /* COMPRESSED_DATA's cells read with pread */
-    /* RICE_1 tiles decoded here rather than by cfitsio (see set_own) */
+    /* tiles decoded here rather than by cfitsio (see set_own) */
     int own;                  /* OWN_INT or OWN_FLOAT; 0: cfitsio decodes */
-    int codec;                /* RICE_1, GZIP_1 or GZIP_2 */
+    int codec;                /* RICE_1, GZIP_1, GZIP_2 or HCOMPRESS_1 */
     int pix_bytes;            /* bytes of a decoded pixel: 1, 2, 4 */
+    int clip;                 /* OWN_INT, HCOMPRESS_1: decoded values may overshoot */
     tf_dtype out_type, stored_type;
     int64_t izero;            /* OWN_INT: added to each stored value */
     double bscale, bzero;     /* BSCALE and BZERO in effect (raw: 1, 0) */
@@ -246,12 +254,15 @@ typedef struct scratch {
     int64_t in_cap;
     void *pix;      /* max_tile pixels of 4 bytes, allocated on first use */
     unsigned char *raw; /* GZIP_2: the inflated, still shuffled bytes */
+    void *work;     /* HCOMPRESS_1: the decoder's work area for max_tile */
+    size_t work_len;
 } scratch;
 
 static void free_scratch(scratch *s) {
     free(s->in);
     free(s->pix);
     free(s->raw);
+    free(s->work);
 }
 
 static int grow(scratch *s, int64_t len) {
@@ -314,6 +325,21 @@ static int64_t tile_pixels(const reader *r, const tiling *t, const int64_t *idx,
 static int rice_decode_tile(const reader *r, scratch *s, int64_t len, int64_t nout) {
     if (!s->pix && !(s->pix = malloc((size_t)r->tiles->max_tile * 4))) return MEMORY_ALLOCATION;
     return tf_rice_decode(s->in, (size_t)len, r->rice_bytepix, r->rice_nblock, nout, s->pix);
+}
+
+/* A whole HCOMPRESS_1 tile of tilelen pixels into s->pix as 32-bit ints,
+ * what cfitsio's fits_hdecompress(64) leaves for imcomp_decompress_tile.
+ * A TF_HCOMP_ status, or MEMORY_ALLOCATION. */
+static int hcomp_decode_tile(const reader *r, scratch *s, int64_t len, int64_t tilelen) {
+    if (!s->pix && !(s->pix = malloc((size_t)r->tiles->max_tile * 4))) return MEMORY_ALLOCATION;
+    if (!s->work) {
+        /* the largest tile's size: ZTILEn were checked against the image */
+        s->work_len = tf_hcomp_work_size(r->tiles->max_tile, r->hcomp_wide);
+        if (s->work_len == 0) return TF_HCOMP_ARG;
+        if (!(s->work = malloc(s->work_len))) return MEMORY_ALLOCATION;
+    }
+    return tf_hcomp_decode(s->in, (size_t)len, r->hcomp_smooth, r->hcomp_wide, tilelen, s->pix,
+                           s->work, s->work_len);
 }
 
 /* Whether cfitsio's pl_l2pi (pliocomp.c) stays inside a PLIO_1 line list
@@ -381,8 +407,9 @@ static int tile_shorts(const reader *r, fitsfile *fp, int64_t row, scratch *s, i
 }
 
 /* Check the tiles of axis-0 indices [i0, i1) on handle fp before cfitsio
- * decodes them: GZIP streams inflate within the tile's size, RICE_1
- * streams decode (rice.c), PLIO_1 line lists stay inside their cell, so
+ * decodes them: GZIP streams inflate within the tile's size, RICE_1 and
+ * HCOMPRESS_1 streams decode (rice.c, hcompress.c), PLIO_1 line lists
+ * stay inside their cell, so
  * that cfitsio never meets a stream that would make it allocate without
  * end or read out of bounds. Returns a
  * cfitsio status, or -1 with the tile in *bad and the cause in *why. */
@@ -412,6 +439,17 @@ static int scan_tiles(const reader *r, fitsfile *fp, int64_t i0, int64_t i1, scr
                 if (e == MEMORY_ALLOCATION) st = e;
                 else if (e != TF_RICE_OK) {
                     *why = tf_rice_strerror(e);
+                    st = -1;
+                }
+            }
+        }
+        if (!st && r->hcomp) {
+            st = tile_bytes(r, fp, r->cn_compressed, row, s, &len);
+            if (!st && len > 0) {
+                int e = hcomp_decode_tile(r, s, len, tile_pixels(r, &t, idx, origin, extent));
+                if (e == MEMORY_ALLOCATION) st = e;
+                else if (e != TF_HCOMP_OK) {
+                    *why = tf_hcomp_strerror(e);
                     st = -1;
                 }
             }
@@ -586,15 +624,64 @@ static void unquantize(const reader *r, const qtile *q, const void *pix, int64_t
         }                                                                                   \
     } while (0)
 
-static void convert(const reader *r, const qtile *q, const void *pix, int64_t p, int64_t k,
-                    int64_t n, char *dst) {
+/* Bounds of an integer dtype. */
+static void int_range(tf_dtype t, int64_t *lo, int64_t *hi) {
+    switch (t) {
+    case TF_UINT8: *lo = 0; *hi = UINT8_MAX; break;
+    case TF_INT8: *lo = INT8_MIN; *hi = INT8_MAX; break;
+    case TF_INT16: *lo = INT16_MIN; *hi = INT16_MAX; break;
+    case TF_UINT16: *lo = 0; *hi = UINT16_MAX; break;
+    case TF_INT32: *lo = INT32_MIN; *hi = INT32_MAX; break;
+    case TF_UINT32: *lo = 0; *hi = UINT32_MAX; break;
+    default: *lo = INT64_MIN; *hi = INT64_MAX; break;
+    }
+}
+
+#define CONVERT_CLIPPED(OUT_T)                                                              \
+    do {                                                                                    \
+        OUT_T *o = (OUT_T *)dst;                                                            \
+        for (int64_t j = 0; j < n; j++) {                                                   \
+            int64_t v = (int64_t)in[p + j * k] + r->izero;                                  \
+            if (__builtin_expect(v < lo || v > hi, 0)) {                                    \
+                if (r->out_type != TF_INT16) return 1;                                      \
+                v = v < lo ? lo : hi;                                                       \
+            }                                                                               \
+            o[j] = (OUT_T)v;                                                                \
+        }                                                                                   \
+    } while (0)
+
+/* A lossy HCOMPRESS_1 tile of integers can overshoot the image's type.
+ * cfitsio clips into a 16-bit output (imcomp_decompress_tile forgives
+ * that overflow for HCOMPRESS) and fails any other read with status 412:
+ * clip the first, hand the rest to cfitsio (1). */
+static int convert_clipped(const reader *r, const void *pix, int64_t p, int64_t k, int64_t n,
+                           char *dst) {
+    const int32_t *in = pix;
+    int64_t lo, hi;
+    int_range(r->out_type, &lo, &hi);
+    switch (r->out_type) {
+    case TF_UINT8: CONVERT_CLIPPED(uint8_t); break;
+    case TF_INT8: CONVERT_CLIPPED(int8_t); break;
+    case TF_INT16: CONVERT_CLIPPED(int16_t); break;
+    case TF_UINT16: CONVERT_CLIPPED(uint16_t); break;
+    case TF_INT32: CONVERT_CLIPPED(int32_t); break;
+    case TF_UINT32: CONVERT_CLIPPED(uint32_t); break;
+    default: CONVERT_CLIPPED(int64_t); break;
+    }
+    return 0;
+}
+
+/* 0; 1 when cfitsio must take the unit (convert_clipped). */
+static int convert(const reader *r, const qtile *q, const void *pix, int64_t p, int64_t k,
+                   int64_t n, char *dst) {
     if (r->own == OWN_FLOAT) {
         unquantize(r, q, pix, p, k, n, dst);
-        return;
+        return 0;
     }
+    if (r->clip) return convert_clipped(r, pix, p, k, n, dst);
     if (k == 1 && r->izero == 0 && r->out_type == r->stored_type) {
         memcpy(dst, (const char *)pix + p * r->pix_bytes, (size_t)n * r->out_size);
-        return;
+        return 0;
     }
     switch (r->out_type) {
     case TF_UINT8: CONVERT_INT(uint8_t); break;
@@ -605,6 +692,7 @@ static void convert(const reader *r, const qtile *q, const void *pix, int64_t p,
     case TF_UINT32: CONVERT_INT(uint32_t); break;
     default: CONVERT_INT(int64_t); break;
     }
+    return 0;
 }
 
 /* Inflate a GZIP_1/GZIP_2 tile of `tilelen` pixels of r->pix_bytes into
@@ -655,10 +743,17 @@ static int gunzip_tile(const reader *r, scratch *s, int64_t len, int64_t tilelen
     return 0;
 }
 
-/* Decode a tile's first nout pixels (RICE_1; GZIP tiles whole) into
- * s->pix. 0, 1 (cfitsio decodes), -1 with *why, or a cfitsio status. */
+/* Decode a tile's first nout pixels (RICE_1; GZIP and HCOMPRESS tiles
+ * whole) into s->pix. 0, 1 (cfitsio decodes), -1 with *why, or a cfitsio
+ * status. */
 static int decode_tile(const reader *r, scratch *s, int64_t len, int64_t nout, int64_t tilelen,
                        const char **why) {
+    if (r->codec == HCOMPRESS_1) {
+        int e = hcomp_decode_tile(r, s, len, tilelen);
+        if (e == MEMORY_ALLOCATION || e == TF_HCOMP_OK) return e;
+        *why = tf_hcomp_strerror(e);
+        return -1;
+    }
     if (r->codec != RICE_1) {
         int e = gunzip_tile(r, s, len, tilelen);
         if (e == -1) *why = "its GZIP stream is corrupt";
@@ -673,8 +768,8 @@ static int decode_tile(const reader *r, scratch *s, int64_t len, int64_t nout, i
 /* Decode the tiles of axis-0 indices [i0, i1) here and copy their part
  * of the region into r->out. A RICE_1 tile is decoded only up to the last
  * pixel the region takes from it. Returns 0; 1 when a tile is not for
- * this pipeline (empty COMPRESSED_DATA, or a GZIP tile of another size:
- * cfitsio takes the unit);
+ * this pipeline (empty COMPRESSED_DATA, a GZIP tile of another size, an
+ * HCOMPRESS tile overshooting an integer output: cfitsio takes the unit);
  * -1 with *bad, *why for a corrupt tile; else a cfitsio status. */
 static int own_unit(reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s, int64_t *bad,
                     const char **why) {
@@ -728,7 +823,7 @@ static int own_unit(reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s,
                 p += (r->start[d] + j[d] * r->step[d] - origin[d]) * tstride[d];
                 o += j[d] * ostride[d];
             }
-            convert(r, &q, s->pix, p, k, n, r->out + (size_t)o * r->out_size);
+            if (convert(r, &q, s->pix, p, k, n, r->out + (size_t)o * r->out_size)) return 1;
             int d = L - 1;
             while (d >= 0 && ++j[d] == b[d]) j[d] = a[d], d--;
             if (d < 0) break;
@@ -767,7 +862,7 @@ static void *work(void *arg) {
         while (take_unit(r, w->all, &i0, &i1)) {
             st = r->own ? own_unit(r, fp, i0, i1, &s, bad, &why) : 1;
             if (st == 1) { /* cfitsio decodes, after the checks */
-                st = r->gzip_cols[0] > 0 || r->rice || r->plio
+                st = r->gzip_cols[0] > 0 || r->rice || r->hcomp || r->plio
                          ? scan_tiles(r, fp, i0, i1, &s, bad, &why)
                          : 0;
                 if (st == 0) st = read_unit(r, fp, i0, i1);
@@ -959,8 +1054,8 @@ static void name_bad_tile(tf_file *f, const reader *r, const tiling *t0, char *w
 }
 
 /* The tiles checked before cfitsio decodes them (scan_tiles): GZIP
- * streams, in the columns that hold them, RICE_1 streams, PLIO_1 line
- * lists; and how their bytes are read. */
+ * streams, in the columns that hold them, RICE_1 and HCOMPRESS_1 streams,
+ * PLIO_1 line lists; and how their bytes are read. */
 static int set_codecs(reader *r, tf_file *f, const tf_hdu_info *in, const tiling *t) {
     FITSfile *F = f->fp->Fptr;
     int n = 0, gz = F->compress_type == GZIP_1 || F->compress_type == GZIP_2;
@@ -980,7 +1075,10 @@ static int set_codecs(reader *r, tf_file *f, const tf_hdu_info *in, const tiling
     r->shape = in->shape;
     r->rice = F->compress_type == RICE_1 && F->cn_compressed > 0;
     r->plio = F->compress_type == PLIO_1 && F->cn_compressed > 0;
-    /* as imcomp_decompress_tile picks the decoder */
+    r->hcomp = F->compress_type == HCOMPRESS_1 && F->cn_compressed > 0;
+    /* as imcomp_decompress_tile picks the decoders */
+    r->hcomp_smooth = F->hcomp_smooth;
+    r->hcomp_wide = F->zbitpix != BYTE_IMG && F->zbitpix != SHORT_IMG;
     r->rice_bytepix = F->rice_bytepix == 1 || F->rice_bytepix == 2 ? F->rice_bytepix : 4;
     r->rice_nblock = F->rice_blocksize;
     r->cn_compressed = F->cn_compressed;
@@ -1024,7 +1122,7 @@ static int holds(tf_dtype t, double lo, double hi) {
 }
 
 /* Whether this read's tiles are decoded here (own_unit; RICE_1, GZIP_1,
- * GZIP_2), and the constants for it. Covered: integer images read as
+ * GZIP_2, HCOMPRESS_1), and the constants for it. Covered: integer images read as
  * integers with
  * BSCALE 1 and an integral BZERO (the unsigned conventions), and
  * integer images read as floats (BSCALE, BZERO, BLANK/ZBLANK -> NaN),
@@ -1034,15 +1132,21 @@ static int holds(tf_dtype t, double lo, double hi) {
 static void set_own(reader *r, tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int raw) {
     FITSfile *F = f->fp->Fptr;
     r->own = 0;
-    int bp;
+    int bp, nb; /* bytes of a decoded pixel; of the image's integers */
     r->codec = F->compress_type;
     if (r->codec == RICE_1) {
         if (!r->rice || r->rice_nblock < 1) return;
-        bp = r->rice_bytepix;
+        nb = bp = r->rice_bytepix;
     } else if (r->codec == GZIP_1 || r->codec == GZIP_2) {
         /* the size imcomp_decompress_tile expects of a valid tile */
-        bp = F->zbitpix > 0 ? F->zbitpix / 8 : 4;
+        nb = bp = F->zbitpix > 0 ? F->zbitpix / 8 : 4;
         if (F->cn_compressed <= 0 || (bp != 1 && bp != 2 && bp != 4)) return;
+    } else if (r->codec == HCOMPRESS_1) {
+        /* always 32-bit ints out of the decoder, whatever ZBITPIX */
+        bp = 4;
+        nb = F->zbitpix > 0 ? F->zbitpix / 8 : 4;
+        if (!r->hcomp || (nb != 1 && nb != 2 && nb != 4)) return;
+        r->clip = 1;
     } else {
         return;
     }
@@ -1050,10 +1154,10 @@ static void set_own(reader *r, tf_file *f, const tf_hdu_info *in, tf_dtype out_t
     r->out_type = out_type;
     r->bscale = raw ? 1.0 : in->bscale;
     r->bzero = raw ? 0.0 : in->bzero;
-    if (F->zbitpix == 8 * bp && is_int(out_type) && F->cn_zscale == 0 && r->bscale == 1.0 &&
+    if (F->zbitpix == 8 * nb && is_int(out_type) && F->cn_zscale == 0 && r->bscale == 1.0 &&
         r->bzero == floor(r->bzero) && fabs(r->bzero) <= 4294967296.0) {
-        double lo = bp == 1 ? 0 : bp == 2 ? -32768.0 : -2147483648.0;
-        double hi = bp == 1 ? 255 : bp == 2 ? 32767.0 : 2147483647.0;
+        double lo = nb == 1 ? 0 : nb == 2 ? -32768.0 : -2147483648.0;
+        double hi = nb == 1 ? 255 : nb == 2 ? 32767.0 : 2147483647.0;
         if (!holds(out_type, lo + r->bzero, hi + r->bzero)) return;
         r->izero = (int64_t)r->bzero;
         r->stored_type = bp == 1 ? TF_UINT8 : bp == 2 ? TF_INT16 : TF_INT32;
@@ -1062,7 +1166,7 @@ static void set_own(reader *r, tf_file *f, const tf_hdu_info *in, tf_dtype out_t
                 F->quantize_level != NO_QUANTIZE) ||
                (F->zbitpix == DOUBLE_IMG && bp == 4 && out_type == TF_FLOAT64 &&
                 F->quantize_level != NO_QUANTIZE) ||
-               (F->zbitpix == 8 * bp && (out_type == TF_FLOAT32 || out_type == TF_FLOAT64))) {
+               (F->zbitpix == 8 * nb && (out_type == TF_FLOAT32 || out_type == TF_FLOAT64))) {
         if (F->cn_zscale > 0 && F->cn_zzero <= 0) return;
         if (!fits_rand_value && fits_init_randoms()) return;
         int dithered = F->zbitpix < 0 && (F->quantize_method == SUBTRACTIVE_DITHER_1 ||
@@ -1123,7 +1227,7 @@ int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
     FORWARD_IF_ERROR(prepare_reader(f, in, start, count, step, &t, &r, &nelem));
     tf_forget_tiles(f->fp);
     if (nelem == 0) return TF_OK;
-    if (r.gzip_cols[0] <= 0 && !r.rice && !r.plio) return TF_OK;
+    if (r.gzip_cols[0] <= 0 && !r.rice && !r.hcomp && !r.plio) return TF_OK;
     int64_t bad[TF_MAX_DIMS];
     const char *why = NULL;
     scratch s = {0};
