@@ -41,6 +41,10 @@ class File : public torch::CustomClassHolder {
     return with([&](tf_file* f) { return read_cutout_open(f, hdu, start, shape, steps, raw); });
   }
 
+  InfoTuple info() {
+    return with([](tf_file* f) { return info_open(f); });
+  }
+
   void close() {
     std::lock_guard<std::mutex> lock(mu_);
     if (pid_ == getpid()) tf_close(f_);
@@ -95,6 +99,7 @@ void register_file_class(torch::Library& m) {
       .def("read_cutout", &File::read_cutout, "",
            {torch::arg("hdu"), torch::arg("start"), torch::arg("shape"),
             torch::arg("step") = c10::nullopt, torch::arg("raw") = false})
+      .def("info", &File::info)
       .def("close", &File::close)
       .def("closed", &File::closed)
       .def("path", &File::path);

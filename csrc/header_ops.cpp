@@ -87,19 +87,21 @@ int64_t find_hdu_op(const std::string& path, const std::string& extname, int64_t
   return find_hdu(f.get(), extname, extver);
 }
 
-std::tuple<std::vector<std::string>, std::vector<std::vector<int64_t>>, std::vector<std::string>,
-           std::vector<std::string>, std::vector<int64_t>, std::vector<int64_t>, c10::List<bool>>
-info(const std::string& path) {
+InfoTuple info(const std::string& path) {
   FileHandle f = open_file(path);
+  return info_open(f.get());
+}
+
+InfoTuple info_open(tf_file* f) {
   int n = 0;
-  check(tf_num_hdus(f.get(), &n), f.get());
+  check(tf_num_hdus(f, &n), f);
   std::vector<std::string> kinds, dtypes, extnames;
   std::vector<std::vector<int64_t>> shapes;
   std::vector<int64_t> extvers, bitpix;
   c10::List<bool> compressed;
   for (int i = 0; i < n; i++) {
     tf_hdu_info h;
-    check(tf_hdu_info_get(f.get(), i, &h), f.get());
+    check(tf_hdu_info_get(f, i, &h), f);
     kinds.emplace_back(kind_name(h));
     if (h.kind == TF_HDU_IMAGE) {
       shapes.emplace_back(h.shape, h.shape + h.ndim);

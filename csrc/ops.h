@@ -35,9 +35,12 @@ std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<std::
 read_header_cards(const std::string& path, int64_t hdu);
 int64_t num_hdus(const std::string& path);
 int64_t find_hdu_op(const std::string& path, const std::string& extname, int64_t extver);
-std::tuple<std::vector<std::string>, std::vector<std::vector<int64_t>>, std::vector<std::string>,
-           std::vector<std::string>, std::vector<int64_t>, std::vector<int64_t>, c10::List<bool>>
-info(const std::string& path);
+// What info returns: per HDU its kind, shape, dtype, EXTNAME, EXTVER,
+// BITPIX and whether it is tile-compressed.
+using InfoTuple =
+    std::tuple<std::vector<std::string>, std::vector<std::vector<int64_t>>, std::vector<std::string>,
+               std::vector<std::string>, std::vector<int64_t>, std::vector<int64_t>, c10::List<bool>>;
+InfoTuple info(const std::string& path);
 
 // data_ops.cpp
 at::Tensor read_into(const std::string& path, int64_t hdu, at::Tensor& out, bool raw);
@@ -76,7 +79,8 @@ c10::Dict<std::string, at::Tensor> read_table_cfitsio(const std::string& path, i
 TableInfo table_info(const std::string& path, int64_t hdu);
 TableInfo table_info_name(const std::string& path, const std::string& hdu, int64_t extver);
 
-// The image kernels on a handle already open: for the File class.
+// The kernels on a handle already open: for the File class.
+InfoTuple info_open(tf_file* f);
 at::Tensor read_open(tf_file* f, int64_t hdu, bool raw);
 at::Tensor read_cutout_open(tf_file* f, int64_t hdu, at::IntArrayRef start, at::IntArrayRef shape,
                             at::OptionalIntArrayRef step, bool raw);

@@ -217,3 +217,26 @@ def test_truncated_data_of_a_fast_opened_file(tmp_path, probe):
         tf.read(path)
     with pytest.raises(RuntimeError, match=r"HDU 0: file is truncated.*\[TF_ECORRUPT\]"):
         torch.ops.torchfits._read_cfitsio(path, 0, [], [], None, False)
+
+
+@pytest.mark.parametrize("shape,tail", [
+    ((), b""), ((1,), b""), ((10, 288), b""), ((7, 13), b""), ((7, 13), b"\0" * 2880),
+    ((7, 13), b"X" * 100), ((7, 13), b"END" + b" " * 2877),
+])
+def test_hdu_count_without_cfitsio_agrees(tmp_path, shape, tail):
+    """A fast-opened file that ends where HDU 0's padded data ends is
+    counted as one HDU without cfitsio; anything after it goes to cfitsio.
+    Either way the count is cfitsio's (fitsio) and astropy's."""
+    from astropy.io import fits
+    path = tmp_path / "n.fits"
+    data = np.arange(int(np.prod(shape)), dtype=">i2").reshape(shape) if shape else None
+    fits.PrimaryHDU(data).writeto(path)
+    with open(path, "ab") as fh:
+        fh.write(tail)
+    with fitsio.FITS(str(path)) as f:
+        want = len(f)
+    assert tf.num_hdus(path) == want == len(tf.open(path))
+    if not tail:
+        assert want == 1
+    if shape:
+        np.testing.assert_array_equal(tf.open(path)[0].read().numpy(), data)

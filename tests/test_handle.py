@@ -211,3 +211,35 @@ def test_file_truncated_while_mapped(tmp_path, order):
     assert lines[0].startswith(f"FitsError: {path}: HDU 0: the file was truncated while it was read")
     assert lines[1].startswith(f"then: {path}") and "truncated" in lines[1]
     assert lines[-1] == "alive"
+
+
+def mappings_of(path):
+    with open("/proc/self/maps") as fh:
+        return sum(1 for line in fh if line.rstrip().endswith(os.path.realpath(path)))
+
+
+def test_mappings_are_shared_and_the_last_8_kept(tmp_path):
+    """A file opened again reuses the mapping of the last handle (its page
+    tables filled); at most 8 mappings outlive their handles; a file that
+    changed size gets a mapping of its new size."""
+    data = random_array((300, 200), -32, seed=9)
+    path = write_astropy(tmp_path / "m.fits", data)
+    for _ in range(20):
+        f = File(path)
+        np.testing.assert_array_equal(f.read_cutout(0, [5, 6], [7, 8]).numpy(), data[5:12, 6:14])
+        f.close()
+    assert mappings_of(path) == 1
+    others = [write_astropy(tmp_path / f"o{i}.fits", data) for i in range(12)]
+    for p in others:
+        File(p).read_cutout(0, [0, 0], [2, 2])
+    assert sum(mappings_of(p) for p in others + [path]) <= 8
+    held = [File(p) for p in others]  # more files held open than kept: each maps its own
+    for h in held:
+        h.read_cutout(0, [0, 0], [2, 2])
+    assert all(mappings_of(p) == 1 for p in others)
+    for h in held:
+        h.close()
+    bigger = random_array((310, 200), -32, seed=10)
+    write_astropy(path, bigger)  # rewritten in place: another size
+    f = File(path)
+    np.testing.assert_array_equal(f.read_cutout(0, [303, 0], [7, 5]).numpy(), bigger[303:310, :5])

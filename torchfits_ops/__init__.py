@@ -253,7 +253,11 @@ class HDUInfo(NamedTuple):
 
 def info(path: PathLike) -> List[HDUInfo]:
     """One HDUInfo per HDU, from a single pass over the file's headers."""
-    kinds, shapes, dtypes, names, vers, bitpix, compressed = _call(_ops.info, os.fspath(path))
+    return _infos(_call(_ops.info, os.fspath(path)))
+
+
+def _infos(t) -> List[HDUInfo]:
+    kinds, shapes, dtypes, names, vers, bitpix, compressed = t
     return [
         HDUInfo(i, names[i], vers[i], kinds[i], tuple(shapes[i]),
                 getattr(torch, dtypes[i]) if dtypes[i] else None, bitpix[i], compressed[i])
@@ -359,10 +363,18 @@ class ImageHDU(HDU):
     def __getitem__(self, key: Any) -> torch.Tensor:
         """numpy-style slicing (ints, slices with steps, negative indices,
         '...') that reads only the region asked for."""
-        start, count, step, flip, keep = _region(key, self.info.shape)
+        meta = self.info
+        start, count, step, flip, keep = _region(key, meta.shape)
         if 0 in count:
-            return torch.empty([count[a] for a in keep], dtype=self.dtype)
-        t = _call(self._file._cutout(), self.index, start, count, step, False)
+            return torch.empty([count[a] for a in keep], dtype=meta.dtype)
+        read_cutout = self._file._read_cutout or self._file._cutout()
+        try:
+            t = read_cutout(meta.index, start, count, step, False)
+        except RuntimeError as err:
+            new = _translate(err)
+            if new is err:
+                raise
+            raise new from None
         if len(keep) != len(count):  # integer indices drop their axes
             t = t.reshape([count[a] for a in keep])
         return t.flip(flip) if flip else t
@@ -375,9 +387,9 @@ from .table import ColumnInfo, TableHDU, read_table, read_table_nulls, table_inf
 class FitsFile:
     """A FITS file's HDUs, from ``torchfits_ops.open(path)``.
 
-    Image reads and slices go through one handle kept open (and the file
-    mapped) from the first read until ``close()`` or the end of the
-    ``with`` block: many cutouts of one large image then cost a copy each,
+    The HDU list and image reads and slices go through one handle kept
+    open (and the file mapped) from ``open()`` until ``close()`` or the end
+    of the ``with`` block: many cutouts of one large image then cost a copy each,
     not an open and a read per row. The object stays picklable and safe to
     share with DataLoader workers and threads: a pickled copy, a forked
     worker and a second thread reading at the same time each use a handle
@@ -389,7 +401,8 @@ class FitsFile:
         self._file = None  # torch.classes.torchfits.File, opened on first read
         self._read_cutout = None  # its bound read_cutout, looked up once
         self._closed = False
-        self._infos = info(self.path)
+        # One open for the HDU list and the reads that follow.
+        self._infos = _infos(_call(self._handle().info))
         # HDU objects point to this file, which keeps them only weakly: no
         # cycle, so a FitsFile nobody holds closes its handle at once
         # rather than at the next garbage collection.

@@ -60,6 +60,7 @@ struct tf_file {
      * handle kept open (mapped.c); NULL when not mapped. */
     const char *map;
     size_t map_len;
+    int map_slot;        /* its entry in mapped.c's cache, -1: its own */
 };
 
 /*

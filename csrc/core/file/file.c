@@ -20,6 +20,7 @@ tf_file *tf_create(void) {
     f->fd = -1;
     f->num_hdus = -1;
     f->err_hdu = -1;
+    f->map_slot = -1;
     return f;
 }
 
@@ -196,9 +197,23 @@ int tf_need_fits(tf_file *f) {
     return TF_OK;
 }
 
+/* A fast-opened file that ends exactly where HDU 0's data, padded to
+ * whole blocks, ends holds that one HDU, as cfitsio counts: no need to
+ * open cfitsio to count (a FitsFile of a survey image asks). */
+static int only_hdu0(const tf_file *f) {
+    if (!f->fast_hdu0 || !f->plain) return 0;
+    const tf_hdu_info *h = &f->fast_info;
+    int64_t bytes = h->ndim > 0 ? (h->bitpix < 0 ? -h->bitpix : h->bitpix) / 8 : 0;
+    for (int d = 0; d < h->ndim; d++)
+        if (!tf_mul_ok(bytes, h->shape[d], &bytes)) return 0;
+    return f->fast_data_offset + (bytes + 2879) / 2880 * 2880 == f->file_size;
+}
+
 int tf_num_hdus(tf_file *f, int *n) {
-    FORWARD_IF_ERROR(tf_check_handle(f));
+    FORWARD_IF_ERROR(tf_check_handle_lazy(f));
+    if (f->num_hdus < 0 && only_hdu0(f)) f->num_hdus = 1;
     if (f->num_hdus < 0) {
+        FORWARD_IF_ERROR(tf_check_handle(f));
         int st = 0, count = 0;
         FORWARD_IF_ERROR(tf_guard_headers(f, INT_MAX));
         fits_get_num_hdus(f->fp, &count, &st);
