@@ -28,14 +28,6 @@
 
 #include "check.h"
 
-static uint64_t rng = 88172645463325252ull;
-static uint32_t next(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
-}
-
 enum { SMOOTH, NOISE, CONSTANT, FULL, SPIKES, KINDS };
 
 /* w x h pixels (w fastest) of kind k within `bits` signed bits. */

@@ -21,14 +21,6 @@
 
 #include "check.h"
 
-static uint64_t rng = 88172645463325252ull;
-static uint32_t next(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
-}
-
 /* Pixels of kind k: 0 smooth walk, 1 noise of random width, 2 constant
  * runs, 3 full range, 4 mix of blocks. */
 static void fill(int32_t *v, int n, int kind, int bits) {
