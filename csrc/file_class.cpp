@@ -14,6 +14,7 @@
 #include <torch/custom_class.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <mutex>
 
 #include "ops.h"
@@ -87,7 +88,7 @@ class File : public torch::CustomClassHolder {
   std::mutex mu_;
   tf_file* f_ = nullptr;
   pid_t pid_ = getpid();
-  bool closed_ = false;
+  std::atomic<bool> closed_{false};  // read by callers that find the handle busy
 };
 
 }  // namespace
