@@ -1,6 +1,9 @@
 // shim.cpp - the helpers declared in shim.h.
 #include "shim.h"
 
+#include <cstdint>
+#include <cstdlib>
+
 #include <limits>
 
 namespace torchfits {
@@ -72,6 +75,24 @@ at::ScalarType to_scalar_type(tf_dtype dtype, tf_dtype* request) {
     case TF_COMPLEX128: return at::kComplexDouble;
     default: TORCH_CHECK(false, "torchfits: unknown dtype ", static_cast<int>(dtype));
   }
+}
+
+at::Tensor new_output(at::IntArrayRef shape, at::ScalarType dtype) {
+  constexpr size_t kMallocFrom = 64 * 1024;  // below, torch's allocator is as good
+  auto options = at::TensorOptions().dtype(dtype);
+  size_t bytes = c10::elementSize(dtype);
+  for (int64_t n : shape) {
+    TORCH_CHECK(n >= 0, "torchfits: negative extent ", n);
+    if (n != 0 && bytes > SIZE_MAX / static_cast<size_t>(n)) {
+      bytes = SIZE_MAX;
+      break;
+    }
+    bytes *= static_cast<size_t>(n);
+  }
+  if (bytes < kMallocFrom || bytes == SIZE_MAX) return at::empty(shape, options);
+  void* data = std::malloc(bytes);
+  if (data == nullptr) return at::empty(shape, options);  // let torch report it
+  return at::from_blob(data, shape, [](void* p) { std::free(p); }, options);
 }
 
 void set_region(tf_image_request* req, at::IntArrayRef start, at::IntArrayRef shape,

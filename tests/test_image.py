@@ -313,3 +313,26 @@ def test_zero_length_axis(tmp_path):
         assert ref[0].header["NAXIS1"] == 5
     t = tf.read(path)
     assert tuple(t.shape) == (0, 5) and t.dtype == torch.int16
+
+
+def test_large_outputs_behave_as_tensors(tmp_path):
+    """Outputs of 64 KiB and more come from malloc (at::from_blob with a
+    free deleter), like torch.from_numpy's: they share memory, pickle,
+    shrink in place; growing in place is refused as for numpy's."""
+    import pickle
+    data = random_array((300, 400), -32, seed=12)
+    path = write_astropy(tmp_path / "big.fits", data)
+    t = tf.read(path)
+    assert t.is_contiguous() and t.data_ptr() % 16 == 0
+    np.testing.assert_array_equal(t.numpy(), data)
+    assert torch.equal(pickle.loads(pickle.dumps(t)), t)
+    s = t.clone().share_memory_()
+    assert s.is_shared() and torch.equal(s, t)
+    u = tf.read(path).share_memory_()
+    assert u.is_shared() and torch.equal(u, t)
+    v = tf.read(path)
+    v.resize_(10)
+    np.testing.assert_array_equal(v.numpy(), data.reshape(-1)[:10])
+    with pytest.raises(RuntimeError, match="not resizable"):
+        tf.read(path).resize_(300 * 400 + 1)
+    del t, u, v
