@@ -243,3 +243,23 @@ def test_mappings_are_shared_and_the_last_8_kept(tmp_path):
     write_astropy(path, bigger)  # rewritten in place: another size
     f = File(path)
     np.testing.assert_array_equal(f.read_cutout(0, [303, 0], [7, 5]).numpy(), bigger[303:310, :5])
+
+
+def test_many_fitsfiles_keep_at_most_64_descriptors(tmp_path):
+    """One FitsFile per file of a survey: past 64 the oldest handles are
+    let go and opened again on their next read, so descriptors stay
+    bounded while every read stays right."""
+    import torchfits_ops as tfo
+    arrays = [random_array((20, 30), 16, seed=100 + i) for i in range(150)]
+    paths = [write_astropy(tmp_path / f"s{i}.fits", a) for i, a in enumerate(arrays)]
+    fds = len(os.listdir("/proc/self/fd"))
+    files = [tf.open(p) for p in paths]
+    for f, a in zip(files, arrays):
+        np.testing.assert_array_equal(f[0][2:5, 3:7].numpy(), a[2:5, 3:7])
+    assert len(os.listdir("/proc/self/fd")) - fds <= tfo._KEPT_OPEN
+    for f, a in zip(files[:10], arrays):  # let go earlier: opened again
+        np.testing.assert_array_equal(f[0][:, 1].numpy(), a[:, 1])
+    assert len(os.listdir("/proc/self/fd")) - fds <= tfo._KEPT_OPEN
+    for f in files:
+        f.close()
+    assert len(os.listdir("/proc/self/fd")) == fds

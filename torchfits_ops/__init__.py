@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import os
 import weakref
+from collections import OrderedDict
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -393,7 +394,9 @@ class FitsFile:
     not an open and a read per row. The object stays picklable and safe to
     share with DataLoader workers and threads: a pickled copy, a forked
     worker and a second thread reading at the same time each use a handle
-    of their own. Table and header reads open the file per call.
+    of their own. A process keeps at most 64 such handles open (the oldest
+    is opened again on its next read). Table and header reads open the
+    file per call.
     """
 
     def __init__(self, path: PathLike):
@@ -421,6 +424,7 @@ class FitsFile:
                 raise ValueError(f"{self.path}: the file is closed")
             self._file = _call(torch.classes.torchfits.File, self.path)
             self._read_cutout = self._file.read_cutout
+            _keep_open(self)
         return self._file
 
     def _cutout(self):
@@ -448,6 +452,7 @@ class FitsFile:
             self._file.close()
         self._file = self._read_cutout = None
         self._closed = True
+        _forget_open(self)
 
     def __len__(self) -> int:
         return len(self._infos)
@@ -476,6 +481,37 @@ class FitsFile:
             lines.append(f"  {m.index:3d} {m.name or '':12s} {m.kind:13s} {str(m.shape):20s} "
                          f"{m.dtype if m.dtype else ''}{' (compressed)' if m.compressed else ''}")
         return "\n".join(lines)
+
+
+# FitsFile handles kept open in this process, oldest first. Past
+# _KEPT_OPEN the oldest is let go (its file object closes once no thread
+# is reading through it) and opened again on its next read: a program that
+# holds many FitsFile objects (one per file of a survey) keeps at most this
+# many descriptors open.
+_KEPT_OPEN = 64
+_open_files: "OrderedDict[int, weakref.ref]" = OrderedDict()
+
+
+def _keep_open(f: FitsFile) -> None:
+    key = id(f)
+
+    def gone(ref, key=key):
+        if _open_files.get(key) is ref:
+            del _open_files[key]
+
+    _open_files[key] = weakref.ref(f, gone)
+    _open_files.move_to_end(key)
+    while len(_open_files) > _KEPT_OPEN:
+        _, ref = _open_files.popitem(last=False)
+        other = ref()
+        if other is not None:
+            other._file = other._read_cutout = None
+
+
+def _forget_open(f: FitsFile) -> None:
+    ref = _open_files.get(id(f))
+    if ref is not None and ref() is f:
+        del _open_files[id(f)]
 
 
 def open(path: PathLike) -> FitsFile:  # noqa: A001 - mirrors astropy.io.fits.open
