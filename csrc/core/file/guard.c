@@ -31,6 +31,7 @@ typedef struct zhdr {
     int has_zbitpix;
     long long zbitpix;
     int has_zscale;  /* a ZSCALE column or keyword: quantized floats */
+    int zero_axis;   /* a ZNAXISn of 0 */
 } zhdr;
 
 /* The integer value of a card, 0 when it has none. */
@@ -167,6 +168,7 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
                            card, v);
         if (key_indexed(card, "ZNAXIS") && v < 0)
             return tf_fail(f, TF_ECORRUPT, 0, "%.8s = %lld is negative", card, v);
+        if (key_indexed(card, "ZNAXIS") && v == 0) h->zero_axis = 1;
         /* An index into cfitsio's table of 10000 random numbers. */
         if (key_is(card, "ZDITHER0") && (v < 1 || v > 10000))
             return tf_fail(f, TF_ECORRUPT, 0, "ZDITHER0 = %lld is not in 1..10000", v);
@@ -229,6 +231,10 @@ static int check_whole(tf_file *f, const header_scan *hs) {
     const zhdr *h = &hs->h;
     const int *rice_vals = hs->rice_vals;
     if (!h->is_bintable || !h->zimage) return TF_OK;
+    /* No writer makes one, and cfitsio's default tile (a whole row) is
+     * then 0 pixels wide: SIGFPE (fuzzer: fpe-znaxis1-zero-default-tile). */
+    if (h->zero_axis)
+        return tf_fail(f, TF_ECORRUPT, 0, "a tile-compressed image with an empty axis (ZNAXISn = 0)");
     if (h->has_zbitpix && h->zbitpix != 8 && h->zbitpix != 16 && h->zbitpix != 32 &&
         h->zbitpix != 64 && h->zbitpix != -32 && h->zbitpix != -64)
         return tf_fail(f, TF_ECORRUPT, 0, "ZBITPIX = %lld is not valid", h->zbitpix);
