@@ -45,9 +45,7 @@ at::Tensor read_cutout_open(tf_file* f, int64_t hdu, at::IntArrayRef start, at::
 
 at::Tensor read(const std::string& path, int64_t hdu, bool raw) {
   FileHandle f = open_file(path);
-  tf_image_request req{};
-  req.raw = raw;
-  return read_image(f.get(), hdu_index(hdu), &req);
+  return read_open(f.get(), hdu, raw);
 }
 
 at::Tensor read_name(const std::string& path, const std::string& hdu, int64_t extver, bool raw) {
@@ -60,7 +58,7 @@ at::Tensor read_name(const std::string& path, const std::string& hdu, int64_t ex
 at::Tensor read_cutout(const std::string& path, int64_t hdu, at::IntArrayRef start,
                        at::IntArrayRef shape, at::OptionalIntArrayRef step, bool raw) {
   FileHandle f = open_file(path);
-  return cutout(f.get(), hdu_index(hdu), start, shape, step, raw, TF_PATH_AUTO);
+  return read_cutout_open(f.get(), hdu, start, shape, step, raw);
 }
 
 at::Tensor read_cutout_name(const std::string& path, const std::string& hdu, int64_t extver,
