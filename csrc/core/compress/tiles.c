@@ -624,18 +624,31 @@ static void unquantize(const reader *r, const qtile *q, const void *pix, int64_t
         }                                                                                   \
     } while (0)
 
-/* Bounds of an integer dtype. */
-static void int_range(tf_dtype t, int64_t *lo, int64_t *hi) {
+/* Bounds of an integer dtype; 0 for any other. */
+static int int_range(tf_dtype t, int64_t *lo, int64_t *hi) {
     switch (t) {
-    case TF_UINT8: *lo = 0; *hi = UINT8_MAX; break;
-    case TF_INT8: *lo = INT8_MIN; *hi = INT8_MAX; break;
-    case TF_INT16: *lo = INT16_MIN; *hi = INT16_MAX; break;
-    case TF_UINT16: *lo = 0; *hi = UINT16_MAX; break;
-    case TF_INT32: *lo = INT32_MIN; *hi = INT32_MAX; break;
-    case TF_UINT32: *lo = 0; *hi = UINT32_MAX; break;
-    default: *lo = INT64_MIN; *hi = INT64_MAX; break;
+    case TF_UINT8: *lo = 0; *hi = UINT8_MAX; return 1;
+    case TF_INT8: *lo = INT8_MIN; *hi = INT8_MAX; return 1;
+    case TF_INT16: *lo = INT16_MIN; *hi = INT16_MAX; return 1;
+    case TF_UINT16: *lo = 0; *hi = UINT16_MAX; return 1;
+    case TF_INT32: *lo = INT32_MIN; *hi = INT32_MAX; return 1;
+    case TF_UINT32: *lo = 0; *hi = UINT32_MAX; return 1;
+    case TF_INT64: *lo = INT64_MIN; *hi = INT64_MAX; return 1;
+    default: return 0;
     }
 }
+
+/* M(OUT_T) for the C type of the reader's integer output. */
+#define FOR_INT_OUT(M)                              \
+    switch (r->out_type) {                          \
+    case TF_UINT8: M(uint8_t); break;               \
+    case TF_INT8: M(int8_t); break;                 \
+    case TF_INT16: M(int16_t); break;               \
+    case TF_UINT16: M(uint16_t); break;             \
+    case TF_INT32: M(int32_t); break;               \
+    case TF_UINT32: M(uint32_t); break;             \
+    default: M(int64_t); break;                     \
+    }
 
 #define CONVERT_CLIPPED(OUT_T)                                                              \
     do {                                                                                    \
@@ -657,17 +670,9 @@ static void int_range(tf_dtype t, int64_t *lo, int64_t *hi) {
 static int convert_clipped(const reader *r, const void *pix, int64_t p, int64_t k, int64_t n,
                            char *dst) {
     const int32_t *in = pix;
-    int64_t lo, hi;
+    int64_t lo = INT64_MIN, hi = INT64_MAX;
     int_range(r->out_type, &lo, &hi);
-    switch (r->out_type) {
-    case TF_UINT8: CONVERT_CLIPPED(uint8_t); break;
-    case TF_INT8: CONVERT_CLIPPED(int8_t); break;
-    case TF_INT16: CONVERT_CLIPPED(int16_t); break;
-    case TF_UINT16: CONVERT_CLIPPED(uint16_t); break;
-    case TF_INT32: CONVERT_CLIPPED(int32_t); break;
-    case TF_UINT32: CONVERT_CLIPPED(uint32_t); break;
-    default: CONVERT_CLIPPED(int64_t); break;
-    }
+    FOR_INT_OUT(CONVERT_CLIPPED)
     return 0;
 }
 
@@ -683,15 +688,7 @@ static int convert(const reader *r, const qtile *q, const void *pix, int64_t p, 
         memcpy(dst, (const char *)pix + p * r->pix_bytes, (size_t)n * r->out_size);
         return 0;
     }
-    switch (r->out_type) {
-    case TF_UINT8: CONVERT_INT(uint8_t); break;
-    case TF_INT8: CONVERT_INT(int8_t); break;
-    case TF_INT16: CONVERT_INT(int16_t); break;
-    case TF_UINT16: CONVERT_INT(uint16_t); break;
-    case TF_INT32: CONVERT_INT(int32_t); break;
-    case TF_UINT32: CONVERT_INT(uint32_t); break;
-    default: CONVERT_INT(int64_t); break;
-    }
+    FOR_INT_OUT(CONVERT_INT)
     return 0;
 }
 
@@ -1105,20 +1102,11 @@ static int is_int(tf_dtype t) {
            t == TF_UINT32 || t == TF_INT64;
 }
 
-/* Whether every value in [lo, hi] fits dtype t. */
+/* Whether every value in [lo, hi] fits integer dtype t. (Callers pass
+ * at most 2^31 + 2^32 in magnitude, far inside int64.) */
 static int holds(tf_dtype t, double lo, double hi) {
-    double min = 0, max = 0;
-    switch (t) {
-    case TF_UINT8: max = 255; break;
-    case TF_INT8: min = -128; max = 127; break;
-    case TF_INT16: min = -32768; max = 32767; break;
-    case TF_UINT16: max = 65535; break;
-    case TF_INT32: min = -2147483648.0; max = 2147483647.0; break;
-    case TF_UINT32: max = 4294967295.0; break;
-    case TF_INT64: min = -9.2e18; max = 9.2e18; break;
-    default: return 0;
-    }
-    return lo >= min && hi <= max;
+    int64_t min, max;
+    return int_range(t, &min, &max) && lo >= (double)min && hi <= (double)max;
 }
 
 /* Whether this read's tiles are decoded here (own_unit; RICE_1, GZIP_1,
