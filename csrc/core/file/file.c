@@ -203,7 +203,7 @@ int tf_need_fits(tf_file *f) {
 static int only_hdu0(const tf_file *f) {
     if (!f->fast_hdu0 || !f->plain) return 0;
     const tf_hdu_info *h = &f->fast_info;
-    int64_t bytes = h->ndim > 0 ? (h->bitpix < 0 ? -h->bitpix : h->bitpix) / 8 : 0;
+    int64_t bytes = h->ndim > 0 ? (int64_t)tf_dtype_size(h->raw_dtype) : 0;
     for (int d = 0; d < h->ndim; d++)
         if (!tf_mul_ok(bytes, h->shape[d], &bytes)) return 0;
     return f->fast_data_offset + (bytes + 2879) / 2880 * 2880 == f->file_size;
