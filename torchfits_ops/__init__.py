@@ -368,14 +368,7 @@ class ImageHDU(HDU):
         start, count, step, flip, keep = _region(key, meta.shape)
         if 0 in count:
             return torch.empty([count[a] for a in keep], dtype=meta.dtype)
-        read_cutout = self._file._read_cutout or self._file._cutout()
-        try:
-            t = read_cutout(meta.index, start, count, step, False)
-        except RuntimeError as err:
-            new = _translate(err)
-            if new is err:
-                raise
-            raise new from None
+        t = _call(self._file._cutout(), meta.index, start, count, step, False)
         if len(keep) != len(count):  # integer indices drop their axes
             t = t.reshape([count[a] for a in keep])
         return t.flip(flip) if flip else t
@@ -401,8 +394,8 @@ class FitsFile:
 
     def __init__(self, path: PathLike):
         self.path = os.fspath(path)
-        self._file = None  # torch.classes.torchfits.File, opened on first read
-        self._read_cutout = None  # its bound read_cutout, looked up once
+        self._file = None  # torch.classes.torchfits.File (None: let go, or closed)
+        self._read_cutout = None  # its bound read_cutout, set with it
         self._closed = False
         # One open for the HDU list and the reads that follow.
         self._infos = _infos(_call(self._handle().info))
@@ -428,7 +421,10 @@ class FitsFile:
         return self._file
 
     def _cutout(self):
-        return self._read_cutout if self._file is not None else self._handle().read_cutout
+        """The handle's read_cutout, looked up once per handle."""
+        if self._read_cutout is None:
+            self._handle()
+        return self._read_cutout
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
