@@ -2,10 +2,12 @@
 
 Every function writes with astropy or fitsio (the reference readers) and
 returns the path; the tests compare torchfits with what astropy reads back.
+Also `run_threads`, the tests' way of reading from several threads.
 """
 import gzip
 import os
 import shutil
+import threading
 
 import numpy as np
 from astropy.io import fits
@@ -110,3 +112,22 @@ def write_compressed_astropy(path, data, compression_type="RICE_1", tile_shape=N
     hdu = fits.CompImageHDU(data, header=header, compression_type=compression_type, **kw)
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
     return str(path)
+
+
+def run_threads(work, n):
+    """Run work(0) .. work(n - 1) on n threads at once; the exceptions they
+    raised (an assert in a thread would otherwise only be printed)."""
+    errors = []
+
+    def run(k):
+        try:
+            work(k)
+        except Exception as e:  # noqa: BLE001 - returned to the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

@@ -8,7 +8,6 @@ import random
 import subprocess
 import sys
 import textwrap
-import threading
 
 import numpy as np
 import pytest
@@ -16,7 +15,8 @@ import torch
 from astropy.io import fits
 
 import torchfits_ops as tf
-from fitsgen import BITPIX_DTYPES, gzip_file, random_array, write_astropy, write_multi_extension
+from fitsgen import (BITPIX_DTYPES, gzip_file, random_array, run_threads, write_astropy,
+                     write_multi_extension)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 File = torch.classes.torchfits.File
@@ -109,20 +109,13 @@ def test_threads_share_one_file(tmp_path):
     path = write_astropy(tmp_path / "t.fits", data)
     f = tf.open(path)
     hdu = f[0]
-    failures = []
 
     def work(seed):
         for start, count, step in regions(data.shape, 150, seed):
             key = tuple(slice(a, a + c * s, s) for a, c, s in zip(start, count, step))
-            if not np.array_equal(hdu[key].numpy(), data[key]):
-                failures.append(key)
+            assert np.array_equal(hdu[key].numpy(), data[key]), key
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert failures == []
+    assert run_threads(work, 4) == []
     f.close()
 
 

@@ -1,6 +1,5 @@
 """Images read by torchfits compared with astropy (and fitsio) on files those
 libraries wrote: values, shapes and dtypes, both read paths, cutouts."""
-import threading
 
 import numpy as np
 import pytest
@@ -8,8 +7,8 @@ import torch
 from astropy.io import fits
 
 import torchfits_ops as tf
-from fitsgen import (BITPIX_DTYPES, gzip_file, random_array, write_astropy, write_fitsio,
-                     write_multi_extension)
+from fitsgen import (BITPIX_DTYPES, gzip_file, random_array, run_threads, write_astropy,
+                     write_fitsio, write_multi_extension)
 
 HAS_UINT16 = hasattr(torch, "uint16")
 NATIVE = {8: torch.uint8, 16: torch.int16, 32: torch.int32, 64: torch.int64,
@@ -287,24 +286,15 @@ def test_concurrent_threads_read_identically(tmp_path):
     paths = [write_astropy(tmp_path / f"t{i}.fits", random_array((300, 200), -32, seed=i))
              for i in range(4)]
     expected = [fits.getdata(p) for p in paths]
-    errors = []
 
     def work(k):
-        try:
-            for j in range(30):
-                i = (j + k) % 4
-                assert np.array_equal(tf.read(paths[i]).numpy(), expected[i])
-                cut = tf.read_cutout(paths[i], 0, [10, 20], [50, 60])
-                assert np.array_equal(cut.numpy(), expected[i][10:60, 20:80])
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+        for j in range(30):
+            i = (j + k) % 4
+            assert np.array_equal(tf.read(paths[i]).numpy(), expected[i])
+            cut = tf.read_cutout(paths[i], 0, [10, 20], [50, 60])
+            assert np.array_equal(cut.numpy(), expected[i][10:60, 20:80])
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors
+    assert not run_threads(work, 4)
 
 
 def test_zero_length_axis(tmp_path):

@@ -4,7 +4,6 @@ give exactly the serial results."""
 import hashlib
 import os
 import random
-import threading
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 from astropy.io import fits
 
 import torchfits_ops as tf
-from fitsgen import random_array, write_astropy, write_fitsio, write_multi_extension
+from fitsgen import random_array, run_threads, write_astropy, write_fitsio, write_multi_extension
 
 
 def stamp(path):
@@ -145,20 +144,12 @@ def test_threads_match_serial(files, monkeypatch):
     per_thread = [make_ops(files, seed, 1000) for seed in range(8)]
     serial = [[run_op(op) for op in ops] for ops in per_thread]
     results = [None] * 8
-    failures = []
 
     def work(k):
-        try:
-            results[k] = [run_op(op) for op in per_thread[k]]
-        except Exception as e:  # noqa: BLE001 - reported below
-            failures.append(repr(e))
+        results[k] = [run_op(op) for op in per_thread[k]]
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not failures
+    failures = run_threads(work, 8)
+    assert not failures, [repr(e) for e in failures]
     for k in range(8):
         bad = [i for i, (a, b) in enumerate(zip(results[k], serial[k])) if a != b]
         assert not bad, f"thread {k}: ops {bad[:5]} differ from the serial run"
