@@ -90,9 +90,10 @@ at::Tensor new_output(at::IntArrayRef shape, at::ScalarType dtype) {
     bytes *= static_cast<size_t>(n);
   }
   if (bytes < kMallocFrom || bytes == SIZE_MAX) return at::empty(shape, options);
-  void* data = std::malloc(bytes);
+  size_t len = 0;
+  void* data = tf_block_alloc(bytes, &len);
   if (data == nullptr) return at::empty(shape, options);  // let torch report it
-  return at::from_blob(data, shape, [](void* p) { std::free(p); }, options);
+  return at::from_blob(data, shape, [len](void* p) { tf_block_free(p, len); }, options);
 }
 
 void set_region(tf_image_request* req, at::IntArrayRef start, at::IntArrayRef shape,

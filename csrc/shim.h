@@ -50,10 +50,11 @@ int find_hdu(tf_file* f, const std::string& extname, int64_t extver);
 at::ScalarType to_scalar_type(tf_dtype dtype, tf_dtype* request);
 
 // An uninitialised output tensor for the core to fill. Large ones come from
-// malloc (wrapped with at::from_blob): glibc recycles those blocks between
-// calls, where torch's 64-byte-aligned allocation of the same size came
-// back as fresh pages in a read loop beside other readers (100 to 200 page
-// faults per 1-2 MiB read here, a third of the read's time).
+// tf_block_alloc (wrapped with at::from_blob): malloc below 32 MiB, which
+// glibc recycles between calls, where torch's 64-byte-aligned allocation of
+// the same size came back as fresh pages in a read loop beside other readers
+// (100 to 200 page faults per 1-2 MiB read here, a third of the read's
+// time); above, blocks the core keeps for reuse when their tensor is freed.
 at::Tensor new_output(at::IntArrayRef shape, at::ScalarType dtype);
 
 // Put a region (start, shape and optional step, C order) into a request,

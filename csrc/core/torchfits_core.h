@@ -144,6 +144,20 @@ int tf_open(tf_file *f, const char *path);
  */
 int tf_map_file(tf_file *f);
 
+/**
+ * Memory for an output of `bytes` bytes, to be given back with
+ * tf_block_free(p, *len). Blocks of 32 MiB and more are mappings of their
+ * own, and freed ones are kept for reuse (up to TORCHFITS_KEEP_MB MiB in
+ * all, 256 by default; 0 keeps none), so that a loop reading large images
+ * does not fault in and zero fresh pages on every read. Smaller blocks come
+ * from malloc (*len is then 0). The memory is not zeroed.
+ * @return NULL when out of memory.
+ */
+void *tf_block_alloc(size_t bytes, size_t *len);
+
+/** Give back a block from tf_block_alloc; NULL is ignored. */
+void tf_block_free(void *p, size_t len);
+
 /** Close the file and free the handle. Accepts NULL. */
 void tf_close(tf_file *f);
 

@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,6 +221,36 @@ static void test_convert(void) {
     CHECK(strcmp(tf_strerror(TF_EPOISONED), "TF_EPOISONED") == 0);
 }
 
+/* Blocks of 32 MiB and more: a freed block is handed out again for a
+ * request it fits, never while in use, never for one much smaller. */
+static void test_blocks(void) {
+    const size_t mib = (size_t)1 << 20;
+    size_t la = 0, lb = 0, lc = 0, ls = 1;
+    char *small = tf_block_alloc(1000, &ls);
+    CHECK(small && ls == 0); /* malloc's */
+    tf_block_free(small, ls);
+    char *a = tf_block_alloc(40 * mib + 1, &la);
+    CHECK(a && la >= 40 * mib + 1 && la % 4096 == 0 && (uintptr_t)a % 4096 == 0);
+    memset(a, 7, 40 * mib + 1);
+    char *b = tf_block_alloc(48 * mib, &lb); /* a is in use */
+    CHECK(b && b != a);
+    tf_block_free(a, la);
+    char *c = tf_block_alloc(40 * mib, &lc);
+    CHECK(c == a && lc == la); /* kept, handed out again, not zeroed */
+    CHECK(c[0] == 7 && c[40 * mib] == 7);
+    tf_block_free(b, lb);
+    char *d = tf_block_alloc(32 * mib, &lb); /* b wastes over a quarter */
+    CHECK(d && d != b && d != c);
+    tf_block_free(c, lc);
+    tf_block_free(d, lb);
+    setenv("TORCHFITS_KEEP_MB", "0", 1); /* keeps none: these unmap */
+    a = tf_block_alloc(40 * mib, &la);
+    CHECK(a != NULL);
+    tf_block_free(a, la);
+    unsetenv("TORCHFITS_KEEP_MB");
+    tf_block_free(NULL, 0);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s DIR\n", argv[0]);
@@ -232,5 +263,6 @@ int main(int argc, char **argv) {
     test_truncated_poisons();
     test_mef_and_header();
     test_convert();
+    test_blocks();
     return check_report();
 }

@@ -1,8 +1,10 @@
 /*
- * memory.c - hints about output buffers.
+ * memory.c - output buffers: hints, and large blocks kept for reuse.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 #include "internal.h"
@@ -19,4 +21,110 @@ void tf_advise_huge(void *p, size_t n, size_t min_bytes) {
     (void)n;
     (void)min_bytes;
 #endif
+}
+
+/* Blocks of BLOCK_MIN bytes and more are mappings of their own, and the
+ * last few freed are kept for the next output instead of unmapped. glibc
+ * maps and unmaps every block that large on each call, so a loop reading
+ * 64 MB images paid, per read, the kernel zeroing 64 MB of fresh pages
+ * and faulting them in, and each unmap stalled the page faults of every
+ * other thread of the process. Smaller blocks come from malloc, which
+ * recycles them itself. */
+#define BLOCK_MIN ((size_t)32 << 20)
+#define BLOCK_SLOTS 4
+#define KEEP_DEFAULT_MB 256
+
+typedef struct {
+    void *p; /* NULL: a free slot */
+    size_t len;
+    uint64_t freed; /* when it was kept */
+} kept_block;
+
+static kept_block kept[BLOCK_SLOTS];
+static uint64_t kept_clock;
+static pthread_mutex_t block_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* TORCHFITS_KEEP_MB, read on each call (a process may change it). */
+static size_t keep_limit(void) {
+    const char *s = getenv("TORCHFITS_KEEP_MB");
+    char *end;
+    long long mb = s && *s ? strtoll(s, &end, 10) : KEEP_DEFAULT_MB;
+    if (s && *s && (*end || mb < 0)) mb = KEEP_DEFAULT_MB;
+    return mb > (long long)(SIZE_MAX >> 21) ? SIZE_MAX >> 1 : (size_t)mb << 20;
+}
+
+/* A fork while another thread holds the lock would leave it held forever
+ * in the child (DataLoader workers fork). */
+static void block_lock_fork(void) { pthread_mutex_lock(&block_lock); }
+static void block_unlock_fork(void) { pthread_mutex_unlock(&block_lock); }
+static void register_fork_handlers(void) {
+    pthread_atfork(block_lock_fork, block_unlock_fork, block_unlock_fork);
+}
+
+void *tf_block_alloc(size_t bytes, size_t *len) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    *len = 0;
+    if (bytes < BLOCK_MIN) return malloc(bytes ? bytes : 1);
+    size_t page = 4096, want = bytes + page - 1;
+    if (want < bytes) return NULL;
+    want &= ~(page - 1);
+    pthread_once(&once, register_fork_handlers);
+    /* The smallest kept block that fits without wasting over a quarter. */
+    void *p = NULL;
+    pthread_mutex_lock(&block_lock);
+    int best = -1;
+    for (int i = 0; i < BLOCK_SLOTS; i++)
+        if (kept[i].p && kept[i].len >= want && kept[i].len - want <= want / 4 &&
+            (best < 0 || kept[i].len < kept[best].len))
+            best = i;
+    if (best >= 0) {
+        p = kept[best].p;
+        *len = kept[best].len;
+        kept[best].p = NULL;
+    }
+    pthread_mutex_unlock(&block_lock);
+    if (p) return p;
+    p = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    tf_advise_huge(p, want, 0);
+    *len = want;
+    return p;
+}
+
+void tf_block_free(void *p, size_t len) {
+    if (!p) return;
+    if (len == 0) {
+        free(p);
+        return;
+    }
+    size_t limit = keep_limit();
+    kept_block drop[BLOCK_SLOTS + 1];
+    int ndrop = 0;
+    pthread_mutex_lock(&block_lock);
+    if (len <= limit) {
+        /* Make room: a free slot and at most `limit` bytes kept, dropping
+         * the blocks kept longest first. */
+        for (;;) {
+            size_t total = len;
+            int slot = -1, oldest = -1;
+            for (int i = 0; i < BLOCK_SLOTS; i++) {
+                if (!kept[i].p) {
+                    slot = i;
+                    continue;
+                }
+                total += kept[i].len;
+                if (oldest < 0 || kept[i].freed < kept[oldest].freed) oldest = i;
+            }
+            if (slot >= 0 && total <= limit) {
+                kept[slot] = (kept_block){p, len, ++kept_clock};
+                p = NULL;
+                break;
+            }
+            drop[ndrop++] = kept[oldest];
+            kept[oldest].p = NULL;
+        }
+    }
+    pthread_mutex_unlock(&block_lock);
+    if (p) drop[ndrop++] = (kept_block){p, len, 0};
+    for (int i = 0; i < ndrop; i++) munmap(drop[i].p, drop[i].len);
 }
