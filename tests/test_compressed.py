@@ -373,6 +373,25 @@ def test_inconsistent_tiling(rice_file, key, value, match):
     assert str(path) in msg and "HDU 1" in msg and re.search(match, msg), msg
 
 
+
+@pytest.mark.parametrize("value,match", [
+    ("0                  32", r"ZVAL1 +is not a number"),  # cfitsio: 0, SIGFPE
+    ("32", None),  # no blank after "=": cfitsio reads 32, so do we
+])
+def test_value_right_after_equals(rice_file, value, match):
+    """A value that starts in column 10, with no blank after the "=", is
+    the value cfitsio reads: the guard reads it from there too (fuzzer:
+    fpe-rice-zval1-no-blank, where it read "0   32" as 32)."""
+    path, data = rice_file
+    raw = bytearray(open(path, "rb").read())
+    at = bytes(raw).index(b"ZVAL1   = ")
+    raw[at:at + 80] = ("ZVAL1   =" + value).ljust(80).encode()
+    open(path, "wb").write(bytes(raw))
+    if match:
+        assert_fails(path, match)
+    else:
+        np.testing.assert_array_equal(tf.read(path, 1).numpy(), data)
+
 # ---- RICE_1 tiles decoded by the core's own pipeline (rice.c, own_unit) ----
 
 @pytest.mark.parametrize("dtype", ["u2", "u4", "i1"])

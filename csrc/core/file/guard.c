@@ -34,10 +34,17 @@ typedef struct zhdr {
     int zero_axis;   /* a ZNAXISn of 0 */
 } zhdr;
 
+/* Values are read from column 10, right after the "=", as cfitsio reads
+ * them: the standard's blank in column 10 may be missing, and a value
+ * that starts there is still the value cfitsio takes ("=0   32" is 0 to
+ * cfitsio; read from column 11 it looked like 32; fuzzer:
+ * fpe-rice-zval1-no-blank). */
+#define VALUE_COL 9
+
 /* The integer value of a card, 0 when it has none. */
 static int card_int(const char *card, long long *v) {
-    char buf[CARD - 9];
-    memcpy(buf, card + 10, sizeof buf - 1);
+    char buf[CARD - VALUE_COL + 1];
+    memcpy(buf, card + VALUE_COL, sizeof buf - 1);
     buf[sizeof buf - 1] = 0;
     char *end;
     *v = strtoll(buf, &end, 10);
@@ -48,7 +55,7 @@ static int card_int(const char *card, long long *v) {
 
 /* The string value of a card, unquoted, trailing blanks removed. */
 static void card_str(const char *card, char *out, size_t n) {
-    const char *q = memchr(card + 10, '\'', CARD - 10);
+    const char *q = memchr(card + VALUE_COL, '\'', CARD - VALUE_COL);
     size_t k = 0;
     if (q)
         for (q++; q < card + CARD && *q != '\'' && k + 1 < n; q++) out[k++] = *q;
@@ -98,7 +105,7 @@ static const char *scan_number(const char *p, const char *e, const char *exps) {
 /* Whether the card's value is a number (any exponent letter cfitsio
  * reads), then blanks or a comment. */
 static int card_is_number(const char *card) {
-    const char *p = card + 10, *end = card + CARD;
+    const char *p = card + VALUE_COL, *end = card + CARD;
     while (p < end && *p == ' ') p++;
     if (!(p = scan_number(p, end, "EDed"))) return 0;
     while (p < end && *p == ' ') p++;
@@ -131,7 +138,7 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
         card_str(card, s, sizeof s);
         h->is_bintable = strcmp(s, "BINTABLE") == 0;
     } else if (key_is(card, "ZIMAGE")) {
-        const char *p = card + 10;
+        const char *p = card + VALUE_COL;
         while (p < card + CARD && *p == ' ') p++;
         h->zimage = p < card + CARD && *p == 'T';
     } else if (key_is(card, "ZCMPTYPE")) {
@@ -149,7 +156,7 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
         /* cfitsio copies these values into fixed 70-byte fields with
          * strcpy: a 70-character unquoted value overflows (glibc aborts,
          * found by the fuzzer: overflow-ttype-unquoted). They are strings. */
-        const char *q = card + 10;
+        const char *q = card + VALUE_COL;
         while (q < card + CARD && *q == ' ') q++;
         if (q == card + CARD || *q != '\'' || !memchr(q + 1, '\'', (size_t)(card + CARD - q - 1)))
             return tf_fail(f, TF_ECORRUPT, 0, "%.8s is not a quoted string", card);
