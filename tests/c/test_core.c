@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../../csrc/core/common/convert.h"
 #include "../../csrc/core/torchfits_core.h"
@@ -243,6 +245,19 @@ static void test_blocks(void) {
     CHECK(d && d != b && d != c);
     tf_block_free(c, lc);
     tf_block_free(d, lb);
+    /* A forked child does not reuse its parent's kept blocks (each page
+     * would be copied first): its block is fresh, zeroed memory. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        size_t lk = 0;
+        char *k = tf_block_alloc(40 * mib, &lk);
+        _exit(k && k[0] == 0 && k[40 * mib - 1] == 0 ? 0 : 1);
+    }
+    int wst = 0;
+    CHECK(pid > 0 && waitpid(pid, &wst, 0) == pid && WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    c = tf_block_alloc(40 * mib, &lc); /* the parent still has its block */
+    CHECK(c && c[0] == 7);
+    tf_block_free(c, lc);
     setenv("TORCHFITS_KEEP_MB", "0", 1); /* keeps none: these unmap */
     a = tf_block_alloc(40 * mib, &la);
     CHECK(a != NULL);

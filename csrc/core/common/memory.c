@@ -54,11 +54,21 @@ static size_t keep_limit(void) {
 }
 
 /* A fork while another thread holds the lock would leave it held forever
- * in the child (DataLoader workers fork). */
+ * in the child (DataLoader workers fork). The child lets go of the kept
+ * blocks: reusing one would copy each page the parent still shares
+ * before overwriting it, dearer than a fresh page. */
 static void block_lock_fork(void) { pthread_mutex_lock(&block_lock); }
 static void block_unlock_fork(void) { pthread_mutex_unlock(&block_lock); }
+static void block_child_fork(void) {
+    for (int i = 0; i < BLOCK_SLOTS; i++)
+        if (kept[i].p) {
+            munmap(kept[i].p, kept[i].len);
+            kept[i].p = NULL;
+        }
+    pthread_mutex_unlock(&block_lock);
+}
 static void register_fork_handlers(void) {
-    pthread_atfork(block_lock_fork, block_unlock_fork, block_unlock_fork);
+    pthread_atfork(block_lock_fork, block_unlock_fork, block_child_fork);
 }
 
 void *tf_block_alloc(size_t bytes, size_t *len) {
