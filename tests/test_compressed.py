@@ -392,6 +392,31 @@ def test_value_right_after_equals(rice_file, value, match):
     else:
         np.testing.assert_array_equal(tf.read(path, 1).numpy(), data)
 
+
+def set_card(path, key, card):
+    """Replace the card of `key` (as written) with `card`, as is."""
+    raw = bytearray(open(path, "rb").read())
+    at = bytes(raw).index(key.ljust(8).encode() + b"=")
+    raw[at:at + 80] = card.ljust(80).encode()
+    open(path, "wb").write(bytes(raw))
+
+
+@pytest.mark.parametrize("changes,match", [
+    # cfitsio finds keywords in any case: its integer parser then aborted
+    # on this value (fuzzer: abort-znaxis-lower-case)
+    ([("ZNAXIS2", "ZNAXiS2 = " + "x" * 60 + "64")], r"ZNAXiS2 +is not a number"),
+    # A3DTABLE is a binary table to cfitsio: the block size 0 divided
+    ([("XTENSION", "XTENSION= 'A3DTABLE'"), ("ZVAL1", "ZVAL1   =                    0")],
+     r"RICE block size ZVAL1 = 0"),
+])
+def test_guard_matches_names_as_cfitsio_does(rice_file, changes, match):
+    """The guard reads keyword names and extension types the way cfitsio
+    does, so that no header it lets through makes cfitsio crash."""
+    path, _ = rice_file
+    for key, card in changes:
+        set_card(path, key, card)
+    assert_fails(path, match)
+
 # ---- RICE_1 tiles decoded by the core's own pipeline (rice.c, own_unit) ----
 
 @pytest.mark.parametrize("dtype", ["u2", "u4", "i1"])

@@ -14,6 +14,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../common/internal.h"
 
@@ -63,9 +64,20 @@ static void card_str(const char *card, char *out, size_t n) {
     out[k] = 0;
 }
 
+/* Keyword names compare regardless of case, as cfitsio's lookups do: it
+ * found "ZNAXiS2" for ZNAXIS2 and parsed its value, which the guard had
+ * not checked (fuzzer: abort-znaxis-lower-case). */
+static int upper(char c) { return c >= 'a' && c <= 'z' ? c - ('a' - 'A') : c; }
+
+static int name_starts(const char *card, const char *stem, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (upper(card[i]) != stem[i]) return 0;
+    return 1;
+}
+
 static int key_is(const char *card, const char *key) {
     size_t n = strlen(key);
-    if (memcmp(card, key, n) != 0) return 0;
+    if (!name_starts(card, key, n)) return 0;
     for (size_t i = n; i < 8; i++)
         if (card[i] != ' ') return 0;
     return card[8] == '=';
@@ -74,7 +86,7 @@ static int key_is(const char *card, const char *key) {
 /* Key with a numeric suffix: "ZTILE" matches ZTILE1..ZTILE999. */
 static int key_indexed(const char *card, const char *stem) {
     size_t n = strlen(stem);
-    if (memcmp(card, stem, n) != 0 || card[n] < '1' || card[n] > '9') return 0;
+    if (!name_starts(card, stem, n) || card[n] < '1' || card[n] > '9') return 0;
     size_t i = n + 1;
     while (i < 8 && card[i] >= '0' && card[i] <= '9') i++;
     while (i < 8 && card[i] == ' ') i++;
@@ -136,11 +148,15 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
         return tf_fail(f, TF_ECORRUPT, 0, "%.8s is not a number", card);
     if (key_is(card, "XTENSION")) {
         card_str(card, s, sizeof s);
-        h->is_bintable = strcmp(s, "BINTABLE") == 0;
+        /* cfitsio reads all three as binary tables, and a compressed image
+         * in an A3DTABLE skipped these checks (a RICE block size of 0 then
+         * divided in cfitsio); the case is ignored to be safe. */
+        h->is_bintable = strcasecmp(s, "BINTABLE") == 0 || strcasecmp(s, "A3DTABLE") == 0 ||
+                         strcasecmp(s, "3DTABLE") == 0;
     } else if (key_is(card, "ZIMAGE")) {
         const char *p = card + VALUE_COL;
         while (p < card + CARD && *p == ' ') p++;
-        h->zimage = p < card + CARD && *p == 'T';
+        h->zimage = p < card + CARD && upper(*p) == 'T';
     } else if (key_is(card, "ZCMPTYPE")) {
         card_str(card, h->zcmptype, sizeof h->zcmptype);
     } else if (key_is(card, "ZBITPIX")) {
@@ -224,9 +240,10 @@ static int check_block(tf_file *f, const char *block, header_scan *hs, int *ende
             return TF_OK;
         }
         /* Every keyword checked here has a value ("=" in column 9) and
-         * starts with one of these letters: most cards (COMMENT, HISTORY,
-         * WCS, instrument keywords) are passed over at once. */
-        if (card[8] != '=' || !memchr("BEGNPTXZ", card[0], 8)) continue;
+         * starts with one of these letters, in either case: most cards
+         * (COMMENT, HISTORY, WCS, instrument keywords) are passed over at
+         * once. */
+        if (card[8] != '=' || !memchr("BEGNPTXZ", upper(card[0]), 8)) continue;
         FORWARD_IF_ERROR(check_duplicate(f, card, hs->seen));
         FORWARD_IF_ERROR(check_card(f, card, &hs->h, hs->rice_vals));
     }
