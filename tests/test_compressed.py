@@ -405,13 +405,20 @@ def set_card(path, key, card):
     # cfitsio finds keywords in any case: its integer parser then aborted
     # on this value (fuzzer: abort-znaxis-lower-case)
     ([("ZNAXIS2", "ZNAXiS2 = " + "x" * 60 + "64")], r"ZNAXiS2 +is not a number"),
+    # twice, a bad value first: cfitsio may take either card, and took the
+    # bad one (SIGFPE); the guard had kept the last
+    ([("ZNAME1", "ZVAL1   =                    0")], r"RICE block size ZVAL1 = 0"),
+    # a second XTENSION card, which cfitsio ignores, had cleared the first
+    ([("ZNAME1", "XTENSION= 'IMAGE   '"), ("ZVAL1", "ZVAL1   =                    0")],
+     r"RICE block size ZVAL1 = 0"),
     # A3DTABLE is a binary table to cfitsio: the block size 0 divided
     ([("XTENSION", "XTENSION= 'A3DTABLE'"), ("ZVAL1", "ZVAL1   =                    0")],
      r"RICE block size ZVAL1 = 0"),
 ])
 def test_guard_matches_names_as_cfitsio_does(rice_file, changes, match):
-    """The guard reads keyword names and extension types the way cfitsio
-    does, so that no header it lets through makes cfitsio crash."""
+    """The guard reads keyword names, repeated keywords and extension types
+    the way cfitsio may, so that no header it lets through makes cfitsio
+    crash."""
     path, _ = rice_file
     for key, card in changes:
         set_card(path, key, card)

@@ -140,6 +140,12 @@ static int numeric_key(const char *card) {
            key_indexed(card, "TSCAL") || key_indexed(card, "TZERO");
 }
 
+/* RICE_1's ZVAL1 is the block size (16 or 32 in every writer), ZVAL2 the
+ * bytes per pixel. */
+static int rice_val_ok(int i, int v) {
+    return i == 0 ? v == 16 || v == 32 : v == 1 || v == 2 || v == 4 || v == 8;
+}
+
 /* Check one card; `h` collects what later checks need. */
 static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
     long long v;
@@ -150,9 +156,10 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
         card_str(card, s, sizeof s);
         /* cfitsio reads all three as binary tables, and a compressed image
          * in an A3DTABLE skipped these checks (a RICE block size of 0 then
-         * divided in cfitsio); the case is ignored to be safe. */
-        h->is_bintable = strcasecmp(s, "BINTABLE") == 0 || strcasecmp(s, "A3DTABLE") == 0 ||
-                         strcasecmp(s, "3DTABLE") == 0;
+         * divided in cfitsio); the case is ignored, and a second XTENSION
+         * card cannot clear the first's, to be safe. */
+        h->is_bintable |= strcasecmp(s, "BINTABLE") == 0 || strcasecmp(s, "A3DTABLE") == 0 ||
+                          strcasecmp(s, "3DTABLE") == 0;
     } else if (key_is(card, "ZIMAGE")) {
         const char *p = card + VALUE_COL;
         while (p < card + CARD && *p == ' ') p++;
@@ -197,8 +204,13 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
             return tf_fail(f, TF_ECORRUPT, 0, "ZDITHER0 = %lld is not in 1..10000", v);
     } else if (key_is(card, "ZVAL1") || key_is(card, "ZVAL2")) {
         /* Checked once ZCMPTYPE is known: remember the values. */
-        if (card_int(card, &v)) rice_vals[card[4] - '1'] = v < -1 ? -1 : v > 1 << 20 ? 1 << 20 : (int)v;
-        else rice_vals[card[4] - '1'] = -1;
+        int i = card[4] - '1', val = -1;
+        if (card_int(card, &v)) val = v < -1 ? -1 : v > 1 << 20 ? 1 << 20 : (int)v;
+        /* With the keyword twice, cfitsio may take either card (its search
+         * starts where the last one ended): a bad value in any of them
+         * stays, a good one never hides it ("ZVAL1 = 0" then "ZVAL1 = 32":
+         * SIGFPE). */
+        if (rice_vals[i] == -2 || rice_val_ok(i, rice_vals[i])) rice_vals[i] = val;
     }
     return TF_OK;
 }
@@ -269,13 +281,11 @@ static int check_whole(tf_file *f, const header_scan *hs) {
                        "ZBITPIX = %lld with %s but no ZSCALE: integer-only compression of "
                        "unquantized floats", h->zbitpix, h->zcmptype);
     if (is_rice(h->zcmptype)) {
-        /* ZVAL1 is the block size (16 or 32 in every writer), ZVAL2 the
-         * bytes per pixel. */
-        if (rice_vals[0] != -2 && rice_vals[0] != 16 && rice_vals[0] != 32)
+        if (rice_vals[0] != -2 && !rice_val_ok(0, rice_vals[0]))
             return tf_fail(f, TF_ECORRUPT, 0, "RICE block size ZVAL1 = %d is not 16 or 32",
                            rice_vals[0]);
         int bp = rice_vals[1];
-        if (bp != -2 && bp != 1 && bp != 2 && bp != 4 && bp != 8)
+        if (bp != -2 && !rice_val_ok(1, bp))
             return tf_fail(f, TF_ECORRUPT, 0, "RICE BYTEPIX ZVAL2 = %d is not 1, 2, 4 or 8", bp);
     }
     return TF_OK;
