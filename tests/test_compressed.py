@@ -424,6 +424,39 @@ def test_guard_matches_names_as_cfitsio_does(rice_file, changes, match):
         set_card(path, key, card)
     assert_fails(path, match)
 
+
+def test_guard_reads_the_whole_header(tmp_path):
+    """cfitsio takes a keyword wherever it is in the header: a RICE block
+    size of 0 after 2,400 HISTORY cards (block 68) had been past the
+    guard's 64 blocks, and divided (SIGFPE). The same for a primary header
+    longer than the bytes the open reads first."""
+    data = smooth((64, 80), ">i2", seed=12)
+    hdu = fits.CompImageHDU(data.astype(np.int16), compression_type="RICE_1", tile_shape=(1, 80))
+    for k in range(2400):
+        hdu.header["HISTORY"] = f"padding {k}"
+    path = tmp_path / "long.fits"
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"ZVAL1   =")
+    raw[at:at + 80] = b"COMMENT   ZVAL1 was here".ljust(80)
+    at = raw.index(b"HISTORY padding 2390")
+    assert at // 2880 > 65
+    raw[at:at + 80] = b"ZVAL1   =                    0".ljust(80)
+    path.write_bytes(bytes(raw))
+    assert_fails(path, r"RICE block size ZVAL1 = 0")
+
+    h = fits.PrimaryHDU(np.zeros((300, 300), ">i2"))
+    for k in range(1200):
+        h.header["HISTORY"] = f"padding {k}"
+    path = tmp_path / "longp.fits"
+    h.writeto(path)
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"HISTORY padding 1150")
+    raw[at:at + 80] = ("BLANK   = " + "x" * 60 + "12").encode()
+    path.write_bytes(bytes(raw))
+    with pytest.raises(tf.FitsError, match=r"longp\.fits: BLANK +is not a number"):
+        tf.read(path)
+
 # ---- RICE_1 tiles decoded by the core's own pipeline (rice.c, own_unit) ----
 
 @pytest.mark.parametrize("dtype", ["u2", "u4", "i1"])

@@ -12,9 +12,11 @@
  * core reads the raw cards of that header (through cfitsio's own byte
  * reader, so gzip files are covered) and refuses those values.
  */
+#define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "../common/internal.h"
 
@@ -22,9 +24,6 @@ int ffgbyt(fitsfile *fptr, LONGLONG nbytes, void *buffer, int *status);
 
 #define BLOCK 2880
 #define CARD 80
-/* Cards read ahead per header; a longer header is left to cfitsio (the
- * keywords checked here come first in every writer's output). */
-#define MAX_SCAN_BLOCKS 64
 
 typedef struct zhdr {
     int is_bintable, zimage;
@@ -296,8 +295,11 @@ static int check_header(tf_file *f, int64_t off) {
     char block[BLOCK];
     header_scan hs = {.rice_vals = {-2, -2}};
     int st = 0, ended = 0;
-    for (int b = 0; b < MAX_SCAN_BLOCKS && !ended; b++) {
-        if (off + (int64_t)(b + 1) * BLOCK > (int64_t)f->fp->Fptr->logfilesize) break;
+    /* The whole header, however long: cfitsio reads a keyword wherever it
+     * is (a RICE block size of 0 in the 68th block had been left to it:
+     * SIGFPE). The cards are cheap to pass over. */
+    for (int64_t b = 0; !ended; b++) {
+        if (off + (b + 1) * BLOCK > (int64_t)f->fp->Fptr->logfilesize) break;
         ffmbyt(f->fp, off + (LONGLONG)b * BLOCK, 0 /* REPORT_EOF */, &st);
         ffgbyt(f->fp, BLOCK, block, &st);
         if (st) {
@@ -313,8 +315,17 @@ static int check_header(tf_file *f, int64_t off) {
 int tf_guard_primary(tf_file *f, const char *buf, size_t n) {
     header_scan hs = {.rice_vals = {-2, -2}};
     int ended = 0;
-    for (size_t off = 0; off + BLOCK <= n && !ended; off += BLOCK)
+    size_t off = 0;
+    for (; off + BLOCK <= n && !ended; off += BLOCK)
         FORWARD_IF_ERROR(check_block(f, buf + off, &hs, &ended));
+    /* A header longer than the bytes read at open: the rest from the file
+     * (a garbage BLANK past them would reach cfitsio's integer parser). */
+    char block[BLOCK];
+    for (int64_t at = (int64_t)off; !ended && f->fd >= 0 && at + BLOCK <= f->file_size;
+         at += BLOCK) {
+        if (pread(f->fd, block, BLOCK, (off_t)at) != BLOCK) break; /* cfitsio reports it */
+        FORWARD_IF_ERROR(check_block(f, block, &hs, &ended));
+    }
     return check_whole(f, &hs);
 }
 
