@@ -5,6 +5,8 @@
 #   fuzz/run.sh build                              build only
 #   fuzz/run.sh build-replay                       build only the replay driver
 #   fuzz/run.sh replay PATH...                     replay cases (no libFuzzer)
+#   fuzz/run.sh variants                           write the header variants
+#                                                  (fuzz/header_variants.py) and replay them
 #
 # clang-14 with -fsanitize=fuzzer,address,undefined (Debian: clang-14,
 # libclang-rt-14-dev). Seeds: the files the test suite writes
@@ -62,6 +64,16 @@ main() {
     build) build; exit 0 ;;
     build-replay) build_replay; exit 0 ;;
     replay) shift; build; exec "$B/replay" "$@" ;;
+    variants)
+      build_replay  # only the replay driver: a fuzzer may be running
+      rm -rf "$B/variants"
+      "$PY" fuzz/header_variants.py "$B/variants"
+      set +e
+      "$B/replay" "$B/variants" >"$B/variants.log" 2>&1
+      rc=$?
+      tail -n 1 "$B/variants.log"
+      [[ $rc == 0 ]] || echo "the first failure and its stack: $B/variants.log"
+      exit $rc ;;
   esac
   secs=${1:-600}
   shift || true

@@ -457,6 +457,43 @@ def test_guard_reads_the_whole_header(tmp_path):
     with pytest.raises(tf.FitsError, match=r"longp\.fits: BLANK +is not a number"):
         tf.read(path)
 
+
+def add_card(path, card):
+    """Put `card` where HDU 1's END is and END after it (same block)."""
+    raw = bytearray(open(path, "rb").read())
+    at = next(i for i in range(2880, len(raw), 80) if raw[i:i + 8] == b"END     ")
+    assert (at + 80) % 2880 and raw[at + 80:at + 160].strip() == b""
+    raw[at:at + 160] = card.ljust(80).encode() + b"END".ljust(80)
+    open(path, "wb").write(bytes(raw))
+
+
+@pytest.mark.parametrize("algo,card,match", [
+    # cfitsio takes any THEAP; the heap offset overflowed in the tile
+    # checks (header variants, UBSan)
+    ("GZIP_1", "THEAP   =  9223372036854775807", r"heap \(THEAP = 9223372036854775807\) lies outside"),
+    ("GZIP_1", "THEAP   =                   -8", r"heap \(THEAP = -8\) lies outside"),
+    # 'NONE' is for floats stored as they are: on integer pixels cfitsio
+    # read zeros (HCOMPRESS) or failed (RICE, GZIP), the core's decoders
+    # the pixels: the read paths disagreed
+    ("HCOMPRESS_1", "ZQUANTIZ= 'NONE    '", r"ZQUANTIZ = 'NONE'.*integer image"),
+    ("RICE_1", "zquantiz= 'NONE    '", r"ZQUANTIZ = 'NONE'.*integer image"),
+])
+def test_header_variants(tmp_path, algo, card, match):
+    """Findings of the header variants (fuzz/header_variants.py): each
+    tile-compressed keyword given odd values in odd places, replayed
+    through both read paths under ASan/UBSan."""
+    data = smooth((64, 80), ">i2", seed=12)
+    path = write_compressed_astropy(tmp_path / "v.fits", data, algo, (16, 16))
+    add_card(path, card)
+    assert_fails(path, match)
+
+
+def test_quantiz_none_on_quantized_floats(tmp_path):
+    data = smooth((64, 80), ">f4", seed=12)
+    path = write_compressed_astropy(tmp_path / "f.fits", data, "RICE_1", (16, 16))
+    set_card(path, "ZQUANTIZ", "ZQUANTIZ= 'NONE    '")
+    assert_fails(path, r"ZQUANTIZ = 'NONE'.*a ZSCALE is present")
+
 # ---- RICE_1 tiles decoded by the core's own pipeline (rice.c, own_unit) ----
 
 @pytest.mark.parametrize("dtype", ["u2", "u4", "i1"])

@@ -956,7 +956,13 @@ static int check_descriptors(tf_file *f, const tiling *t) {
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot locate the tile table");
     int64_t limit = end;
     if (f->fd >= 0 && f->file_size < limit) limit = f->file_size;
-    int64_t heap = (int64_t)data + (int64_t)F->heapstart;
+    /* THEAP, as cfitsio took it, may be anything (9223372036854775807
+     * overflowed here: header variants under UBSan). */
+    int64_t heap;
+    RETURN_ERROR_IF(F->heapstart < 0 || __builtin_add_overflow((int64_t)data, (int64_t)F->heapstart,
+                                                               &heap) || heap > limit,
+                    f, TF_ECORRUPT, "the heap (THEAP = %lld) lies outside the file",
+                    (long long)F->heapstart);
     const int cols[3] = {F->cn_compressed, F->cn_gzip_data, F->cn_uncompressed};
     int64_t width[3] = {0, 0, 0};
     /* cfitsio leaves these 0 when it gave up on the compression keywords
@@ -1083,7 +1089,7 @@ static int set_codecs(reader *r, tf_file *f, const tf_hdu_info *in, const tiling
     LONGLONG head = 0, data = 0, end = 0;
     fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot locate the tile table");
-    r->heap = (int64_t)data + (int64_t)F->heapstart;
+    r->heap = (int64_t)data + (int64_t)F->heapstart; /* in the file: check_descriptors */
     /* Tile bytes are read with pread only from the column types that hold
      * them as they are (1PB / 1QB, 1PI / 1QI for PLIO); cfitsio converts
      * anything else, and then so do we, through it. */

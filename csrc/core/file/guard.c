@@ -32,6 +32,7 @@ typedef struct zhdr {
     long long zbitpix;
     int has_zscale;  /* a ZSCALE column or keyword: quantized floats */
     int zero_axis;   /* a ZNAXISn of 0 */
+    int quantiz_none; /* a ZQUANTIZ of 'NONE': floats stored losslessly */
 } zhdr;
 
 /* Values are read from column 10, right after the "=", as cfitsio reads
@@ -165,6 +166,9 @@ static int check_card(tf_file *f, const char *card, zhdr *h, int *rice_vals) {
         h->zimage = p < card + CARD && upper(*p) == 'T';
     } else if (key_is(card, "ZCMPTYPE")) {
         card_str(card, h->zcmptype, sizeof h->zcmptype);
+    } else if (key_is(card, "ZQUANTIZ")) {
+        card_str(card, s, sizeof s);
+        h->quantiz_none |= strcasecmp(s, "NONE") == 0;
     } else if (key_is(card, "ZBITPIX")) {
         /* cfitsio's parse of a garbage value overflowed a buffer of its
          * own in ffc2j (glibc abort; fuzzer: abort-zbitpix-garbage). */
@@ -279,6 +283,14 @@ static int check_whole(tf_file *f, const header_scan *hs) {
         return tf_fail(f, TF_ECORRUPT, 0,
                        "ZBITPIX = %lld with %s but no ZSCALE: integer-only compression of "
                        "unquantized floats", h->zbitpix, h->zcmptype);
+    /* 'NONE' says the floats were compressed as they are: with integer
+     * pixels or a ZSCALE, cfitsio then read zeros, an overflow or unscaled
+     * quantized values where the core's decoders read the tiles (header
+     * variants: the two read paths disagreed). No writer makes one. */
+    if (h->quantiz_none && ((h->has_zbitpix && h->zbitpix > 0) || h->has_zscale))
+        return tf_fail(f, TF_ECORRUPT, 0, "ZQUANTIZ = 'NONE' (floats stored losslessly) on %s",
+                       h->has_zscale ? "quantized data (a ZSCALE is present)"
+                                     : "an integer image");
     if (is_rice(h->zcmptype)) {
         if (rice_vals[0] != -2 && !rice_val_ok(0, rice_vals[0]))
             return tf_fail(f, TF_ECORRUPT, 0, "RICE block size ZVAL1 = %d is not 16 or 32",
