@@ -543,3 +543,30 @@ def test_string_ends_at_nul(tmp_path):
     assert bytes(fast["t"].flatten().tolist()) == b"a\0\0b\0\0" b"cc\0ddd" b"e\0\0f\0\0"
     assert tf.read_table(path)["s"] == ["ab", "s15", "plain"]
     assert tf.read_table(path)["t"] == [["a", "b"], ["cc", "ddd"], ["e", "f"]]
+
+
+@pytest.mark.parametrize("dup", ["TFORM2  = 'J       '", "TSCAL1  =                  2.0",
+                                 "tdim2   = '(2,1)   '"])
+def test_column_keyword_twice_is_refused(tmp_path, dup):
+    """cfitsio sets up columns from the cards in order (the last TFORMn of
+    two wins) but finds keywords by search (the first): with a column
+    keyword twice its reads and the fast path's disagreed (fuzzer:
+    paths-disagree-duplicate-tform). Such a header is refused."""
+    cols = [fits.Column(name="a", format="J", array=np.arange(5, dtype=">i4")),
+            fits.Column(name="b", format="2E", array=np.ones((5, 2), ">f4"), dim="(2,1)"),
+            fits.Column(name="c", format="8A", array=np.array([b"x"] * 5))]
+    fits.BinTableHDU.from_columns(cols).writeto(tmp_path / "t.fits")
+    tdim = "TDIM2   =" if "TDIM" in dup.upper() else None
+    if "TSCAL1" in dup:
+        raw = bytearray((tmp_path / "t.fits").read_bytes())
+        at = raw.index(b"TTYPE3  =")  # becomes a TSCAL1, then a second one
+        raw[at:at + 80] = "TSCAL1  =                  1.0".ljust(80).encode()
+        (tmp_path / "t.fits").write_bytes(bytes(raw))
+    raw = bytearray((tmp_path / "t.fits").read_bytes())
+    at = raw.index(b"TTYPE2  =")
+    raw[at:at + 80] = dup.ljust(80).encode()
+    (tmp_path / "t.fits").write_bytes(bytes(raw))
+    assert tdim is None or tdim.encode() in raw
+    key = dup.split("=")[0].strip().upper()
+    with pytest.raises(tf.FitsError, match=rf"t\.fits: HDU 1: keyword {key} appears twice"):
+        tf.read_table(tmp_path / "t.fits", 1)

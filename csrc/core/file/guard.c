@@ -240,11 +240,37 @@ static int check_duplicate(tf_file *f, const char *card, unsigned char *seen) {
 }
 
 /* What the checks of one header collect across its cards. */
+/* The keywords that describe a table column. cfitsio sets up its columns
+ * from the cards in order (the last of two TFORM3 wins) but finds a
+ * keyword by search (the first, or whichever its search meets first): a
+ * second TFORM3 left its string reads blank where the fast path read the
+ * bytes (fuzzer: paths-disagree-duplicate-tform). */
+static const char *const COLUMN_KEYS[] = {"TFORM", "TTYPE", "TDIM", "TSCAL", "TZERO", "TNULL"};
+#define NCOLUMN_KEYS (sizeof COLUMN_KEYS / sizeof COLUMN_KEYS[0])
+#define MAX_COLUMNS 999 /* cfitsio's most */
+
 typedef struct header_scan {
     unsigned char seen[NSTRUCTURAL];
+    unsigned char columns_seen[NCOLUMN_KEYS][MAX_COLUMNS / 8 + 1]; /* bit n: key n seen */
     zhdr h;
     int rice_vals[2]; /* -2: absent */
 } header_scan;
+
+static int check_column_duplicate(tf_file *f, const char *card, header_scan *hs) {
+    if (upper(card[0]) != 'T') return TF_OK;
+    for (size_t k = 0; k < NCOLUMN_KEYS; k++) {
+        if (!key_indexed(card, COLUMN_KEYS[k])) continue;
+        int n = atoi(card + strlen(COLUMN_KEYS[k]));
+        if (n < 1 || n > MAX_COLUMNS) return TF_OK;
+        unsigned char *bits = hs->columns_seen[k], bit = (unsigned char)(1u << (n % 8));
+        if (bits[n / 8] & bit)
+            return tf_fail(f, TF_ECORRUPT, 0, "keyword %s%d appears twice in the header",
+                           COLUMN_KEYS[k], n);
+        bits[n / 8] |= bit;
+        return TF_OK;
+    }
+    return TF_OK;
+}
 
 /* One block of cards; *ended when it holds END. */
 static int check_block(tf_file *f, const char *block, header_scan *hs, int *ended) {
@@ -260,6 +286,7 @@ static int check_block(tf_file *f, const char *block, header_scan *hs, int *ende
          * once. */
         if (card[8] != '=' || !memchr("BEGNPTXZ", upper(card[0]), 8)) continue;
         FORWARD_IF_ERROR(check_duplicate(f, card, hs->seen));
+        FORWARD_IF_ERROR(check_column_duplicate(f, card, hs));
         FORWARD_IF_ERROR(check_card(f, card, &hs->h, hs->rice_vals));
     }
     return TF_OK;
