@@ -3,8 +3,9 @@
     python3 fuzz/header_variants.py DIR [EVERY]   (or: fuzz/run.sh variants)
 
 Writes, for RICE_1 (integer and quantized float), GZIP_1, GZIP_2,
-HCOMPRESS_1 and PLIO_1 files that astropy wrote, each compressed-image and
-table keyword below given each odd value below, in six ways: in place, with
+HCOMPRESS_1 and PLIO_1 files and a binary table with every kind of column
+that astropy wrote, each compressed-image or table keyword below given
+each odd value below, in six ways: in place, with
 no blank after the "=", with the name in lower case, twice with the odd
 value first, twice with it last, and moved to the end of the header. cfitsio
 reads keywords in any case, from column 10, wherever they are, and takes
@@ -32,23 +33,68 @@ KEYS = ["ZBITPIX", "ZNAXIS", "ZNAXIS1", "ZNAXIS2", "ZTILE1", "ZTILE2", "ZVAL1", 
 PADDING = 40  # HISTORY cards: room for duplicates and moved cards
 
 
+TABLE_VALUES = VALUES + ["'1PJ(999999999)'", "'0A'", "'-1J'", "'100000000E'", "'2X'",
+                        "'QD(-1)'", "'(0,0)'", "'(100,100)'", "'J'", "'PB'", "'1Q'", "'8A'",
+                        "'3L'", "'(3,2)'"]
+TABLE_KEYS = ["TFORM1", "TFORM2", "TFORM3", "TFORM4", "TFORM5", "TFORM6", "TFORM7", "TFORM8",
+              "TTYPE1", "TTYPE3", "TDIM4", "TSCAL1", "TZERO1", "TNULL1", "THEAP", "PCOUNT",
+              "NAXIS1", "NAXIS2", "TFIELDS", "GCOUNT"]
+
+
+def compressed(data, algo, **kw):
+    """A CompImageHDU with 16x16 tiles (astropy >= 5.3 says tile_shape,
+    older ones tile_size: the same for square tiles)."""
+    import inspect
+    params = inspect.signature(fits.CompImageHDU.__init__).parameters
+    kw["tile_shape" if "tile_shape" in params else "tile_size"] = (16, 16)
+    return fits.CompImageHDU(data, compression_type=algo, **kw)
+
+
+def table(rng):
+    """A binary table with every kind of column: J with a TNULL (scaled in
+    bases()), D, 8A, 6E shaped (3,2), PJ and QD variable-length arrays, 3L,
+    12X."""
+    n = 60
+    vla = np.empty(n, dtype=object)
+    vla[:] = [np.arange(k % 7, dtype=">i4") for k in range(n)]
+    vld = np.empty(n, dtype=object)
+    vld[:] = [np.ones(k % 5, dtype=">f8") for k in range(n)]
+    cols = [fits.Column(name="I", format="J", array=np.arange(n, dtype=">i4"), null=-1),
+            fits.Column(name="D", format="D", array=rng.standard_normal(n)),
+            fits.Column(name="S", format="8A", array=np.array([b"row%d" % k for k in range(n)])),
+            fits.Column(name="M", format="6E", dim="(3,2)", array=np.ones((n, 2, 3), ">f4")),
+            fits.Column(name="V", format="PJ()", array=vla),
+            fits.Column(name="W", format="QD()", array=vld),
+            fits.Column(name="L", format="3L", array=np.ones((n, 3), bool)),
+            fits.Column(name="B", format="12X", array=np.zeros((n, 12), bool))]
+    return fits.BinTableHDU.from_columns(cols)
+
+
 def bases():
+    """(name, file bytes, keys, values) of each base file."""
     rng = np.random.default_rng(1)
     ints = (rng.standard_normal((64, 80)) * 50).astype(np.int16)
-    for algo in ["RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1", "PLIO_1", "RICE_1 float"]:
-        if algo == "RICE_1 float":
-            hdu = fits.CompImageHDU(rng.standard_normal((64, 80)).astype(np.float32),
-                                    compression_type="RICE_1", tile_shape=(16, 16),
-                                    quantize_level=4)
+    for algo in ["RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1", "PLIO_1", "RICE_1 float", "table"]:
+        if algo == "table":
+            hdu = table(rng)
+        elif algo == "RICE_1 float":
+            hdu = compressed(rng.standard_normal((64, 80)).astype(np.float32), "RICE_1",
+                             quantize_level=4)
         else:
-            data = np.abs(ints) % 64 if algo == "PLIO_1" else ints
-            hdu = fits.CompImageHDU(data.astype(np.int16), compression_type=algo,
-                                    tile_shape=(16, 16))
+            hdu = compressed((np.abs(ints) % 64 if algo == "PLIO_1" else ints).astype(np.int16),
+                             algo)
         for k in range(PADDING):
             hdu.header["HISTORY"] = f"padding {k}"
         out = io.BytesIO()
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(out)
-        yield algo.replace(" ", "_"), out.getvalue()
+        if algo == "table":  # astropy rescales on write: the cards go in afterwards
+            raw = bytearray(out.getvalue())
+            for k, c in [(PADDING - 2, card("TSCAL1", "2.0")), (PADDING - 3, card("TZERO1", "10.0"))]:
+                at = raw.find(b"HISTORY padding %d" % k)
+                raw[at:at + 80] = c
+            out = io.BytesIO(bytes(raw))
+        keys, values = (TABLE_KEYS, TABLE_VALUES) if algo == "table" else (KEYS, VALUES)
+        yield algo.replace(" ", "_"), out.getvalue(), keys, values
 
 
 def card(key, value, blank=True):
@@ -56,7 +102,7 @@ def card(key, value, blank=True):
     return text.ljust(80)[:80].encode("latin-1")
 
 
-def variants(base):
+def variants(base, keys, values):
     def at(key):  # the card of `key` in HDU 1, or -1
         i = base.find(key.ljust(8).encode() + b"=", 2880)
         return i if i >= 0 and (i - 2880) % 80 == 0 else -1
@@ -64,9 +110,9 @@ def variants(base):
     def slot(raw, n):
         return raw.find(b"HISTORY padding %d" % n)
 
-    for key in KEYS:
+    for key in keys:
         i = at(key)
-        for vi, value in enumerate(VALUES):
+        for vi, value in enumerate(values):
             for tag, c in [("std", card(key, value)), ("nob", card(key, value, blank=False)),
                            ("low", card(key.lower(), value))]:
                 raw = bytearray(base)
@@ -93,8 +139,8 @@ def main(out, every=1):
     """Write the variants (every `every`-th of them) into `out`; their count."""
     os.makedirs(out, exist_ok=True)
     n = k = 0
-    for algo, base in bases():
-        for name, raw in variants(base):
+    for algo, base, keys, values in bases():
+        for name, raw in variants(base, keys, values):
             k += 1
             if (k - 1) % every:
                 continue

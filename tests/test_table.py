@@ -570,3 +570,51 @@ def test_column_keyword_twice_is_refused(tmp_path, dup):
     key = dup.split("=")[0].strip().upper()
     with pytest.raises(tf.FitsError, match=rf"t\.fits: HDU 1: keyword {key} appears twice"):
         tf.read_table(tmp_path / "t.fits", 1)
+
+
+def _table_with_cards(tmp_path, cards, name="t.fits"):
+    """A J column 'a' (0..4) and a 1L column 'l', with `cards` in the
+    header (in place of HISTORY cards written for them)."""
+    cols = [fits.Column(name="a", format="J", array=np.arange(5, dtype=">i4")),
+            fits.Column(name="l", format="1L", array=np.array([True, False, True, False, True]))]
+    hdu = fits.BinTableHDU.from_columns(cols)
+    for k in range(len(cards)):
+        hdu.header["HISTORY"] = f"slot {k}"
+    path = tmp_path / name
+    hdu.writeto(path)
+    raw = bytearray(path.read_bytes())
+    for k, card in enumerate(cards):
+        at = raw.index(b"HISTORY slot %d" % k)
+        raw[at:at + 80] = card.ljust(80).encode()
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_tnull_as_cfitsio_reads_it(tmp_path):
+    """TNULL1 = 16.5 is no null value to cfitsio; it was 16 to the fast
+    path (header variants). One that the column's integers cannot hold is
+    refused, as BLANK is on images: cfitsio compared it cut to 32 bits."""
+    path = _table_with_cards(tmp_path, ["TNULL1  =                 16.5"])
+    t = tf.read_table(path, 1, columns=["a"])["a"]
+    assert t.dtype == torch.int32 and t.tolist() == [0, 1, 2, 3, 4]
+    assert torch.ops.torchfits._read_table_cfitsio(str(path), 1, ["a"], 0, -1)["a"].tolist() == \
+        [0, 1, 2, 3, 4]
+    path = _table_with_cards(tmp_path, ["TNULL1  = -9223372036854775808"], "t2.fits")
+    with pytest.raises(tf.FitsError, match=r"column 'a': TNULL1 = -9223372036854775808 does not fit"):
+        tf.read_table(path, 1, columns=["a"])
+
+
+def test_logical_bytes_other_than_t_f_nul(tmp_path):
+    """A byte of a logical column other than 'T', 'F' and NUL: true to
+    cfitsio, so true on both paths, and a valid bool (cfitsio's path had
+    handed back the byte itself)."""
+    path = _table_with_cards(tmp_path, [])
+    raw = bytearray(path.read_bytes())
+    data = (raw.index(b"END     ", 2880) // 2880 + 1) * 2880
+    for row, byte in enumerate([ord("T"), ord("F"), 0, 4, 255]):
+        raw[data + row * 5 + 4] = byte  # rows are 5 bytes: J, then L
+    path.write_bytes(bytes(raw))
+    fast = tf.read_table(path, 1, columns=["l"])["l"]
+    slow = torch.ops.torchfits._read_table_cfitsio(str(path), 1, ["l"], 0, -1)["l"]
+    assert fast.tolist() == slow.tolist() == [True, False, False, True, True]
+    assert slow.view(torch.uint8).tolist() == [1, 0, 0, 1, 1]

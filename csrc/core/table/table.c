@@ -110,9 +110,15 @@ typedef struct table_cache {
     col_text cols[];
 } table_cache;
 
-/* Read TFORMn, TUNITn, TDIMn and TNULLn of every column in one pass over
- * the header, once per HDU: looking each up by name would search the whole
- * header for every absent one, quadratic in the number of columns. */
+/* cfitsio's mark of a column without TNULLn (fitsio2.h). */
+#ifndef NULL_UNDEFINED
+#define NULL_UNDEFINED 1234554321
+#endif
+
+/* Read TFORMn, TUNITn and TDIMn of every column in one pass over the
+ * header, once per HDU (TNULLn as cfitsio parsed it): looking each up by
+ * name would search the whole header for every absent one, quadratic in
+ * the number of columns. */
 static int col_text_load(tf_file *f, int hdu, const table_geom *g) {
     free(f->col_text);
     f->col_text = NULL;
@@ -126,8 +132,8 @@ static int col_text_load(tf_file *f, int hdu, const table_geom *g) {
         char key[FLEN_KEYWORD] = "", value[FLEN_VALUE] = "";
         fits_read_keyn(f->fp, k, key, value, NULL, &st);
         if (st || key[0] != 'T') continue;
-        static const char *const names[] = {"TFORM", "TUNIT", "TDIM", "TNULL"};
-        for (int w = 0; w < 4; w++) {
+        static const char *const names[] = {"TFORM", "TUNIT", "TDIM"};
+        for (int w = 0; w < 3; w++) {
             size_t len = strlen(names[w]);
             if (strncmp(key, names[w], len) != 0 || key[len] < '1' || key[len] > '9') continue;
             char *end;
@@ -137,13 +143,18 @@ static int col_text_load(tf_file *f, int hdu, const table_geom *g) {
             if (w == 0) unquote(value, c->tform, sizeof c->tform);
             else if (w == 1) unquote(value, c->tunit, sizeof c->tunit);
             else if (w == 2) unquote(value, c->tdim, sizeof c->tdim);
-            else if (!g->ascii) {
-                c->null = strtoll(value, &end, 10);
-                c->has_null = end != value;
-            }
             break;
         }
     }
+    /* TNULLn as cfitsio took it when it set up the columns: "16.5" is no
+     * null value to it (read here with strtoll it had been 16, and the
+     * fast path made NaN of what cfitsio returned; header variants). */
+    if (!g->ascii && !st)
+        for (int n = 0; n < g->ncols; n++) {
+            LONGLONG tnull = f->fp->Fptr->tableptr[n].tnull;
+            ct[n].has_null = tnull != NULL_UNDEFINED;
+            ct[n].null = ct[n].has_null ? (int64_t)tnull : 0;
+        }
     if (st) {
         free(cache);
         return tf_fail(f, TF_ECORRUPT, st, "cannot read the table header");
@@ -289,6 +300,17 @@ static int column_info(tf_file *f, const table_geom *g, int col, tf_column_info 
                        "column '%s': TFORM%d = '%s' does not fit in the %lld-byte row",
                        ci->name, n, ci->tform, (long long)g->rowlen);
     ci->raw_dtype = raw_of(ci->code);
+    /* A TNULLn the column's integers cannot hold matches nothing to the
+     * fast path, but cfitsio compares it cut to the column's type (TNULL1 =
+     * -2^63 on a J column made its zeros null; header variants), as with
+     * BLANK on images. */
+    int64_t lo = ci->raw_dtype == TF_UINT8 ? 0 : ci->raw_dtype == TF_INT16 ? INT16_MIN
+               : ci->raw_dtype == TF_INT32 ? INT32_MIN : INT64_MIN;
+    int64_t hi = ci->raw_dtype == TF_UINT8 ? UINT8_MAX : ci->raw_dtype == TF_INT16 ? INT16_MAX
+               : ci->raw_dtype == TF_INT32 ? INT32_MAX : INT64_MAX;
+    if (ci->has_null && (ci->null < lo || ci->null > hi))
+        return tf_fail(f, TF_ECORRUPT, 0, "column '%s': TNULL%d = %lld does not fit its %s values",
+                       ci->name, n, (long long)ci->null, tf_dtype_name(ci->raw_dtype));
     switch (ci->code) {
     case 'L': case 'X': ci->dtype = TF_BOOL; break;
     case 'A': ci->dtype = TF_UINT8; break;
@@ -480,6 +502,10 @@ static int read_values(tf_file *f, const tf_column_info *ci, int64_t row, int64_
     else fits_read_col(f->fp, type, ci->index + 1, row, first, nelem, nulval, dst, &anynul, &st);
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': cannot read row %lld", ci->name,
                       (long long)(row - 1));
+    /* cfitsio hands a logical byte other than 'T', 'F' and NUL back as it
+     * is (4 for 4), which is no bool: torch's bool holds 0 or 1. */
+    if (ci->code == 'L')
+        for (int64_t i = 0; i < nelem; i++) ((char *)dst)[i] = ((char *)dst)[i] != 0;
     return TF_OK;
 }
 
@@ -645,8 +671,13 @@ static void scatter_col(const block_col *bc, const char *rows, size_t rowlen, in
         return;
     }
     case 'L':
+        /* 'T' true, 'F' false, NUL null (false here). Any other byte is not
+         * a logical; cfitsio reads it as true, and so does the fast path,
+         * so that both paths agree (astropy and fitsio read it as false;
+         * header variants: the paths disagreed on heap bytes read as a
+         * logical column, and cfitsio's path returned bools of 4). */
         gather(dst, src, rowlen, w, k);
-        for (int64_t i = 0; i < k * (int64_t)w; i++) dst[i] = dst[i] == 'T';
+        for (int64_t i = 0; i < k * (int64_t)w; i++) dst[i] = dst[i] != 0 && dst[i] != 'F';
         return;
     case 'X':
         gather(scratch, src, rowlen, w, k);
