@@ -105,6 +105,19 @@ size_t tf_dtype_size(tf_dtype dtype) {
     return dtype_table[dtype].size;
 }
 
+int tf_int_range(tf_dtype t, int64_t *lo, int64_t *hi) {
+    switch (t) {
+    case TF_UINT8: *lo = 0; *hi = UINT8_MAX; return 1;
+    case TF_INT8: *lo = INT8_MIN; *hi = INT8_MAX; return 1;
+    case TF_INT16: *lo = INT16_MIN; *hi = INT16_MAX; return 1;
+    case TF_UINT16: *lo = 0; *hi = UINT16_MAX; return 1;
+    case TF_INT32: *lo = INT32_MIN; *hi = INT32_MAX; return 1;
+    case TF_UINT32: *lo = 0; *hi = UINT32_MAX; return 1;
+    case TF_INT64: *lo = INT64_MIN; *hi = INT64_MAX; return 1;
+    default: return 0;
+    }
+}
+
 const char *tf_dtype_name(tf_dtype dtype) {
     if ((int)dtype <= 0 || dtype >= TF_DTYPE_COUNT) return "auto";
     return dtype_table[dtype].name;

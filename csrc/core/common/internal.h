@@ -124,6 +124,14 @@ int tf_move_to(tf_file *f, int hdu, int *hdutype);
  * scaling (file.c). */
 tf_dtype tf_natural_dtype(int bitpix, double scale, double zero);
 
+/* The dtype of data stored with this BITPIX; TF_DTYPE_AUTO for none
+ * (file.c). */
+tf_dtype tf_stored_dtype(int bitpix);
+
+/* Bounds of an integer dtype in *lo, *hi; 0 (and nothing set) for any
+ * other dtype (error.c, beside the dtype table). */
+int tf_int_range(tf_dtype t, int64_t *lo, int64_t *hi);
+
 /* Check the raw headers of HDUs up to `upto` (0-based; INT_MAX: all)
  * for values cfitsio would crash on, before cfitsio parses them. */
 int tf_guard_headers(tf_file *f, int upto);

@@ -624,20 +624,6 @@ static void unquantize(const reader *r, const qtile *q, const void *pix, int64_t
         }                                                                                   \
     } while (0)
 
-/* Bounds of an integer dtype; 0 for any other. */
-static int int_range(tf_dtype t, int64_t *lo, int64_t *hi) {
-    switch (t) {
-    case TF_UINT8: *lo = 0; *hi = UINT8_MAX; return 1;
-    case TF_INT8: *lo = INT8_MIN; *hi = INT8_MAX; return 1;
-    case TF_INT16: *lo = INT16_MIN; *hi = INT16_MAX; return 1;
-    case TF_UINT16: *lo = 0; *hi = UINT16_MAX; return 1;
-    case TF_INT32: *lo = INT32_MIN; *hi = INT32_MAX; return 1;
-    case TF_UINT32: *lo = 0; *hi = UINT32_MAX; return 1;
-    case TF_INT64: *lo = INT64_MIN; *hi = INT64_MAX; return 1;
-    default: return 0;
-    }
-}
-
 /* M(OUT_T) for the C type of the reader's integer output. */
 #define FOR_INT_OUT(M)                              \
     switch (r->out_type) {                          \
@@ -671,7 +657,7 @@ static int convert_clipped(const reader *r, const void *pix, int64_t p, int64_t 
                            char *dst) {
     const int32_t *in = pix;
     int64_t lo = INT64_MIN, hi = INT64_MAX;
-    int_range(r->out_type, &lo, &hi);
+    tf_int_range(r->out_type, &lo, &hi);
     FOR_INT_OUT(CONVERT_CLIPPED)
     return 0;
 }
@@ -1112,7 +1098,7 @@ static int is_int(tf_dtype t) {
  * at most 2^31 + 2^32 in magnitude, far inside int64.) */
 static int holds(tf_dtype t, double lo, double hi) {
     int64_t min, max;
-    return int_range(t, &min, &max) && lo >= (double)min && hi <= (double)max;
+    return tf_int_range(t, &min, &max) && lo >= (double)min && hi <= (double)max;
 }
 
 /* Whether this read's tiles are decoded here (own_unit; RICE_1, GZIP_1,

@@ -322,7 +322,7 @@ static int key_double(tf_file *f, const char *key, double *v) {
     return TF_OK;
 }
 
-static tf_dtype stored_dtype(int bitpix) {
+tf_dtype tf_stored_dtype(int bitpix) {
     switch (bitpix) {
     case BYTE_IMG: return TF_UINT8;
     case SHORT_IMG: return TF_INT16;
@@ -500,15 +500,15 @@ static int hdu_info_load(tf_file *f, int hdu, int type, tf_hdu_info *info) {
             RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad BLANK keyword");
             /* cfitsio truncates a BLANK that BITPIX cannot hold and blanks
              * other pixels; the fast path would blank none (fuzzer). */
-            int64_t lo = bitpix == 8 ? 0 : bitpix == 16 ? INT16_MIN : bitpix == 32 ? INT32_MIN : INT64_MIN;
-            int64_t hi = bitpix == 8 ? UINT8_MAX : bitpix == 16 ? INT16_MAX : bitpix == 32 ? INT32_MAX : INT64_MAX;
-            RETURN_ERROR_IF(blank < lo || blank > hi, f, TF_ECORRUPT,
+            int64_t lo, hi;
+            RETURN_ERROR_IF(tf_int_range(tf_stored_dtype(bitpix), &lo, &hi) &&
+                                (blank < lo || blank > hi), f, TF_ECORRUPT,
                             "BLANK = %lld does not fit BITPIX = %d", (long long)blank, bitpix);
             info->has_blank = 1;
             info->blank = blank;
         }
     }
-    info->raw_dtype = stored_dtype(bitpix);
+    info->raw_dtype = tf_stored_dtype(bitpix);
     RETURN_ERROR_IF(info->raw_dtype == TF_DTYPE_AUTO, f, TF_ECORRUPT, "BITPIX = %d is not valid",
                     bitpix);
     info->dtype = tf_natural_dtype(bitpix, info->bscale, info->bzero);

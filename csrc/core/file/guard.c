@@ -239,7 +239,6 @@ static int check_duplicate(tf_file *f, const char *card, unsigned char *seen) {
     return TF_OK;
 }
 
-/* What the checks of one header collect across its cards. */
 /* The keywords that describe a table column. cfitsio sets up its columns
  * from the cards in order (the last of two TFORM3 wins) but finds a
  * keyword by search (the first, or whichever its search meets first): a
@@ -249,6 +248,7 @@ static const char *const COLUMN_KEYS[] = {"TFORM", "TTYPE", "TDIM", "TSCAL", "TZ
 #define NCOLUMN_KEYS (sizeof COLUMN_KEYS / sizeof COLUMN_KEYS[0])
 #define MAX_COLUMNS 999 /* cfitsio's most */
 
+/* What the checks of one header collect across its cards. */
 typedef struct header_scan {
     unsigned char seen[NSTRUCTURAL];
     unsigned char columns_seen[NCOLUMN_KEYS][MAX_COLUMNS / 8 + 1]; /* bit n: key n seen */
@@ -541,11 +541,8 @@ int tf_fast_primary(tf_file *f, const char *buf, size_t n) {
             else if (bit == S_GCOUNT) ok = strict_int(card, &v) && v == 1;
             else ok = strict_int(card, &v);
             if (!ok) return 0;
-            if (bit == S_BLANK && bitpix > 0) {
-                int64_t lo = bitpix == 8 ? 0 : bitpix == 16 ? INT16_MIN
-                           : bitpix == 32 ? INT32_MIN : INT64_MIN;
-                int64_t hi = bitpix == 8 ? UINT8_MAX : bitpix == 16 ? INT16_MAX
-                           : bitpix == 32 ? INT32_MAX : INT64_MAX;
+            int64_t lo, hi;
+            if (bit == S_BLANK && tf_int_range(tf_stored_dtype(bitpix), &lo, &hi)) {
                 if (v < lo || v > hi) return 0;
                 info.has_blank = 1;
                 info.blank = v;
@@ -561,8 +558,7 @@ int tf_fast_primary(tf_file *f, const char *buf, size_t n) {
             return 0;
     }
     int64_t bytes;
-    tf_dtype raw = bitpix == 8 ? TF_UINT8 : bitpix == 16 ? TF_INT16 : bitpix == 32 ? TF_INT32
-                 : bitpix == 64 ? TF_INT64 : bitpix == -32 ? TF_FLOAT32 : TF_FLOAT64;
+    tf_dtype raw = tf_stored_dtype(bitpix);
     if (!tf_mul_ok(npix, (int64_t)tf_dtype_size(raw), &bytes)) return 0;
     info.raw_dtype = raw;
     info.dtype = tf_natural_dtype(bitpix, info.bscale, info.bzero);

@@ -304,11 +304,9 @@ static int column_info(tf_file *f, const table_geom *g, int col, tf_column_info 
      * fast path, but cfitsio compares it cut to the column's type (TNULL1 =
      * -2^63 on a J column made its zeros null; header variants), as with
      * BLANK on images. */
-    int64_t lo = ci->raw_dtype == TF_UINT8 ? 0 : ci->raw_dtype == TF_INT16 ? INT16_MIN
-               : ci->raw_dtype == TF_INT32 ? INT32_MIN : INT64_MIN;
-    int64_t hi = ci->raw_dtype == TF_UINT8 ? UINT8_MAX : ci->raw_dtype == TF_INT16 ? INT16_MAX
-               : ci->raw_dtype == TF_INT32 ? INT32_MAX : INT64_MAX;
-    if (ci->has_null && (ci->null < lo || ci->null > hi))
+    int64_t lo, hi;
+    if (ci->has_null && tf_int_range(ci->raw_dtype, &lo, &hi) &&
+        (ci->null < lo || ci->null > hi))
         return tf_fail(f, TF_ECORRUPT, 0, "column '%s': TNULL%d = %lld does not fit its %s values",
                        ci->name, n, (long long)ci->null, tf_dtype_name(ci->raw_dtype));
     switch (ci->code) {
