@@ -1,18 +1,21 @@
-"""Header variants of tile-compressed images, for the replay driver.
+"""Header variants of tile-compressed images, tables and plain images, for
+the replay driver.
 
     python3 fuzz/header_variants.py DIR [EVERY]   (or: fuzz/run.sh variants)
 
 Writes, for RICE_1 (integer and quantized float), GZIP_1, GZIP_2,
-HCOMPRESS_1 and PLIO_1 files and a binary table with every kind of column
-that astropy wrote, each compressed-image or table keyword below given
+HCOMPRESS_1 and PLIO_1 files, a binary table with every kind of column, an
+ASCII table, and plain images (BITPIX 16, 8 and -32 in the primary HDU,
+which the fast open parses without cfitsio, and BITPIX 32 in an IMAGE
+extension), all as astropy wrote them, each keyword below given
 each odd value below, in six ways: in place, with
 no blank after the "=", with the name in lower case, twice with the odd
 value first, twice with it last, and moved to the end of the header. cfitsio
 reads keywords in any case, from column 10, wherever they are, and takes
 either card of a pair; the guard (csrc/core/file/guard.c) must refuse what
 cfitsio would crash on, and both read paths must agree on the rest. The
-replay driver walks every file under ASan/UBSan. About 23,000 files, 430 MB;
-three minutes to replay here. EVERY n writes every n-th only (the test
+replay driver walks every file under ASan/UBSan. About 45,000 files, 630 MB;
+four minutes to replay here. EVERY n writes every n-th only (the test
 suite replays every 16th).
 """
 import io
@@ -39,6 +42,26 @@ TABLE_VALUES = VALUES + ["'1PJ(999999999)'", "'0A'", "'-1J'", "'100000000E'", "'
 TABLE_KEYS = ["TFORM1", "TFORM2", "TFORM3", "TFORM4", "TFORM5", "TFORM6", "TFORM7", "TFORM8",
               "TTYPE1", "TTYPE3", "TDIM4", "TSCAL1", "TZERO1", "TNULL1", "THEAP", "PCOUNT",
               "NAXIS1", "NAXIS2", "TFIELDS", "GCOUNT"]
+
+# Plain images, in the primary HDU (which the fast open parses without
+# cfitsio) and in an IMAGE extension.
+IMAGE_VALUES = VALUES + ["16", "32", "-16", "20", "32768", "1.5", "-0.0", "1E400", "'IMAGE'",
+                         "'BINTABLE'", "'TABLE'", "'A3DTABLE'", "'FOO'", "2880", "1000000000000"]
+IMAGE_KEYS = ["SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND",
+              "BSCALE", "BZERO", "BLANK", "GROUPS", "PCOUNT", "GCOUNT"]
+
+# ASCII tables: the fields' widths and places are keywords too.
+ASCII_VALUES = VALUES + ["'I10'", "'I0'", "'I20'", "'F10.3'", "'F5.9'", "'E15.7'", "'E-1.2'",
+                         "'D25.17'", "'A8'", "'A100000'", "'A0'", "'J'", "10", "80", "81",
+                         "'  -5'", "'*'"]
+ASCII_KEYS = ["TFORM1", "TFORM2", "TFORM3", "TFORM4", "TFORM5", "TBCOL1", "TBCOL2", "TBCOL3",
+              "TBCOL5", "TNULL1", "TNULL3", "TSCAL1", "TZERO1", "TSCAL3", "NAXIS1", "NAXIS2",
+              "TFIELDS", "PCOUNT", "GCOUNT"]
+
+
+def card(key, value, blank=True):
+    text = key.ljust(8) + ("= " + value.rjust(20) if blank else "=" + value)
+    return text.ljust(80)[:80].encode("latin-1")
 
 
 def compressed(data, algo, **kw):
@@ -70,12 +93,56 @@ def table(rng):
     return fits.BinTableHDU.from_columns(cols)
 
 
+def ascii_table(rng):
+    """An ASCII table: I with a TNULL, F, E, D and A fields (scaled in
+    bases())."""
+    n = 40
+    cols = [fits.Column(name="I", format="I8", array=np.arange(n), null="-99"),
+            fits.Column(name="F", format="F12.4", array=rng.standard_normal(n)),
+            fits.Column(name="E", format="E15.7", array=rng.standard_normal(n), null="NAN"),
+            fits.Column(name="D", format="D25.17", array=rng.standard_normal(n)),
+            fits.Column(name="S", format="A6", array=np.array([b"r%d" % k for k in range(n)]))]
+    return fits.TableHDU.from_columns(cols)
+
+
+def image_hdus(rng, algo):
+    """The HDUs of a plain-image base: the image is the primary HDU, or the
+    first extension after an empty primary."""
+    if algo == "image_i16":
+        return [fits.PrimaryHDU((rng.standard_normal((64, 80)) * 50).astype(np.int16))]
+    if algo == "image_u8":
+        return [fits.PrimaryHDU(rng.integers(0, 255, (30, 40)).astype(np.uint8))]
+    if algo == "image_f32":
+        return [fits.PrimaryHDU(rng.standard_normal((4, 16, 20)).astype(np.float32))]
+    return [fits.PrimaryHDU(), fits.ImageHDU(rng.integers(-2**31, 2**31 - 1, (20, 30),
+                                                          dtype=np.int64).astype(np.int32))]
+
+
+# Cards put in after astropy wrote the file (it would rescale the data):
+# into the HISTORY slots PADDING - 2 and PADDING - 3.
+SCALING = {"table": [card("TSCAL1", "2.0"), card("TZERO1", "10.0")],
+           "ascii": [card("TSCAL1", "2.0"), card("TZERO1", "10.0")],
+           "image_i16": [card("BSCALE", "2.0"), card("BZERO", "10.0")],
+           "image_u8": [card("BLANK", "255"), card("BZERO", "-128")],
+           "image_f32": [card("BSCALE", "0.5"), card("BZERO", "1.0")],
+           "image_ext": [card("BLANK", "-2147483648"), card("BZERO", "2147483648")]}
+
+
 def bases():
-    """(name, file bytes, keys, values) of each base file."""
+    """(name, file bytes, keys, values, header start) of each base file:
+    the keys are looked for, and the HISTORY slots are, in the header that
+    starts at that byte."""
     rng = np.random.default_rng(1)
     ints = (rng.standard_normal((64, 80)) * 50).astype(np.int16)
-    for algo in ["RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1", "PLIO_1", "RICE_1 float", "table"]:
-        if algo == "table":
+    for algo in ["RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1", "PLIO_1", "RICE_1 float", "table",
+                 "ascii", "image_i16", "image_u8", "image_f32", "image_ext"]:
+        hdus = None
+        if algo.startswith("image"):
+            hdus = image_hdus(rng, algo)
+            hdu = hdus[-1]
+        elif algo == "ascii":
+            hdu = ascii_table(rng)
+        elif algo == "table":
             hdu = table(rng)
         elif algo == "RICE_1 float":
             hdu = compressed(rng.standard_normal((64, 80)).astype(np.float32), "RICE_1",
@@ -86,26 +153,23 @@ def bases():
         for k in range(PADDING):
             hdu.header["HISTORY"] = f"padding {k}"
         out = io.BytesIO()
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(out)
-        if algo == "table":  # astropy rescales on write: the cards go in afterwards
-            raw = bytearray(out.getvalue())
-            for k, c in [(PADDING - 2, card("TSCAL1", "2.0")), (PADDING - 3, card("TZERO1", "10.0"))]:
-                at = raw.find(b"HISTORY padding %d" % k)
-                raw[at:at + 80] = c
-            out = io.BytesIO(bytes(raw))
-        keys, values = (TABLE_KEYS, TABLE_VALUES) if algo == "table" else (KEYS, VALUES)
-        yield algo.replace(" ", "_"), out.getvalue(), keys, values
+        fits.HDUList(hdus or [fits.PrimaryHDU(), hdu]).writeto(out)
+        raw = bytearray(out.getvalue())
+        for k, c in zip([PADDING - 2, PADDING - 3], SCALING.get(algo, [])):
+            at = raw.find(b"HISTORY padding %d" % k)
+            raw[at:at + 80] = c
+        keys, values = {"table": (TABLE_KEYS, TABLE_VALUES), "ascii": (ASCII_KEYS, ASCII_VALUES)}.get(
+            algo, (IMAGE_KEYS, IMAGE_VALUES) if algo.startswith("image") else (KEYS, VALUES))
+        start = 0 if algo in ("image_i16", "image_u8", "image_f32") else 2880
+        yield algo.replace(" ", "_"), bytes(raw), keys, values, start
 
 
-def card(key, value, blank=True):
-    text = key.ljust(8) + ("= " + value.rjust(20) if blank else "=" + value)
-    return text.ljust(80)[:80].encode("latin-1")
-
-
-def variants(base, keys, values):
-    def at(key):  # the card of `key` in HDU 1, or -1
-        i = base.find(key.ljust(8).encode() + b"=", 2880)
-        return i if i >= 0 and (i - 2880) % 80 == 0 else -1
+def variants(base, keys, values, start=2880):
+    def at(key):  # the card of `key` in the header at `start`, or -1
+        i = base.find(key.ljust(8).encode() + b"=", start)
+        while i >= 0 and (i - start) % 80:
+            i = base.find(key.ljust(8).encode() + b"=", i + 1)
+        return i if i >= 0 and base.find(b"END" + b" " * 77, start) > i else -1
 
     def slot(raw, n):
         return raw.find(b"HISTORY padding %d" % n)
@@ -139,8 +203,8 @@ def main(out, every=1):
     """Write the variants (every `every`-th of them) into `out`; their count."""
     os.makedirs(out, exist_ok=True)
     n = k = 0
-    for algo, base, keys, values in bases():
-        for name, raw in variants(base, keys, values):
+    for algo, base, keys, values, start in bases():
+        for name, raw in variants(base, keys, values, start):
             k += 1
             if (k - 1) % every:
                 continue
