@@ -27,7 +27,8 @@ CARD = 80
 class Case:
     name: str
     data: bytes
-    # HDU numbers whose whole-image read must raise (their data is cut).
+    # HDU numbers whose whole read (read, or read_table) must raise: their
+    # data is cut.
     must_fail: Tuple[int, ...] = field(default_factory=tuple)
 
 
@@ -140,24 +141,26 @@ def hdu_layout(data: bytes):
     return out
 
 
-def _image_hdus(path):
-    """HDU numbers whose data a whole-image read touches (images with
-    data, compressed images included)."""
+def _whole_read_hdus(path):
+    """HDU numbers whose data a whole read touches to its last byte:
+    images with data, compressed images, and tables with rows (whose last
+    row holds a variable-length array, when there is a heap)."""
     with fits.open(path) as hl:
         return [i for i, h in enumerate(hl)
-                if (h.is_image or isinstance(h, fits.CompImageHDU)) and (h.header.get("NAXIS", 0) or isinstance(h, fits.CompImageHDU))]
+                if isinstance(h, fits.CompImageHDU) or h.header.get("NAXIS", 0) and (
+                    h.is_image or h.header.get("NAXIS2", 0))]
 
 
 # ---- damage ----
 
-def truncations(name, data, images):
+def truncations(name, data, whole):
     """Cuts at every block boundary and in the middle of every block."""
     lay = hdu_layout(data)
     for cut in sorted({*range(0, len(data), BLOCK), *range(BLOCK // 2, len(data), BLOCK),
                        *range(BLOCK - 1, len(data), BLOCK)}):
         if cut >= len(data):
             continue
-        fail = tuple(i for i, (_, ds, nb) in enumerate(lay) if i in images and nb and cut < ds + nb)
+        fail = tuple(i for i, (_, ds, nb) in enumerate(lay) if i in whole and nb and cut < ds + nb)
         yield Case(f"{name}-trunc{cut}", data[:cut], fail)
 
 
@@ -285,8 +288,7 @@ def cases(bases: Dict[str, str]) -> List[Case]:
         if name == "gz":
             out += [Case(f"gz-trunc{c}", data[:c]) for c in range(0, len(data), max(1, len(data) // 16))]
             continue
-        images = _image_hdus(path)
-        out += truncations(name, data, images)
+        out += truncations(name, data, _whole_read_hdus(path))
         kind = "compressed" if name.startswith("comp") else KIND.get(name, "image")
         out += header_damage(name, data, kind)
         if kind != "image":
