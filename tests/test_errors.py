@@ -150,6 +150,44 @@ def test_truncated_file(tmp_path, image, size):
         ops.read_cutout(p, 0, [0, 0], [1, 1])
 
 
+@pytest.mark.parametrize("extra", [100, 2879, 2880, 2880 + 1000])
+def test_file_cut_inside_an_extension_header(tmp_path, extra):
+    """A file that ends inside an extension's header (a download cut short)
+    says so: cfitsio stops at the cut and would count one HDU fewer, which
+    read as "HDU 2 does not exist". The HDUs before it stay readable."""
+    rng = np.random.default_rng(3)
+    err = fits.ImageHDU(rng.random((20, 30)).astype(">f4"), name="ERR")
+    for k in range(40):
+        err.header["HISTORY"] = f"card {k}"  # a header of two blocks
+    whole = tmp_path / "whole.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(rng.random((20, 30)).astype(">f4"), name="SCI"),
+                  err]).writeto(whole)
+    data = whole.read_bytes()
+    second = 3 * 2880  # after the empty primary and SCI (a header block, 2400 bytes of data)
+    assert data[second:second + 8] == b"XTENSION" and data.find(b"END" + b" " * 77, second) > second + 2880
+    p = tmp_path / "cut.fits"
+    p.write_bytes(data[:second + extra])
+    cause = (r"cut\.fits: HDU 2: file is truncated: the header starting at byte %d has no END "
+             r"card before the file ends at byte %d \[TF_ECORRUPT\]" % (second, second + extra))
+    for call in (lambda: tf.read(p, 2), lambda: tf.read_header(p, 2), lambda: tf.info(p),
+                 lambda: tf.num_hdus(p), lambda: tf.read(p, "ERR")):
+        with pytest.raises(tf.FitsError, match=cause):
+            call()
+    assert torch.equal(tf.read(p, 1), tf.read(whole, 1))
+    assert tf.read_header(p, 1)["EXTNAME"] == "SCI"
+
+
+def test_zero_padding_after_the_last_hdu_is_no_hdu(tmp_path, mef):
+    """Bytes after the last HDU that do not start an extension (zero
+    padding, a partial block) are not read as a cut header."""
+    for extra in (100, 2880, 5760 + 7):
+        p = tmp_path / f"padded{extra}.fits"
+        p.write_bytes(open(mef, "rb").read() + b"\0" * extra)
+        assert tf.num_hdus(p) == tf.num_hdus(mef) == 8
+        with pytest.raises(IndexError, match=r"HDU 8 does not exist \(the file has 8 HDUs\)"):
+            tf.read(p, 8)
+
+
 def test_truncated_gzip(tmp_path):
     import gzip
 

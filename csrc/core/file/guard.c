@@ -330,7 +330,17 @@ static int check_whole(tf_file *f, const header_scan *hs) {
 }
 
 /* The header at byte `off`: refuse what cfitsio would crash on. */
-static int check_header(tf_file *f, int64_t off) {
+/* A header that starts with XTENSION but has no END before the end of the
+ * file: cfitsio stops there and counts one HDU fewer, which read as "HDU j
+ * does not exist" for a file cut inside a header. */
+static int cut_header(tf_file *f, int64_t off) {
+    return tf_fail(f, TF_ECORRUPT, 0,
+                   "file is truncated: the header starting at byte %lld has no END card before "
+                   "the file ends at byte %lld",
+                   (long long)off, (long long)f->fp->Fptr->logfilesize);
+}
+
+static int check_header(tf_file *f, int64_t off, int extension) {
     char block[BLOCK];
     header_scan hs = {.rice_vals = {-2, -2}};
     int st = 0, ended = 0;
@@ -338,7 +348,10 @@ static int check_header(tf_file *f, int64_t off) {
      * is (a RICE block size of 0 in the 68th block had been left to it:
      * SIGFPE). The cards are cheap to pass over. */
     for (int64_t b = 0; !ended; b++) {
-        if (off + (b + 1) * BLOCK > (int64_t)f->fp->Fptr->logfilesize) break;
+        if (off + (b + 1) * BLOCK > (int64_t)f->fp->Fptr->logfilesize) {
+            if (extension) return cut_header(f, off);
+            break;
+        }
         ffmbyt(f->fp, off + (LONGLONG)b * BLOCK, 0 /* REPORT_EOF */, &st);
         ffgbyt(f->fp, BLOCK, block, &st);
         if (st) {
@@ -349,6 +362,17 @@ static int check_header(tf_file *f, int64_t off) {
         FORWARD_IF_ERROR(check_block(f, block, &hs, &ended));
     }
     return check_whole(f, &hs);
+}
+
+/* Whether the bytes at `off` of a plain file begin an extension header.
+ * Bytes past the last HDU that do not (zero padding, other records) are no
+ * HDU to cfitsio, and none here. A bare pread: cfitsio reads whole blocks
+ * only and fails on the piece of one that a cut file ends with; a gzip
+ * file (no descriptor of ours) keeps cfitsio's "does not exist". */
+static int starts_extension(tf_file *f, int64_t off) {
+    char head[8];
+    return f->fd >= 0 && pread(f->fd, head, sizeof head, (off_t)off) == (ssize_t)sizeof head &&
+           memcmp(head, "XTENSION", sizeof head) == 0;
 }
 
 int tf_guard_primary(tf_file *f, const char *buf, size_t n) {
@@ -377,10 +401,11 @@ int tf_guard_headers(tf_file *f, int upto) {
         if (st) f->cf_stale = 1;
         fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
         if (st) { fits_clear_errmsg(); return TF_OK; } /* cfitsio will report it */
-        if (end + BLOCK > (LONGLONG)f->fp->Fptr->logfilesize) return TF_OK; /* no HDU j */
+        int extension = starts_extension(f, end);
+        if (!extension && end + BLOCK > (LONGLONG)f->fp->Fptr->logfilesize) return TF_OK; /* no HDU j */
         int saved = f->err_hdu;
         f->err_hdu = j;
-        int rc = check_header(f, end);
+        int rc = check_header(f, end, extension);
         f->err_hdu = saved;
         if (rc != TF_OK) return rc;
         f->checked_hdus = j + 1;
