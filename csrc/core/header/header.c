@@ -1,8 +1,10 @@
 /*
  * header.c - a header as a list of parsed cards.
  */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../common/internal.h"
 
@@ -84,6 +86,71 @@ static int is_key(const char *card, const char *key) {
     return 1;
 }
 
+/*
+ * cfitsio builds a compressed image's own header (fits_convert_hdr2str ->
+ * imcomp_copy_comp2img) by writing each card into a scratch header, and
+ * ffprec refuses a card whose name FITS does not allow: a blank inside it
+ * ("Q UANTIZ"), a character other than A-Z 0-9 - _. After that error
+ * imcomp_copy_comp2img asks ffghsp for the spare header space; ffghsp
+ * returns at once on the error, leaving the count unset, and the count of
+ * blank cards then written is whatever the stack held: up to 2^31 calls
+ * that each return at once, 5 s of CPU for one header (fuzzer: a slow
+ * unit). Such a card is found here first, tested as ffprec tests it (the
+ * card up to a NUL, bytes outside 32-126 made blanks, the name upper-cased
+ * up to the "=", fftkey on its first 8 characters), and refused with
+ * cfitsio's cause. Checked against ffprec on 2 million random cards.
+ */
+static int bad_key_name(const char *card) {
+    char t[CARD + 1];
+    const char *nul = memchr(card, 0, CARD); /* ffprec copies up to a NUL, blanks after */
+    size_t n = nul ? (size_t)(nul - card) : CARD;
+    for (size_t i = 0; i < CARD; i++) {
+        unsigned char c = i < n ? (unsigned char)card[i] : ' ';
+        t[i] = c < 32 || c > 126 ? ' ' : (char)c;
+    }
+    t[CARD] = 0;
+    size_t keylen = strcspn(t, "=");
+    if (keylen == CARD || !strncasecmp(t, "COMMENT ", 8) || !strncasecmp(t, "HISTORY ", 8) ||
+        !strncmp(t, "        ", 8) || !strncasecmp(t, "CONTINUE", 8))
+        keylen = 8;
+    for (size_t i = 0; i < keylen; i++) t[i] = (char)toupper((unsigned char)t[i]);
+    int blank = 0;
+    for (int i = 0; i < 8; i++) {
+        char c = t[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_') {
+            if (blank) return 1;
+        } else if (c == ' ') {
+            blank = 1;
+        } else {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int check_compressed_names(tf_file *f) {
+    int st = 0, nkeys = 0, more = 0;
+    if (!fits_is_compressed_image(f->fp, &st) || st) {
+        if (st) fits_clear_errmsg();
+        return TF_OK;
+    }
+    fits_get_hdrspace(f->fp, &nkeys, &more, &st);
+    char card[CARD + 1];
+    for (int k = 1; k <= nkeys && !st; k++) {
+        fits_read_record(f->fp, k, card, &st);
+        if (!st && bad_key_name(card)) {
+            for (size_t i = 0; i < 8 && card[i]; i++)
+                if ((unsigned char)card[i] < 32 || (unsigned char)card[i] > 126) card[i] = '?';
+            return tf_fail(f, TF_ECORRUPT, 0,
+                           "cannot read the header: card %d has a keyword name that FITS does not "
+                           "allow (\"%.8s\"), and cfitsio cannot rebuild the compressed image's "
+                           "header", k, card);
+        }
+    }
+    if (st) fits_clear_errmsg(); /* fits_convert_hdr2str reports it */
+    return TF_OK;
+}
+
 int tf_header_load(tf_file *f, int hdu, int *ncards) {
     FORWARD_IF_ERROR(tf_check_handle(f));
     FORWARD_IF_ERROR(tf_move_to(f, hdu, NULL));
@@ -92,6 +159,7 @@ int tf_header_load(tf_file *f, int hdu, int *ncards) {
     tf_free_cards(f);
 
     /* For a compressed image this gives the header of the image itself. */
+    FORWARD_IF_ERROR(check_compressed_names(f));
     fits_convert_hdr2str(f->fp, 0, NULL, 0, &text, &nkeys, &st);
     GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the header");
     size_t len = strlen(text);
