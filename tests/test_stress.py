@@ -168,7 +168,13 @@ class Ops(torch.utils.data.Dataset):
 
 
 def test_dataloader_workers_match_serial(files):
-    ops = make_ops(files, 99, 800)
+    """The threads' 8 x 1,000 operations again, through 4 worker processes."""
+    before = {p: stamp(p) for p in files.values()}
+    ops = [op for seed in range(8) for op in make_ops(files, seed, 1000)]
     serial = [run_op(op) for op in ops]
     loader = torch.utils.data.DataLoader(Ops(ops), batch_size=None, num_workers=4)
-    assert list(loader) == serial
+    got = list(loader)
+    assert len(got) == len(serial) == 8000
+    bad = [i for i, (a, b) in enumerate(zip(got, serial)) if a != b]
+    assert not bad, f"ops {bad[:5]} differ from the serial run"
+    assert {p: stamp(p) for p in files.values()} == before
