@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 PACKAGES=(
   python3-torch libtorch-dev libcfitsio-dev ninja-build build-essential python3-dev
   python3-setuptools python3-numpy python3-pytest python3-astropy python3-fitsio
-  python3-psutil python3-tqdm python3-matplotlib clang-14 libclang-rt-14-dev
+  python3-psutil python3-tqdm python3-matplotlib clang-14 libclang-rt-14-dev ncompress
 )
 
 install_missing() {

@@ -1,5 +1,7 @@
 """Bad input gets a clear exception naming the path (and HDU), never a crash."""
+import gzip
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -196,7 +198,101 @@ def test_truncated_gzip(tmp_path):
     raw = gzip.compress(open(plain, "rb").read())
     p = tmp_path / "g.fits.gz"
     p.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(RuntimeError, match=r"g\.fits\.gz"):
+    with pytest.raises(tf.FitsError, match=r"g\.fits\.gz: file is truncated: .*\[TF_ECORRUPT\]"):
+        tf.read(p)
+
+
+def gzip_bomb(path, image, zeros):
+    """A gzip file of a small FITS image followed by `zeros` zero bytes:
+    the zeros pack 1,000 to one."""
+    import zlib
+
+    plain = write_astropy(str(path) + ".plain", image)
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with open(path, "wb") as out:
+        out.write(z.compress(open(plain, "rb").read()))
+        chunk = bytes(1 << 20)
+        for _ in range(zeros >> 20):
+            out.write(z.compress(chunk))
+        out.write(z.flush())
+    return str(path)
+
+
+def test_gzip_bomb_refused_within_the_unpack_limit(tmp_path, monkeypatch):
+    image = random_array((10, 12), 16, seed=5)
+    p = gzip_bomb(tmp_path / "bomb.fits.gz", image, 64 << 20)
+    assert os.path.getsize(p) < 100_000
+    monkeypatch.setenv("TORCHFITS_UNPACK_MAX_MB", "16")
+    fds = open_fds()
+    for call in (lambda: tf.read(p), lambda: tf.read_header(p), lambda: tf.open(p)):
+        with pytest.raises(RuntimeError, match=r"bomb\.fits\.gz: the compressed file unpacks to more "
+                                               r"than 16 MiB \(TORCHFITS_UNPACK_MAX_MB\) \[TF_ELIMIT\]"):
+            call()
+    assert open_fds() == fds
+    # Under a limit it fits, the file reads as cfitsio reads it: the zeros
+    # after the last HDU are no HDU.
+    monkeypatch.setenv("TORCHFITS_UNPACK_MAX_MB", "100")
+    np.testing.assert_array_equal(tf.read(p).numpy(), image)
+    assert tf.num_hdus(p) == 1
+
+
+def test_gzip_bomb_memory_stays_within_the_limit(tmp_path):
+    """Before the limit, cfitsio unpacked for as long as the stream went on:
+    a 9 MB file of 2 GiB of zeros took 2.2 GB. In a fresh process, so the
+    peak is the open's own."""
+    import subprocess
+    import sys
+
+    p = gzip_bomb(tmp_path / "bomb.fits.gz", random_array((10, 12), 16, seed=5), 1 << 30)
+    code = ("import resource, sys, torchfits_ops as tf\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    tf.read(sys.argv[1])\nexcept RuntimeError as e:\n    print(e)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) >> 10)\n")
+    env = dict(os.environ, TORCHFITS_UNPACK_MAX_MB="64")
+    out = subprocess.run([sys.executable, "-c", code, p], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=120)
+    msg, grown = out.stdout.strip().splitlines()
+    assert "unpacks to more than 64 MiB" in msg and "[TF_ELIMIT]" in msg
+    assert int(grown) < 64 + 40, f"the refused open grew the peak RSS by {grown} MiB"
+
+
+@pytest.mark.skipif(not shutil.which("compress"), reason="needs compress (Debian: ncompress)")
+def test_compress_dot_z_files(tmp_path, monkeypatch):
+    """.Z names go to cfitsio's own LZW decoder, as cfitsio chooses, under
+    the same limit. cfitsio 4.2's decoder copies into whatever its realloc
+    returns: a refusal must not return (it was a SIGSEGV)."""
+    import subprocess
+
+    image = random_array((40, 50), -32, seed=6)
+    plain = write_astropy(tmp_path / "z.fits", image)
+    subprocess.run(["compress", "-f", plain], check=True)
+    np.testing.assert_array_equal(tf.read(plain + ".Z").numpy(), image)
+    assert tf.read_header(plain + ".Z")["NAXIS1"] == 50
+
+    bomb = tmp_path / "bomb.fits.Z"
+    small = write_astropy(tmp_path / "small.fits", random_array((10, 12), 16, seed=5))
+    with open(bomb, "wb") as out:
+        proc = subprocess.Popen(["compress", "-c"], stdin=subprocess.PIPE, stdout=out)
+        proc.stdin.write(open(small, "rb").read() + bytes(48 << 20))
+        proc.stdin.close()
+        assert proc.wait() == 0
+    monkeypatch.setenv("TORCHFITS_UNPACK_MAX_MB", "8")
+    for _ in range(3):  # the decoder's globals are reset for each call
+        with pytest.raises(RuntimeError, match=r"bomb\.fits\.Z: the compressed file unpacks to more than 8 MiB"):
+            tf.read(bomb)
+    np.testing.assert_array_equal(tf.read(plain + ".Z").numpy(), image)
+
+    # A gzip stream under a .Z name is not compress's: cfitsio refuses it.
+    notlzw = tmp_path / "gz.fits.Z"
+    notlzw.write_bytes(gzip.compress(open(small, "rb").read()))
+    with pytest.raises(tf.FitsError, match=r"gz\.fits\.Z: cannot unpack the compressed file \[TF_ENOTFITS\]"):
+        tf.read(notlzw)
+
+
+def test_gzip_stream_damaged(tmp_path):
+    p = tmp_path / "bad.fits.gz"
+    p.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 10)
+    with pytest.raises(tf.FitsError, match=r"bad\.fits\.gz: cannot unpack the compressed file: .*\[TF_ENOTFITS\]"):
         tf.read(p)
 
 

@@ -40,7 +40,8 @@ struct tf_file {
                             (table.c); one block, freed by tf_close */
     int col_text_hdu;
 
-    void *membuf;        /* a small file's bytes, which cfitsio parses from
+    void *membuf;        /* a small file's bytes, or a compressed file's
+                            unpacked bytes, which cfitsio parses from
                             memory (fits_open_memfile keeps &membuf) */
     size_t membuf_size;
     int info_valid;      /* info_cache describes HDU info_cache.index: the
@@ -165,6 +166,10 @@ void tf_advise_huge(void *p, size_t n, size_t min_bytes);
 
 /* cfitsio's datatype code (TBYTE...) for reading into a dtype; 0 for none. */
 int tf_cfitsio_type(tf_dtype dtype);
+
+/* The environment variable `name`, a count of MiB, in bytes; default_mb
+ * when it is unset, empty, negative or not a number (memory.c). */
+size_t tf_env_mb(const char *name, long long default_mb);
 
 /* Most threads one read is split across. */
 #define TF_MAX_THREADS 16

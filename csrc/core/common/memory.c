@@ -44,14 +44,16 @@ static kept_block kept[BLOCK_SLOTS];
 static uint64_t kept_clock;
 static pthread_mutex_t block_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* TORCHFITS_KEEP_MB, read on each call (a process may change it). */
-static size_t keep_limit(void) {
-    const char *s = getenv("TORCHFITS_KEEP_MB");
+size_t tf_env_mb(const char *name, long long default_mb) {
+    const char *s = getenv(name);
     char *end;
-    long long mb = s && *s ? strtoll(s, &end, 10) : KEEP_DEFAULT_MB;
-    if (s && *s && (*end || mb < 0)) mb = KEEP_DEFAULT_MB;
+    long long mb = s && *s ? strtoll(s, &end, 10) : default_mb;
+    if (s && *s && (*end || mb < 0)) mb = default_mb;
     return mb > (long long)(SIZE_MAX >> 21) ? SIZE_MAX >> 1 : (size_t)mb << 20;
 }
+
+/* TORCHFITS_KEEP_MB, read on each call (a process may change it). */
+static size_t keep_limit(void) { return tf_env_mb("TORCHFITS_KEEP_MB", KEEP_DEFAULT_MB); }
 
 /* A fork while another thread holds the lock would leave it held forever
  * in the child (DataLoader workers fork). The child lets go of the kept

@@ -6,11 +6,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "../common/internal.h"
 
@@ -74,6 +78,196 @@ static void memfile_free(void *p) {
     if (p) free(memfile_head_of(p));
 }
 
+/* The block of p with room for `capacity` bytes (p may move; the new bytes
+ * are not cleared); NULL, with p still valid, when memory runs out. */
+static void *memfile_resize(void *p, size_t capacity) {
+    unsigned char *b = realloc(memfile_head_of(p), MEMFILE_HEAD + capacity);
+    if (!b) return NULL;
+    ((memfile_head *)b)->capacity = capacity;
+    return b + MEMFILE_HEAD;
+}
+
+/*
+ * A compressed file is unpacked into memory, as cfitsio does, but into at
+ * most TORCHFITS_UNPACK_MAX_MB. cfitsio's own open (mem_compress_open)
+ * grows its buffer for as long as the stream goes on: a 9 MB gzip file of
+ * a 10x10 image followed by 2 GiB of zeros took 2.2 GB and 10 s to open,
+ * and deflate packs 1,000 bytes into one, so 20 MB would have asked for
+ * 20 GB. The stream is read as cfitsio's mem_uncompress2mem reads it: gzip
+ * by zlib, the first member only, a stream cut short giving what it holds
+ * (the core then reports the missing data); names with ".Z" by cfitsio's
+ * own decoder for compress, pack and LZH (zuncompress2mem).
+ */
+#define UNPACK_DEFAULT_MB 4096
+/* cfitsio's memory driver copies whole 2880-byte records, past the end of
+ * a file that stops inside its last record's span (found by the sanitizer
+ * replay: a header-only compressed image): a zeroed guard beyond the bytes
+ * it is told about. */
+#define MEMFILE_GUARD (2 * 2880)
+
+int zuncompress2mem(char *filename, FILE *diskfile, char **buffptr, size_t *buffsize,
+                    void *(*mem_realloc)(void *p, size_t newsize), size_t *filesize, int *status);
+
+static int unpack_too_big(tf_file *f, size_t limit) {
+    return tf_fail(f, TF_ELIMIT, 0,
+                   "the compressed file unpacks to more than %zu MiB (TORCHFITS_UNPACK_MAX_MB)",
+                   limit >> 20);
+}
+
+/* First room for the unpacked bytes: what the gzip trailer says, as
+ * cfitsio reads it, but no more than 64 times the file (a trailer can
+ * lie; the block grows as the stream proves it needs more). */
+static size_t unpack_first_capacity(tf_file *f, size_t limit) {
+    size_t cap = (size_t)f->file_size * 3;
+    unsigned char t[4];
+    if (f->file_size >= 18 && pread(f->fd, t, 4, f->file_size - 4) == 4) {
+        uint64_t isize = t[0] | (uint64_t)t[1] << 8 | (uint64_t)t[2] << 16 | (uint64_t)t[3] << 24;
+        if (f->file_size > 10000)
+            while (isize < (uint64_t)f->file_size) isize += (uint64_t)1 << 32;
+        cap = (size_t)isize;
+    }
+    if (cap / 64 > (size_t)f->file_size) cap = (size_t)f->file_size * 64;
+    if (cap > limit) cap = limit;
+    return cap < 2880 ? 2880 : cap;
+}
+
+static int unpack_gzip(tf_file *f, size_t limit, unsigned char **out, size_t *len) {
+    int rc = TF_OK;
+    size_t cap = unpack_first_capacity(f, limit), have = 0;
+    unsigned char *buf = memfile_alloc(cap), in[1 << 16];
+    z_stream z = {0};
+    int zinit = 0;
+    GOTO_ERROR_IF(!buf, f, TF_ENOMEM, "out of memory");
+    GOTO_ERROR_IF(inflateInit2(&z, 15 + 16) != Z_OK, f, TF_ENOMEM, "out of memory");
+    zinit = 1;
+    int64_t at = 0;
+    for (int zr = Z_OK; zr != Z_STREAM_END;) {
+        if (z.avail_in == 0) {
+            ssize_t got = pread(f->fd, in, sizeof in, at);
+            GOTO_ERROR_IF(got < 0, f, TF_EIO, "cannot read the file: %s", strerror(errno));
+            if (got == 0) break; /* cut short: what it held */
+            at += got;
+            z.next_in = in;
+            z.avail_in = (uInt)got;
+        }
+        if (have == cap) {
+            if (cap >= limit) {
+                rc = unpack_too_big(f, limit);
+                goto cleanup;
+            }
+            size_t grown = cap > limit / 2 ? limit : cap * 2;
+            unsigned char *b = memfile_resize(buf, grown);
+            GOTO_ERROR_IF(!b, f, TF_ENOMEM, "out of memory");
+            buf = b;
+            cap = grown;
+        }
+        size_t room = cap - have > UINT_MAX ? UINT_MAX : cap - have;
+        z.next_out = buf + have;
+        z.avail_out = (uInt)room;
+        zr = inflate(&z, Z_NO_FLUSH);
+        have += room - z.avail_out;
+        GOTO_ERROR_IF(zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR, f, TF_ENOTFITS,
+                      "cannot unpack the compressed file: %s", z.msg ? z.msg : "bad stream");
+    }
+    *out = buf;
+    *len = have;
+    buf = NULL;
+cleanup:
+    if (zinit) inflateEnd(&z);
+    memfile_free(buf);
+    return rc;
+}
+
+/*
+ * cfitsio's compress decoder keeps its state in globals, and tells of its
+ * growth only through the realloc it is given: one unpack at a time, with
+ * its arguments and results kept here. Its output routine (write_buf)
+ * copies into whatever that realloc returns, NULL included (a SIGSEGV in
+ * cfitsio 4.2 whenever memory runs out), so past the limit the realloc
+ * does not return: it jumps back to unpack_lzw. No frame in between holds
+ * a lock or an allocation, and the decoder resets its globals on each
+ * call.
+ */
+static pthread_mutex_t lzw_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    size_t limit, cap, size;
+    char *buf;   /* the block as zuncompress2mem sees it */
+    void *block; /* the block the realloc last handed out */
+    int st, bad, refused, nomem;
+    jmp_buf back;
+} lzw;
+
+static void *lzw_realloc(void *p, size_t n) {
+    if (!p || n > lzw.limit) {
+        lzw.refused = 1;
+        longjmp(lzw.back, 1);
+    }
+    size_t cap = memfile_head_of(p)->capacity;
+    if (n <= cap) return p;
+    cap = cap > lzw.limit / 2 ? lzw.limit : cap * 2;
+    if (!(p = memfile_resize(p, cap < n ? n : cap))) {
+        lzw.nomem = 1;
+        longjmp(lzw.back, 1);
+    }
+    return lzw.block = p;
+}
+
+static int unpack_lzw(tf_file *f, size_t limit, unsigned char **out, size_t *len) {
+    int fd = dup(f->fd);
+    FILE *in = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!in) {
+        if (fd >= 0) close(fd);
+        return tf_fail(f, TF_EOPEN, 0, "cannot open file: %s", strerror(errno));
+    }
+    int rc = TF_OK;
+    size_t cap = unpack_first_capacity(f, limit);
+    pthread_mutex_lock(&lzw_lock);
+    lzw.limit = limit;
+    lzw.cap = cap;
+    lzw.size = 0;
+    lzw.block = lzw.buf = memfile_alloc(cap);
+    lzw.st = lzw.bad = lzw.refused = lzw.nomem = 0;
+    /* It returns -1 without a status for a stream that is not compress's. */
+    if (lzw.buf && setjmp(lzw.back) == 0)
+        lzw.bad = zuncompress2mem(f->path, in, &lzw.buf, &lzw.cap, lzw_realloc, &lzw.size, &lzw.st);
+    if (lzw.refused) rc = unpack_too_big(f, limit);
+    else if (!lzw.block || lzw.nomem) rc = tf_fail(f, TF_ENOMEM, 0, "out of memory");
+    else if (lzw.bad || lzw.st)
+        rc = tf_fail(f, TF_ENOTFITS, lzw.st, "cannot unpack the compressed file");
+    void *buf = lzw.block;
+    size_t size = lzw.size;
+    pthread_mutex_unlock(&lzw_lock);
+    fclose(in);
+    if (rc != TF_OK) {
+        fits_clear_errmsg();
+        memfile_free(buf);
+        return rc;
+    }
+    *out = buf;
+    *len = size;
+    return TF_OK;
+}
+
+/* The compressed file's bytes unpacked into f->membuf, with the zeroed
+ * guard after them. */
+static int unpack_file(tf_file *f) {
+    size_t limit = tf_env_mb("TORCHFITS_UNPACK_MAX_MB", UNPACK_DEFAULT_MB), len = 0;
+    unsigned char *buf = NULL;
+    FORWARD_IF_ERROR(strstr(f->path, ".Z") ? unpack_lzw(f, limit, &buf, &len)
+                                           : unpack_gzip(f, limit, &buf, &len));
+    /* To size: a trailer that claimed more leaves no unused room. */
+    unsigned char *b = memfile_resize(buf, len + MEMFILE_GUARD);
+    if (!b) {
+        memfile_free(buf);
+        return tf_fail(f, TF_ENOMEM, 0, "out of memory");
+    }
+    buf = b;
+    memset(buf + len, 0, MEMFILE_GUARD);
+    f->membuf = buf;
+    f->membuf_size = len;
+    return TF_OK;
+}
+
 void tf_close(tf_file *f) {
     if (!f) return;
     if (f->fp) {
@@ -133,9 +327,11 @@ int tf_open(tf_file *f, const char *path) {
         if (!is_compressed_file(magic, (size_t)got))
             return tf_fail(f, TF_ENOTFITS, 0,
                            "not a FITS file: it does not begin with the SIMPLE keyword");
-        /* cfitsio unpacks it into memory; our descriptor has no use then. */
+        /* Unpacked into memory; our descriptor has no use then. */
+        int rc = unpack_file(f);
         close(f->fd);
         f->fd = -1;
+        FORWARD_IF_ERROR(rc);
     }
 
     f->plain = plain;
@@ -145,11 +341,7 @@ int tf_open(tf_file *f, const char *path) {
          * fits_open_diskfile opens the file twice (once to look for gzip)
          * and reads it through stdio. */
         f->membuf_size = (size_t)f->file_size;
-        /* cfitsio's memory driver copies whole 2880-byte records, past the
-         * end of a file that stops inside its last record's span (found
-         * by the sanitizer replay: a header-only compressed image): a
-         * zeroed guard record beyond the bytes it is told about. */
-        f->membuf = memfile_alloc(f->membuf_size + 2 * 2880);
+        f->membuf = memfile_alloc(f->membuf_size + MEMFILE_GUARD);
         if (!f->membuf) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
         memcpy(f->membuf, head, (size_t)got);
         if ((size_t)got < f->membuf_size)
@@ -174,9 +366,17 @@ int tf_need_fits(tf_file *f) {
     if (f->membuf) {
         fits_open_memfile(&f->fp, f->path, READONLY, &f->membuf, &f->membuf_size, 0,
                           memfile_realloc, &st);
-        if (st && memfile_head_of(f->membuf)->refused) {
+        if (st && !f->plain && memfile_head_of(f->membuf)->refused) {
             /* cfitsio wanted the file longer (a header claims more data
-             * than there is): open it from disk, which reports that. */
+             * than there is), which it would have filled with zeros. */
+            fits_clear_errmsg();
+            f->fp = NULL;
+            return tf_fail(f, TF_ECORRUPT, 0,
+                           "file is truncated: a header claims more data than the unpacked file holds");
+        }
+        if (st && memfile_head_of(f->membuf)->refused) {
+            /* The same in a plain file: open it from disk, which reports
+             * that. */
             fits_clear_errmsg();
             memfile_free(f->membuf);
             f->membuf = NULL;
