@@ -108,7 +108,27 @@ def base_files(d) -> Dict[str, str]:
 
 
 def write_seeds(d):
-    base_files(d)
+    out = base_files(d)
+    compressed_dot_z(out["f32"], os.path.join(d, "f32.fits.Z"))
+
+
+def compressed_dot_z(src, dst, extra_zeros=0):
+    """src packed by Unix compress (Debian: ncompress), with extra_zeros
+    zero bytes after it; None without compress."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("compress"):
+        return None
+    with open(src, "rb") as fin, open(dst, "wb") as out:
+        proc = subprocess.Popen(["compress", "-c"], stdin=subprocess.PIPE, stdout=out)
+        proc.stdin.write(fin.read())
+        chunk = bytes(1 << 20)
+        for _ in range(extra_zeros >> 20):
+            proc.stdin.write(chunk)
+        proc.stdin.close()
+        assert proc.wait() in (0, 2)  # 2: the output is no smaller
+    return dst
 
 
 # ---- layout of a well-formed file ----

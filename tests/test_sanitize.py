@@ -95,3 +95,29 @@ def test_header_variants(replay, tmp_path):
     assert n > 2500
     out = run_replay(replay, tmp_path / "v")
     assert f"replay: {n} cases, no crash" in out
+
+
+def test_compressed_files(replay, tmp_path):
+    """gzip and compress files through the core's bounded unpack: whole,
+    cut, followed by zeros past the fuzz walk's 16 MiB unpack limit, and
+    a compress file cut in its codes. The walk names compress streams
+    .Z, so cfitsio's compress decoder and the jump out of it run under
+    ASan."""
+    import gzip
+    import shutil
+
+    if not shutil.which("compress"):
+        pytest.fail("compress (Debian: ncompress) is needed; ./run.sh installs it")
+    bases = corrupt_cases.base_files(str(tmp_path / "base"))
+    d = tmp_path / "z"
+    d.mkdir()
+    z = corrupt_cases.compressed_dot_z(bases["f32"], str(d / "f32.Z"))
+    corrupt_cases.compressed_dot_z(bases["u8"], str(d / "bomb.Z"), extra_zeros=32 << 20)
+    data = open(z, "rb").read()
+    (d / "cut.Z").write_bytes(data[: len(data) // 2])
+    (d / "flip.Z").write_bytes(data[:100] + bytes(b ^ 0x5A for b in data[100:400]) + data[400:])
+    raw = open(bases["u8"], "rb").read()
+    (d / "bomb.gz").write_bytes(gzip.compress(raw + bytes(32 << 20)))
+    (d / "cut.gz").write_bytes(gzip.compress(raw)[: len(raw) // 3])
+    out = run_replay(replay, d)
+    assert "replay: 6 cases, no crash" in out
