@@ -414,6 +414,14 @@ def set_card(path, key, card):
     # A3DTABLE is a binary table to cfitsio: the block size 0 divided
     ([("XTENSION", "XTENSION= 'A3DTABLE'"), ("ZVAL1", "ZVAL1   =                    0")],
      r"RICE block size ZVAL1 = 0"),
+    # cfitsio takes the text after an "=" in any column as the value: the
+    # guard passed the card over and ffc2j aborted on it (fuzzer:
+    # abort-znaxis-no-value-indicator)
+    ([("ZNAXIS2", "ZNAXIS2 \x7f x= " + "x" * 60 + "64")], r"ZNAXIS2 +is not a number"),
+    ([("ZVAL1", "ZVAL1     =                  0")], r"RICE block size ZVAL1 = 0"),
+    # and finds keywords behind HIERARCH
+    ([("ZVAL1", "HIERARCH ZVAL1 = 0")], r"RICE block size ZVAL1 = 0"),
+    ([("ZNAME1", "HIERARCH ZBITPIX = 16")], r"keyword ZBITPIX appears twice"),
 ])
 def test_guard_matches_names_as_cfitsio_does(rice_file, changes, match):
     """The guard reads keyword names, repeated keywords and extension types
@@ -423,6 +431,19 @@ def test_guard_matches_names_as_cfitsio_does(rice_file, changes, match):
     for key, card in changes:
         set_card(path, key, card)
     assert_fails(path, match)
+
+
+@pytest.mark.parametrize("key,card", [
+    ("ZNAXIS1", "ZNAXIS1   =                   80"),
+    ("ZVAL1", "ZVAL1  =                     32"),
+    ("ZVAL1", "HIERARCH ZVAL1 = 32"),
+])
+def test_guard_takes_values_cfitsio_takes(rice_file, key, card):
+    """A good value with its "=" out of column 9, or behind HIERARCH, is
+    checked as cfitsio reads it and the image still reads."""
+    path, data = rice_file
+    set_card(path, key, card)
+    np.testing.assert_array_equal(tf.read(path, 1).numpy(), data)
 
 
 def test_guard_reads_the_whole_header(tmp_path):

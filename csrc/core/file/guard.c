@@ -272,19 +272,58 @@ static int check_column_duplicate(tf_file *f, const char *card, header_scan *hs)
     return TF_OK;
 }
 
+/* cfitsio also finds a keyword where the standard has none: with the "="
+ * in another column ("ZNAXIS  x= 2") or behind HIERARCH ("HIERARCH ZNAXIS
+ * = 2"), its lookups match the name and take the text after the first "="
+ * as the value. The guard passed such cards over, and a ZNAXIS of binary
+ * garbage with an "=" in column 30 reached cfitsio's ffc2j, which aborts
+ * on it (fuzzer: abort-znaxis-no-value-indicator). The card as cfitsio
+ * reads it, rewritten as "NAME    = value" into `out`, so the checks see
+ * what cfitsio sees: 1 when rewritten, 0 when cfitsio finds no value or
+ * no name of 8 characters or fewer, -1 when the value is too long for a
+ * card (cfitsio's fields hold 70 characters). */
+static int standard_form(const char *card, char *out) {
+    char in[CARD + 1], name[2 * FLEN_CARD], value[2 * FLEN_CARD], comm[2 * FLEN_CARD];
+    int len = 0, status = 0;
+    memcpy(in, card, CARD);
+    in[CARD] = 0;
+    name[0] = value[0] = 0;
+    if (ffgknm(in, name, &len, &status) || len < 1 || len > 8) return 0;
+    if (ffpsvc(in, value, comm, &status) || !value[0]) return 0;
+    memset(out, ' ', CARD);
+    memcpy(out, name, (size_t)len);
+    out[8] = '=';
+    size_t n = strlen(value);
+    if (n > CARD - VALUE_COL - 1) return -1;
+    memcpy(out + VALUE_COL + 1, value, n);
+    return 1;
+}
+
 /* One block of cards; *ended when it holds END. */
 static int check_block(tf_file *f, const char *block, header_scan *hs, int *ended) {
+    char rewritten[CARD];
     for (int c = 0; c < BLOCK / CARD; c++) {
         const char *card = block + c * CARD;
         if (memcmp(card, "END     ", 8) == 0) {
             *ended = 1;
             return TF_OK;
         }
-        /* Every keyword checked here has a value ("=" in column 9) and
-         * starts with one of these letters, in either case: most cards
-         * (COMMENT, HISTORY, WCS, instrument keywords) are passed over at
-         * once. */
-        if (card[8] != '=' || !memchr("BEGNPTXZ", upper(card[0]), 8)) continue;
+        /* A card without "=" in column 9 has a value for cfitsio only
+         * with an "=" somewhere: most (COMMENT, HISTORY, blank) have none
+         * and are passed over at once. */
+        if (card[8] != '=') {
+            if (!memchr(card, '=', CARD)) continue;
+            int r = standard_form(card, rewritten);
+            if (r < 0)
+                return tf_fail(f, TF_ECORRUPT, 0, "the value of %.8s is longer than a card holds",
+                               rewritten);
+            if (r == 0) continue;
+            card = rewritten;
+        }
+        /* Every keyword checked here starts with one of these letters, in
+         * either case: most cards (WCS, instrument keywords) are passed
+         * over at once. */
+        if (!memchr("BEGNPTXZ", upper(card[0]), 8)) continue;
         FORWARD_IF_ERROR(check_duplicate(f, card, hs->seen));
         FORWARD_IF_ERROR(check_column_duplicate(f, card, hs));
         FORWARD_IF_ERROR(check_card(f, card, &hs->h, hs->rice_vals));
