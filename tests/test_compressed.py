@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import fitsio
 import numpy as np
 import pytest
 import torch
@@ -444,6 +445,34 @@ def test_guard_takes_values_cfitsio_takes(rice_file, key, card):
     path, data = rice_file
     set_card(path, key, card)
     np.testing.assert_array_equal(tf.read(path, 1).numpy(), data)
+
+
+@pytest.mark.parametrize("card,scale,zero", [
+    ("HIERARCH BZERO = 32768", 1, 32768),
+    ("HIERARCH BSCALE = 2.0", 2, 0),
+    ("HIERARCH BSCALE = 0", 0, 0),
+])
+def test_scaling_behind_hierarch(rice_file, card, scale, zero):
+    """cfitsio's lookup finds BSCALE and BZERO behind HIERARCH, and its
+    tile reader scaled by them while the HDU's description (and so the
+    dtype and the other read path) did not (header variants: the paths
+    disagreed on "HIERARCH BSCALE = 0"). Both paths now take them, as
+    fitsio does."""
+    path, data = rice_file
+    add_card(path, card)
+    if scale == 0:
+        for read in (lambda: tf.read(path, 1),
+                     lambda: torch.ops.torchfits._read_cfitsio(str(path), 1, [], [], None, False)):
+            with pytest.raises((tf.FitsError, RuntimeError), match=r"bad\.fits: HDU 1: BSCALE is 0"):
+                read()
+        return
+    want = data.astype(np.float64) * scale + zero
+    np.testing.assert_array_equal(fitsio.read(str(path), ext=1).astype(np.float64), want)
+    fast = tf.read(path, 1)
+    slow = torch.ops.torchfits._read_cfitsio(str(path), 1, [], [], None, False)
+    assert fast.dtype == slow.dtype == (torch.int32 if zero else torch.float32)
+    np.testing.assert_array_equal(fast.numpy().astype(np.float64), want)
+    assert torch.equal(fast, slow)
 
 
 def test_guard_reads_the_whole_header(tmp_path):

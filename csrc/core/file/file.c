@@ -597,7 +597,10 @@ enum { K_EXTNAME = 1, K_EXTVER = 2, K_BSCALE = 4, K_BZERO = 8, K_BLANK = 16, K_A
  * usual case, cost no full search with cfitsio's keyword parser each: that
  * was ~25 us of a ~60 us small read. A superset of cfitsio's matches: a
  * card counts when it starts with the name, case aside, followed by no
- * keyword character; cfitsio's own lookup then decides. */
+ * keyword character, behind "HIERARCH " too (cfitsio's lookup finds
+ * "HIERARCH BSCALE = 0" for BSCALE, and its tile reader scaled by it while
+ * the description said 1: header variants); cfitsio's own lookup then
+ * decides. */
 static int keys_present(tf_file *f) {
     static const struct { const char *name; int bit; } keys[] = {
         {"EXTNAME", K_EXTNAME}, {"EXTVER", K_EXTVER}, {"BSCALE", K_BSCALE},
@@ -607,12 +610,14 @@ static int keys_present(tf_file *f) {
     fits_get_hdrspace(f->fp, &nkeys, NULL, &st);
     for (int i = 1; st == 0 && i <= nkeys && found != K_ALL; i++) {
         fits_read_record(f->fp, i, card, &st);
+        const char *name = card;
+        if (strncmp(card, "HIERARCH ", 9) == 0)
+            for (name += 9; *name == ' '; name++) {}
         for (size_t k = 0; st == 0 && k < sizeof keys / sizeof keys[0]; k++) {
             size_t n = strlen(keys[k].name);
-            char next = card[n];
-            if (strncasecmp(card, keys[k].name, n) == 0 &&
-                !(isalnum((unsigned char)next) || next == '-' || next == '_'))
-                found |= keys[k].bit;
+            if (strncasecmp(name, keys[k].name, n) != 0) continue;
+            char next = name[n];
+            if (!(isalnum((unsigned char)next) || next == '-' || next == '_')) found |= keys[k].bit;
         }
     }
     if (st) { /* let the lookups below decide, and report */
