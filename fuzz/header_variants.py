@@ -8,11 +8,12 @@ HCOMPRESS_1 and PLIO_1 files, a binary table with every kind of column, an
 ASCII table, and plain images (BITPIX 16, 8 and -32 in the primary HDU,
 which the fast open parses without cfitsio, and BITPIX 32 in an IMAGE
 extension), all as astropy wrote them, each keyword below given
-each odd value below, in six ways: in place, with
-no blank after the "=", with the name in lower case, twice with the odd
-value first, twice with it last, and moved to the end of the header. cfitsio
-reads keywords in any case, from column 10, wherever they are, and takes
-either card of a pair; the guard (csrc/core/file/guard.c) must refuse what
+each odd value below, in eight ways: in place, with
+no blank after the "=", with the "=" a column late, behind HIERARCH, with
+the name in lower case, twice with the odd value first, twice with it last,
+and moved to the end of the header. cfitsio reads keywords in any case,
+from column 10 or after an "=" in any column, behind HIERARCH too,
+wherever they are, and takes either card of a pair; the guard (csrc/core/file/guard.c) must refuse what
 cfitsio would crash on, and both read paths must agree on the rest. The
 replay driver walks every file under ASan/UBSan. About 45,000 files, 630 MB;
 four minutes to replay here. EVERY n writes every n-th only (the test
@@ -62,6 +63,15 @@ ASCII_KEYS = ["TFORM1", "TFORM2", "TFORM3", "TFORM4", "TFORM5", "TBCOL1", "TBCOL
 def card(key, value, blank=True):
     text = key.ljust(8) + ("= " + value.rjust(20) if blank else "=" + value)
     return text.ljust(80)[:80].encode("latin-1")
+
+
+def card_late(key, value):
+    """The "=" in column 10, not 9: no value to the standard, one to cfitsio."""
+    return (key.ljust(8) + " = " + value.rjust(20)).ljust(80)[:80].encode("latin-1")
+
+
+def card_hierarch(key, value):
+    return ("HIERARCH " + key + " = " + value).ljust(80)[:80].encode("latin-1")
 
 
 def compressed(data, algo, **kw):
@@ -178,6 +188,7 @@ def variants(base, keys, values, start=2880):
         i = at(key)
         for vi, value in enumerate(values):
             for tag, c in [("std", card(key, value)), ("nob", card(key, value, blank=False)),
+                           ("late", card_late(key, value)), ("hier", card_hierarch(key, value)),
                            ("low", card(key.lower(), value))]:
                 raw = bytearray(base)
                 where = i if i >= 0 else slot(raw, 5)
