@@ -1,17 +1,45 @@
 #!/usr/bin/env bash
-# Set up, build and run torchfits on Debian 12 (as root, or with sudo):
+# Set up, build and run torchfits on Debian 12 (as root, or with sudo).
+#
 #   ./run.sh demo    install what is missing, build, run the example
 #   ./run.sh test    install what is missing, build, run the test suite
 #   ./run.sh bench   ... run the benchmarks (writes benchmarks/RESULTS.md)
 #   ./run.sh build   ... build only
+#   ./run.sh python  ... a Python with torchfits_ops importable (args passed on)
+#
+# Two torch lines:
+#   TORCH_LINE=pypi   (default) a virtual environment .venv with torch 2.13
+#                     (CPU build) and today's numpy, pytest, astropy and fitsio
+#                     from PyPI, building against Debian's cfitsio;
+#   TORCH_LINE=debian Debian's python3-torch 1.13 under /usr/bin/python3, with
+#                     Debian's astropy, fitsio and pytest.
+# Each line builds its own library (torchfits_ops/_C_torch<major>_<minor>*.so)
+# in its own build folder, so the two can be built side by side.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(
-  python3-torch libtorch-dev libcfitsio-dev ninja-build build-essential python3-dev
-  python3-setuptools python3-numpy python3-pytest python3-astropy python3-fitsio
-  python3-psutil python3-tqdm python3-matplotlib clang-14 libclang-rt-14-dev ncompress
+# The PyPI line's versions, in one place. torch is pinned: an unpinned torch
+# pulls a CUDA build of several GB.
+PYPI_REQUIREMENTS=(
+  torch==2.13.0 numpy pytest "astropy==8.0.*" fitsio==1.4.2 psutil matplotlib ninja
 )
+# Debian packages: the system cfitsio and compilers for both lines, and the
+# Debian torch line's Python packages.
+PACKAGES=(
+  libcfitsio-dev ninja-build build-essential python3-dev python3-venv clang-14
+  libclang-rt-14-dev ncompress
+)
+DEBIAN_LINE_PACKAGES=(
+  python3-torch libtorch-dev python3-setuptools python3-numpy python3-pytest
+  python3-astropy python3-fitsio python3-psutil python3-tqdm python3-matplotlib
+)
+
+LINE=${TORCH_LINE:-pypi}
+case "$LINE" in
+  pypi) ;;
+  debian) PACKAGES+=("${DEBIAN_LINE_PACKAGES[@]}") ;;
+  *) echo "run.sh: TORCH_LINE must be pypi or debian, not '$LINE'" >&2; exit 2 ;;
+esac
 
 install_missing() {
   local missing=() p
@@ -26,22 +54,34 @@ install_missing() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# Debian's torch lives under /usr/bin/python3; the python3 first on PATH may
-# be another interpreter without it.
-pick_python() {
-  local c
-  for c in "${PYTHON:-}" /usr/bin/python3 python3; do
-    [[ -n $c ]] && "$c" -c "import torch" >/dev/null 2>&1 && { echo "$c"; return; }
-  done
-  echo "run.sh: no Python with torch found (set PYTHON=...)" >&2
-  exit 1
+# The venv is made once and brought up to the pins when they change: the
+# pins are kept beside it, and pip runs only when they differ.
+setup_venv() {
+  local venv=.venv base
+  local want
+  want=$(printf '%s\n' "${PYPI_REQUIREMENTS[@]}")
+  if [[ ! -x $venv/bin/python ]]; then
+    # The torch 2.13 build on this machine is for CPython 3.11: prefer the
+    # python3 on PATH, then Debian's.
+    for base in "${VENV_PYTHON:-}" python3 /usr/bin/python3; do
+      [[ -n $base ]] && "$base" -m venv "$venv" 2>/dev/null && break
+    done
+    [[ -x $venv/bin/python ]] || { echo "run.sh: could not make a venv in $venv" >&2; exit 1; }
+  fi
+  if [[ "$(cat $venv/.pins 2>/dev/null)" != "$want" ]]; then
+    echo "run.sh: installing into $venv: ${PYPI_REQUIREMENTS[*]}" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${PYPI_REQUIREMENTS[@]}"
+    printf '%s\n' "$want" >"$venv/.pins"
+  fi
+  PY=$PWD/$venv/bin/python
 }
 
 build() {
   mkdir -p build
-  if ! "$PY" setup.py build_ext --inplace >build/build.log 2>&1; then
-    cat build/build.log >&2
-    echo "run.sh: build failed (log above, also in build/build.log)" >&2
+  local log=build/build-$LINE.log
+  if ! "$PY" setup.py build_ext --inplace >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "run.sh: build failed (log above, also in $log)" >&2
     exit 1
   fi
 }
@@ -49,12 +89,18 @@ build() {
 cmd=${1:-demo}
 shift || true
 install_missing
-PY=$(pick_python)
+if [[ $LINE == pypi ]]; then
+  setup_venv
+else
+  PY=/usr/bin/python3
+fi
 build
+echo "run.sh: $("$PY" -c 'import sys, torch; print(f"torch {torch.__version__}, Python {sys.version.split()[0]}")') ($LINE line)" >&2
 case "$cmd" in
   demo) exec "$PY" examples/read_image.py "$@" ;;
   test) exec "$PY" -m pytest -q -p no:cacheprovider tests "$@" ;;
   bench) exec "$PY" benchmarks/run.py "$@" ;;
   build) ;;
-  *) echo "usage: ./run.sh demo|test|bench|build" >&2; exit 2 ;;
+  python) exec "$PY" "$@" ;;
+  *) echo "usage: [TORCH_LINE=pypi|debian] ./run.sh demo|test|bench|build|python" >&2; exit 2 ;;
 esac

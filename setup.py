@@ -30,16 +30,25 @@ core = (
     },
 )
 
-# torch.uint16/uint32 came with torch 2.3; older torch gets int32/int64.
-has_uint16 = int(hasattr(torch, "uint16") and hasattr(torch, "uint32"))
+# torch.uint16/uint32/uint64 came with torch 2.3; older torch gets
+# int32/int64/float64.
+has_uint16 = int(hasattr(torch, "uint16") and hasattr(torch, "uint32") and hasattr(torch, "uint64"))
+
+# A torch extension is bound to the ABI of the torch it was built with. The
+# library's name says which (major.minor), so that builds for two torch lines
+# can sit side by side and the loader can name the mismatch.
+TORCH_VERSION = tuple(int(v) for v in torch.__version__.split(".")[:2])
+TORCH_TAG = "torch{}_{}".format(*TORCH_VERSION)
+# Recent torch headers are C++20 (torch's own builds use it); 1.13 needs 17.
+CXX_STD = "-std=c++20" if TORCH_VERSION >= (2, 10) else "-std=c++17"
 
 shim = CppExtension(
-    "torchfits_ops._C",
+    f"torchfits_ops._C_{TORCH_TAG}",
     sorted(glob.glob("csrc/*.cpp")),
     libraries=["torchfits_core", "cfitsio", "z", "pthread"],
     # The shim is not instrumented: -fsanitize=undefined breaks static asserts
     # in torch's registration headers. The link brings the sanitizer runtime.
-    extra_compile_args=["-std=c++17", f"-DTORCHFITS_HAS_UINT16={has_uint16}"] + OPT,
+    extra_compile_args=[CXX_STD, f"-DTORCHFITS_HAS_UINT16={has_uint16}"] + OPT,
     extra_link_args=SAN,
 )
 
@@ -59,6 +68,8 @@ setup(
     libraries=[core],
     ext_modules=[shim],
     cmdclass={"build_ext": build_ext},
+    # Objects of each torch line in a folder of their own.
+    options={"build": {"build_temp": f"build/temp-{TORCH_TAG}", "build_lib": f"build/lib-{TORCH_TAG}"}},
     python_requires=">=3.8",
     install_requires=["torch>=1.13.0a0", "numpy"],  # Debian ships 1.13.0a0
 )

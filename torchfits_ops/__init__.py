@@ -42,13 +42,31 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+def _torch_tag(version: str) -> str:
+    major, minor = version.split(".")[:2]
+    return f"torch{major}_{minor}"
+
+
 def _load_library() -> None:
+    """Load the library built for this torch. A torch extension is bound to
+    the ABI of the torch it was built with (major.minor); its file name says
+    which, and a library built for another torch is named, not loaded."""
     here = os.path.dirname(os.path.abspath(__file__))
-    found = sorted(glob.glob(os.path.join(here, "_C*.so")))
+    tag = _torch_tag(torch.__version__)
+    found = sorted(glob.glob(os.path.join(here, f"_C_{tag}.*so")))
     if not found:
+        others = sorted(os.path.basename(p) for p in glob.glob(os.path.join(here, "_C_torch*.so")))
+        if others:
+            built = ", ".join(p.split(".")[0][len("_C_torch"):].replace("_", ".") for p in others)
+            raise ImportError(
+                f"torchfits_ops was built for torch {built}, but this Python has torch "
+                f"{torch.__version__} ({here} holds {', '.join(others)}). A torch extension "
+                "only loads under the torch it was built with: rebuild it here with "
+                "`python setup.py build_ext --inplace`, or reinstall with "
+                "`pip install --no-build-isolation .`")
         raise ImportError(
-            "torchfits_ops: the compiled library (_C*.so) is missing from "
-            f"{here}; build it with `python3 setup.py build_ext --inplace` "
+            f"torchfits_ops: the compiled library (_C_{tag}*.so) is missing from "
+            f"{here}; build it with `python setup.py build_ext --inplace` "
             "or install with `pip install --no-build-isolation .`"
         )
     torch.ops.load_library(found[0])
