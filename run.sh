@@ -21,7 +21,8 @@ cd "$(dirname "$0")"
 # The PyPI line's versions, in one place. torch is pinned: an unpinned torch
 # pulls a CUDA build of several GB.
 PYPI_REQUIREMENTS=(
-  torch==2.13.0 numpy pytest "astropy==8.0.*" fitsio==1.4.2 psutil matplotlib ninja
+  torch==2.13.0 numpy pytest "astropy==8.0.*" fitsio==1.4.2 psutil tqdm matplotlib ninja
+  setuptools wheel
 )
 # Debian packages: the system cfitsio and compilers for both lines, and the
 # Debian torch line's Python packages.

@@ -60,16 +60,11 @@ class build_ext(BuildExtension.with_options(use_ninja=True)):
         super().run()
 
 
+# Name, version and dependencies are in pyproject.toml.
 setup(
-    name="torchfits_ops",
-    version="0.1.0",
-    description="FITS reader for PyTorch: torch.ops.torchfits on a C core over cfitsio",
-    packages=["torchfits_ops"],
     libraries=[core],
     ext_modules=[shim],
     cmdclass={"build_ext": build_ext},
     # Objects of each torch line in a folder of their own.
     options={"build": {"build_temp": f"build/temp-{TORCH_TAG}", "build_lib": f"build/lib-{TORCH_TAG}"}},
-    python_requires=">=3.8",
-    install_requires=["torch>=1.13.0a0", "numpy"],  # Debian ships 1.13.0a0
 )

@@ -82,20 +82,20 @@ at::Tensor run_batch(const BatchPlan& p, int64_t hdu, at::Tensor& out, bool skip
 
 }  // namespace
 
-at::Tensor read_into(const std::string& path, int64_t hdu, at::Tensor& out, bool raw) {
+void read_into(const std::string& path, int64_t hdu, at::Tensor& out, bool raw) {
   tf_image_request req{};
   req.raw = raw;
-  return image_into(path, hdu, &req, out);
+  image_into(path, hdu, &req, out);
 }
 
-at::Tensor read_cutout_into(const std::string& path, int64_t hdu, at::IntArrayRef start,
+void read_cutout_into(const std::string& path, int64_t hdu, at::IntArrayRef start,
                             at::Tensor& out, at::OptionalIntArrayRef step, bool raw) {
   tf_image_request req{};
   req.raw = raw;
   TORCH_CHECK_VALUE(start.size() == static_cast<size_t>(out.dim()), path, ": HDU ", hdu,
                     ": start has ", start.size(), " entries but out has shape ", out.sizes());
   set_region(&req, start, out.sizes(), step);
-  return image_into(path, hdu, &req, out);
+  image_into(path, hdu, &req, out);
 }
 
 std::tuple<at::Tensor, at::Tensor> read_batch(const std::vector<std::string>& paths, int64_t hdu,
@@ -117,11 +117,9 @@ std::tuple<at::Tensor, at::Tensor> read_batch(const std::vector<std::string>& pa
   return {out, ok};
 }
 
-std::tuple<at::Tensor, at::Tensor> read_batch_into(const std::vector<std::string>& paths,
-                                                   int64_t hdu, at::Tensor& out,
-                                                   at::OptionalIntArrayRef start,
-                                                   at::OptionalIntArrayRef step, bool raw,
-                                                   bool skip_errors, int64_t threads) {
+at::Tensor read_batch_into(const std::vector<std::string>& paths, int64_t hdu, at::Tensor& out,
+                           at::OptionalIntArrayRef start, at::OptionalIntArrayRef step, bool raw,
+                           bool skip_errors, int64_t threads) {
   TORCH_CHECK_VALUE(out.dim() >= 2 && out.dim() <= TF_MAX_DIMS + 1,
                     "read_batch_into: out must have a batch axis then the image's axes, got "
                     "shape ", out.sizes());
@@ -132,8 +130,7 @@ std::tuple<at::Tensor, at::Tensor> read_batch_into(const std::vector<std::string
   BatchPlan p = plan_batch(paths, hdu, req, skip_errors);
   check_out(out, "read_batch_into", p.scalar, at::IntArrayRef(p.shape, p.ndim),
             static_cast<int64_t>(paths.size()));
-  at::Tensor ok = run_batch(p, hdu, out, skip_errors, threads);
-  return {out, ok};
+  return run_batch(p, hdu, out, skip_errors, threads);
 }
 
 }  // namespace torchfits

@@ -47,12 +47,14 @@ TORCH_LIBRARY(torchfits, m) {
   // ---- Data loading (issue 6) ----
   // Reads into a tensor the caller gives (a pinned buffer, a slice of a
   // batch): CPU, contiguous, exactly the read's dtype and shape, else a
-  // ValueError/TypeError. Nothing is allocated for the output.
-  m.def("read_into(str path, int hdu, Tensor(a!) out, bool raw=False) -> Tensor(a!)");
+  // ValueError/TypeError. Nothing is allocated for the output. Mutating
+  // ops return nothing that aliases `out`: torch.compile's functionalization
+  // refuses custom ops whose outputs alias their inputs.
+  m.def("read_into(str path, int hdu, Tensor(a!) out, bool raw=False) -> ()");
   // The region start + i*step, i < out.shape.
   m.def(
       "read_cutout_into(str path, int hdu, int[] start, Tensor(a!) out, int[]? step=None, "
-      "bool raw=False) -> Tensor(a!)");
+      "bool raw=False) -> ()");
   // The same HDU (or region: start and shape) of every file, stacked along
   // a new first axis, read by `threads` threads (0: automatic), each file
   // with its own handle. Returns (batch, ok): with skip_errors a file that
@@ -62,10 +64,10 @@ TORCH_LIBRARY(torchfits, m) {
       "read_batch(str[] paths, int hdu=0, int[]? start=None, int[]? shape=None, "
       "int[]? step=None, bool raw=False, bool skip_errors=False, int threads=0) "
       "-> (Tensor, Tensor)");
+  // The same into `out` [N, ...]; returns ok.
   m.def(
       "read_batch_into(str[] paths, int hdu, Tensor(a!) out, int[]? start=None, "
-      "int[]? step=None, bool raw=False, bool skip_errors=False, int threads=0) "
-      "-> (Tensor(a!), Tensor)");
+      "int[]? step=None, bool raw=False, bool skip_errors=False, int threads=0) -> Tensor");
 
   // A file kept open across reads: torch.classes.torchfits.File(path).
   torchfits::register_file_class(m);
@@ -108,6 +110,12 @@ TORCH_LIBRARY_FRAGMENT(torchfits, m) {
   m.def(
       "read_table.name(str path, str hdu, str[]? columns=None, int start_row=0, "
       "int num_rows=-1, int extver=0) -> Dict(str, Tensor)");
+  // The named columns as a list, in the order given (fixed-width columns:
+  // numbers, vectors, strings as uint8). Ops returning a dict cannot be
+  // traced by torch.compile; this one can.
+  m.def(
+      "read_columns(str path, int hdu, str[] columns, int start_row=0, int num_rows=-1) "
+      "-> Tensor[]");
   // The same through cfitsio's column reads, for tests.
   m.def(
       "_read_table_cfitsio(str path, int hdu=1, str[]? columns=None, int start_row=0, "
@@ -126,6 +134,7 @@ TORCH_LIBRARY_FRAGMENT(torchfits, m) {
 TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
   m.impl("read_table", TORCH_FN(torchfits::read_table));
   m.impl("read_table.name", TORCH_FN(torchfits::read_table_name));
+  m.impl("read_columns", TORCH_FN(torchfits::read_columns));
   m.impl("_read_table_cfitsio", TORCH_FN(torchfits::read_table_cfitsio));
   m.impl("table_info", TORCH_FN(torchfits::table_info));
   m.impl("table_info.name", TORCH_FN(torchfits::table_info_name));

@@ -43,19 +43,17 @@ using InfoTuple =
 InfoTuple info(const std::string& path);
 
 // data_ops.cpp
-at::Tensor read_into(const std::string& path, int64_t hdu, at::Tensor& out, bool raw);
-at::Tensor read_cutout_into(const std::string& path, int64_t hdu, at::IntArrayRef start,
-                            at::Tensor& out, at::OptionalIntArrayRef step, bool raw);
+void read_into(const std::string& path, int64_t hdu, at::Tensor& out, bool raw);
+void read_cutout_into(const std::string& path, int64_t hdu, at::IntArrayRef start,
+                      at::Tensor& out, at::OptionalIntArrayRef step, bool raw);
 std::tuple<at::Tensor, at::Tensor> read_batch(const std::vector<std::string>& paths, int64_t hdu,
                                               at::OptionalIntArrayRef start,
                                               at::OptionalIntArrayRef shape,
                                               at::OptionalIntArrayRef step, bool raw,
                                               bool skip_errors, int64_t threads);
-std::tuple<at::Tensor, at::Tensor> read_batch_into(const std::vector<std::string>& paths,
-                                                   int64_t hdu, at::Tensor& out,
-                                                   at::OptionalIntArrayRef start,
-                                                   at::OptionalIntArrayRef step, bool raw,
-                                                   bool skip_errors, int64_t threads);
+at::Tensor read_batch_into(const std::vector<std::string>& paths, int64_t hdu, at::Tensor& out,
+                           at::OptionalIntArrayRef start, at::OptionalIntArrayRef step, bool raw,
+                           bool skip_errors, int64_t threads);
 
 // table_ops.cpp
 // (rows, names, TFORM, TUNIT, TDIM, repeat, per-row shape, dtype, TSCAL,
@@ -76,6 +74,11 @@ c10::Dict<std::string, at::Tensor> read_table_name(const std::string& path,
 c10::Dict<std::string, at::Tensor> read_table_cfitsio(const std::string& path, int64_t hdu,
                                                       const c10::optional<std::vector<std::string>>& columns,
                                                       int64_t start_row, int64_t num_rows);
+// The named fixed-width columns as a list, in the order asked: what
+// torch.compile can trace (it cannot trace an op returning a dict).
+std::vector<at::Tensor> read_columns(const std::string& path, int64_t hdu,
+                                     const std::vector<std::string>& columns, int64_t start_row,
+                                     int64_t num_rows);
 TableInfo table_info(const std::string& path, int64_t hdu);
 TableInfo table_info_name(const std::string& path, const std::string& hdu, int64_t extver);
 

@@ -27,13 +27,18 @@ std::vector<int> column_numbers(tf_file* f, int hdu,
   return cols;
 }
 
-TableDict read_columns(tf_file* f, int hdu, const c10::optional<std::vector<std::string>>& names,
-                       int64_t start_row, int64_t num_rows, tf_read_path path) {
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// The columns asked for (all when names is empty), in that order; a VLA
+// column NAME gives NAME.offsets then NAME. fixed_only refuses VLAs.
+NamedTensors read_tensors(tf_file* f, int hdu, const c10::optional<std::vector<std::string>>& names,
+                          int64_t start_row, int64_t num_rows, tf_read_path path,
+                          bool fixed_only) {
   std::vector<int> cols = column_numbers(f, hdu, names);
   int64_t nrows = num_rows;
   check(tf_table_rows(f, hdu, start_row, &nrows), f);
   std::vector<tf_table_out> outs(cols.size());
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  NamedTensors tensors;
   for (size_t i = 0; i < cols.size(); i++) {
     tf_column_info ci;
     check(tf_table_column(f, hdu, cols[i], &ci), f);
@@ -44,6 +49,9 @@ TableDict read_columns(tf_file* f, int hdu, const c10::optional<std::vector<std:
     o.dtype = request;
     at::Tensor values;
     if (ci.kind == TF_COL_VLA) {
+      TORCH_CHECK_VALUE(!fixed_only, "column ", ci.name,
+                        " has variable-length rows; read_columns gives fixed-width columns only "
+                        "(read_table gives values and offsets)");
       int64_t nelem = 0;
       check(tf_table_vla_size(f, hdu, cols[i], start_row, nrows, &nelem), f);
       values = at::empty({nelem}, options);
@@ -62,8 +70,15 @@ TableDict read_columns(tf_file* f, int hdu, const c10::optional<std::vector<std:
   }
   check(tf_table_read(f, hdu, start_row, nrows, outs.data(), static_cast<int>(outs.size()), path),
         f);
+  return tensors;
+}
+
+TableDict read_dict(tf_file* f, int hdu, const c10::optional<std::vector<std::string>>& names,
+                    int64_t start_row, int64_t num_rows, tf_read_path path) {
   TableDict out;
-  for (auto& kv : tensors) out.insert(kv.first, kv.second);  // first column of a name wins
+  for (auto& kv : read_tensors(f, hdu, names, start_row, num_rows, path, false)) {
+    out.insert(kv.first, kv.second);  // first column of a name wins
+  }
   return out;
 }
 
@@ -102,14 +117,14 @@ TableInfo table_info_of(tf_file* f, int hdu) {
 TableDict read_table(const std::string& path, int64_t hdu, const c10::optional<std::vector<std::string>>& columns,
                      int64_t start_row, int64_t num_rows) {
   FileHandle f = open_file(path);
-  return read_columns(f.get(), hdu_index(hdu), columns, start_row, num_rows, TF_PATH_AUTO);
+  return read_dict(f.get(), hdu_index(hdu), columns, start_row, num_rows, TF_PATH_AUTO);
 }
 
 TableDict read_table_name(const std::string& path, const std::string& hdu,
                           const c10::optional<std::vector<std::string>>& columns, int64_t start_row,
                           int64_t num_rows, int64_t extver) {
   FileHandle f = open_file(path);
-  return read_columns(f.get(), find_hdu(f.get(), hdu, extver), columns, start_row, num_rows,
+  return read_dict(f.get(), find_hdu(f.get(), hdu, extver), columns, start_row, num_rows,
                       TF_PATH_AUTO);
 }
 
@@ -117,7 +132,20 @@ TableDict read_table_cfitsio(const std::string& path, int64_t hdu,
                              const c10::optional<std::vector<std::string>>& columns, int64_t start_row,
                              int64_t num_rows) {
   FileHandle f = open_file(path);
-  return read_columns(f.get(), hdu_index(hdu), columns, start_row, num_rows, TF_PATH_CFITSIO);
+  return read_dict(f.get(), hdu_index(hdu), columns, start_row, num_rows, TF_PATH_CFITSIO);
+}
+
+std::vector<at::Tensor> read_columns(const std::string& path, int64_t hdu,
+                                     const std::vector<std::string>& columns, int64_t start_row,
+                                     int64_t num_rows) {
+  TORCH_CHECK_VALUE(!columns.empty(), path, ": read_columns needs at least one column name");
+  FileHandle f = open_file(path);
+  std::vector<at::Tensor> out;
+  for (auto& kv : read_tensors(f.get(), hdu_index(hdu), columns, start_row, num_rows,
+                               TF_PATH_AUTO, true)) {
+    out.push_back(kv.second);
+  }
+  return out;
 }
 
 TableInfo table_info(const std::string& path, int64_t hdu) {

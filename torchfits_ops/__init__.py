@@ -74,6 +74,7 @@ def _load_library() -> None:
 
 _load_library()
 _ops = torch.ops.torchfits
+from . import _fake  # noqa: E402,F401  (fake kernels for torch.compile)
 
 PathLike = Union[str, "os.PathLike[str]"]
 HDUKey = Union[int, str, Tuple[str, int]]
