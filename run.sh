@@ -6,6 +6,8 @@
 #   ./run.sh bench   ... run the benchmarks (writes benchmarks/RESULTS.md)
 #   ./run.sh build   ... build only
 #   ./run.sh python  ... a Python with torchfits_ops importable (args passed on)
+#   ./run.sh wheel   ... build a wheel (dist/), install it into a fresh venv
+#                    with the same torch, and read a file from outside the repo
 #
 # Two torch lines:
 #   TORCH_LINE=pypi   (default) a virtual environment .venv with torch 2.13
@@ -77,6 +79,21 @@ setup_venv() {
   PY=$PWD/$venv/bin/python
 }
 
+# pip wheel, then a new venv with only this line's torch and the wheel.
+wheel_check() {
+  local tmp torch_pin
+  tmp=$(mktemp -d)
+  trap "rm -rf '$tmp'" EXIT
+  rm -rf dist
+  "$PY" -m pip wheel -q --no-build-isolation --no-deps -w dist . >build/wheel-$LINE.log 2>&1 ||
+    { cat build/wheel-$LINE.log >&2; echo "run.sh: pip wheel failed" >&2; exit 1; }
+  torch_pin=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
+  "$PY" -m venv "$tmp/venv"
+  "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check "torch==$torch_pin" numpy
+  "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps dist/*.whl
+  (cd "$tmp" && "$tmp/venv/bin/python" "$OLDPWD/tests/wheel_check.py")
+}
+
 build() {
   mkdir -p build
   local log=build/build-$LINE.log
@@ -103,5 +120,6 @@ case "$cmd" in
   bench) exec "$PY" benchmarks/run.py "$@" ;;
   build) ;;
   python) exec "$PY" "$@" ;;
-  *) echo "usage: [TORCH_LINE=pypi|debian] ./run.sh demo|test|bench|build|python" >&2; exit 2 ;;
+  wheel) wheel_check ;;
+  *) echo "usage: [TORCH_LINE=pypi|debian] ./run.sh demo|test|bench|build|python|wheel" >&2; exit 2 ;;
 esac
