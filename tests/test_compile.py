@@ -217,3 +217,22 @@ def test_compile_recompiles_per_path_and_refuses_a_changed_file(files, tmp_path)
     fits.writeto(path, np.ones((7, 6), np.float32), overwrite=True)
     with pytest.raises(AssertionError, match="expected size 7==6"):
         cf(path)
+
+
+@needs_compile
+def test_export_module_with_a_fixed_path(files, tmp_path):
+    """torch.export bakes the path into the program as a constant; the
+    exported program reads the file when run, and survives save/load."""
+    class Model(torch.nn.Module):
+        def __init__(self, path: str):
+            super().__init__()
+            self.path = path
+
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return torch.ops.torchfits.read(self.path, 1, False) * w
+
+    ep = torch.export.export(Model(files["img"]), (torch.tensor(2.0),))
+    torch.export.save(ep, str(tmp_path / "m.pt2"))
+    loaded = torch.export.load(str(tmp_path / "m.pt2"))
+    out = loaded.module()(torch.tensor(3.0))
+    np.testing.assert_allclose(out.numpy(), files["data"] * 3, rtol=1e-6)
