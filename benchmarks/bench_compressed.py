@@ -35,11 +35,11 @@ def write(path, data, **kw):
 
 def one_thread(fn):
     def run():
-        os.environ["TORCHFITS_THREADS"] = "1"
+        previous = tf.set_threads(1)
         try:
             return fn()
         finally:
-            del os.environ["TORCHFITS_THREADS"]
+            tf.set_threads(previous)
     return run
 
 

@@ -52,12 +52,12 @@ def to_tensor(a):
 
 
 def with_threads(n, fn, *args):
-    """fn with TORCHFITS_THREADS=n (the default is torch.get_num_threads())."""
-    os.environ["TORCHFITS_THREADS"] = str(n)
+    """fn with torchfits_ops.set_threads(n) (the default: one per CPU)."""
+    previous = tf.set_threads(n)
     try:
         return fn(*args)
     finally:
-        del os.environ["TORCHFITS_THREADS"]
+        tf.set_threads(previous)
 
 
 def fitsio_read(path):

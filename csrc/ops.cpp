@@ -69,6 +69,14 @@ TORCH_LIBRARY(torchfits, m) {
       "read_batch_into(str[] paths, int hdu, Tensor(a!) out, int[]? start=None, "
       "int[]? step=None, bool raw=False, bool skip_errors=False, int threads=0) -> Tensor");
 
+  // Process-wide settings, by name: threads (per large read; 0: one per
+  // CPU), keep_mb (freed large outputs kept for reuse), unpack_max_mb
+  // (most a compressed file unpacks to). set_option returns the previous
+  // value. Read by each call as it starts; the core never reads the
+  // environment (the Python package reads it once, at import).
+  m.def("set_option(str name, int value) -> int");
+  m.def("get_option(str name) -> int");
+
   // A file kept open across reads: torch.classes.torchfits.File(path).
   torchfits::register_file_class(m);
 }
@@ -86,6 +94,8 @@ TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
   m.impl("find_hdu", TORCH_FN(torchfits::find_hdu_op));
   m.impl("info", TORCH_FN(torchfits::info));
   m.impl("read_batch", TORCH_FN(torchfits::read_batch));
+  m.impl("set_option", TORCH_FN(torchfits::set_option));
+  m.impl("get_option", TORCH_FN(torchfits::get_option));
 }
 
 // Data-loading ops that take a tensor dispatch on it: CPU (pinned memory is

@@ -82,6 +82,11 @@ std::vector<at::Tensor> read_columns(const std::string& path, int64_t hdu,
 TableInfo table_info(const std::string& path, int64_t hdu);
 TableInfo table_info_name(const std::string& path, const std::string& hdu, int64_t extver);
 
+// config_ops.cpp: the core's process-wide settings by name (threads,
+// keep_mb, unpack_max_mb); set_option returns the previous value.
+int64_t set_option(const std::string& name, int64_t value);
+int64_t get_option(const std::string& name);
+
 // The kernels on a handle already open: for the File class.
 InfoTuple info_open(tf_file* f);
 at::Tensor read_open(tf_file* f, int64_t hdu, bool raw);

@@ -431,7 +431,7 @@ void fuzz_walk_bytes(const uint8_t *data, size_t size) {
     /* Small enough that the fuzzer's inputs (200 KB at most; compress packs
      * some 8,000 to one) reach the unpack limit, and ASan's 1 GiB cap on an
      * allocation never does. */
-    setenv("TORCHFITS_UNPACK_MAX_MB", "16", 0);
+    tf_set_option(TF_OPT_UNPACK_MAX_MB, 16);
     fuzz_walk_file(path, seed);
     close(fd);
 }

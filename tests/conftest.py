@@ -15,3 +15,12 @@ import torchfits_ops  # noqa: E402,F401  (fails loudly if the build is missing)
 @pytest.fixture(scope="session")
 def datadir(tmp_path_factory):
     return tmp_path_factory.mktemp("fits")
+
+
+@pytest.fixture(autouse=True)
+def _restore_options():
+    """Each test starts with the settings it found, whatever it set."""
+    saved = torchfits_ops.options()
+    yield
+    for name, value in saved.items():
+        torchfits_ops._ops.set_option(name, value)

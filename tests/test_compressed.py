@@ -49,9 +49,9 @@ def check_all_paths(path, expected, monkeypatch, cutouts=True):
     assert t.dtype == ref.dtype
     # Bit for bit, NaNs included.
     assert torch.equal(t.flatten().view(torch.uint8), ref.flatten().view(torch.uint8))
-    monkeypatch.setenv("TORCHFITS_THREADS", "1")
+    tf.set_threads(1)
     one = tf.read(path, 1)
-    monkeypatch.delenv("TORCHFITS_THREADS")
+    tf.set_threads(0)
     assert torch.equal(one.flatten().view(torch.uint8), t.flatten().view(torch.uint8))
     if not cutouts:
         return
@@ -601,9 +601,9 @@ def test_rice_unsigned_and_signed_byte_conventions(tmp_path, monkeypatch, dtype)
     t = tf.read(path, 1)
     assert t.dtype == torch.int64
     np.testing.assert_array_equal(t.numpy(), expected)
-    monkeypatch.setenv("TORCHFITS_THREADS", "1")
+    tf.set_threads(1)
     assert torch.equal(tf.read(path, 1), t)
-    monkeypatch.delenv("TORCHFITS_THREADS")
+    tf.set_threads(0)
     cut = tf.read_cutout(path, 1, [3, 5], [300, 200], [3, 2])
     np.testing.assert_array_equal(cut.numpy(), expected[3:903:3, 5:405:2])
 

@@ -222,16 +222,17 @@ def test_gzip_bomb_refused_within_the_unpack_limit(tmp_path, monkeypatch):
     image = random_array((10, 12), 16, seed=5)
     p = gzip_bomb(tmp_path / "bomb.fits.gz", image, 64 << 20)
     assert os.path.getsize(p) < 100_000
-    monkeypatch.setenv("TORCHFITS_UNPACK_MAX_MB", "16")
+    tf.set_unpack_max_mb(16)
     fds = open_fds()
     for call in (lambda: tf.read(p), lambda: tf.read_header(p), lambda: tf.open(p)):
         with pytest.raises(RuntimeError, match=r"bomb\.fits\.gz: the compressed file unpacks to more "
-                                               r"than 16 MiB \(TORCHFITS_UNPACK_MAX_MB\) \[TF_ELIMIT\]"):
+                                               r"than 16 MiB \(the limit set by "
+                                               r"torchfits_ops.set_unpack_max_mb or TORCHFITS_UNPACK_MAX_MB\) \[TF_ELIMIT\]"):
             call()
     assert open_fds() == fds
     # Under a limit it fits, the file reads as cfitsio reads it: the zeros
     # after the last HDU are no HDU.
-    monkeypatch.setenv("TORCHFITS_UNPACK_MAX_MB", "100")
+    tf.set_unpack_max_mb(100)
     np.testing.assert_array_equal(tf.read(p).numpy(), image)
     assert tf.num_hdus(p) == 1
 
@@ -271,13 +272,14 @@ def test_compress_dot_z_files(tmp_path, monkeypatch):
     small = write_astropy(tmp_path / "small.fits", random_array((10, 12), 16, seed=5))
     bomb = compressed_dot_z(small, str(tmp_path / "bomb.fits.Z"), extra_zeros=48 << 20)
     assert os.path.getsize(bomb) < 100_000
-    monkeypatch.setenv("TORCHFITS_UNPACK_MAX_MB", "8")
+    tf.set_unpack_max_mb(8)
     for _ in range(3):  # the decoder's globals are reset for each call
         with pytest.raises(RuntimeError, match=r"bomb\.fits\.Z: the compressed file unpacks to more "
-                                               r"than 8 MiB \(TORCHFITS_UNPACK_MAX_MB\) \[TF_ELIMIT\]"):
+                                               r"than 8 MiB \(the limit set by "
+                                               r"torchfits_ops.set_unpack_max_mb or TORCHFITS_UNPACK_MAX_MB\) \[TF_ELIMIT\]"):
             tf.read(bomb)
     np.testing.assert_array_equal(tf.read(z).numpy(), image)
-    monkeypatch.setenv("TORCHFITS_UNPACK_MAX_MB", "64")
+    tf.set_unpack_max_mb(64)
     assert tf.read(bomb).shape == (10, 12)
 
     # A gzip stream under a .Z name is not compress's: cfitsio refuses it.

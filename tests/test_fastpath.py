@@ -99,7 +99,7 @@ def test_threaded_and_huge_page_reads(tmp_path, monkeypatch, kind):
     # threads share the chunks), not a multiple of the 256 KiB chunk, of
     # 2880 or of any vector width; float64 output passes 32 MiB (huge pages).
     # The default follows torch.get_num_threads(), which may be 1: ask for 2.
-    monkeypatch.setenv("TORCHFITS_THREADS", "2")
+    tf.set_threads(2)
     bitpix, keys = kind
     path = write(tmp_path / "big.fits", (2051, 2053), bitpix, keys, seed=1)
     t = assert_paths_agree(path)
@@ -126,10 +126,10 @@ def test_cutouts_of_a_large_image_match_fitsio(tmp_path):
         np.testing.assert_array_equal(cut.numpy(), f[0][100:400, :])
 
 
-@pytest.mark.parametrize("threads", ["1", "3", "16", "junk"])
-def test_thread_count_from_environment(tmp_path, monkeypatch, threads):
+@pytest.mark.parametrize("threads", [1, 3, 16, 0])
+def test_thread_count_set(tmp_path, threads):
     path = write(tmp_path / "t.fits", (1031, 1029), -64, {"BSCALE": 0.5, "BZERO": 2.0}, seed=4)
-    monkeypatch.setenv("TORCHFITS_THREADS", threads)
+    tf.set_threads(threads)
     t = assert_paths_agree(path)
     assert_matches_fitsio(t, path)
 

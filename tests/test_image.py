@@ -350,7 +350,7 @@ def test_large_outputs_reuse_freed_blocks(tmp_path, monkeypatch):
     np.testing.assert_array_equal(tc.numpy(), a)
     np.testing.assert_array_equal(tb.numpy(), b)
     del tb, tc
-    monkeypatch.setenv("TORCHFITS_KEEP_MB", "0")  # keeps none; reads are the same
+    tf.set_keep_mb(0)  # keeps none; reads are the same
     np.testing.assert_array_equal(tf.read(pa).numpy(), a)
 
     def work(k):
@@ -358,5 +358,5 @@ def test_large_outputs_reuse_freed_blocks(tmp_path, monkeypatch):
         for _ in range(6):
             assert np.array_equal(tf.read(path).numpy(), want)
 
-    monkeypatch.delenv("TORCHFITS_KEEP_MB")
+    tf.set_keep_mb(256)
     assert not run_threads(work, 4)

@@ -139,7 +139,7 @@ def test_ten_thousand_reads_leak_nothing(files):
 def test_threads_match_serial(files, monkeypatch):
     # An automatic thread count splits a read only over idle cores, which
     # 8 reading threads leave none of: ask for helper threads explicitly.
-    monkeypatch.setenv("TORCHFITS_THREADS", "3")
+    tf.set_threads(3)
     before = {p: stamp(p) for p in files.values()}
     per_thread = [make_ops(files, seed, 1000) for seed in range(8)]
     serial = [[run_op(op) for op in ops] for ops in per_thread]

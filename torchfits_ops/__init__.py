@@ -36,6 +36,10 @@ __all__ = [
     "read_header",
     "read_table",
     "read_table_nulls",
+    "set_keep_mb",
+    "set_threads",
+    "set_unpack_max_mb",
+    "options",
     "table_info",
 ]
 
@@ -75,6 +79,56 @@ def _load_library() -> None:
 _load_library()
 _ops = torch.ops.torchfits
 from . import _fake  # noqa: E402,F401  (fake kernels for torch.compile)
+
+# The settings' environment variables, read once, here, under the GIL:
+# the core never calls getenv (a read with the GIL released raced a
+# Python thread's os.environ assignment). Change them at run time with the
+# setters below.
+_ENVIRONMENT = {"threads": "TORCHFITS_THREADS", "keep_mb": "TORCHFITS_KEEP_MB",
+                "unpack_max_mb": "TORCHFITS_UNPACK_MAX_MB"}
+
+
+def _options_from_environment() -> None:
+    import warnings
+    for name, var in _ENVIRONMENT.items():
+        text = os.environ.get(var, "").strip()
+        if not text:
+            continue
+        try:
+            value = int(text)
+            if value < 0:
+                raise ValueError
+        except ValueError:
+            warnings.warn(f"torchfits_ops: {var}={text!r} is not a count >= 0; using "
+                          f"{_ops.get_option(name)}", RuntimeWarning, stacklevel=3)
+            continue
+        _ops.set_option(name, value)
+
+
+_options_from_environment()
+
+
+def set_threads(n: int) -> int:
+    """Threads for one large image read or tile decode (0: one per CPU, the
+    default; TORCHFITS_THREADS at import). Returns the previous value."""
+    return _ops.set_option("threads", int(n))
+
+
+def set_keep_mb(mb: int) -> int:
+    """MiB of freed large outputs kept for reuse (256; 0 keeps none;
+    TORCHFITS_KEEP_MB at import). Returns the previous value."""
+    return _ops.set_option("keep_mb", int(mb))
+
+
+def set_unpack_max_mb(mb: int) -> int:
+    """Most MiB a compressed (.gz, .Z) file may unpack to (4096;
+    TORCHFITS_UNPACK_MAX_MB at import). Returns the previous value."""
+    return _ops.set_option("unpack_max_mb", int(mb))
+
+
+def options() -> Dict[str, int]:
+    """The current settings: threads, keep_mb, unpack_max_mb."""
+    return {name: _ops.get_option(name) for name in _ENVIRONMENT}
 
 PathLike = Union[str, "os.PathLike[str]"]
 HDUKey = Union[int, str, Tuple[str, int]]

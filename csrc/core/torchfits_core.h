@@ -113,10 +113,28 @@ typedef struct tf_image_request {
     int64_t step[TF_MAX_DIMS];  /* >= 1; 0 is taken as 1 */
     tf_read_path path;
     int threads;          /* 0: automatic (one per online CPU); 1: single-threaded.
-                             TORCHFITS_THREADS in the environment overrides it */
+                             TF_OPT_THREADS, when set, overrides it */
 } tf_image_request;
 
 typedef struct tf_file tf_file;
+
+/* Process-wide settings. Each call reads them when it starts; they may be
+ * changed at any time from any thread. */
+typedef enum tf_option {
+    TF_OPT_THREADS = 0,   /* threads for one large read; 0 (default): one per
+                             online CPU, or the request's own count */
+    TF_OPT_KEEP_MB,       /* MiB of freed large output blocks kept for reuse
+                             (256; 0 keeps none) */
+    TF_OPT_UNPACK_MAX_MB, /* most MiB a compressed file may unpack to (4096) */
+    TF_OPT_COUNT
+} tf_option;
+
+/** Set an option. @return TF_OK, or TF_EINVAL for an unknown option or a
+ *  negative value. */
+int tf_set_option(tf_option opt, int64_t value);
+
+/** An option's value; -1 for an unknown option. */
+int64_t tf_get_option(tf_option opt);
 
 /** Allocate a handle. @return NULL only when out of memory. */
 tf_file *tf_create(void);
@@ -147,7 +165,7 @@ int tf_map_file(tf_file *f);
 /**
  * Memory for an output of `bytes` bytes, to be given back with
  * tf_block_free(p, *len). Blocks of 32 MiB and more are mappings of their
- * own, and freed ones are kept for reuse (up to TORCHFITS_KEEP_MB MiB in
+ * own, and freed ones are kept for reuse (up to TF_OPT_KEEP_MB MiB in
  * all, 256 by default; 0 keeps none), so that a loop reading large images
  * does not fault in and zero fresh pages on every read. Smaller blocks come
  * from malloc (*len is then 0). The memory is not zeroed.

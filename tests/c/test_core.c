@@ -258,11 +258,11 @@ static void test_blocks(void) {
     c = tf_block_alloc(40 * mib, &lc); /* the parent still has its block */
     CHECK(c && c[0] == 7);
     tf_block_free(c, lc);
-    setenv("TORCHFITS_KEEP_MB", "0", 1); /* keeps none: these unmap */
+    tf_set_option(TF_OPT_KEEP_MB, 0); /* keeps none: these unmap */
     a = tf_block_alloc(40 * mib, &la);
     CHECK(a != NULL);
     tf_block_free(a, la);
-    unsetenv("TORCHFITS_KEEP_MB");
+    tf_set_option(TF_OPT_KEEP_MB, 256);
     tf_block_free(NULL, 0);
 }
 

@@ -167,19 +167,18 @@ void tf_advise_huge(void *p, size_t n, size_t min_bytes);
 /* cfitsio's datatype code (TBYTE...) for reading into a dtype; 0 for none. */
 int tf_cfitsio_type(tf_dtype dtype);
 
-/* The environment variable `name`, a count of MiB, in bytes; default_mb
- * when it is unset, empty, negative or not a number (memory.c). */
-size_t tf_env_mb(const char *name, long long default_mb);
+/* An option counted in MiB, in bytes (saturated) (options.c). */
+size_t tf_option_bytes(tf_option opt);
 
 /* Most threads one read is split across. */
 #define TF_MAX_THREADS 16
 
-/* Threads for a large read: TORCHFITS_THREADS from the environment when set,
+/* Threads for a large read: TF_OPT_THREADS when set (> 0),
  * else `requested` (> 0), else the number of online CPUs; at most
  * TF_MAX_THREADS (threads.c). */
 int tf_auto_threads(int requested);
 
-/* Whether `requested` (> 0) or TORCHFITS_THREADS set the thread count. */
+/* Whether `requested` (> 0) or TF_OPT_THREADS set the thread count. */
 int tf_threads_chosen(int requested);
 
 /* Online CPUs with no runnable task on them right now (from the runnable

@@ -32,7 +32,6 @@ void tf_advise_huge(void *p, size_t n, size_t min_bytes) {
  * recycles them itself. */
 #define BLOCK_MIN ((size_t)32 << 20)
 #define BLOCK_SLOTS 4
-#define KEEP_DEFAULT_MB 256
 
 typedef struct {
     void *p; /* NULL: a free slot */
@@ -44,16 +43,8 @@ static kept_block kept[BLOCK_SLOTS];
 static uint64_t kept_clock;
 static pthread_mutex_t block_lock = PTHREAD_MUTEX_INITIALIZER;
 
-size_t tf_env_mb(const char *name, long long default_mb) {
-    const char *s = getenv(name);
-    char *end;
-    long long mb = s && *s ? strtoll(s, &end, 10) : default_mb;
-    if (s && *s && (*end || mb < 0)) mb = default_mb;
-    return mb > (long long)(SIZE_MAX >> 21) ? SIZE_MAX >> 1 : (size_t)mb << 20;
-}
-
-/* TORCHFITS_KEEP_MB, read on each call (a process may change it). */
-static size_t keep_limit(void) { return tf_env_mb("TORCHFITS_KEEP_MB", KEEP_DEFAULT_MB); }
+/* TF_OPT_KEEP_MB, read on each call (a process may change it). */
+static size_t keep_limit(void) { return tf_option_bytes(TF_OPT_KEEP_MB); }
 
 /* A fork while another thread holds the lock would leave it held forever
  * in the child (DataLoader workers fork). The child lets go of the kept

@@ -22,22 +22,15 @@ static int online_cpus(void) {
     return n;
 }
 
-/* TORCHFITS_THREADS when set to a positive number, else 0. */
-static long env_threads(void) {
-    const char *env = getenv("TORCHFITS_THREADS");
-    long v = env && *env ? strtol(env, NULL, 10) : 0;
-    return v >= 1 ? v : 0;
-}
-
 int tf_auto_threads(int requested) {
-    long v = env_threads();
+    int64_t v = tf_get_option(TF_OPT_THREADS);
     if (v) return v < TF_MAX_THREADS ? (int)v : TF_MAX_THREADS;
     if (requested > 0) return requested < TF_MAX_THREADS ? requested : TF_MAX_THREADS;
     return online_cpus();
 }
 
 int tf_threads_chosen(int requested) {
-    return requested > 0 || env_threads() > 0;
+    return requested > 0 || tf_get_option(TF_OPT_THREADS) > 0;
 }
 
 int tf_idle_cpus(void) {

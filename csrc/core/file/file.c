@@ -89,7 +89,7 @@ static void *memfile_resize(void *p, size_t capacity) {
 
 /*
  * A compressed file is unpacked into memory, as cfitsio does, but into at
- * most TORCHFITS_UNPACK_MAX_MB. cfitsio's own open (mem_compress_open)
+ * most TF_OPT_UNPACK_MAX_MB (4096 MiB by default). cfitsio's own open (mem_compress_open)
  * grows its buffer for as long as the stream goes on: a 9 MB gzip file of
  * a 10x10 image followed by 2 GiB of zeros took 2.2 GB and 10 s to open,
  * and deflate packs 1,000 bytes into one, so 20 MB would have asked for
@@ -98,7 +98,6 @@ static void *memfile_resize(void *p, size_t capacity) {
  * (the core then reports the missing data); names with ".Z" by cfitsio's
  * own decoder for compress, pack and LZH (zuncompress2mem).
  */
-#define UNPACK_DEFAULT_MB 4096
 /* cfitsio's memory driver copies whole 2880-byte records, past the end of
  * a file that stops inside its last record's span (found by the sanitizer
  * replay: a header-only compressed image): a zeroed guard beyond the bytes
@@ -110,7 +109,8 @@ int zuncompress2mem(char *filename, FILE *diskfile, char **buffptr, size_t *buff
 
 static int unpack_too_big(tf_file *f, size_t limit) {
     return tf_fail(f, TF_ELIMIT, 0,
-                   "the compressed file unpacks to more than %zu MiB (TORCHFITS_UNPACK_MAX_MB)",
+                   "the compressed file unpacks to more than %zu MiB (the limit set by "
+                   "torchfits_ops.set_unpack_max_mb or TORCHFITS_UNPACK_MAX_MB)",
                    limit >> 20);
 }
 
@@ -251,7 +251,7 @@ static int unpack_lzw(tf_file *f, size_t limit, unsigned char **out, size_t *len
 /* The compressed file's bytes unpacked into f->membuf, with the zeroed
  * guard after them. */
 static int unpack_file(tf_file *f) {
-    size_t limit = tf_env_mb("TORCHFITS_UNPACK_MAX_MB", UNPACK_DEFAULT_MB), len = 0;
+    size_t limit = tf_option_bytes(TF_OPT_UNPACK_MAX_MB), len = 0;
     unsigned char *buf = NULL;
     FORWARD_IF_ERROR(strstr(f->path, ".Z") ? unpack_lzw(f, limit, &buf, &len)
                                            : unpack_gzip(f, limit, &buf, &len));
