@@ -43,6 +43,7 @@ at::Tensor image_into(const std::string& path, int64_t hdu, tf_image_request* re
 
 // What a batch read gives: the first readable file's dtype and shape.
 struct BatchPlan {
+  std::vector<std::string> names;  // the files' names (os_path)
   std::vector<const char*> paths;
   tf_image_request req;
   tf_dtype dtype = TF_DTYPE_AUTO;
@@ -56,7 +57,8 @@ BatchPlan plan_batch(const std::vector<std::string>& paths, int64_t hdu,
   TORCH_CHECK_VALUE(!paths.empty(), "a batch read needs at least one file");
   BatchPlan p;
   p.req = req;
-  for (const auto& path : paths) p.paths.push_back(path.c_str());
+  for (const auto& path : paths) p.names.push_back(os_path(path));
+  for (const auto& name : p.names) p.paths.push_back(name.c_str());
   char msg[1024] = "";
   int rc = tf_batch_output(p.paths.data(), static_cast<int64_t>(p.paths.size()), hdu_index(hdu),
                            &p.req, skip_errors, &p.dtype, &p.ndim, p.shape, msg, sizeof msg);

@@ -3,13 +3,52 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include <limits>
 
 namespace torchfits {
 
-void throw_status(int status, const char* message) {
+namespace {
+
+// Length of the valid UTF-8 sequence at s (n bytes left), 0 if none.
+size_t utf8_length(const unsigned char* s, size_t n) {
+  if (s[0] < 0x80) return 1;
+  size_t len = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+  if (len == 0 || len > n) return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80) return 0;
+  }
+  return len;
+}
+
+// The message with bytes that are not UTF-8 (a file name in Latin-1) as
+// \xNN: torch hands it to Python as UTF-8.
+std::string utf8_message(const char* message) {
+  std::string out;
+  const auto* s = reinterpret_cast<const unsigned char*>(message);
+  size_t n = std::strlen(message);
+  for (size_t i = 0; i < n;) {
+    size_t len = utf8_length(s + i, n - i);
+    if (len) {
+      out.append(message + i, len);
+      i += len;
+    } else {
+      static const char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[s[i] >> 4];
+      out += hex[s[i] & 15];
+      i++;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void throw_status(int status, const char* raw_message) {
   const char* name = tf_strerror(status);
+  std::string message = utf8_message(raw_message);
   switch (status) {
     case TF_ENOHDU:
     case TF_ERANGE:
@@ -26,6 +65,56 @@ void throw_status(int status, const char* message) {
   }
 }
 
+namespace {
+
+// s with every byte that is not printable ASCII as \xNN, for messages.
+std::string printable(const std::string& s) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 32 && c < 127 && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+}  // namespace
+
+std::string os_path(const std::string& path) {
+  static const std::string kBytes("\0bytes:", 7);
+  if (path.find('\0') == std::string::npos) return path;
+  if (path.compare(0, kBytes.size(), kBytes) == 0 && (path.size() - kBytes.size()) % 2 == 0) {
+    std::string bytes;
+    for (size_t i = kBytes.size(); i < path.size(); i += 2) {
+      int hi = hex_digit(path[i]), lo = hex_digit(path[i + 1]);
+      if (hi < 0 || lo < 0) break;
+      bytes += static_cast<char>(hi << 4 | lo);
+    }
+    if (bytes.size() * 2 == path.size() - kBytes.size() && !bytes.empty() &&
+        bytes.find('\0') == std::string::npos) {
+      return bytes;
+    }
+  }
+  TORCH_CHECK_VALUE(false, "a path cannot contain a NUL byte: '", printable(path), "'");
+}
+
+const char* c_name(const std::string& name, const char* what) {
+  TORCH_CHECK_VALUE(name.find('\0') == std::string::npos, "a", what, " cannot contain a NUL byte: '",
+                    printable(name), "'");
+  return name.c_str();
+}
+
 FileHandle open_file(const std::string& path) {
   static const int reentrant = tf_check_reentrant();
   TORCH_CHECK(reentrant == TF_OK,
@@ -33,7 +122,7 @@ FileHandle open_file(const std::string& path) {
               "(reentrant) build; rebuild cfitsio with --enable-reentrant");
   FileHandle f(tf_create());
   TORCH_CHECK(f, path, ": out of memory");
-  check(tf_open(f.get(), path.c_str()), f.get());
+  check(tf_open(f.get(), os_path(path).c_str()), f.get());
   return f;
 }
 
@@ -49,7 +138,7 @@ int find_hdu(tf_file* f, const std::string& extname, int64_t extver) {
   TORCH_CHECK_VALUE(extver >= 0 && extver <= std::numeric_limits<int>::max(),
                     "extver must be >= 0, got ", extver);
   int index = -1;
-  check(tf_find_hdu(f, extname.c_str(), static_cast<int>(extver), &index), f);
+  check(tf_find_hdu(f, c_name(extname, "n EXTNAME"), static_cast<int>(extver), &index), f);
   return index;
 }
 

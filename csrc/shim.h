@@ -34,7 +34,18 @@ inline void check(int status, const tf_file* f) {
   }
 }
 
-// A handle opened on `path`; throws on failure.
+// The bytes of the file name an op's `path` argument stands for. A path is
+// any bytes but NUL. A name that is not UTF-8 (a Python str with surrogate
+// escapes, or bytes) cannot cross the dispatcher as a str: the Python
+// wrappers send it as "\0bytes:" and its bytes in hex, which no real path
+// can be (it holds a NUL). Any other NUL is a ValueError.
+std::string os_path(const std::string& path);
+
+// A name (EXTNAME, column) as a C string: a NUL inside is a ValueError.
+const char* c_name(const std::string& name, const char* what);
+
+// A handle opened on `path` (an op's argument, see os_path); throws on
+// failure.
 FileHandle open_file(const std::string& path);
 
 // HDU number from an int64 op argument; HDU -1 and such get the core's

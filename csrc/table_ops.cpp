@@ -21,7 +21,7 @@ std::vector<int> column_numbers(tf_file* f, int hdu,
   }
   for (const auto& name : *names) {
     int c = -1;
-    check(tf_table_find_column(f, hdu, name.c_str(), &c), f);
+    check(tf_table_find_column(f, hdu, c_name(name, " column name"), &c), f);
     cols.push_back(c);
   }
   return cols;

@@ -130,7 +130,35 @@ def options() -> Dict[str, int]:
     """The current settings: threads, keep_mb, unpack_max_mb."""
     return {name: _ops.get_option(name) for name in _ENVIRONMENT}
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+# How a name that is not UTF-8 crosses the dispatcher (its str arguments are
+# UTF-8): a NUL, which no real path holds, then the name's bytes in hex.
+_BYTES_PATH = "\0bytes:"
+
+
+def _fspath(path: PathLike) -> str:
+    """A path as the operators take it. str, bytes and os.PathLike all
+    work; a path is any bytes but NUL (ValueError). A name that is not
+    UTF-8 (bytes, or a str with surrogate escapes as os.listdir returns)
+    is sent as its bytes (see _BYTES_PATH)."""
+    p = os.fspath(path)
+    if isinstance(p, str):
+        if "\0" not in p:
+            try:
+                p.encode("utf-8")
+                return p
+            except UnicodeEncodeError:
+                pass
+        b = os.fsencode(p)
+    else:
+        b = p
+    if b"\0" in b:
+        raise ValueError(f"a path cannot contain a NUL byte: {p!r}")
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return _BYTES_PATH + b.hex()
 HDUKey = Union[int, str, Tuple[str, int]]
 
 
@@ -228,7 +256,7 @@ def read(path: PathLike, hdu: HDUKey = 0, *, raw: bool = False, device=None) -> 
         in the README: exact for the unsigned conventions, float32/float64
         for other scaling (BLANK pixels become NaN).
     """
-    path = os.fspath(path)
+    path = _fspath(path)
     index, name, ver = _hdu_args(path, hdu)
     if device is not None:
         return _device_read(path, index, name, ver, None, None, None, raw, device)
@@ -253,7 +281,7 @@ def read_cutout(
     Returns a tensor of the given shape. A region outside the image raises
     IndexError. ``device`` as for ``read``.
     """
-    path = os.fspath(path)
+    path = _fspath(path)
     index, name, ver = _hdu_args(path, hdu)
     start, shape = [int(s) for s in start], [int(s) for s in shape]
     step = None if step is None else [int(s) for s in step]
@@ -295,7 +323,7 @@ def read_header(path: PathLike, hdu: HDUKey = 0) -> Dict[str, Any]:
     ``torch.ops.torchfits.read_header`` gives the same keys with the values
     as text, for TorchScript.)
     """
-    path = os.fspath(path)
+    path = _fspath(path)
     index, name, ver = _hdu_args(path, hdu)
     if name is not None:
         index = _call(_ops.find_hdu, path, name, ver)
@@ -311,7 +339,7 @@ def read_header(path: PathLike, hdu: HDUKey = 0) -> Dict[str, Any]:
 
 def num_hdus(path: PathLike) -> int:
     """Number of HDUs in the file."""
-    return _call(_ops.num_hdus, os.fspath(path))
+    return _call(_ops.num_hdus, _fspath(path))
 
 
 class HDUInfo(NamedTuple):
@@ -327,7 +355,7 @@ class HDUInfo(NamedTuple):
 
 def info(path: PathLike) -> List[HDUInfo]:
     """One HDUInfo per HDU, from a single pass over the file's headers."""
-    return _infos(_call(_ops.info, os.fspath(path)))
+    return _infos(_call(_ops.info, _fspath(path)))
 
 
 def _infos(t) -> List[HDUInfo]:
@@ -466,7 +494,7 @@ class FitsFile:
     """
 
     def __init__(self, path: PathLike):
-        self.path = os.fspath(path)
+        self.path = _fspath(path)
         self._file = None  # torch.classes.torchfits.File (None: let go, or closed)
         self._read_cutout = None  # its bound read_cutout, set with it
         self._closed = False

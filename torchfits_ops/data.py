@@ -29,7 +29,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset,
 from torch.utils.data import SequentialSampler, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-from . import PathLike, _call, _ops, info
+from . import PathLike, _call, _fspath, _ops, info
 
 __all__ = [
     "FitsCutoutDataset",
@@ -81,9 +81,9 @@ class _SkipCounter:
 
 
 def _fspaths(files: Union[PathLike, Sequence[PathLike]]) -> List[str]:
-    if isinstance(files, (str, os.PathLike)):
-        return [os.fspath(files)]
-    return [os.fspath(f) for f in files]
+    if isinstance(files, (str, bytes, os.PathLike)):
+        return [_fspath(files)]
+    return [_fspath(f) for f in files]
 
 
 def _hdu_number(hdu: int) -> int:
@@ -348,7 +348,7 @@ class FitsTableDataset(Dataset):
         if _read_table_op() is None:
             raise NotImplementedError("FitsTableDataset needs torch.ops.torchfits.read_table, "
                                       "which this build of torchfits_ops does not have")
-        self.path = os.fspath(path)
+        self.path = _fspath(path)
         self.hdu = _hdu_number(hdu)
         meta = info(self.path)
         if self.hdu >= len(meta):

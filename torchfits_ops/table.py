@@ -14,7 +14,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from . import HDU, HDUKey, PathLike, _call, _hdu_args, _ops
+from . import HDU, HDUKey, PathLike, _call, _fspath, _hdu_args, _ops
 
 __all__ = ["ColumnInfo", "TableHDU", "read_table", "read_table_nulls", "table_info"]
 
@@ -55,7 +55,7 @@ def _kind(tform: str) -> str:
 
 def table_info(path: PathLike, hdu: HDUKey = 1) -> Tuple[int, List[ColumnInfo]]:
     """(rows, one ColumnInfo per column) of a table HDU, from its header."""
-    path = os.fspath(path)
+    path = _fspath(path)
     index, name, ver = _hdu_args(path, hdu)
     if name is None:
         res = _table_call(_ops.table_info, path, index)
@@ -173,7 +173,7 @@ def read_table(path: PathLike, hdu: HDUKey = 1, columns: Optional[Sequence[str]]
         ``list[str]`` with trailing blanks removed; variable-length arrays
         as ``list[Tensor]``, one per row.
     """
-    return _read(os.fspath(path), hdu, columns, rows)
+    return _read(_fspath(path), hdu, columns, rows)
 
 
 def read_table_nulls(path: PathLike, hdu: HDUKey = 1, columns: Optional[Sequence[str]] = None,
@@ -181,7 +181,7 @@ def read_table_nulls(path: PathLike, hdu: HDUKey = 1, columns: Optional[Sequence
     """Null masks (True where a value is undefined) of the numeric columns:
     integer columns equal to TNULLn (they keep that stored value in a
     read), scaled integer columns and floats where they are NaN."""
-    path = os.fspath(path)
+    path = _fspath(path)
     info = table_info(path, hdu)
     data = _read(path, hdu, columns, rows, info)
     out: Dict[str, torch.Tensor] = {}
