@@ -91,7 +91,9 @@ typedef struct tf_hdu_info {
     int ndim;             /* number of axes (0 for an empty primary) */
     int64_t shape[TF_MAX_DIMS]; /* C order */
     double bscale, bzero; /* 1 and 0 when absent */
-    int has_blank;        /* BLANK present (integer images) */
+    int has_blank;        /* BLANK present on an integer image with pixels, and
+                             within BITPIX's range (one outside it equals no
+                             stored value and is ignored) */
     int64_t blank;
     int compressed;       /* a tile-compressed image */
     char extname[72];     /* "" when absent */
