@@ -270,9 +270,12 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
 /* How a table column comes back. */
 typedef enum tf_column_kind {
     TF_COL_FIXED = 0, /* numbers, logicals (L), bits (X): [rows, *shape] of dtype */
-    TF_COL_STRING,    /* characters (A): uint8 [rows, *shape], last axis the width */
+    TF_COL_STRING,    /* characters (A): uint8 [rows, *shape], last axis the width;
+                         the bytes as stored (trailing blanks, NULs and what
+                         follows a NUL included) */
     TF_COL_VLA        /* P/Q descriptors: values concatenated, plus int64
-                         offsets [rows + 1] into them (in elements) */
+                         offsets [rows + 1] into them (in elements); PA/QA
+                         characters as stored, as for TF_COL_STRING */
 } tf_column_kind;
 
 typedef struct tf_column_info {
