@@ -272,16 +272,6 @@ fail_n:
     return 0;
 }
 
-/* cfitsio gives a string field without its trailing blanks (all but the
- * first character), where the fast path gives the bytes stored; the
- * Python layer strips them from both. Compare the fields as it does. */
-static void blank_strings(void *data, size_t width, int64_t rows) {
-    for (int64_t r = 0; r < rows && width > 0; r++) {
-        char *d = (char *)data + (size_t)r * width;
-        for (size_t j = width - 1; j > 0 && (d[j] == ' ' || d[j] == 0); j--) d[j] = 0;
-    }
-}
-
 static void walk_table(walk *w, int hdu) {
     int64_t nrows = 0;
     int ncols = 0;
@@ -313,15 +303,10 @@ static void walk_table(walk *w, int hdu) {
     tf_column_info ia[FUZZ_MAX_COLS], ib[FUZZ_MAX_COLS];
     int na = read_columns(w, hdu, ncols, start, rows, TF_PATH_AUTO, a, ia);
     int nb = w->f ? read_columns(w, hdu, ncols, start, rows, TF_PATH_CFITSIO, b, ib) : 0;
-    /* Where both paths read the same columns, the values agree. */
+    /* Where both paths read the same columns, the values agree (strings
+     * too: both give the bytes stored). */
     if (na && nb && na == nb) {
         for (int i = 0; i < na; i++) {
-            /* cfitsio reads a TDIM'd string field as one string. */
-            if (ia[i].kind == TF_COL_STRING && ia[i].ndim > 1) continue;
-            if (ia[i].kind == TF_COL_STRING && rows > 0) {
-                blank_strings(a[i].data, a[i].data_bytes / (size_t)rows, rows);
-                blank_strings(b[i].data, b[i].data_bytes / (size_t)rows, rows);
-            }
             if (a[i].col != b[i].col || a[i].data_bytes != b[i].data_bytes ||
                 !same_values(a[i].data, b[i].data, a[i].data_bytes, ia[i].dtype) ||
                 (a[i].offsets && memcmp(a[i].offsets, b[i].offsets, a[i].offsets_bytes) != 0))

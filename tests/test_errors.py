@@ -2,6 +2,7 @@
 import gzip
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -359,3 +360,118 @@ def test_input_files_are_not_modified(image, mef):
     for p, (mtime, data) in before.items():
         assert os.stat(p).st_mtime_ns == mtime
         assert open(p, "rb").read() == data
+
+
+# ---- BLANK where it cannot matter: no data, or a value BITPIX cannot hold ----
+
+def _assert_both_paths(path, hdu, want, dtype):
+    """The fast path and cfitsio's (raw too) give `want` (NaN nowhere)."""
+    for t in (ops.read(str(path), hdu, False), ops._read_cfitsio(str(path), hdu, [], [], None, False)):
+        assert t.dtype == dtype and tuple(t.shape) == want.shape
+        assert not (t.is_floating_point() and t.isnan().any())
+        np.testing.assert_array_equal(t.numpy(), want)
+    raw = ops.read(str(path), hdu, True)
+    assert torch.equal(raw, ops._read_cfitsio(str(path), hdu, [], [], None, True))
+
+
+def test_blank_on_an_empty_primary_does_not_stop_the_file(tmp_path):
+    """BITPIX 8, NAXIS 0, BLANK = -1 (as real archives write primary headers):
+    the BLANK matters to no pixel, and every HDU reads, as in astropy and
+    fitsio. It made info(), open() and every HDU fail [TF_ECORRUPT]."""
+    import fitsio
+
+    prim = fits.PrimaryHDU()
+    prim.header["BLANK"] = -1
+    img = np.arange(12, dtype=">i2").reshape(3, 4)
+    cols = [fits.Column(name="a", format="J", array=np.arange(5, dtype=">i4"))]
+    path = tmp_path / "blank0.fits"
+    fits.HDUList([prim, fits.ImageHDU(img, name="SCI"),
+                  fits.BinTableHDU.from_columns(cols, name="CAT")]).writeto(path)
+    with fits.open(path) as f:
+        assert f[0].header["BITPIX"] == 8 and f[0].header["BLANK"] == -1 and f[0].data is None
+        np.testing.assert_array_equal(f[1].data, img)
+    with fitsio.FITS(str(path)) as f:
+        assert len(f) == 3
+        np.testing.assert_array_equal(f[1].read(), img)
+    infos = tf.info(path)
+    assert [(m.kind, tuple(m.shape)) for m in infos] == [("image", ()), ("image", (3, 4)),
+                                                         ("binary_table", (5,))]
+    assert tf.num_hdus(path) == 3
+    assert tf.read_header(path)["BLANK"] == -1
+    with tf.open(path) as f:
+        assert len(f) == 3
+        got = f[1].read()
+        assert got.dtype == torch.int16 and torch.equal(got, torch.from_numpy(img.astype(np.int16)))
+        assert f["CAT"]["a"].tolist() == [0, 1, 2, 3, 4]
+        assert f[1][1:3, 2:].tolist() == img[1:3, 2:].tolist()
+    assert torch.equal(tf.read(path, "SCI"), torch.from_numpy(img.astype(np.int16)))
+    with pytest.raises(TypeError, match=r"HDU 0: HDU has no image data"):
+        tf.read(path, 0)
+
+
+@pytest.mark.parametrize("writer", ["astropy", "fitsio"])
+@pytest.mark.parametrize("blank", [-1, 300])
+def test_uint8_blank_out_of_range_matches_no_pixel(tmp_path, writer, blank):
+    """BITPIX 8 with a BLANK no byte can equal: ignored. The image reads as
+    plain uint8, every value as stored (fitsio: the same uint8; astropy:
+    the same values as float32, no NaN); scaled, as floats with no NaN
+    (astropy's values; cfitsio's read, given no null value, agrees). It
+    made the file unreadable [TF_ECORRUPT]."""
+    import fitsio
+
+    stored = np.array([[0, 1, 44, 127], [128, 254, 255, 7]], np.uint8)  # 300 % 256 = 44
+    path = tmp_path / f"u8-{writer}.fits"
+    ext = np.arange(6, dtype=np.int16).reshape(2, 3)
+    if writer == "astropy":
+        prim = fits.PrimaryHDU(stored)
+        prim.header["BLANK"] = blank
+        fits.HDUList([prim, fits.ImageHDU(ext)]).writeto(path)
+    else:
+        with fitsio.FITS(str(path), "rw", clobber=True) as f:
+            f.write(stored, header=[{"name": "BLANK", "value": blank}])
+            f.write(ext)
+    assert fits.getheader(path)["BLANK"] == blank
+    assert tf.info(path)[0].dtype == torch.uint8
+    _assert_both_paths(path, 0, stored, torch.uint8)
+    np.testing.assert_array_equal(fitsio.read(str(path), ext=0), stored)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = fits.getdata(path)
+    assert not np.isnan(ref).any()
+    np.testing.assert_array_equal(ref, stored)
+    assert tf.read_cutout(path, 0, [1, 1], [1, 3]).tolist() == [[254, 255, 7]]
+    assert torch.equal(tf.open(path)[1].read(), torch.from_numpy(ext))
+
+    # scaled: floats, and the BLANK still matches nothing
+    prim = fits.PrimaryHDU(stored)
+    prim.header["BSCALE"], prim.header["BZERO"], prim.header["BLANK"] = 2.0, 1.0, blank
+    scaled = tmp_path / f"u8s-{writer}.fits"
+    prim.writeto(scaled)
+    with fits.open(scaled) as f:
+        ref = f[0].data
+    assert not np.isnan(ref).any()
+    _assert_both_paths(scaled, 0, ref, torch.float32)
+
+
+@pytest.mark.parametrize("bitpix,blank,bscale", [(16, -32769, 0.5), (16, 40000, 1.0),
+                                                 (32, 2**32 - 1, 0.5), (32, 2**31, 1.0)])
+def test_wide_blank_out_of_range_is_not_cut(tmp_path, bitpix, blank, bscale):
+    """A BLANK outside BITPIX's range, read into floats: cfitsio cuts a BITPIX
+    32 BLANK to 32 bits when asked to check nulls (2^32 - 1 made every -1
+    NaN); the core gives it no null value, so no pixel is NaN on either
+    path, as astropy reads it."""
+    dt = {16: ">i2", 32: ">i4"}[bitpix]
+    info = np.iinfo(dt)
+    stored = np.array([[0, -1, info.max], [info.min, 5, 7]], dt)
+    prim = fits.PrimaryHDU(stored)
+    prim.header["BSCALE"], prim.header["BLANK"] = bscale, blank
+    path = tmp_path / "wide.fits"
+    prim.writeto(path)
+    with fits.open(path) as f:
+        ref = f[0].data  # floats, no NaN
+    assert ref.dtype.kind == "f" and not np.isnan(ref).any()
+    if bscale == 1.0:  # unscaled: the stored integers, as fitsio gives them
+        _assert_both_paths(path, 0, stored.astype(stored.dtype.newbyteorder("=")),
+                           {16: torch.int16, 32: torch.int32}[bitpix])
+    else:
+        _assert_both_paths(path, 0, ref, {16: torch.float32, 32: torch.float64}[bitpix])

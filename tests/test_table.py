@@ -520,34 +520,131 @@ def test_zero_width_rows_bounded(tmp_path):
         tf.read_table(path)
 
 
-def test_string_ends_at_nul(tmp_path):
-    """Bytes after a NUL are not part of a string (FITS 4.0, 7.3.3.1): the
-    fast path gives NULs there, as cfitsio does, in each TDIM substring.
-    Found by the fuzzer: the paths disagreed on a byte after a NUL."""
-    rec = np.zeros(3, dtype=[("s", "S8"), ("t", "S6")])
-    rec["s"] = [b"ab\0\x99xy", b"s15\0\0\x99", b"plain"]
-    raw = rec.view(np.uint8).reshape(3, 14)
-    raw[:, 8:14] = np.frombuffer(b"a\0zb\0z" b"cc\0ddd" b"e\0\x01f\0\x02", np.uint8).reshape(3, 6)
-    path = tmp_path / "nul.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column(name="s", format="8A", array=rec["s"]),
-         fits.Column(name="t", format="6A", dim="(3,2)",
-                     array=np.array([["a", "b"], ["c", "d"], ["e", "f"]]))])]).writeto(path)
-    with open(path, "r+b") as fh:  # astropy stops at the NUL: put the bytes back
-        data = bytearray(fh.read())
-        at = data.index(b"ab\0")
-        for i in range(3):
-            data[at + 14 * i: at + 14 * i + 14] = raw[i].tobytes()
-        fh.seek(0)
-        fh.write(data)
-    fast = ops.read_table(str(path), 1, ["s", "t"], 0, -1)
-    slow = ops._read_table_cfitsio(str(path), 1, ["s"], 0, -1)
-    assert bytes(fast["s"][0].tolist()) == b"ab" + b"\0" * 6
-    assert bytes(fast["s"][1].tolist()) == b"s15" + b"\0" * 5
-    assert torch.equal(fast["s"], slow["s"])
-    assert bytes(fast["t"].flatten().tolist()) == b"a\0\0b\0\0" b"cc\0ddd" b"e\0\0f\0\0"
-    assert tf.read_table(path)["s"] == ["ab", "s15", "plain"]
-    assert tf.read_table(path)["t"] == [["a", "b"], ["cc", "ddd"], ["e", "f"]]
+def _stored_rows(path, hdu=1):
+    """The table's rows as stored: uint8 [NAXIS2, NAXIS1]."""
+    with fits.open(path) as f:
+        at = f.fileinfo(hdu)["datLoc"]
+        nrows, width = f[hdu].header["NAXIS2"], f[hdu].header["NAXIS1"]
+    with open(path, "rb") as fh:
+        fh.seek(at)
+        return np.frombuffer(fh.read(nrows * width), np.uint8).reshape(nrows, width)
+
+
+def _as_astropy_gives(v):
+    return v.decode("latin-1") if isinstance(v, bytes) else v
+
+
+# Character fields as real files store them: NULs inside, trailing NULs and
+# blanks mixed, control characters; 8 bytes each. BINARY has bytes past
+# ASCII too (astropy keeps such a column as bytes, not str).
+TEXT = [b"ab\0cd\0\0\0", b"ab  \0\0\0\0", b"  x y   ", b"\0" * 8, b"\0abc    ", b"abcdefgh",
+        b"ab\t\x0b \0 z", b"a\0 \0 \0  ", b"ab\x1c\x1f\0\0\0\0"]
+BINARY = [b"\x99\xff\x01\0\x80 \0\0"] + TEXT[1:]
+
+
+def test_strings_keep_every_stored_byte(tmp_path):
+    """Character columns (A, with TDIM, and PA) come back from the operator
+    as the bytes stored, on both paths: astropy and fitsio keep what
+    follows a NUL, and real files (astrometry.net index files) keep binary
+    data there. The Python API gives astropy 8's data[col][row]: trailing
+    NULs, then trailing blanks removed (str.rstrip()'s on an ASCII column,
+    bytes.rstrip()'s on another); NULs inside stay. The fast path zeroed
+    all after a NUL; cfitsio's path ended the string there."""
+    n = len(TEXT)
+    path = tmp_path / "bytes.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([
+        fits.Column(name="s", format="8A", array=np.array(["S" * 8] * n)),
+        fits.Column(name="b", format="8A", array=np.array(["B" * 8] * n)),
+        fits.Column(name="t", format="8A", dim="(4,2)", array=np.array([["TTTT", "TTTT"]] * n)),
+        fits.Column(name="v", format="PA(8)", array=np.array(["V" * 8] * n, dtype=object)),
+        fits.Column(name="j", format="J", array=np.arange(n, dtype=">i4")),
+    ])]).writeto(path)
+    # astropy writes a field up to its last non-blank: put the bytes in
+    blob = bytearray(path.read_bytes())
+    for mark, values in ((b"S", TEXT), (b"B", BINARY), (b"T", TEXT), (b"V", TEXT)):
+        at = 0
+        for v in values:
+            at = blob.index(mark * 8, at)
+            blob[at:at + 8] = v
+    path.write_bytes(bytes(blob))
+
+    fast = ops.read_table(str(path), 1, None, 0, -1)
+    slow = ops._read_table_cfitsio(str(path), 1, None, 0, -1)
+    assert list(fast) == list(slow) == ["s", "b", "t", "v.offsets", "v", "j"]
+    for key in fast:
+        assert torch.equal(fast[key], slow[key]), key
+    assert fast["s"].dtype == torch.uint8 and tuple(fast["s"].shape) == (n, 8)
+    assert tuple(fast["t"].shape) == (n, 2, 4)
+    assert [bytes(r.tolist()) for r in fast["s"]] == TEXT
+    assert [bytes(r.tolist()) for r in fast["b"]] == BINARY
+    assert [bytes(r.flatten().tolist()) for r in fast["t"]] == TEXT
+    assert np.array_equal(fast["s"].numpy(), _stored_rows(path)[:, :8])
+    assert fast["v"].dtype == torch.uint8 and bytes(fast["v"].tolist()) == b"".join(TEXT)
+    assert fast["v.offsets"].tolist() == list(range(0, 8 * n + 1, 8))
+    assert fast["j"].tolist() == list(range(n))
+
+    got = tf.read_table(path)
+    assert got["s"] == ["ab\0cd", "ab", "  x y", "", "\0abc", "abcdefgh", "ab\t\x0b \0 z",
+                        "a\0 \0 \0", "ab"]
+    assert got["b"] == ["\x99\xff\x01\0\x80"] + got["s"][1:-1] + ["ab\x1c\x1f"]
+    assert got["t"][6] == ["ab", " \0 z"] and got["t"][8] == ["ab", ""]
+    assert got["v"] == got["s"]  # astropy gives a PA row as an array of characters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(path) as f:
+            d = f[1].data
+            for name in ("s", "b"):
+                assert got[name] == [_as_astropy_gives(d[name][r]) for r in range(n)], name
+            assert got["t"] == [[_as_astropy_gives(x) for x in d["t"][r]] for r in range(n)]
+            heap = [np.asarray(d["v"][r]).astype("S1").tobytes() for r in range(n)]
+            assert heap == TEXT
+    assert tf.read_table(path, columns=["s"], rows=slice(4, 6))["s"] == ["\0abc", "abcdefgh"]
+
+
+@pytest.mark.parametrize("writer", ["astropy", "fitsio"])
+def test_strings_as_the_writers_store_them(tmp_path, writer):
+    """NULs inside a string, written by astropy (its fields end at the last
+    non-blank byte, NUL padded) and fitsio (1.4 writes the bytes given;
+    1.1 writes through cfitsio's strings, cut at a NUL and blank padded):
+    the operator gives the stored bytes, the API astropy's strings, and
+    fitsio's strings less their trailing blanks."""
+    import fitsio
+
+    values = np.array([b"ab\0cd", b"\0abc  ", b"a\0 \0 z", b"plain", b""], dtype="S8")
+    path = tmp_path / f"{writer}.fits"
+    if writer == "astropy":
+        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+            [fits.Column(name="s", format="8A", array=values)])]).writeto(path)
+    else:
+        rec = np.zeros(len(values), dtype=[("s", "S8")])
+        rec["s"] = values
+        fitsio.write(str(path), rec, clobber=True)
+    stored = _stored_rows(path)
+    fast = ops.read_table(str(path), 1, ["s"], 0, -1)["s"]
+    assert fast.dtype == torch.uint8 and tuple(fast.shape) == (5, 8)
+    assert np.array_equal(fast.numpy(), stored)
+    assert torch.equal(fast, ops._read_table_cfitsio(str(path), 1, ["s"], 0, -1)["s"])
+    if writer == "astropy":  # what follows the NUL was written
+        assert bytes(stored[0]) == b"ab\0cd\0\0\0"
+    got = tf.read_table(path)["s"]
+    with fits.open(path) as f:
+        assert got == [_as_astropy_gives(f[1].data["s"][r]) for r in range(5)]
+    assert got == [str(v).rstrip(" ") for v in fitsio.read(str(path), ext=1)["s"]]
+
+
+def test_ascii_table_strings_are_the_stored_characters(tmp_path):
+    """An ASCII table's A fields: the operator gives the characters stored,
+    trailing blanks included (cfitsio's string read gave NULs for them)."""
+    cols = [fits.Column(name="name", format="A7", array=np.array(["alpha", " be ta", "", "gamma12"])),
+            fits.Column(name="n", format="I4", array=np.array([1, 2, 3, 4]))]
+    path = write_table_astropy(tmp_path / "a.fits", cols, ascii=True)
+    fast = ops.read_table(str(path), 1, None, 0, -1)
+    assert torch.equal(fast["name"], ops._read_table_cfitsio(str(path), 1, None, 0, -1)["name"])
+    assert [bytes(r.tolist()) for r in fast["name"]] == [b"alpha  ", b" be ta ", b" " * 7, b"gamma12"]
+    assert np.array_equal(fast["name"].numpy(), _stored_rows(path)[:, :7])
+    assert tf.read_table(path, rows=range(1, 4))["name"] == [" be ta", "", "gamma12"]
+    with fits.open(path) as f:
+        assert tf.read_table(path)["name"] == [f[1].data["name"][r] for r in range(4)]
 
 
 @pytest.mark.parametrize("dup", ["TFORM2  = 'J       '", "TSCAL1  =                  2.0",

@@ -254,7 +254,9 @@ def read(path: PathLike, hdu: HDUKey = 0, *, raw: bool = False, device=None) -> 
     Returns:
         A tensor of shape (NAXISn, ..., NAXIS1). Its dtype follows the table
         in the README: exact for the unsigned conventions, float32/float64
-        for other scaling (BLANK pixels become NaN).
+        for other scaling (BLANK pixels become NaN; a BLANK that BITPIX
+        cannot hold, such as -1 on BITPIX 8, matches no pixel and is
+        ignored).
     """
     path = _fspath(path)
     index, name, ver = _hdu_args(path, hdu)

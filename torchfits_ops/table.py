@@ -2,9 +2,10 @@
 
 The operators (``torch.ops.torchfits.read_table``, ``table_info``) return
 what TorchScript can carry: a ``Dict(str, Tensor)`` with strings as uint8
-``[rows, width]`` and each variable-length array column ``NAME`` as its
-values concatenated plus ``NAME.offsets``. The functions here turn those
-into ``list[str]`` and ``list[Tensor]`` the way astropy presents them.
+``[rows, width]`` (every byte as stored) and each variable-length array
+column ``NAME`` as its values concatenated plus ``NAME.offsets``. The
+functions here turn those into ``list[str]`` and ``list[Tensor]`` the way
+astropy presents them.
 """
 from __future__ import annotations
 
@@ -92,16 +93,37 @@ def _row_span(rows: Rows, nrows: Optional[int]) -> Tuple[int, int, int]:
     raise TypeError(f"rows must be None, a slice or a range, not {type(rows).__name__}")
 
 
+# What astropy strips from the end of a string after its trailing NULs:
+# astropy decodes a character column holding ASCII only to str, and
+# str.rstrip() takes these; a column with other bytes stays bytes, and
+# bytes.rstrip() takes fewer.
+_BLANKS_ASCII = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+_BLANKS_BYTES = b" \t\n\r\x0b\x0c"
+
+
+def _blanks(a: np.ndarray) -> bytes:
+    return _BLANKS_ASCII if a.size == 0 or int(a.max()) < 128 else _BLANKS_BYTES
+
+
+def _text(b: bytes, blanks: bytes) -> str:
+    """One string as astropy 8's ``data[col][row]`` gives it: trailing NULs,
+    then trailing blanks removed; NULs and anything else inside kept; each
+    byte one character (latin-1)."""
+    return b.rstrip(b"\0").rstrip(blanks).decode("latin-1")
+
+
 def _decode_strings(t: torch.Tensor) -> list:
-    """uint8 [rows, ..., width] -> nested lists of str, trailing blanks and
-    NULs removed as astropy does."""
+    """uint8 [rows, ..., width] -> nested lists of str, one per field of
+    `width` bytes (_text)."""
     width = t.shape[-1] if t.dim() > 1 else 0
     arr = t.numpy()
     if width == 0:
         flat: list = [""] * int(np.prod(arr.shape[:-1], dtype=np.int64)) if arr.ndim > 1 else []
     else:
+        blanks = _blanks(arr)
         rows = np.ascontiguousarray(arr).reshape(-1, width).view(f"S{width}").ravel().tolist()
-        flat = [b.split(b"\0", 1)[0].decode("latin-1").rstrip(" ") for b in rows]
+        # .tolist() of S{width} drops the trailing NULs, as _text does
+        flat = [_text(b, blanks) for b in rows]
     for n in reversed(arr.shape[1:-1]):
         flat = [flat[i:i + n] for i in range(0, len(flat), n)]
     return flat
@@ -109,10 +131,10 @@ def _decode_strings(t: torch.Tensor) -> list:
 
 def _split_vla(values: torch.Tensor, offsets: torch.Tensor, strings: bool) -> list:
     if strings:
-        data = values.numpy().tobytes()
+        arr = values.numpy()
+        data, blanks = arr.tobytes(), _blanks(arr)
         o = offsets.tolist()
-        return [data[o[i]:o[i + 1]].split(b"\0", 1)[0].decode("latin-1").rstrip(" ")
-                for i in range(len(o) - 1)]
+        return [_text(data[o[i]:o[i + 1]], blanks) for i in range(len(o) - 1)]
     if offsets.numel() <= 1:
         return []
     return list(torch.tensor_split(values, offsets[1:-1]))
@@ -169,9 +191,13 @@ def read_table(path: PathLike, hdu: HDUKey = 1, columns: Optional[Sequence[str]]
 
     Returns:
         Numeric, logical and bit columns as tensors ``[rows, *shape]``
-        (shape from TDIMn in C order, or the repeat count); strings as
-        ``list[str]`` with trailing blanks removed; variable-length arrays
-        as ``list[Tensor]``, one per row.
+        (shape from TDIMn in C order, or the repeat count); strings
+        (``A``, and ``PA``/``QA`` one per row) as ``list[str]``, each byte
+        one character (latin-1), as astropy's ``data[col][row]`` gives
+        them: trailing NULs and then trailing blanks removed, NULs and
+        other bytes inside kept (``torch.ops.torchfits.read_table`` gives
+        every stored byte); variable-length arrays as ``list[Tensor]``,
+        one per row.
     """
     return _read(_fspath(path), hdu, columns, rows)
 

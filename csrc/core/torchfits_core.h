@@ -91,7 +91,9 @@ typedef struct tf_hdu_info {
     int ndim;             /* number of axes (0 for an empty primary) */
     int64_t shape[TF_MAX_DIMS]; /* C order */
     double bscale, bzero; /* 1 and 0 when absent */
-    int has_blank;        /* BLANK present (integer images) */
+    int has_blank;        /* BLANK present on an integer image with pixels, and
+                             within BITPIX's range (one outside it equals no
+                             stored value and is ignored) */
     int64_t blank;
     int compressed;       /* a tile-compressed image */
     char extname[72];     /* "" when absent */
@@ -286,9 +288,12 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
 /* How a table column comes back. */
 typedef enum tf_column_kind {
     TF_COL_FIXED = 0, /* numbers, logicals (L), bits (X): [rows, *shape] of dtype */
-    TF_COL_STRING,    /* characters (A): uint8 [rows, *shape], last axis the width */
+    TF_COL_STRING,    /* characters (A): uint8 [rows, *shape], last axis the width;
+                         the bytes as stored (trailing blanks, NULs and what
+                         follows a NUL included) */
     TF_COL_VLA        /* P/Q descriptors: values concatenated, plus int64
-                         offsets [rows + 1] into them (in elements) */
+                         offsets [rows + 1] into them (in elements); PA/QA
+                         characters as stored, as for TF_COL_STRING */
 } tf_column_kind;
 
 typedef struct tf_column_info {

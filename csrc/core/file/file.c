@@ -697,20 +697,33 @@ static int hdu_info_load(tf_file *f, int hdu, int type, tf_hdu_info *info) {
     if (present & K_BSCALE) FORWARD_IF_ERROR(key_double(f, "BSCALE", &info->bscale));
     if (present & K_BZERO) FORWARD_IF_ERROR(key_double(f, "BZERO", &info->bzero));
     RETURN_ERROR_IF(info->bscale == 0.0, f, TF_ECORRUPT, "BSCALE is 0");
-    if (bitpix > 0 && (present & K_BLANK)) {
+    /* BLANK matters only to an integer image with pixels. Elsewhere (an
+     * empty primary HDU with BLANK = -1 on BITPIX 8, as real archives
+     * write) it is not looked at: a keyword that cannot matter does not
+     * make the file unreadable. The guard has already refused a value
+     * that is not a number (cfitsio's integer parser aborts on some). */
+    int has_pixels = naxis > 0;
+    for (int i = 0; i < naxis; i++) has_pixels &= naxes[i] > 0;
+    if (bitpix > 0 && has_pixels && (present & K_BLANK)) {
         LONGLONG blank = 0;
         fits_read_key_lnglng(f->fp, "BLANK", &blank, NULL, &st);
         if (st == KEY_NO_EXIST) { st = 0; fits_clear_errmsg(); }
         else {
             RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad BLANK keyword");
-            /* cfitsio truncates a BLANK that BITPIX cannot hold and blanks
-             * other pixels; the fast path would blank none (fuzzer). */
+            /* A BLANK that BITPIX cannot hold (BITPIX 8 with BLANK = -1 or
+             * 300) equals no stored value: the image reads as if it had
+             * none, as astropy reads it (no pixel NaN) and fitsio (no null
+             * check on images). cfitsio, asked to check nulls, skips such
+             * a BLANK on BITPIX 8 and 16 but compares a BITPIX 32 one cut
+             * to 32 bits (2^32 - 1 made every -1 NaN); both read paths
+             * ask it only where has_blank is set. The fast open takes the
+             * same view (guard.c). */
             int64_t lo, hi;
-            RETURN_ERROR_IF(tf_int_range(tf_stored_dtype(bitpix), &lo, &hi) &&
-                                (blank < lo || blank > hi), f, TF_ECORRUPT,
-                            "BLANK = %lld does not fit BITPIX = %d", (long long)blank, bitpix);
-            info->has_blank = 1;
-            info->blank = blank;
+            if (!tf_int_range(tf_stored_dtype(bitpix), &lo, &hi) ||
+                (blank >= lo && blank <= hi)) {
+                info->has_blank = 1;
+                info->blank = blank;
+            }
         }
     }
     info->raw_dtype = tf_stored_dtype(bitpix);

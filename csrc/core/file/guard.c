@@ -605,9 +605,11 @@ int tf_fast_primary(tf_file *f, const char *buf, size_t n) {
             else if (bit == S_GCOUNT) ok = strict_int(card, &v) && v == 1;
             else ok = strict_int(card, &v);
             if (!ok) return 0;
+            /* A BLANK that BITPIX cannot hold matches no pixel: ignored,
+             * as the description through cfitsio ignores it (file.c). */
             int64_t lo, hi;
-            if (bit == S_BLANK && tf_int_range(tf_stored_dtype(bitpix), &lo, &hi)) {
-                if (v < lo || v > hi) return 0;
+            if (bit == S_BLANK && tf_int_range(tf_stored_dtype(bitpix), &lo, &hi) && v >= lo &&
+                v <= hi) {
                 info.has_blank = 1;
                 info.blank = v;
             }

@@ -9,6 +9,8 @@
  *    large reads in plain files are split by rows across threads;
  *  - cfitsio's column reads (fits_read_col), for ASCII tables, for the
  *    variable-length arrays in the heap, and for testing the block path.
+ * Character columns (A, and PA/QA) come back as the bytes stored on both
+ * paths: nothing stripped, nothing cut at a NUL.
  * cfitsio parses and validates the table header (TFORMn, NAXIS1, THEAP)
  * when it moves to the HDU; sizes are checked against the real file size
  * here before anything is read or allocated.
@@ -458,7 +460,8 @@ static int cfitsio_type(const tf_column_info *ci) {
     return tf_cfitsio_type(ci->dtype);
 }
 
-/* Strings of `nrows` rows into dst, `width` bytes a row, NUL padded. */
+/* Fields of `nrows` rows as cfitsio's strings into dst, `width` bytes a
+ * row, NUL padded: ASCII-table numbers, parsed below. */
 static int read_strings(tf_file *f, const tf_column_info *ci, int64_t row, int64_t nrows,
                         int64_t width, char *dst) {
     int rc = TF_OK, st = 0, anynul = 0;
@@ -482,6 +485,46 @@ static int read_strings(tf_file *f, const tf_column_info *ci, int64_t row, int64
 cleanup:
     free(buf);
     free(ptrs);
+    return rc;
+}
+
+/* The stored bytes of character column `ci` (fixed width or, with n the
+ * row's length, a VLA) over `nrows` rows from `row` (0-based): cfitsio
+ * reads a binary table's A column as bytes when asked for TBYTE, with
+ * nothing stripped or cut at a NUL (fits_read_col_str ends each string at
+ * its first NUL and drops trailing blanks). An ASCII table's fields are
+ * copied from its rows (fits_read_tblbytes), a block of rows at a time. */
+static int read_chars(tf_file *f, const table_geom *g, const tf_column_info *ci, int64_t row,
+                      int64_t nrows, int64_t per, char *dst) {
+    int rc = TF_OK, st = 0, anynul = 0;
+    char *buf = NULL;
+    if (nrows == 0 || per == 0) return TF_OK;
+    if (!g->ascii) {
+        fits_read_col(f->fp, TBYTE, ci->index + 1, row + 1, 1, nrows * per, NULL, dst, &anynul,
+                      &st);
+        RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': cannot read rows %lld to %lld",
+                          ci->name, (long long)row, (long long)(row + nrows - 1));
+        return TF_OK;
+    }
+    /* cfitsio checks TBCOLn and the width against NAXIS1, except for
+     * rows of no bytes. */
+    RETURN_ERROR_IF(ci->offset < 0 || per > g->rowlen - ci->offset, f, TF_ECORRUPT,
+                    "column '%s': TFORM%d = '%s' does not fit in the %lld-byte row", ci->name,
+                    ci->index + 1, ci->tform, (long long)g->rowlen);
+    int64_t block = BLOCK_BYTES / g->rowlen;
+    if (block < 1) block = 1;
+    if (block > nrows) block = nrows;
+    GOTO_ERROR_IF(!(buf = malloc((size_t)(block * g->rowlen))), f, TF_ENOMEM, "out of memory");
+    for (int64_t r = 0; r < nrows; r += block) {
+        int64_t k = nrows - r < block ? nrows - r : block;
+        fits_read_tblbytes(f->fp, row + r + 1, 1, k * g->rowlen, (unsigned char *)buf, &st);
+        GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': cannot read rows %lld to %lld",
+                        ci->name, (long long)(row + r), (long long)(row + r + k - 1));
+        for (int64_t i = 0; i < k; i++)
+            memcpy(dst + (r + i) * per, buf + i * g->rowlen + ci->offset, (size_t)per);
+    }
+cleanup:
+    free(buf);
     return rc;
 }
 
@@ -572,11 +615,11 @@ cleanup:
     return rc;
 }
 
-static int read_column_cfitsio(tf_file *f, const tf_column_info *ci, int64_t start,
-                               int64_t nrows, char *dst, int ascii) {
+static int read_column_cfitsio(tf_file *f, const table_geom *g, const tf_column_info *ci,
+                               int64_t start, int64_t nrows, char *dst) {
     int64_t per = row_elems(ci);
-    if (ascii && ci->kind == TF_COL_FIXED) return read_ascii_numbers(f, ci, start, nrows, dst);
-    if (ci->kind == TF_COL_STRING) return read_strings(f, ci, start, nrows, per, dst);
+    if (g->ascii && ci->kind == TF_COL_FIXED) return read_ascii_numbers(f, ci, start, nrows, dst);
+    if (ci->kind == TF_COL_STRING) return read_chars(f, g, ci, start, nrows, per, dst);
     if (ci->code == 'X') {  /* bits one row at a time */
         for (int64_t r = 0; r < nrows; r++)
             FORWARD_IF_ERROR(read_values(f, ci, start + r + 1, 1, per, dst + r * per));
@@ -600,8 +643,7 @@ static int read_vla(tf_file *f, const table_geom *g, const tf_column_info *ci, i
     for (int64_t r = 0; r < nrows; r++) {
         int64_t n = o->offsets[r + 1] - o->offsets[r];
         if (n == 0) continue;
-        /* cfitsio reads a string VLA as one string of n characters. */
-        if (ci->code == 'A') FORWARD_IF_ERROR(read_strings(f, ci, start + r, 1, n, dst));
+        if (ci->code == 'A') FORWARD_IF_ERROR(read_chars(f, g, ci, start + r, 1, n, dst));
         else FORWARD_IF_ERROR(read_values(f, ci, start + r + 1, 1, n, dst));
         dst += n * (int64_t)osize;
     }
@@ -656,18 +698,12 @@ static void scatter_col(const block_col *bc, const char *rows, size_t rowlen, in
     if (w == 0 || k == 0) return;
     switch (ci->code) {
     case 'A':
-    {
-        /* A NUL ends a string (FITS 4.0, 7.3.3.1): what follows it is not
-         * part of the value and comes back as NULs, as cfitsio gives it.
-         * With TDIM a field holds several strings, each ended alone. */
+        /* The stored bytes, every one: real files keep binary data in
+         * character columns (astrometry.net index files), and astropy and
+         * fitsio keep the bytes after a NUL. Stripping is the Python
+         * layer's (table.py). */
         gather(dst, src, rowlen, w, k);
-        size_t sw = ci->ndim > 0 && ci->shape[ci->ndim - 1] > 0 ? (size_t)ci->shape[ci->ndim - 1] : w;
-        for (char *d = dst, *end = dst + (size_t)k * w; d + sw <= end; d += sw) {
-            char *nul = memchr(d, 0, sw);
-            if (nul) memset(nul, 0, sw - (size_t)(nul - d));
-        }
         return;
-    }
     case 'L':
         /* 'T' true, 'F' false, NUL null (false here). Any other byte is not
          * a logical; cfitsio reads it as true, and so does the fast path,
@@ -817,7 +853,7 @@ int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_ou
         const tf_column_info *ci = &infos[i];
         if (ci->kind == TF_COL_VLA) rc = read_vla(f, &g, ci, start, nrows, &outs[i]);
         else if (g.ascii || path == TF_PATH_CFITSIO)
-            rc = read_column_cfitsio(f, ci, start, nrows, outs[i].data, g.ascii);
+            rc = read_column_cfitsio(f, &g, ci, start, nrows, outs[i].data);
         if (rc) goto cleanup;
     }
 cleanup:
