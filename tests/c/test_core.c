@@ -195,6 +195,28 @@ static void test_convert(void) {
             memcpy(&got, dst + 8 * i, 8);
             if (got != (int64_t)s + 2147483648LL) { CHECK(0); break; }
         }
+        /* int64 -> uint64 (BZERO 2^63) in place: the sign bit flipped */
+        memcpy(dst, src, n * 8);
+        CHECK(tf_conv_init(&c, TF_INT64, TF_UINT64, 1, 9223372036854775808.0, 0, 0));
+        CHECK(tf_conv_inplace(&c));
+        tf_convert(&c, dst, dst, n);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t want = 0, got;
+            for (int b = 0; b < 8; b++) want = want << 8 | src[8 * i + b];
+            want ^= UINT64_C(1) << 63;
+            memcpy(&got, dst + 8 * i, 8);
+            if (got != want) { CHECK(got == want); break; }
+        }
+        /* int64 -> float64 (BZERO 2^63), what a torch without uint64 gets */
+        CHECK(tf_conv_init(&c, TF_INT64, TF_FLOAT64, 1, 9223372036854775808.0, 0, 0));
+        tf_convert(&c, src, dst, n);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t u = 0;
+            for (int b = 0; b < 8; b++) u = u << 8 | src[8 * i + b];
+            double got;
+            memcpy(&got, dst + 8 * i, 8);
+            if (got != (double)(int64_t)u + 9223372036854775808.0) { CHECK(0); break; }
+        }
         /* int16 -> float32 with scale, zero and BLANK */
         unsigned char s16[N * 2];
         memcpy(s16, src, sizeof s16);
@@ -220,6 +242,8 @@ static void test_convert(void) {
     CHECK(!tf_conv_init(&c, TF_INT16, TF_INT8, 1, 0, 0, 0));
     CHECK(tf_dtype_size(TF_COMPLEX128) == 16 && tf_dtype_size(TF_DTYPE_AUTO) == 0);
     CHECK(strcmp(tf_dtype_name(TF_UINT16), "uint16") == 0);
+    CHECK(strcmp(tf_dtype_name(TF_UINT64), "uint64") == 0 && tf_dtype_size(TF_UINT64) == 8);
+    CHECK(!tf_conv_init(&c, TF_UINT64, TF_FLOAT32, 1, 0, 0, 0));
     CHECK(strcmp(tf_strerror(TF_EPOISONED), "TF_EPOISONED") == 0);
 }
 

@@ -41,7 +41,7 @@ int tf_conv_init(tf_conv *c, tf_dtype in, tf_dtype out, double scale, double zer
         return 1;
     }
     if ((in == TF_UINT8 && out == TF_INT8) || (in == TF_INT16 && out == TF_UINT16) ||
-        (in == TF_INT32 && out == TF_UINT32)) {
+        (in == TF_INT32 && out == TF_UINT32) || (in == TF_INT64 && out == TF_UINT64)) {
         c->kind = TF_CONV_FLIPSIGN;
         return 1;
     }
@@ -51,7 +51,7 @@ int tf_conv_init(tf_conv *c, tf_dtype in, tf_dtype out, double scale, double zer
     }
     if (out == TF_FLOAT32 || out == TF_FLOAT64) {
         c->kind = TF_CONV_SCALE;
-        return in != TF_INT8 && in != TF_UINT16 && in != TF_UINT32;
+        return in != TF_INT8 && in != TF_UINT16 && in != TF_UINT32 && in != TF_UINT64;
     }
     return 0;
 }
@@ -84,6 +84,11 @@ TF_MULTIVERSION static void flip16(void *p, size_t n) {
 TF_MULTIVERSION static void flip32(void *p, size_t n) {
     uint32_t *q = p;
     for (size_t i = 0; i < n; i++) q[i] = __builtin_bswap32(q[i]) ^ 0x80000000u;
+}
+
+TF_MULTIVERSION static void flip64(void *p, size_t n) {
+    uint64_t *q = p;
+    for (size_t i = 0; i < n; i++) q[i] = __builtin_bswap64(q[i]) ^ UINT64_C(0x8000000000000000);
 }
 
 TF_MULTIVERSION static void offset16(const void *restrict src, void *restrict dst, size_t n) {
@@ -176,7 +181,8 @@ void tf_convert(const tf_conv *c, const void *src, void *dst, size_t n) {
         switch (c->in_size) {
         case 1: flip8(dst, n); break;
         case 2: flip16(dst, n); break;
-        default: flip32(dst, n); break;
+        case 4: flip32(dst, n); break;
+        default: flip64(dst, n); break;
         }
         return;
     case TF_CONV_OFFSET:

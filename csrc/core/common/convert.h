@@ -11,7 +11,7 @@
 
 typedef enum tf_conv_kind {
     TF_CONV_SWAP,     /* output type is the stored type: byte swap only */
-    TF_CONV_FLIPSIGN, /* same size, top bit flipped: u8->i8, i16->u16, i32->u32 */
+    TF_CONV_FLIPSIGN, /* same size, top bit flipped: u8->i8, i16->u16, i32->u32, i64->u64 */
     TF_CONV_OFFSET,   /* widen and add 2^(bits-1): i16->i32, i32->i64 */
     TF_CONV_SCALE     /* to float: stored * scale + zero in double, BLANK -> NaN */
 } tf_conv_kind;

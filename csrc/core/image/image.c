@@ -48,9 +48,13 @@ typedef struct plan {
     int fast;               /* the fast path applies */
 } plan;
 
+/* Besides the natural dtype, what a torch without uint16/32/64 asks for:
+ * int32, int64 (both exact) and float64 (as BZERO 2^63 read before
+ * torch had uint64). */
 static int dtype_allowed(tf_dtype natural, tf_dtype want) {
     return want == natural || (natural == TF_UINT16 && want == TF_INT32) ||
-           (natural == TF_UINT32 && want == TF_INT64);
+           (natural == TF_UINT32 && want == TF_INT64) ||
+           (natural == TF_UINT64 && want == TF_FLOAT64);
 }
 
 static int make_plan(tf_file *f, int hdu, const tf_image_request *req, plan *p) {
