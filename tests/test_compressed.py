@@ -574,7 +574,12 @@ def test_compressed_header_with_a_bad_keyword_name(tmp_path, card, bad):
 def test_quantiz_none_on_quantized_floats(tmp_path):
     data = smooth((64, 80), ">f4", seed=12)
     path = write_compressed_astropy(tmp_path / "f.fits", data, "RICE_1", (16, 16))
-    set_card(path, "ZQUANTIZ", "ZQUANTIZ= 'NONE    '")
+    with fits.open(path, disable_image_compression=True) as f:
+        written = "ZQUANTIZ" in f[1].header
+    if written:
+        set_card(path, "ZQUANTIZ", "ZQUANTIZ= 'NONE    '")
+    else:  # newer astropy (8 here) leaves out NO_DITHER, the default
+        add_card(path, "ZQUANTIZ= 'NONE    '")
     assert_fails(path, r"ZQUANTIZ = 'NONE'.*a ZSCALE is present")
 
 # ---- RICE_1 tiles decoded by the core's own pipeline (rice.c, own_unit) ----
@@ -652,7 +657,8 @@ def test_rice_zblank_nulls(tmp_path, monkeypatch, method, dtype, ctype):
     data[100] = -999.0
     data[7, 20:30] = 0.0
     path = write_cfitsio_quantized(tmp_path / "z.fits", data, (1, BIG[1]), method, ctype=ctype)
-    assert "ZBLANK" in fits.getheader(path, 1)
+    with fits.open(path, disable_image_compression=True) as f:  # the table's header
+        assert "ZBLANK" in f[1].header
     # astropy 5.2 and fitsio 1.1.8 ignore the ZBLANK keyword (they return
     # the null code's dequantized value): the reference is cfitsio 4.2.
     expected = cfitsio_read(path).numpy()
@@ -729,6 +735,18 @@ def test_gzip_tile_cut_short(tmp_path, algo):
 
 # ---- HCOMPRESS_1 tiles decoded by the core's own pipeline (hcompress.c) ----
 
+def skip_small_hcompress_tiles(err):
+    """Skip where astropy refuses to write HCOMPRESS tiles with under 4
+    pixels along an axis (astropy 8 does; 5.2 wrote them, so the 1.13 line
+    still tests them; cfitsio and fitsio widen such tiles instead)."""
+    import astropy
+
+    if "less than 4 pixels" not in str(err):
+        raise err
+    pytest.skip(f"astropy {astropy.__version__} does not write HCOMPRESS tiles of "
+                f"under 4 pixels: {err}")
+
+
 @pytest.mark.parametrize("dtype", [">i2", ">i4", ">f4"])
 @pytest.mark.parametrize("scale,smoothing", [(0, 0), (4, 0), (4, 1), (25, 1)])
 @pytest.mark.parametrize("shape,tile", [(BIG, (16, BIG[1])), (ODD, (16, 24)), (ODD, (40, 97))],
@@ -742,7 +760,10 @@ def test_hcompress_astropy(tmp_path, monkeypatch, dtype, scale, smoothing, shape
     kw = dict(hcomp_scale=scale, hcomp_smooth=smoothing)
     if dtype == ">f4":
         kw.update(quantize_level=4.0, quantize_method=1, dither_seed=7)
-    path = write_compressed_astropy(tmp_path / "h.fits", data, "HCOMPRESS_1", tile, **kw)
+    try:
+        path = write_compressed_astropy(tmp_path / "h.fits", data, "HCOMPRESS_1", tile, **kw)
+    except ValueError as e:
+        skip_small_hcompress_tiles(e)
     with fits.open(path, disable_image_compression=True) as f:
         assert f[1].header["ZCMPTYPE"] == "HCOMPRESS_1"
         assert (f[1].header.get("ZVAL2", 0) == smoothing)

@@ -180,9 +180,16 @@ def test_compressed_astropy(tmp_path, algo, bitpix, opts):
         kw["quantize_level"] = 0.0
     elif "quantize_method" in opts:
         kw["quantize_method"] = opts["quantize_method"]
-    hdu = fits.CompImageHDU(data, **kw)
     path = tmp_path / "c.fits"
-    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    try:
+        hdu = fits.CompImageHDU(data, **kw)
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    except ValueError as e:
+        # astropy 8 refuses HCOMPRESS tiles of under 4 pixels along an axis
+        # (67 = 4 x 16 + 3 rows); 5.2 wrote them
+        if "less than 4 pixels" not in str(e):
+            raise
+        pytest.skip(f"this astropy does not write HCOMPRESS tiles of under 4 pixels: {e}")
     with fits.open(path) as ref:
         expected = ref[1].data
     t = tf.read(path, 1)
