@@ -11,7 +11,7 @@ from astropy.io import fits
 import torchfits_ops as tf
 from fitsgen import (gzip_file, write_astropy, write_compressed_astropy, write_fitsio,
                      write_table_fitsio)
-from unsigned import HAS_UNSIGNED, assert_unsigned, unsigned_dtype
+from unsigned import HAS_UNSIGNED, assert_unsigned, expected, unsigned_dtype
 
 ops = torch.ops.torchfits
 BITS = [16, 32, 64]
@@ -175,6 +175,32 @@ def test_table_columns(tmp_path, writer):
     assert_unsigned(got["s32"], data[32][3:20:4, 0], 32)
     got = tf.read_table(path, columns=["d16"], rows=range(27, 29))
     assert_unsigned(got["d16"], data[16][27:29].reshape(-1, 2, 3), 16)
+
+
+def test_table_uint64_nulls(tmp_path):
+    """TNULL on a K column with TZERO 2^63: the null is the stored value
+    -1, read as 2^63 - 1, which float64 cannot tell from 2^63."""
+    data = np.array([0, 1, 2**63 - 1, 2**63, 2**64 - 1, 2**53 + 1, 2**63 - 1], dtype=np.uint64)
+    col = fits.Column(name="n", format="K", bzero=2**63, null=-1, array=data)
+    path = tmp_path / "n.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([col])]).writeto(path)
+    hdr = fits.getheader(path, 1)
+    assert hdr["TNULL1"] == -1 and hdr["TZERO1"] == 2**63
+    ref = fits.getdata(path, 1)["n"]
+    np.testing.assert_array_equal(ref, data)
+    null = data == 2**63 - 1
+    t = tf.read_table(path)["n"]
+    nulls = tf.read_table_nulls(path)["n"]
+    np.testing.assert_array_equal(nulls.numpy(), null)
+    slow = ops._read_table_cfitsio(str(path), 1)["n"]
+    if HAS_UNSIGNED:  # integer nulls keep their value, as astropy gives them
+        assert_unsigned(t, ref, 64)
+        assert torch.equal(slow, t)
+    else:  # float64: NaN, as for other scaled columns
+        assert t.dtype == torch.float64
+        np.testing.assert_array_equal(t.isnan().numpy(), null)
+        np.testing.assert_array_equal(t.numpy()[~null], expected(ref[~null], 64))
+        assert torch.equal(slow.nan_to_num(), t.nan_to_num())
 
 
 def test_table_uint64_variable_length(tmp_path):
