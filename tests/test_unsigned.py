@@ -3,6 +3,8 @@ table columns, tile-compressed images, read_into and read_batch, compared
 with astropy (and fitsio) on files they wrote. torch 2.3 and later give
 torch.uint16, uint32 and uint64, exact; older torch (1.13) int32, int64
 and float64 (tests/unsigned.py says what each gives)."""
+import gzip
+
 import numpy as np
 import pytest
 import torch
@@ -257,6 +259,75 @@ def test_compressed(tmp_path, bits, algo, writer):
         return  # int64 output: cfitsio's tile decoder refuses it (test_compressed.py)
     assert torch.equal(t, ops._read_cfitsio(str(path), 1, [], [], None, False))
     assert torch.equal(cut, ops._read_cfitsio(str(path), 1, [5, 7], [20, 30], [2, 1], False))
+
+
+def write_gzip_int64(path, data, unsigned):
+    """A GZIP_1 tile-compressed image of 64-bit integers, one tile per
+    row, built as a table: cfitsio (so fitsio and astropy 5.2) cannot write
+    one; astropy 8 writes and reads them."""
+    store = stored(data, 64) if unsigned else np.asarray(data, np.int64)
+    cells = np.empty(len(store), dtype=object)
+    cells[:] = [np.frombuffer(gzip.compress(r.astype(">i8").tobytes()), np.uint8) for r in store]
+    hdu = fits.BinTableHDU.from_columns([fits.Column(name="COMPRESSED_DATA", format="1PB()",
+                                                     array=cells)])
+    cards = [("ZIMAGE", True), ("ZBITPIX", 64), ("ZNAXIS", 2), ("ZNAXIS1", store.shape[1]),
+             ("ZNAXIS2", store.shape[0]), ("ZTILE1", store.shape[1]), ("ZTILE2", 1),
+             ("ZCMPTYPE", "GZIP_1")]
+    if unsigned:
+        cards += [("BSCALE", 1), ("BZERO", 2**63)]
+    for key, value in cards:
+        hdu.header[key] = value
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("unsigned", [True, False], ids=["uint64", "int64"])
+def test_compressed_64_bit_refused(tmp_path, unsigned):
+    """cfitsio cannot decode ZBITPIX 64 tiles (status 410; read as float64
+    it returned the stored bytes taken as doubles): every read refuses
+    them, naming the file and HDU; the HDU is still described."""
+    data = values(64, (5, 9), seed=7) if unsigned else values(64, (5, 9), seed=7).view(np.int64)
+    path = write_gzip_int64(tmp_path / "c64.fits", data, unsigned)
+    try:
+        with fits.open(path) as f:  # astropy 8 decodes them itself
+            np.testing.assert_array_equal(f[1].data, data)
+    except TypeError as e:  # astropy 5.2 decodes through cfitsio
+        assert "unsupported datatype" in str(e)
+    meta = tf.info(path)[1]
+    assert meta.compressed and meta.bitpix == 64 and meta.shape == (5, 9)
+    assert meta.dtype == (unsigned_dtype(64) if unsigned else torch.int64)
+    match = r"c64\.fits: HDU 1: tile-compressed images of 64-bit integers \(ZBITPIX = 64\)"
+    for read in (lambda: tf.read(path, 1), lambda: tf.read(path, 1, raw=True),
+                 lambda: tf.read_cutout(path, 1, [1, 1], [2, 2]),
+                 lambda: ops._read_cfitsio(path, 1, [], [], None, False),
+                 lambda: ops.read_batch([path], 1)):
+        with pytest.raises(NotImplementedError, match=match):
+            read()
+    with tf.open(path) as f:  # not taken as corrupt: the handle still reads HDU 0
+        with pytest.raises(NotImplementedError):
+            f[1].read()
+        assert f[0].header["SIMPLE"] is True
+
+
+@pytest.mark.parametrize("writer", ["astropy", "fitsio"])
+def test_compressed_64_bit_writers(tmp_path, writer):
+    """The writers of the other tests cannot make ZBITPIX 64 tiles, or
+    make the ones test_compressed_64_bit_refused builds by hand."""
+    data = values(64, (4, 7))
+    path = tmp_path / "w.fits"
+    try:
+        if writer == "astropy":
+            fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, compression_type="GZIP_1")]
+                         ).writeto(path)
+        else:
+            write_fitsio(path, data, compress="GZIP")
+    except (OSError, RuntimeError) as e:  # cfitsio: "writing TULONGLONG ... not supported"
+        assert "not supported" in str(e) or "413" in str(e), e
+        return
+    assert writer == "astropy"  # astropy 8
+    assert tf.info(path)[1].dtype == unsigned_dtype(64)
+    with pytest.raises(NotImplementedError, match="ZBITPIX = 64"):
+        tf.read(path, 1)
 
 
 # ---- read_into and read_batch ----

@@ -196,6 +196,8 @@ const char *tf_dtype_name(tf_dtype dtype);
  * What tf_image_read would produce for this request: its dtype, ndim and
  * shape. Checks the request against the image (TF_ERANGE for a region
  * outside it) and against the file's size (TF_ECORRUPT for truncated data).
+ * Tile-compressed images of 64-bit integers (ZBITPIX 64) give
+ * TF_EUNSUPPORTED: cfitsio cannot decode their tiles.
  * req may be NULL for the whole image with default options.
  */
 int tf_image_output(tf_file *f, int hdu, const tf_image_request *req,

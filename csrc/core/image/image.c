@@ -136,6 +136,14 @@ static int make_plan(tf_file *f, int hdu, const tf_image_request *req, plan *p) 
 
     int st = 0;
     if (in->compressed) {
+        /* cfitsio (4.2 here, and 4.6 in fitsio 1.4) cannot decode 64-bit
+         * integer tiles: status 410 for integer outputs, and read as
+         * float64 it returned the stored bytes taken as doubles, silently.
+         * astropy 8 writes them (GZIP_1, GZIP_2); cfitsio does not. */
+        if (in->bitpix == LONGLONG_IMG)
+            return tf_fail(f, TF_EUNSUPPORTED, 0,
+                           "tile-compressed images of 64-bit integers (ZBITPIX = 64) are not "
+                           "supported: cfitsio cannot decode their tiles");
         int64_t bound;
         if (!tf_mul_ok(f->fp->Fptr->logfilesize + (1 << 20), MAX_COMPRESSION_RATIO, &bound) ||
             out_bytes > bound)
