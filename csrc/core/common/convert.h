@@ -23,6 +23,8 @@ typedef struct tf_conv {
     double scale, zero;
     int has_blank;
     int64_t blank;
+    int u64;               /* SCALE of int64 with scale 1, zero 2^63: the
+                              uint64 value rounded once, as cfitsio does */
 } tf_conv;
 
 /* Whether a conversion works in place (src == dst). */
