@@ -151,9 +151,15 @@ at::ScalarType to_scalar_type(tf_dtype dtype, tf_dtype* request) {
 #if TORCHFITS_HAS_UINT16
     case TF_UINT16: return at::kUInt16;
     case TF_UINT32: return at::kUInt32;
+    case TF_UINT64: return at::kUInt64;
 #else
+    // A torch without unsigned dtypes wider than uint8 (before 2.3) gets
+    // the next exact signed type for uint16 and uint32, and for uint64 the
+    // float64 that BZERO 2^63 gave before the core knew uint64 (exact up to
+    // 2^53, rounded above).
     case TF_UINT16: *request = TF_INT32; return at::kInt;
     case TF_UINT32: *request = TF_INT64; return at::kLong;
+    case TF_UINT64: *request = TF_FLOAT64; return at::kDouble;
 #endif
     case TF_INT32: return at::kInt;
     case TF_INT64: return at::kLong;

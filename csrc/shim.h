@@ -14,7 +14,7 @@ extern "C" {
 }
 
 #ifndef TORCHFITS_HAS_UINT16
-#define TORCHFITS_HAS_UINT16 0  // set by setup.py where torch has uint16/32
+#define TORCHFITS_HAS_UINT16 0  // set by setup.py where torch has uint16/32/64
 #endif
 
 namespace torchfits {
@@ -56,8 +56,8 @@ int hdu_index(int64_t hdu);
 int find_hdu(tf_file* f, const std::string& extname, int64_t extver);
 
 // The dtype a read returns, and the tf_dtype to ask the core for so the
-// bytes match it (uint16 data comes back as int32 on a torch without
-// torch.uint16).
+// bytes match it (on a torch without torch.uint16/32/64, uint16 data comes
+// back as int32, uint32 as int64 and uint64 as float64).
 at::ScalarType to_scalar_type(tf_dtype dtype, tf_dtype* request);
 
 // An uninitialised output tensor for the core to fill. Large ones come from

@@ -15,6 +15,7 @@ from astropy.io import fits
 
 import torchfits_ops as tf
 from fitsgen import random_array, write_compressed_astropy, write_fitsio
+from unsigned import HAS_UNSIGNED, as_numpy, unsigned_dtype
 
 # Big enough (over 2 MiB of output) that full reads go parallel.
 BIG = (1031, 613)
@@ -44,7 +45,7 @@ def check_all_paths(path, expected, monkeypatch, cutouts=True):
     cutouts (with steps, over tile edges) equal astropy's slices."""
     t = tf.read(path, 1)
     assert tuple(t.shape) == expected.shape
-    np.testing.assert_array_equal(t.numpy(), expected)
+    np.testing.assert_array_equal(as_numpy(t), expected)
     ref = cfitsio_read(path)
     assert t.dtype == ref.dtype
     # Bit for bit, NaNs included.
@@ -66,7 +67,7 @@ def check_all_paths(path, expected, monkeypatch, cutouts=True):
     for start, shape, step in boxes:
         cut = tf.read_cutout(path, 1, list(start), list(shape), list(step))
         sl = tuple(slice(s, s + (n - 1) * k + 1, k) for s, n, k in zip(start, shape, step))
-        np.testing.assert_array_equal(cut.numpy(), expected[sl])
+        np.testing.assert_array_equal(as_numpy(cut), expected[sl])
         ref = cfitsio_read(path, 1, start, shape, list(step))
         assert torch.equal(cut.flatten().view(torch.uint8), ref.flatten().view(torch.uint8))
 
@@ -473,8 +474,8 @@ def test_scaling_behind_hierarch(rice_file, card, scale, zero):
     np.testing.assert_array_equal(fitsio.read(str(path), ext=1).astype(np.float64), want)
     fast = tf.read(path, 1)
     slow = torch.ops.torchfits._read_cfitsio(str(path), 1, [], [], None, False)
-    assert fast.dtype == slow.dtype == (torch.int32 if zero else torch.float32)
-    np.testing.assert_array_equal(fast.numpy().astype(np.float64), want)
+    assert fast.dtype == slow.dtype == (unsigned_dtype(16) if zero else torch.float32)
+    np.testing.assert_array_equal(as_numpy(fast).astype(np.float64), want)
     assert torch.equal(fast, slow)
 
 
@@ -573,7 +574,12 @@ def test_compressed_header_with_a_bad_keyword_name(tmp_path, card, bad):
 def test_quantiz_none_on_quantized_floats(tmp_path):
     data = smooth((64, 80), ">f4", seed=12)
     path = write_compressed_astropy(tmp_path / "f.fits", data, "RICE_1", (16, 16))
-    set_card(path, "ZQUANTIZ", "ZQUANTIZ= 'NONE    '")
+    with fits.open(path, disable_image_compression=True) as f:
+        written = "ZQUANTIZ" in f[1].header
+    if written:
+        set_card(path, "ZQUANTIZ", "ZQUANTIZ= 'NONE    '")
+    else:  # newer astropy (8 here) leaves out NO_DITHER, the default
+        add_card(path, "ZQUANTIZ= 'NONE    '")
     assert_fails(path, r"ZQUANTIZ = 'NONE'.*a ZSCALE is present")
 
 # ---- RICE_1 tiles decoded by the core's own pipeline (rice.c, own_unit) ----
@@ -591,11 +597,14 @@ def test_rice_unsigned_and_signed_byte_conventions(tmp_path, monkeypatch, dtype)
     expected = astropy_read(path)
     np.testing.assert_array_equal(expected, data)
     assert torch.equal(tf.read(path, 1, raw=True), cfitsio_read(path, raw=True))
-    if dtype != "u4":
+    want = {"u2": unsigned_dtype(16), "u4": unsigned_dtype(32), "i1": torch.int8}[dtype]
+    assert tf.read(path, 1).dtype == want
+    if dtype != "u4" or HAS_UNSIGNED:
         check_all_paths(path, expected, monkeypatch)
         return
-    # uint32 reads as int64, which cfitsio's tile decoder does not support
-    # (status 410): only the core's own RICE pipeline reads it.
+    # Without torch.uint32, uint32 reads as int64, which cfitsio's tile
+    # decoder does not support (status 410): only the core's own RICE
+    # pipeline reads it.
     with pytest.raises(RuntimeError, match="410"):
         cfitsio_read(path)
     t = tf.read(path, 1)
@@ -648,7 +657,8 @@ def test_rice_zblank_nulls(tmp_path, monkeypatch, method, dtype, ctype):
     data[100] = -999.0
     data[7, 20:30] = 0.0
     path = write_cfitsio_quantized(tmp_path / "z.fits", data, (1, BIG[1]), method, ctype=ctype)
-    assert "ZBLANK" in fits.getheader(path, 1)
+    with fits.open(path, disable_image_compression=True) as f:  # the table's header
+        assert "ZBLANK" in f[1].header
     # astropy 5.2 and fitsio 1.1.8 ignore the ZBLANK keyword (they return
     # the null code's dequantized value): the reference is cfitsio 4.2.
     expected = cfitsio_read(path).numpy()
@@ -725,6 +735,18 @@ def test_gzip_tile_cut_short(tmp_path, algo):
 
 # ---- HCOMPRESS_1 tiles decoded by the core's own pipeline (hcompress.c) ----
 
+def skip_small_hcompress_tiles(err):
+    """Skip where astropy refuses to write HCOMPRESS tiles with under 4
+    pixels along an axis (astropy 8 does; 5.2 wrote them, so the 1.13 line
+    still tests them; cfitsio and fitsio widen such tiles instead)."""
+    import astropy
+
+    if "less than 4 pixels" not in str(err):
+        raise err
+    pytest.skip(f"astropy {astropy.__version__} does not write HCOMPRESS tiles of "
+                f"under 4 pixels: {err}")
+
+
 @pytest.mark.parametrize("dtype", [">i2", ">i4", ">f4"])
 @pytest.mark.parametrize("scale,smoothing", [(0, 0), (4, 0), (4, 1), (25, 1)])
 @pytest.mark.parametrize("shape,tile", [(BIG, (16, BIG[1])), (ODD, (16, 24)), (ODD, (40, 97))],
@@ -738,7 +760,10 @@ def test_hcompress_astropy(tmp_path, monkeypatch, dtype, scale, smoothing, shape
     kw = dict(hcomp_scale=scale, hcomp_smooth=smoothing)
     if dtype == ">f4":
         kw.update(quantize_level=4.0, quantize_method=1, dither_seed=7)
-    path = write_compressed_astropy(tmp_path / "h.fits", data, "HCOMPRESS_1", tile, **kw)
+    try:
+        path = write_compressed_astropy(tmp_path / "h.fits", data, "HCOMPRESS_1", tile, **kw)
+    except ValueError as e:
+        skip_small_hcompress_tiles(e)
     with fits.open(path, disable_image_compression=True) as f:
         assert f[1].header["ZCMPTYPE"] == "HCOMPRESS_1"
         assert (f[1].header.get("ZVAL2", 0) == smoothing)
@@ -791,25 +816,36 @@ def overshooting(tmp_path, dtype):
 
 @pytest.mark.parametrize("dtype", ["i2", "u2"])
 def test_hcompress_overshoot_clipped_or_widened(tmp_path, monkeypatch, dtype):
-    """int16 outputs are clipped, as cfitsio clips them; uint16 reads as
-    int32 and keeps values beyond 0..65535, as cfitsio does."""
+    """int16 outputs are clipped, as cfitsio clips them; without
+    torch.uint16, uint16 reads as int32 and keeps values beyond 0..65535,
+    as cfitsio does. (With torch.uint16: next test.)"""
+    if dtype == "u2" and HAS_UNSIGNED:
+        pytest.skip("uint16 reads as torch.uint16 here: see "
+                    "test_hcompress_overshoot_uint_fails_like_cfitsio")
     path = overshooting(tmp_path, dtype)
     ref = cfitsio_read(path)
     if dtype == "u2":
+        assert ref.dtype == torch.int32
         assert ref.min() < 0 and ref.max() > 65535
     check_all_paths(path, ref.numpy(), monkeypatch)
     assert torch.equal(tf.read(path, 1, raw=True), cfitsio_read(path, raw=True))
 
 
-def test_hcompress_overshoot_uint8_fails_like_cfitsio(tmp_path):
+@pytest.mark.parametrize("dtype", ["u1", "u2"])
+def test_hcompress_overshoot_uint_fails_like_cfitsio(tmp_path, dtype):
     """cfitsio refuses an 8-bit read whose lossy tiles overshoot (status
-    412); the core hands such a tile to cfitsio and fails the same way."""
-    path = overshooting(tmp_path, "u1")
+    412), and a uint16 one (with torch.uint16; fitsio fails too); the core
+    hands such a tile to cfitsio and fails the same way."""
+    if dtype == "u2" and not HAS_UNSIGNED:
+        pytest.skip("uint16 reads as int32 here: test_hcompress_overshoot_clipped_or_widened")
+    path = overshooting(tmp_path, dtype)
     with pytest.raises(RuntimeError, match="412"):
         cfitsio_read(path)
     with pytest.raises(tf.FitsError, match="412") as e:
         tf.read(path, 1)
     assert str(path) in str(e.value) and "HDU 1" in str(e.value)
+    if dtype == "u2":  # the stored int16 values still read, clipped as cfitsio clips them
+        assert torch.equal(tf.read(path, 1, raw=True), cfitsio_read(path, raw=True))
 
 
 @pytest.mark.parametrize("what", ["magic", "planes", "size", "cut"])

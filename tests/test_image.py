@@ -9,17 +9,10 @@ from astropy.io import fits
 import torchfits_ops as tf
 from fitsgen import (BITPIX_DTYPES, gzip_file, random_array, run_threads, write_astropy,
                      write_fitsio, write_multi_extension)
-
-HAS_UINT16 = hasattr(torch, "uint16")
+from unsigned import as_numpy, assert_unsigned, unsigned_dtype
 NATIVE = {8: torch.uint8, 16: torch.int16, 32: torch.int32, 64: torch.int64,
           -32: torch.float32, -64: torch.float64}
 SHAPES = [(1,), (1, 1), (1, 7), (7, 1), (37, 53), (3, 5, 7), (2, 3, 4, 5), (1441,), (45, 64)]
-
-
-def as_numpy(t):
-    if HAS_UINT16 and t.dtype in (torch.uint16, torch.uint32):
-        return t.to(torch.int64).numpy()
-    return t.numpy()
 
 
 def assert_same(t, expected, dtype):
@@ -60,24 +53,21 @@ def test_unsigned_int8(tmp_path):
     assert_same(tf.read(path, raw=True), (data.astype(np.int16) + 128).astype(np.uint8), torch.uint8)
 
 
-@pytest.mark.parametrize("np_dtype,bits", [(np.uint16, 16), (np.uint32, 32)])
+@pytest.mark.parametrize("np_dtype,bits", [(np.uint16, 16), (np.uint32, 32), (np.uint64, 64)])
 def test_unsigned_conventions(tmp_path, np_dtype, bits):
     info = np.iinfo(np_dtype)
     data = np.array([[0, 1, 2, info.max // 2, info.max // 2 + 1, info.max - 1, info.max]],
                     dtype=np_dtype)
     path = write_astropy(tmp_path / "u.fits", data)
+    assert fits.getheader(path)["BZERO"] == 2 ** (bits - 1)
     t = tf.read(path)
-    if HAS_UINT16:
-        want = torch.uint16 if bits == 16 else torch.uint32
-    else:
-        want = torch.int32 if bits == 16 else torch.int64
-    assert_same(t, data, want)
+    assert_unsigned(t, data, bits)
     assert torch.equal(t, cfitsio_path(path))
-    assert tf.info(path)[0].dtype == want
+    assert tf.info(path)[0].dtype == unsigned_dtype(bits)
     raw = tf.read(path, raw=True)
-    assert raw.dtype == (torch.int16 if bits == 16 else torch.int32)
-    np.testing.assert_array_equal(raw.numpy().astype(np.int64),
-                                  data.astype(np.int64) - 2 ** (bits - 1))
+    assert raw.dtype == {16: torch.int16, 32: torch.int32, 64: torch.int64}[bits]
+    # the stored values: the top bit of each value flipped
+    np.testing.assert_array_equal(raw.numpy().view(np_dtype), data ^ np_dtype(1 << (bits - 1)))
 
 
 @pytest.mark.parametrize("bitpix,dtype", [(8, torch.float32), (16, torch.float32),
@@ -190,9 +180,16 @@ def test_compressed_astropy(tmp_path, algo, bitpix, opts):
         kw["quantize_level"] = 0.0
     elif "quantize_method" in opts:
         kw["quantize_method"] = opts["quantize_method"]
-    hdu = fits.CompImageHDU(data, **kw)
     path = tmp_path / "c.fits"
-    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    try:
+        hdu = fits.CompImageHDU(data, **kw)
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    except ValueError as e:
+        # astropy 8 refuses HCOMPRESS tiles of under 4 pixels along an axis
+        # (67 = 4 x 16 + 3 rows); 5.2 wrote them
+        if "less than 4 pixels" not in str(e):
+            raise
+        pytest.skip(f"this astropy does not write HCOMPRESS tiles of under 4 pixels: {e}")
     with fits.open(path) as ref:
         expected = ref[1].data
     t = tf.read(path, 1)

@@ -218,7 +218,10 @@ def read_table_nulls(path: PathLike, hdu: HDUKey = 1, columns: Optional[Sequence
         if v.is_floating_point() or v.is_complex():
             out[c.name] = torch.isnan(v)
         elif c.tnull is not None:
-            out[c.name] = v == int(c.tnull * c.tscal + c.tzero)
+            # An integer dtype means TSCAL 1 and an integral TZERO; added
+            # as Python ints, exact for TZERO 2^63 (uint64) too, where a
+            # float sum rounds.
+            out[c.name] = v == c.tnull + int(c.tzero)
         else:
             out[c.name] = torch.zeros(v.shape, dtype=torch.bool)
     return out

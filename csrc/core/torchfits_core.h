@@ -69,6 +69,7 @@ typedef enum tf_dtype {
     TF_BOOL,
     TF_COMPLEX64,
     TF_COMPLEX128,
+    TF_UINT64,         /* appended: the values above keep their numbers */
     TF_DTYPE_COUNT
 } tf_dtype;
 
@@ -107,8 +108,9 @@ typedef struct tf_hdu_info {
 /* A read of an image region. Zero-initialise, then set what you need. */
 typedef struct tf_image_request {
     int raw;              /* 1: stored values, BZERO/BSCALE not applied */
-    tf_dtype dtype;       /* TF_DTYPE_AUTO, or a wider exact type: int32 for
-                             uint16 data, int64 for uint32 data */
+    tf_dtype dtype;       /* TF_DTYPE_AUTO, or a wider type: int32 for uint16
+                             data, int64 for uint32 data (exact), float64
+                             for uint64 data (rounded above 2^53) */
     int ndim;             /* 0: the whole image; else the image's ndim */
     int64_t start[TF_MAX_DIMS]; /* C order, 0-based, each >= 0 */
     int64_t count[TF_MAX_DIMS]; /* elements along each axis, each >= 1 */
@@ -214,6 +216,8 @@ const char *tf_dtype_name(tf_dtype dtype);
  * What tf_image_read would produce for this request: its dtype, ndim and
  * shape. Checks the request against the image (TF_ERANGE for a region
  * outside it) and against the file's size (TF_ECORRUPT for truncated data).
+ * Tile-compressed images of 64-bit integers (ZBITPIX 64) give
+ * TF_EUNSUPPORTED: cfitsio cannot decode their tiles.
  * req may be NULL for the whole image with default options.
  */
 int tf_image_output(tf_file *f, int hdu, const tf_image_request *req,
@@ -349,7 +353,8 @@ int tf_table_vla_size(tf_file *f, int hdu, int col, int64_t start, int64_t nrows
 typedef struct tf_table_out {
     int col;             /* 0-based column */
     tf_dtype dtype;      /* TF_DTYPE_AUTO (the column's dtype), or a wider
-                            exact type: int32 for uint16, int64 for uint32 */
+                            type: int32 for uint16, int64 for uint32 (exact),
+                            float64 for uint64 (rounded above 2^53) */
     void *data;          /* [nrows, *shape] of the column's dtype, or the
                             VLA values; exactly data_bytes long */
     size_t data_bytes;

@@ -164,6 +164,12 @@ static void put_be(unsigned char *p, uint64_t v, size_t size) {
     for (size_t i = 0; i < size; i++) p[i] = (unsigned char)(v >> (8 * (size - 1 - i)));
 }
 
+static uint64_t get_be(const unsigned char *p, size_t size) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < size; i++) v = v << 8 | p[i];
+    return v;
+}
+
 static void test_convert(void) {
     enum { N = 67 };
     unsigned char src[N * 8];
@@ -195,6 +201,41 @@ static void test_convert(void) {
             memcpy(&got, dst + 8 * i, 8);
             if (got != (int64_t)s + 2147483648LL) { CHECK(0); break; }
         }
+        /* int64 -> uint64 (BZERO 2^63) in place: the sign bit flipped */
+        memcpy(dst, src, n * 8);
+        CHECK(tf_conv_init(&c, TF_INT64, TF_UINT64, 1, 9223372036854775808.0, 0, 0));
+        CHECK(tf_conv_inplace(&c));
+        tf_convert(&c, dst, dst, n);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t want = 0, got;
+            for (int b = 0; b < 8; b++) want = want << 8 | src[8 * i + b];
+            want ^= UINT64_C(1) << 63;
+            memcpy(&got, dst + 8 * i, 8);
+            if (got != want) { CHECK(got == want); break; }
+        }
+        /* int64 -> float64 (BZERO 2^63), what a torch without uint64 gets:
+         * the unsigned value rounded once, as cfitsio gives it, and NaN
+         * for BLANK (the stored value of element 2) */
+        unsigned char s64[N * 8];
+        memcpy(s64, src, sizeof s64);
+        if (n > 1) put_be(s64 + 8, 0, 8);                       /* 2^63 */
+        if (n > 5) put_be(s64 + 40, UINT64_C(1) << 63 | 1, 8); /* 1 */
+        int64_t blank = n > 2 ? (int64_t)get_be(s64 + 16, 8) : 0;
+        CHECK(tf_conv_init(&c, TF_INT64, TF_FLOAT64, 1, 9223372036854775808.0, n > 2, blank));
+        tf_convert(&c, s64, dst, n);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t u = get_be(s64 + 8 * i, 8);
+            double got;
+            memcpy(&got, dst + 8 * i, 8);
+            if (n > 2 && (int64_t)u == blank) { if (!isnan(got)) { CHECK(0); break; } }
+            else if (got != (double)(u ^ UINT64_C(1) << 63)) { CHECK(0); break; }
+        }
+        if (n > 5) {
+            double one, top;
+            memcpy(&one, dst + 40, 8);
+            memcpy(&top, dst + 8, 8);
+            CHECK(one == 1.0 && top == 9223372036854775808.0);
+        }
         /* int16 -> float32 with scale, zero and BLANK */
         unsigned char s16[N * 2];
         memcpy(s16, src, sizeof s16);
@@ -220,6 +261,8 @@ static void test_convert(void) {
     CHECK(!tf_conv_init(&c, TF_INT16, TF_INT8, 1, 0, 0, 0));
     CHECK(tf_dtype_size(TF_COMPLEX128) == 16 && tf_dtype_size(TF_DTYPE_AUTO) == 0);
     CHECK(strcmp(tf_dtype_name(TF_UINT16), "uint16") == 0);
+    CHECK(strcmp(tf_dtype_name(TF_UINT64), "uint64") == 0 && tf_dtype_size(TF_UINT64) == 8);
+    CHECK(!tf_conv_init(&c, TF_UINT64, TF_FLOAT32, 1, 0, 0, 0));
     CHECK(strcmp(tf_strerror(TF_EPOISONED), "TF_EPOISONED") == 0);
 }
 

@@ -41,7 +41,7 @@ int tf_conv_init(tf_conv *c, tf_dtype in, tf_dtype out, double scale, double zer
         return 1;
     }
     if ((in == TF_UINT8 && out == TF_INT8) || (in == TF_INT16 && out == TF_UINT16) ||
-        (in == TF_INT32 && out == TF_UINT32)) {
+        (in == TF_INT32 && out == TF_UINT32) || (in == TF_INT64 && out == TF_UINT64)) {
         c->kind = TF_CONV_FLIPSIGN;
         return 1;
     }
@@ -51,7 +51,8 @@ int tf_conv_init(tf_conv *c, tf_dtype in, tf_dtype out, double scale, double zer
     }
     if (out == TF_FLOAT32 || out == TF_FLOAT64) {
         c->kind = TF_CONV_SCALE;
-        return in != TF_INT8 && in != TF_UINT16 && in != TF_UINT32;
+        c->u64 = in == TF_INT64 && scale == 1.0 && zero == 9223372036854775808.0;
+        return in != TF_INT8 && in != TF_UINT16 && in != TF_UINT32 && in != TF_UINT64;
     }
     return 0;
 }
@@ -84,6 +85,11 @@ TF_MULTIVERSION static void flip16(void *p, size_t n) {
 TF_MULTIVERSION static void flip32(void *p, size_t n) {
     uint32_t *q = p;
     for (size_t i = 0; i < n; i++) q[i] = __builtin_bswap32(q[i]) ^ 0x80000000u;
+}
+
+TF_MULTIVERSION static void flip64(void *p, size_t n) {
+    uint64_t *q = p;
+    for (size_t i = 0; i < n; i++) q[i] = __builtin_bswap64(q[i]) ^ UINT64_C(0x8000000000000000);
 }
 
 TF_MULTIVERSION static void offset16(const void *restrict src, void *restrict dst, size_t n) {
@@ -147,6 +153,30 @@ static inline double load_f64(const void *s, size_t i) {
         for (size_t i = 0; i < n; i++) d[i] = (OUT_T)((double)LOAD(src, i) * scale + zero); \
     }
 
+/* Stored int64 with BSCALE 1 and BZERO 2^63 (uint64 data, read as a float
+ * on a torch without uint64): the unsigned value, rounded once, as cfitsio
+ * gives it. stored * 1 + 2^63 in double rounds twice: 1 came out 0, and
+ * above 2^53 one value in four differed in the last bit. BLANK is a
+ * stored value. */
+#define DEFINE_U64(name, OUT_T, NAN_V)                                                \
+    TF_MULTIVERSION static void name(const tf_conv *c, const void *restrict src,   \
+                                     void *restrict dst, size_t n) {                \
+        const uint64_t *s = src;                                                     \
+        OUT_T *d = dst;                                                              \
+        const uint64_t sign = UINT64_C(0x8000000000000000);                          \
+        if (c->has_blank) {                                                          \
+            const uint64_t blank = (uint64_t)c->blank;                               \
+            for (size_t i = 0; i < n; i++) {                                         \
+                uint64_t raw = __builtin_bswap64(s[i]);                              \
+                d[i] = raw == blank ? NAN_V : (OUT_T)(raw ^ sign);                   \
+            }                                                                        \
+        } else {                                                                     \
+            for (size_t i = 0; i < n; i++) d[i] = (OUT_T)(__builtin_bswap64(s[i]) ^ sign); \
+        }                                                                            \
+    }
+
+DEFINE_U64(u64_f32, float, NAN)
+DEFINE_U64(u64_f64, double, (double)NAN)
 DEFINE_SCALE(scale_u8_f32, LOAD_U8, float, NAN)
 DEFINE_SCALE(scale_i16_f32, LOAD_I16, float, NAN)
 DEFINE_SCALE(scale_i32_f64, LOAD_I32, double, (double)NAN)
@@ -176,7 +206,8 @@ void tf_convert(const tf_conv *c, const void *src, void *dst, size_t n) {
         switch (c->in_size) {
         case 1: flip8(dst, n); break;
         case 2: flip16(dst, n); break;
-        default: flip32(dst, n); break;
+        case 4: flip32(dst, n); break;
+        default: flip64(dst, n); break;
         }
         return;
     case TF_CONV_OFFSET:
@@ -189,7 +220,10 @@ void tf_convert(const tf_conv *c, const void *src, void *dst, size_t n) {
         case TF_UINT8: (f32 ? scale_u8_f32 : scale_u8_f64)(c, src, dst, n); return;
         case TF_INT16: (f32 ? scale_i16_f32 : scale_i16_f64)(c, src, dst, n); return;
         case TF_INT32: (f32 ? scale_i32_f32 : scale_i32_f64)(c, src, dst, n); return;
-        case TF_INT64: (f32 ? scale_i64_f32 : scale_i64_f64)(c, src, dst, n); return;
+        case TF_INT64:
+            if (c->u64) (f32 ? u64_f32 : u64_f64)(c, src, dst, n);
+            else (f32 ? scale_i64_f32 : scale_i64_f64)(c, src, dst, n);
+            return;
         case TF_FLOAT32: (f32 ? scale_f32_f32 : scale_f32_f64)(c, src, dst, n); return;
         case TF_FLOAT64: (f32 ? scale_f64_f32 : scale_f64_f64)(c, src, dst, n); return;
         default: return;

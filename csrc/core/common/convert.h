@@ -11,7 +11,7 @@
 
 typedef enum tf_conv_kind {
     TF_CONV_SWAP,     /* output type is the stored type: byte swap only */
-    TF_CONV_FLIPSIGN, /* same size, top bit flipped: u8->i8, i16->u16, i32->u32 */
+    TF_CONV_FLIPSIGN, /* same size, top bit flipped: u8->i8, i16->u16, i32->u32, i64->u64 */
     TF_CONV_OFFSET,   /* widen and add 2^(bits-1): i16->i32, i32->i64 */
     TF_CONV_SCALE     /* to float: stored * scale + zero in double, BLANK -> NaN */
 } tf_conv_kind;
@@ -23,6 +23,8 @@ typedef struct tf_conv {
     double scale, zero;
     int has_blank;
     int64_t blank;
+    int u64;               /* SCALE of int64 with scale 1, zero 2^63: the
+                              uint64 value rounded once, as cfitsio does */
 } tf_conv;
 
 /* Whether a conversion works in place (src == dst). */

@@ -98,6 +98,7 @@ static const struct { size_t size; const char *name; } dtype_table[TF_DTYPE_COUN
     [TF_INT64] = {8, "int64"},      [TF_FLOAT32] = {4, "float32"},
     [TF_FLOAT64] = {8, "float64"},  [TF_BOOL] = {1, "bool"},
     [TF_COMPLEX64] = {8, "complex64"}, [TF_COMPLEX128] = {16, "complex128"},
+    [TF_UINT64] = {8, "uint64"},
 };
 
 size_t tf_dtype_size(tf_dtype dtype) {
@@ -114,7 +115,7 @@ int tf_int_range(tf_dtype t, int64_t *lo, int64_t *hi) {
     case TF_INT32: *lo = INT32_MIN; *hi = INT32_MAX; return 1;
     case TF_UINT32: *lo = 0; *hi = UINT32_MAX; return 1;
     case TF_INT64: *lo = INT64_MIN; *hi = INT64_MAX; return 1;
-    default: return 0;
+    default: return 0; /* uint64 too: its range is no int64 pair */
     }
 }
 
@@ -152,6 +153,7 @@ int tf_cfitsio_type(tf_dtype dtype) {
     case TF_INT32: return TINT;
     case TF_UINT32: return TUINT;
     case TF_INT64: return TLONGLONG;
+    case TF_UINT64: return TULONGLONG;
     case TF_FLOAT32: return TFLOAT;
     case TF_FLOAT64: return TDOUBLE;
     case TF_COMPLEX64: return TCOMPLEX;

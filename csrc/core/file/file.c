@@ -552,7 +552,9 @@ tf_dtype tf_natural_dtype(int bitpix, double bscale, double bzero) {
         if (bscale == 1.0 && bzero == 2147483648.0) return TF_UINT32;
         return TF_FLOAT64;
     case LONGLONG_IMG:
-        return unscaled ? TF_INT64 : TF_FLOAT64;
+        if (unscaled) return TF_INT64;
+        if (bscale == 1.0 && bzero == 9223372036854775808.0) return TF_UINT64;
+        return TF_FLOAT64;
     case FLOAT_IMG: return TF_FLOAT32;
     case DOUBLE_IMG: return TF_FLOAT64;
     default: return TF_DTYPE_AUTO;

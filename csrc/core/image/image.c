@@ -48,9 +48,13 @@ typedef struct plan {
     int fast;               /* the fast path applies */
 } plan;
 
+/* Besides the natural dtype, what a torch without uint16/32/64 asks for:
+ * int32, int64 (both exact) and float64 (as BZERO 2^63 read before
+ * torch had uint64). */
 static int dtype_allowed(tf_dtype natural, tf_dtype want) {
     return want == natural || (natural == TF_UINT16 && want == TF_INT32) ||
-           (natural == TF_UINT32 && want == TF_INT64);
+           (natural == TF_UINT32 && want == TF_INT64) ||
+           (natural == TF_UINT64 && want == TF_FLOAT64);
 }
 
 static int make_plan(tf_file *f, int hdu, const tf_image_request *req, plan *p) {
@@ -132,6 +136,14 @@ static int make_plan(tf_file *f, int hdu, const tf_image_request *req, plan *p) 
 
     int st = 0;
     if (in->compressed) {
+        /* cfitsio (4.2 here, and 4.6 in fitsio 1.4) cannot decode 64-bit
+         * integer tiles: status 410 for integer outputs, and read as
+         * float64 it returned the stored bytes taken as doubles, silently.
+         * astropy 8 writes them (GZIP_1, GZIP_2); cfitsio does not. */
+        if (in->bitpix == LONGLONG_IMG)
+            return tf_fail(f, TF_EUNSUPPORTED, 0,
+                           "tile-compressed images of 64-bit integers (ZBITPIX = 64) are not "
+                           "supported: cfitsio cannot decode their tiles");
         int64_t bound;
         if (!tf_mul_ok(f->fp->Fptr->logfilesize + (1 << 20), MAX_COMPRESSION_RATIO, &bound) ||
             out_bytes > bound)

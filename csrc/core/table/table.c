@@ -818,7 +818,8 @@ int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_ou
         tf_dtype want_dtype = outs[i].dtype;
         if (want_dtype != TF_DTYPE_AUTO && want_dtype != ci->dtype) {
             GOTO_ERROR_IF(!((ci->dtype == TF_UINT16 && want_dtype == TF_INT32) ||
-                            (ci->dtype == TF_UINT32 && want_dtype == TF_INT64)),
+                            (ci->dtype == TF_UINT32 && want_dtype == TF_INT64) ||
+                            (ci->dtype == TF_UINT64 && want_dtype == TF_FLOAT64)),
                           f, TF_EINVAL, "column '%s': cannot read %s data as %s", ci->name,
                           tf_dtype_name(ci->dtype), tf_dtype_name(want_dtype));
             ci->dtype = want_dtype;
