@@ -244,10 +244,13 @@ int tf_wcs_axis(const tf_wcs *w, int i, const char **ctype, const char **cunit,
     if (crpix) *crpix = w->wcs.crpix[i];
     if (scale) {
         /* After wcsset, lin.piximg is CDELT*PC (or CD) in row-major order:
-         * world axis k, pixel axis i at [k*n + i]. */
+         * world axis k, pixel axis i at [k*n + i]. wcslib leaves it NULL
+         * when PC is unity: then it is CDELT alone. */
+        const struct linprm *lin = &w->wcs.lin;
         double s = 0;
         for (int k = 0; k < n; k++) {
-            double m = w->wcs.lin.piximg[k * n + i];
+            double m = lin->piximg ? lin->piximg[k * n + i]
+                                   : (k == i ? lin->cdelt[k] : 0.0);
             s += m * m;
         }
         *scale = sqrt(s);
