@@ -367,6 +367,26 @@ def test_wcs_info(tmp_path):
     np.testing.assert_allclose(i.corners.numpy(), w.calc_footprint(), rtol=0, atol=DEG_TOL)
 
 
+@pytest.mark.parametrize("kind", ["unity", "cd"])
+def test_wcs_info_scale(tmp_path, kind):
+    """Pixel scale without a PC matrix (wcslib keeps no product matrix
+    then) and from CDi_j."""
+    if kind == "unity":
+        w = awcs.WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [10.0, -5.0]
+        w.wcs.crpix = [5, 6]
+        w.wcs.cdelt = [-0.004, 0.003]
+        hdr = w.to_header()
+    else:
+        hdr, _, _ = _sip_header()
+    path = _write(tmp_path / f"{kind}.fits", hdr, (30, 40))
+    w = _wcs(fits.getheader(path))
+    i = tf.wcs_info(path, 0)
+    np.testing.assert_allclose(i.scale, awcs.utils.proj_plane_pixel_scales(w), rtol=1e-12)
+    np.testing.assert_allclose(i.corners.numpy(), w.calc_footprint(), rtol=0, atol=DEG_TOL)
+
+
 def test_torchscript(tmp_path):
     hdr, nx, ny = _header("ZEA")
     path = _write(tmp_path / "zea.fits", hdr, (ny, nx))
@@ -468,3 +488,79 @@ def test_sky_cutout_fill_and_errors(tmp_path):
     ra, dec = w.all_pix2world([[500.0, 500.0]], 0)[0]
     with pytest.raises(ValueError, match="overlap"):
         tf.read_sky_cutout(path, 0, ra, dec, 4)
+
+
+# ---- the catalogue Dataset ----
+
+def test_sky_cutout_dataset(tmp_path):
+    from astropy.coordinates import SkyCoord
+    from astropy.nddata import Cutout2D
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+    from torchfits_ops.data import SkyCutoutDataset
+
+    rng = np.random.default_rng(7)
+    bands, wcses, datas = [], [], []
+    for b, (dtype, compressed) in enumerate([(np.float32, False), (np.int16, True)]):
+        paths, ws, ds = [], [], []
+        for k, crval in enumerate([(150.0, 20.0), (150.25, 20.1)]):
+            w = awcs.WCS(naxis=2)
+            w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+            w.wcs.crval = list(crval)
+            w.wcs.crpix = [30.5 + b, 25.0 - k]
+            w.wcs.cdelt = [-0.005, 0.005]
+            data = rng.uniform(-100, 100, (52, 61)).astype(dtype)
+            path = str(tmp_path / f"b{b}_{k}.fits")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if compressed:
+                    fits.HDUList([fits.PrimaryHDU(),
+                                  fits.CompImageHDU(data=data, header=w.to_header(),
+                                                    compression_type="RICE_1",
+                                                    tile_shape=(8, 16))]).writeto(path)
+                else:
+                    fits.PrimaryHDU(data=data, header=w.to_header()).writeto(path)
+            paths.append(path)
+            ws.append(w)
+            ds.append(fits.getdata(path, 1 if compressed else 0))
+        bands.append(paths)
+        wcses.append(ws)
+        datas.append(ds)
+    pix = np.stack([rng.uniform(-20, 110, 80), rng.uniform(-15, 60, 80)], axis=1)
+    ra, dec = wcses[0][0].all_pix2world(pix, 0).T
+    cache = tmp_path / "index.pt"
+    ds = SkyCutoutDataset(ra, dec, {"g": bands[0], "r": bands[1]}, (9, 8), hdu=[0, 1],
+                          cache=cache)
+    assert cache.exists()
+    again = SkyCutoutDataset(ra, dec, {"g": bands[0], "r": bands[1]}, (9, 8), hdu=[0, 1],
+                          cache=cache)
+    assert torch.equal(again.index["image"], ds.index["image"])
+    n_cov = 0
+    for i in range(len(ds)):
+        x, cov = ds[i]
+        assert x.shape == (2, 9, 8) and x.dtype == torch.float32
+        for b in range(2):
+            # The policy, by astropy: the image where the source is
+            # farthest from an edge.
+            best, best_m = -1, 0.0
+            for k, w in enumerate(wcses[b]):
+                px, py = w.all_world2pix([[ra[i], dec[i]]], 0, tolerance=1e-12)[0]
+                m = min(px + 0.5, 61 - 0.5 - px, py + 0.5, 52 - 0.5 - py)
+                if m > best_m:
+                    best, best_m = k, m
+            assert bool(cov[b]) == (best >= 0)
+            if best < 0:
+                assert torch.isnan(x[b]).all()
+                continue
+            n_cov += 1
+            ref = Cutout2D(datas[b][best].astype(np.float32), SkyCoord(ra[i], dec[i], unit="deg"),
+                           (9, 8), wcs=wcses[b][best], mode="partial", fill_value=np.nan)
+            np.testing.assert_array_equal(x[b].numpy(), ref.data)
+    assert 40 < n_cov < 160
+    loader = DataLoader(ds, batch_size=16, num_workers=2)
+    xs = torch.cat([x for x, _ in loader])
+    assert xs.shape == (80, 2, 9, 8)
+    torch.testing.assert_close(xs[5], ds[5][0], equal_nan=True)
+    sampler = DistributedSampler(ds, num_replicas=2, rank=1, shuffle=False)
+    got = [i for i in sampler]
+    assert len(got) == 40
