@@ -462,6 +462,13 @@ def test_sky_cutout_matches_cutout2d(tmp_path, kind):
                     with pytest.raises(ValueError):
                         tf.read_sky_cutout(path, hdu, ra, dec, shape, mode=mode)
                     continue
+                if any(sl.stop <= sl.start for sl in ref.slices_original):
+                    # Older astropy (5.2) returns an all-fill cutout when
+                    # the region ends exactly at the image's first pixel;
+                    # astropy 8 (and we) raise NoOverlapError.
+                    with pytest.raises(ValueError, match="overlap"):
+                        tf.read_sky_cutout(path, hdu, ra, dec, shape, mode=mode)
+                    continue
                 out, mask = tf.read_sky_cutout(path, hdu, ra, dec, shape, mode=mode, return_mask=True)
                 np.testing.assert_array_equal(out.numpy(), ref.data)
                 assert out.dtype == torch.from_numpy(ref.data).dtype
