@@ -302,6 +302,21 @@ def test_rejected_keyword_is_named(tmp_path):
         tf.pixel_to_world(path, 0, torch.zeros(1, 2, dtype=torch.float64))
 
 
+def test_rejected_other_keyword_is_not_an_error(tmp_path):
+    """A rejected keyword that does not define the transformation (here a
+    bad MJD-OBS, in an extension with PCOUNT and GCOUNT) is ignored, as
+    astropy ignores it."""
+    hdr, nx, ny = _header("TAN")
+    hdr["MJD-OBS"] = "abc"
+    path = str(tmp_path / "ext.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((ny, nx), np.float32), header=hdr,
+                                                   name="SCI")]).writeto(path)
+    w = _wcs(fits.getheader(path, 1))
+    pix = _grid(nx, ny, 5)
+    ours = tf.pixel_to_world(path, "SCI", torch.from_numpy(pix)).numpy()
+    np.testing.assert_allclose(ours, w.all_pix2world(pix, 0), rtol=0, atol=DEG_TOL)
+
+
 def test_singular_matrix_is_named(tmp_path):
     # A zero row: exactly singular (wcslib's inversion lets roundoff pass
     # for a merely rank-deficient matrix, and then gives NaN).

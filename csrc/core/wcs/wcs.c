@@ -71,11 +71,19 @@ static int put_keyrec(char *rec, const char *key, const char *value, char type) 
 /* The keywords whose rejection by wcspih changes the transformation: a
  * rejected one is an error, not a silently dropped card (astropy warns). */
 static int core_keyword(const char *key) {
-    static const char *prefixes[] = {"CTYPE", "CRVAL", "CRPIX", "CDELT", "CD", "PC",
-                                     "PV", "PS", "CROTA", "CUNIT", "LONPOLE", "LATPOLE",
-                                     "A_", "B_", "AP_", "BP_", "DP", "DQ", "CPDIS", "CQDIS"};
-    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
-        if (strncmp(key, prefixes[i], strlen(prefixes[i])) == 0) return 1;
+    /* Each followed by a digit (an axis or index), so that PCOUNT or
+     * PSCAL1 are not taken for PCi_j or PSi_m. */
+    static const char *indexed[] = {"CTYPE", "CRVAL", "CRPIX", "CDELT", "CD", "PC",
+                                    "PV", "PS", "CROTA", "CUNIT", "A_", "B_", "AP_", "BP_",
+                                    "DP", "DQ", "CPDIS", "CQDIS"};
+    for (size_t i = 0; i < sizeof indexed / sizeof *indexed; i++) {
+        size_t n = strlen(indexed[i]);
+        if (strncmp(key, indexed[i], n) == 0 && key[n] >= '0' && key[n] <= '9') return 1;
+    }
+    /* LONPOLE, LATPOLE, and with an alternate letter. */
+    if ((strncmp(key, "LONPOLE", 7) == 0 || strncmp(key, "LATPOLE", 7) == 0) &&
+        (key[7] == 0 || (key[7] >= 'A' && key[7] <= 'Z' && key[8] == 0)))
+        return 1;
     return 0;
 }
 
