@@ -149,3 +149,30 @@ TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
   m.impl("table_info", TORCH_FN(torchfits::table_info));
   m.impl("table_info.name", TORCH_FN(torchfits::table_info_name));
 }
+
+// ---- Sky coordinates (issue 21), through wcslib ----
+// world and pixel are float64 [N, naxis] in the WCS's axis order; pixel
+// coordinates are 0-based (the centre of the first pixel is 0), as
+// astropy's all_world2pix / all_pix2world with origin 0. alt: "" for the
+// primary WCS, or a letter A-Z. Points outside the projection give NaN.
+// Large N runs on several threads (the "threads" option).
+TORCH_LIBRARY_FRAGMENT(torchfits, m) {
+  m.def("world_to_pixel(str path, int hdu, Tensor world, str alt=\"\") -> Tensor");
+  m.def("pixel_to_world(str path, int hdu, Tensor pixel, str alt=\"\") -> Tensor");
+  // CTYPE, CUNIT, CRVAL, CRPIX (1-based, as stored), pixel scale per pixel
+  // axis (CUNIT per pixel), image NAXISn (FITS order), and the world
+  // coordinates of the centres of the 4 corner pixels [4, naxis] (astropy's
+  // calc_footprint order; [0, naxis] when the HDU has no matching image).
+  m.def(
+      "wcs_info(str path, int hdu=0, str alt=\"\") -> (str[], str[], float[], float[], "
+      "float[], int[], Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(torchfits, CPU, m) {
+  m.impl("world_to_pixel", TORCH_FN(torchfits::world_to_pixel));
+  m.impl("pixel_to_world", TORCH_FN(torchfits::pixel_to_world));
+}
+
+TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
+  m.impl("wcs_info", TORCH_FN(torchfits::wcs_info));
+}

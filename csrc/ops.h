@@ -87,6 +87,20 @@ TableInfo table_info_name(const std::string& path, const std::string& hdu, int64
 int64_t set_option(const std::string& name, int64_t value);
 int64_t get_option(const std::string& name);
 
+// wcs_ops.cpp: sky coordinates through wcslib. world and pixel are float64
+// [N, naxis]; pixel coordinates are 0-based (astropy's origin 0); alt is ""
+// for the primary WCS or a letter A-Z.
+at::Tensor world_to_pixel(const std::string& path, int64_t hdu, const at::Tensor& world,
+                          const std::string& alt);
+at::Tensor pixel_to_world(const std::string& path, int64_t hdu, const at::Tensor& pixel,
+                          const std::string& alt);
+// (CTYPE, CUNIT, CRVAL, CRPIX, pixel scale per pixel axis, image shape in
+// FITS order (NAXISn), footprint corners float64 [4, naxis])
+using WcsInfo = std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<double>,
+                           std::vector<double>, std::vector<double>, std::vector<int64_t>,
+                           at::Tensor>;
+WcsInfo wcs_info(const std::string& path, int64_t hdu, const std::string& alt);
+
 // The kernels on a handle already open: for the File class.
 InfoTuple info_open(tf_file* f);
 at::Tensor read_open(tf_file* f, int64_t hdu, bool raw);

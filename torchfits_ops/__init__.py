@@ -41,6 +41,11 @@ __all__ = [
     "set_unpack_max_mb",
     "options",
     "table_info",
+    "WCSInfo",
+    "pixel_to_world",
+    "read_sky_cutout",
+    "wcs_info",
+    "world_to_pixel",
 ]
 
 __version__ = "0.1.0"
@@ -479,6 +484,8 @@ class ImageHDU(HDU):
 
 # Tables live in table.py; it imports the helpers above.
 from .table import ColumnInfo, TableHDU, read_table, read_table_nulls, table_info  # noqa: E402
+# Sky coordinates (WCS through wcslib) live in wcs.py.
+from .wcs import WCSInfo, pixel_to_world, read_sky_cutout, wcs_info, world_to_pixel  # noqa: E402
 
 
 class FitsFile:

@@ -32,6 +32,7 @@ from torch.utils.data._utils.collate import default_collate
 from . import PathLike, _call, _fspath, _ops, info
 
 __all__ = [
+    "SkyCutoutDataset",
     "FitsCutoutDataset",
     "FitsDataset",
     "FitsIterableDataset",
@@ -460,3 +461,6 @@ class FitsIterableDataset(IterableDataset):
         order = self.shard_indices()
         for i in range(0, len(order), self.read_ahead):
             yield from self.maps.__getitems__(order[i:i + self.read_ahead])
+
+# The catalogue-driven multi-band cutout Dataset lives in catalog.py.
+from .catalog import SkyCutoutDataset  # noqa: E402

@@ -257,6 +257,53 @@ int tf_header_load(tf_file *f, int hdu, int *ncards);
 int tf_header_card(const tf_file *f, int i, const char **key,
                    const char **value, const char **comment, char *type);
 
+/* ---- sky coordinates: an HDU's WCS through wcslib (wcs/) ---- */
+
+/* An HDU's world coordinate system: wcslib's wcsprm, built from the header
+ * cards the core parsed (tf_header_load), never from the file by wcslib. */
+typedef struct tf_wcs tf_wcs;
+
+/**
+ * Parse the WCS of HDU `hdu` (alt: "" or " " for the primary WCS, or a
+ * letter A-Z) with wcslib's wcspih, apply wcsfix's fixes as astropy.wcs
+ * does by default, and wcsset it. A WCS keyword wcslib rejects, or a
+ * description it cannot set up, gives TF_EINVAL with a message naming the
+ * keyword; an HDU without that WCS gives TF_EINVAL too. The handle's
+ * header cache is reused (the last tf_header_load is replaced).
+ * Free with tf_wcs_free.
+ */
+int tf_wcs_load(tf_file *f, int hdu, const char *alt, tf_wcs **out);
+
+/** Release a tf_wcs. Accepts NULL. */
+void tf_wcs_free(tf_wcs *w);
+
+/** Number of WCS axes (the columns of the coordinate arrays). */
+int tf_wcs_naxis(const tf_wcs *w);
+
+/** The axis sizes (NAXISn, FITS order) of the image the WCS belongs to;
+ *  *n is 0 for an HDU without data. At most TF_MAX_DIMS. */
+void tf_wcs_image_shape(const tf_wcs *w, int *n, int64_t *naxisn);
+
+/** Axis i: CTYPE, CUNIT, CRVAL, CRPIX (1-based, as stored), and the pixel
+ *  scale of pixel axis i: the length of column i of CDELT*PC (CD), over
+ *  every world axis. Pointers stay owned by `w`. */
+int tf_wcs_axis(const tf_wcs *w, int i, const char **ctype, const char **cunit,
+                double *crval, double *crpix, double *scale);
+
+/**
+ * Transform n points, row-major [n, naxis] doubles, from pixel to world
+ * (to_world = 1, wcslib's wcsp2s) or world to pixel (wcss2p). Pixel
+ * coordinates are 0-based: the centre of the first pixel is 0, as in
+ * astropy's wcs_pix2world(..., 0). Distortions that wcslib knows (SIP and
+ * TPV, read from the header) are applied. A point wcslib finds invalid
+ * (outside the projection) gives a row of NaN. Large n is split over up to
+ * `threads` threads (0: automatic), each with its own copy of the wcsprm.
+ * Errors go to f's message (f is only used for that). `in` and `out` may
+ * not overlap.
+ */
+int tf_wcs_transform(tf_file *f, const tf_wcs *w, int to_world, const double *in,
+                     double *out, int64_t n, int threads);
+
 /* ---- batch reads: the same HDU (or region) of many files ---- */
 
 /**
