@@ -41,6 +41,10 @@ __all__ = [
     "set_unpack_max_mb",
     "options",
     "table_info",
+    "ChecksumStatus",
+    "verify_checksum",
+    "write",
+    "write_table",
 ]
 
 __version__ = "0.1.0"
@@ -479,6 +483,8 @@ class ImageHDU(HDU):
 
 # Tables live in table.py; it imports the helpers above.
 from .table import ColumnInfo, TableHDU, read_table, read_table_nulls, table_info  # noqa: E402
+# Writing lives in write.py; it imports the helpers above.
+from .write import ChecksumStatus, verify_checksum, write, write_table  # noqa: E402
 
 
 class FitsFile:

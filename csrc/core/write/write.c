@@ -295,9 +295,22 @@ static int write_card(tf_writer *w, int i, const tf_write_card *c, int is_float,
             } while (left > 0 && st <= 0);
         }
         break;
-    case 'C':
+    case 'C': {
+        /* A value that needs CONTINUE cards (quotes count twice) gets the
+         * LONGSTRN keyword that fitsverify asks for, once per header. */
+        size_t len = 0;
+        for (const char *v = c->value; *v; v++) len += *v == '\'' ? 2 : 1;
+        if (len > 68) {
+            char existing[FLEN_CARD];
+            int st2 = 0;
+            if (fits_read_card(w->fp, "LONGSTRN", existing, &st2) == KEY_NO_EXIST)
+                fits_write_key_str(w->fp, "LONGSTRN", "OGIP 1.0",
+                                   "The OGIP long string convention may be used", &st);
+            fits_clear_errmsg();
+        }
         fits_write_key_longstr(w->fp, name, c->value, comment, &st);
         break;
+    }
     case 'U':
         fits_write_key_null(w->fp, name, comment, &st);
         break;
@@ -329,6 +342,16 @@ static int write_card(tf_writer *w, int i, const tf_write_card *c, int is_float,
         return wfail(w, TF_EINVAL, st, "header key '%s' (card %d) could not be written", key, i);
     }
     return TF_OK;
+}
+
+/* cfitsio writes two COMMENT cards of its own into a primary header ("FITS
+ * (Flexible Image Transport System) format is defined in ..."); the user's
+ * header should hold only what the user gave. Called right after the
+ * primary is created, when those are its only COMMENT cards. */
+static void drop_cfitsio_comments(fitsfile *fp) {
+    int st = 0;
+    while (st == 0) fits_delete_key(fp, "COMMENT", &st);
+    fits_clear_errmsg();
 }
 
 /* ---- images ---- */
@@ -417,6 +440,10 @@ static int check_image(tf_writer *w, const tf_write_image *img, const tf_write_c
                   wtypes[img->dtype].is_float && img->codec != TF_CODEC_GZIP_1 &&
                   img->codec != TF_CODEC_GZIP_2),
                 w, TF_EINVAL, "HDU %d: quantize_level 0 (lossless floats) needs GZIP_1 or GZIP_2", h);
+        W_CHECK(img->codec != TF_CODEC_HCOMPRESS_1 || img->quantize_method != 2 ||
+                    !wtypes[img->dtype].is_float,
+                w, TF_EINVAL, "HDU %d: HCOMPRESS_1 does not take SUBTRACTIVE_DITHER_2 "
+                "(cfitsio would use SUBTRACTIVE_DITHER_1)", h);
         W_CHECK(img->codec != TF_CODEC_HCOMPRESS_1 || img->ndim >= 2, w, TF_EINVAL,
                 "HDU %d: HCOMPRESS_1 needs an image of 2 or more axes", h);
     }
@@ -438,6 +465,7 @@ int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_
     if (img->codec && w->nhdu == 0) {
         fits_create_img(w->fp, BYTE_IMG, 0, NULL, &st);
         W_CFITSIO(st, w, "HDU 0: cannot write the empty primary HDU");
+        drop_cfitsio_comments(w->fp);
         w->nhdu++;
     }
     if (img->codec) {
@@ -451,6 +479,7 @@ int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_
     int st2 = 0;
     if (img->codec) fits_set_compression_type(w->fp, 0, &st2);
     W_CFITSIO(st, w, "HDU %d: cannot create the image", w->nhdu);
+    if (w->nhdu == 0) drop_cfitsio_comments(w->fp);
     for (int i = 0; i < ncards; i++) {
         rc = write_card(w, i, &cards[i], is_float, img->codec != TF_CODEC_NONE);
         if (rc) {
@@ -592,6 +621,7 @@ int tf_writer_commit(tf_writer *w, int64_t *bytes) {
         int st = 0;
         fits_create_img(w->fp, BYTE_IMG, 0, NULL, &st);
         W_CFITSIO(st, w, "HDU 0: cannot write the empty primary HDU");
+        drop_cfitsio_comments(w->fp);
         w->nhdu = 1;
     }
     int st = 0;
@@ -602,6 +632,9 @@ int tf_writer_commit(tf_writer *w, int64_t *bytes) {
             W_CFITSIO(st, w, "HDU %d: cannot write CHECKSUM", h - 1);
         }
     }
+    /* The flush closes the current HDU properly (a compressed image's heap
+     * and PCOUNT are only final then), so that its end is the file's. */
+    fits_flush_file(w->fp, &st);
     fits_movabs_hdu(w->fp, w->nhdu, NULL, &st);
     LONGLONG head = 0, data = 0, end = 0;
     fits_get_hduaddrll(w->fp, &head, &data, &end, &st);
@@ -752,8 +785,9 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
     char **ttype = calloc((size_t)ncols + 1, sizeof *ttype);
     char **tunit = calloc((size_t)ncols + 1, sizeof *tunit);
     int64_t *offset = calloc((size_t)ncols + 1, sizeof *offset);
+    char **tformp = calloc((size_t)ncols + 1, sizeof *tformp);
     int rc = TF_OK;
-    if (!tform || !ttype || !tunit || !offset) {
+    if (!tform || !ttype || !tunit || !offset || !tformp) {
         rc = wfail(w, TF_ENOMEM, 0, "out of memory");
         goto done;
     }
@@ -768,6 +802,7 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
          * bytes there (no C-string parsing, a NUL is kept). */
         offset[c + 1] = offset[c] + rep * (int64_t)(cols[c].kind == TF_WCOL_NUMBER
                                                      ? wtypes[cols[c].dtype].size : 1);
+        tformp[c] = tform[c];
         ttype[c] = (char *)(cols[c].name ? cols[c].name : "");
         tunit[c] = (char *)(cols[c].unit ? cols[c].unit : "");
     }
@@ -781,9 +816,10 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
             rc = wfail(w, TF_EINVAL, st, "HDU 0: cannot write the empty primary HDU");
             goto done;
         }
+        drop_cfitsio_comments(w->fp);
         w->nhdu++;
     }
-    fits_create_tbl(w->fp, BINARY_TBL, (LONGLONG)nrows, ncols, ttype, (char **)tform, tunit, NULL,
+    fits_create_tbl(w->fp, BINARY_TBL, (LONGLONG)nrows, ncols, ttype, tformp, tunit, NULL,
                     &st);
     if (st > 0) {
         w->failed = 1;
@@ -847,5 +883,6 @@ done:
     free(ttype);
     free(tunit);
     free(offset);
+    free(tformp);
     return rc;
 }
