@@ -618,3 +618,29 @@ def test_scripted_write(tmp_path):
     assert save(str(p), x) == os.path.getsize(p)
     assert torch.equal(tf.read(p), x * 2)
     assert tf.read_header(p)["OBJECT"] == "scripted"
+
+
+# ---- DataLoader workers ----
+
+class _WritingDataset(torch.utils.data.Dataset):
+    def __init__(self, folder):
+        self.folder = folder
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        t = torch.full((16, 16), float(i))
+        return tf.write(os.path.join(self.folder, f"w{i}.fits"), t, {"INDEX": i})
+
+
+def test_dataloader_workers_write_distinct_files(tmp_path):
+    loader = torch.utils.data.DataLoader(_WritingDataset(str(tmp_path)), batch_size=None,
+                                         num_workers=2)
+    sizes = list(loader)
+    assert len(sizes) == 6
+    for i in range(6):
+        p = tmp_path / f"w{i}.fits"
+        assert torch.equal(tf.read(p), torch.full((16, 16), float(i)))
+        assert tf.read_header(p)["INDEX"] == i
+    assert sorted(os.listdir(tmp_path)) == sorted(f"w{i}.fits" for i in range(6))
