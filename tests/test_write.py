@@ -481,6 +481,9 @@ def test_lossless_float_gzip(tmp_path):
 def test_same_quantization_as_fitsio(tmp_path):
     """fitsio (cfitsio) writing with the same parameters and seed quantizes
     to the same values."""
+    import inspect
+    if "dither_seed" not in inspect.signature(fitsio.FITS.write).parameters:
+        pytest.skip(f"fitsio {fitsio.__version__} cannot set the dither seed")
     g = np.random.default_rng(8)
     a = (g.standard_normal((50, 40)) * 3).astype(np.float32)
     ours = tmp_path / "ours.fits"
