@@ -282,6 +282,8 @@ def test_bad_headers(tmp_path, header, match, exc):
     (dict(data=torch.zeros(4, dtype=torch.int64), compress="RICE_1"), "64-bit", NotImplementedError),
     (dict(data=torch.zeros(4), compress="HCOMPRESS_1"), "HCOMPRESS_1", ValueError),
     (dict(data=torch.zeros(4), overwrite=1), "overwrite", TypeError),
+    (dict(data=torch.zeros(4, 4), tile=[2, 2]), "tile apply only with compress", ValueError),
+    (dict(data=torch.zeros(4, 4), quantize_level=2.0), "only with compress", ValueError),
     (dict(data=torch.zeros(4), checksum="yes"), "checksum", TypeError),
 ])
 def test_bad_arguments(tmp_path, kwargs, match, exc):
@@ -313,6 +315,26 @@ def test_overwrite(tmp_path):
     tf.write(p, torch.ones(3), overwrite=True)
     assert torch.equal(tf.read(p), torch.ones(3))
     assert sorted(os.listdir(tmp_path)) == ["o.fits"]
+
+
+def test_bytes_and_non_utf8_paths(tmp_path):
+    p = os.path.join(os.fsencode(tmp_path), b"caf\xe9.fits")
+    tf.write(p, torch.arange(3, dtype=torch.int16))
+    assert torch.equal(tf.read(p), torch.arange(3, dtype=torch.int16))
+    assert os.listdir(os.fsencode(tmp_path)) == [b"caf\xe9.fits"]
+    with pytest.raises(FileExistsError):
+        tf.write(os.fsdecode(p), torch.zeros(2))
+
+
+def test_replace_keeps_open_readers_on_the_old_file(tmp_path):
+    """overwrite=True renames a new file into place: a handle open on the
+    old file still reads the old data."""
+    p = tmp_path / "r.fits"
+    tf.write(p, torch.zeros(4, 4))
+    with tf.open(p) as f:
+        tf.write(p, torch.ones(4, 4), overwrite=True)
+        assert torch.equal(f[0].read(), torch.zeros(4, 4))
+    assert torch.equal(tf.read(p), torch.ones(4, 4))
 
 
 def test_mode_follows_umask(tmp_path):

@@ -256,6 +256,10 @@ def write(path: PathLike, data: Union[ImageData, Sequence[Any]], header: Header 
         codec = codec.upper()
         if codec and t is None:
             raise ValueError(f"{where}: compress needs data")
+        if not codec and t is not None:
+            given = [name for name in _OPTS[1:] if opt[name] is not None]
+            if given:
+                raise ValueError(f"{where}: {', '.join(given)} apply only with compress")
         codecs.append(codec)
         tl = opt["tile"]
         if tl is not None:
