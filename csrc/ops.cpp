@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "ops.h"
+#include "write_ops.h"
 
 TORCH_LIBRARY(torchfits, m) {
   // Images. hdu is 0-based; the .name overloads take EXTNAME (and EXTVER,
@@ -44,7 +45,7 @@ TORCH_LIBRARY(torchfits, m) {
   // tile-compressed.
   m.def("info(str path) -> (str[], int[][], str[], str[], int[], int[], bool[])");
 
-  // ---- Data loading (issue 6) ----
+  // ---- Data loading ----
   // Reads into a tensor the caller gives (a pinned buffer, a slice of a
   // batch): CPU, contiguous, exactly the read's dtype and shape, else a
   // ValueError/TypeError. Nothing is allocated for the output. Mutating
@@ -150,7 +151,7 @@ TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
   m.impl("table_info.name", TORCH_FN(torchfits::table_info_name));
 }
 
-// ---- Sky coordinates (issue 21), through wcslib ----
+// ---- Sky coordinates, through wcslib ----
 // world and pixel are float64 [N, naxis] in the WCS's axis order; pixel
 // coordinates are 0-based (the centre of the first pixel is 0), as
 // astropy's all_world2pix / all_pix2world with origin 0. alt: "" for the
@@ -175,4 +176,52 @@ TORCH_LIBRARY_IMPL(torchfits, CPU, m) {
 
 TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
   m.impl("wcs_info", TORCH_FN(torchfits::wcs_info));
+}
+
+// ---- Writing ----
+// The file is built in memory by cfitsio and then written to a temporary
+// file beside the target, fsynced and renamed into place (csrc/core/write/):
+// an error at any point leaves no file under the name and an existing one
+// untouched. data holds one image HDU per entry (None: an HDU without data,
+// e.g. an empty primary); a compressed first image gets an empty primary
+// before it. Header cards come flattened: ncards[h] cards for HDU h, each a
+// key, a value as text, a comment and a one-letter type (C L I F U H, as
+// read_header_cards gives them). Structural keywords are refused. The
+// per-HDU compression lists are empty (no compression, defaults) or hold
+// one entry per HDU: compress "" or RICE_1, GZIP_1, GZIP_2, HCOMPRESS_1,
+// PLIO_1; tile shapes in C order; quantize_level;
+// quantize_method (-1 NO_DITHER, 1 SUBTRACTIVE_DITHER_1, 2
+// SUBTRACTIVE_DITHER_2); dither_seed (0: from the clock, 1..10000);
+// hcomp_scale; the tiles flattened, tile_ndim[h] axes each (0: cfitsio's
+// row tiles). checksum writes CHECKSUM and DATASUM. Returns the bytes
+// written. Registered under BackendSelect like the reads, so that a tensor
+// on any device reaches the one kernel, which copies it to the CPU; and
+// with CONSERVATIVE alias analysis: the op's effect is the file, and
+// TorchScript must not drop a call whose result goes unused.
+TORCH_LIBRARY_FRAGMENT(torchfits, m) {
+  m.def(torch::schema(
+      "write(str path, Tensor?[] data, int[] ncards, str[] keys, str[] values, "
+      "str[] comments, str[] types, bool overwrite=False, bool checksum=False, "
+      "str[]? compress=None, int[] tile=[], int[] tile_ndim=[], float[] quantize_level=[], "
+      "int[] quantize_method=[], int[] dither_seed=[], float[] hcomp_scale=[]) -> int",
+      c10::AliasAnalysisKind::CONSERVATIVE));
+  // An empty primary HDU and one binary table: columns [rows, *cell]
+  // (TDIM for cells of 2 or more axes), named by names; kinds per column:
+  // "" from the dtype (bool as L, uint16/uint32/uint64/int8 with TZERO),
+  // or "A" for uint8 [rows, *, width] characters; units as TUNIT. The
+  // header cards as for write, for the table's HDU.
+  m.def(torch::schema(
+      "write_table(str path, str[] names, Tensor[] columns, str[] kinds, str[] units, "
+      "str[] keys, str[] values, str[] comments, str[] types, bool overwrite=False, "
+      "bool checksum=False) -> int",
+      c10::AliasAnalysisKind::CONSERVATIVE));
+  // Per HDU of any FITS file: DATASUM and CHECKSUM status, each 1 (matches),
+  // 0 (keyword absent) or -1 (does not match), as fits_verify_chksum.
+  m.def("verify_checksum(str path) -> (int[], int[])");
+}
+
+TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
+  m.impl("write", TORCH_FN(torchfits::write));
+  m.impl("write_table", TORCH_FN(torchfits::write_table));
+  m.impl("verify_checksum", TORCH_FN(torchfits::verify_checksum));
 }

@@ -46,6 +46,10 @@ __all__ = [
     "read_sky_cutout",
     "wcs_info",
     "world_to_pixel",
+    "ChecksumStatus",
+    "verify_checksum",
+    "write",
+    "write_table",
 ]
 
 __version__ = "0.1.0"
@@ -486,6 +490,8 @@ class ImageHDU(HDU):
 from .table import ColumnInfo, TableHDU, read_table, read_table_nulls, table_info  # noqa: E402
 # Sky coordinates (WCS through wcslib) live in wcs.py.
 from .wcs import WCSInfo, pixel_to_world, read_sky_cutout, wcs_info, world_to_pixel  # noqa: E402
+# Writing lives in write.py; it imports the helpers above.
+from .write import ChecksumStatus, verify_checksum, write, write_table  # noqa: E402
 
 
 class FitsFile:

@@ -421,6 +421,150 @@ typedef struct tf_table_out {
 int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_out *outs,
                   int nouts, tf_read_path path);
 
+
+/* ---- writing (csrc/core/write/) ---- */
+
+/*
+ * A tf_writer builds a whole FITS file in memory with cfitsio
+ * (fits_create_memfile: cfitsio never sees the caller's path), then
+ * tf_writer_commit writes the bytes to a new temporary file in the target's
+ * directory (O_CREAT|O_EXCL, mode 0666 less the umask), fsyncs it and
+ * renames it into place. On any error the temporary file is removed and an
+ * existing target is left as it was. Create with tf_writer_create, add HDUs
+ * in order, commit, and always tf_writer_free (which discards an
+ * uncommitted file). One writer must not be used by two threads at once;
+ * separate writers are independent.
+ */
+typedef struct tf_writer tf_writer;
+
+/* Element types a writer takes (the write side has uint64 and int8). */
+typedef enum tf_wtype {
+    TF_W_UINT8 = 0,   /* BITPIX 8 */
+    TF_W_INT8,        /* BITPIX 8, BZERO -128 */
+    TF_W_INT16,       /* BITPIX 16 */
+    TF_W_UINT16,      /* BITPIX 16, BZERO 32768 */
+    TF_W_INT32,       /* BITPIX 32 */
+    TF_W_UINT32,      /* BITPIX 32, BZERO 2147483648 */
+    TF_W_INT64,       /* BITPIX 64 */
+    TF_W_UINT64,      /* BITPIX 64, BZERO 9223372036854775808 */
+    TF_W_FLOAT32,     /* BITPIX -32 */
+    TF_W_FLOAT64,     /* BITPIX -64 */
+    TF_W_COUNT
+} tf_wtype;
+
+/* Tile compression of an image HDU (cfitsio's own compressor). */
+typedef enum tf_codec {
+    TF_CODEC_NONE = 0,
+    TF_CODEC_RICE_1,
+    TF_CODEC_GZIP_1,
+    TF_CODEC_GZIP_2,
+    TF_CODEC_HCOMPRESS_1,
+    TF_CODEC_PLIO_1
+} tf_codec;
+
+/* One header card to write. type as tf_card_type: 'C' string (long ones
+ * continued with CONTINUE), 'L' ("T"/"F"), 'I' (a decimal integer), 'F' (a
+ * finite number as FITS writes it: digits, '.', 'E'), 'U' (no value), 'H'
+ * commentary (key COMMENT, HISTORY or "": value is the text, split over
+ * cards as needed). A key longer than 8 characters, or with a blank or a
+ * lower-case letter, is written behind HIERARCH (a leading "HIERARCH " is
+ * taken off first). Structural keywords are refused (TF_EINVAL naming the
+ * key): SIMPLE, XTENSION, BITPIX, NAXIS, NAXISn, EXTEND, PCOUNT, GCOUNT,
+ * BSCALE, BZERO, END, CHECKSUM, DATASUM, the tile-compression Z* keywords,
+ * table column keywords (TFIELDS, TTYPEn, TFORMn, ...), and BLANK on a
+ * floating-point or compressed image. */
+typedef struct tf_write_card {
+    const char *key;
+    const char *value;
+    const char *comment;  /* NULL or "" for none */
+    char type;
+} tf_write_card;
+
+/* An image HDU to add. Zero-initialise, then set what you need. */
+typedef struct tf_write_image {
+    tf_wtype dtype;
+    int ndim;                     /* 0: no data (an empty primary or extension) */
+    int64_t shape[TF_MAX_DIMS];   /* C order, each >= 1 */
+    const void *data;             /* C-contiguous, native byte order; not modified */
+    size_t nbytes;                /* exactly prod(shape) * element size */
+    tf_codec codec;
+    int tile_ndim;                /* 0: cfitsio's default tiles (one row each) */
+    int64_t tile[TF_MAX_DIMS];    /* C order, as many as ndim */
+    int set_quantize_level;       /* 1: use quantize_level (floats); else 4 */
+    float quantize_level;         /* > 0: noise / level; < 0: absolute step;
+                                     0: lossless (GZIP codecs only) */
+    int quantize_method;          /* 0 or 1: SUBTRACTIVE_DITHER_1 (cfitsio's
+                                     default), 2: SUBTRACTIVE_DITHER_2,
+                                     -1: NO_DITHER */
+    int dither_seed;              /* 0: cfitsio's clock-based seed; 1..10000 */
+    float hcomp_scale;            /* HCOMPRESS_1 only; 0: lossless */
+    int hcomp_smooth;
+} tf_write_image;
+
+/** Start a file for `path`. Checks at once, before anything is built, that
+ *  the directory exists and (overwrite == 0) that no file has the name.
+ *  @return TF_OK, TF_EINVAL, TF_EOPEN ("File exists", "No such file..."),
+ *  TF_ENOMEM. *w is set even on failure (for the message) unless NULL. */
+int tf_writer_create(tf_writer **w, const char *path, int overwrite);
+
+/** Add an image HDU with its header cards. A compressed image as the first
+ *  HDU gets an empty primary HDU before it (FITS keeps compressed images in
+ *  extensions). Nothing touches the disk. @return TF_OK, TF_EINVAL (a bad
+ *  argument or card, named), TF_EBUFSIZE, TF_ENOMEM, TF_EUNSUPPORTED. */
+int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_card *cards,
+                        int ncards);
+
+/* A binary-table column to add. */
+typedef enum tf_wcol_kind {
+    TF_WCOL_NUMBER = 0,  /* dtype's values: TFORM B (uint8), I, J, K, E, D; int8,
+                            uint16, uint32, uint64 with TZERO as FITS defines */
+    TF_WCOL_BOOL,        /* uint8 0/1 as L */
+    TF_WCOL_STRING       /* uint8 characters as A; the last axis of shape is
+                            the width */
+} tf_wcol_kind;
+
+typedef struct tf_write_column {
+    const char *name;             /* TTYPE; NULL or "" for none */
+    const char *unit;             /* TUNIT; NULL or "" for none */
+    tf_wcol_kind kind;
+    tf_wtype dtype;               /* TF_WCOL_NUMBER; else uint8 */
+    int ndim;                     /* per-row shape, C order: 0 one value per row;
+                                     2 or more also writes TDIM */
+    int64_t shape[TF_MAX_DIMS];
+    const void *data;             /* [nrows, *shape], C-contiguous, native order */
+    size_t nbytes;
+} tf_write_column;
+
+/** Add a binary-table HDU of nrows rows (an empty primary first when it is
+ *  the first HDU). Same card rules as images. */
+int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols, int ncols,
+                        const tf_write_card *cards, int ncards);
+
+/** Write CHECKSUM and DATASUM into every HDU at commit (on != 0). */
+int tf_writer_set_checksum(tf_writer *w, int on);
+
+/** Write the file: temporary file, fsync, rename (or, without overwrite,
+ *  link so that a file made meanwhile is not replaced). *bytes (may be NULL)
+ *  gets the file's size. @return TF_OK, TF_EOPEN, TF_EIO (disk full, a
+ *  size limit; the target is untouched), TF_ENOMEM. */
+int tf_writer_commit(tf_writer *w, int64_t *bytes);
+
+/** The last error's message (names the path and the HDU). Never NULL. */
+const char *tf_writer_errmsg(const tf_writer *w);
+
+/** Discard and free. Accepts NULL. */
+void tf_writer_free(tf_writer *w);
+
+/**
+ * Verify CHECKSUM and DATASUM of every HDU of the file at `path` (read into
+ * memory; cfitsio parses the bytes, never the path). Per HDU, datasum[i] and
+ * hdusum[i] are 1 (matches), 0 (keyword absent) or -1 (does not match), as
+ * fits_verify_chksum reports them. *n gets the number of HDUs; at most max
+ * are stored. errmsg (errlen bytes) gets the message on failure.
+ */
+int tf_verify_checksums(const char *path, int *n, int *datasum, int *hdusum, int max,
+                        char *errmsg, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif
