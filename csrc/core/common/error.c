@@ -123,25 +123,6 @@ const char *tf_dtype_name(tf_dtype dtype) {
     return dtype_table[dtype].name;
 }
 
-int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off) {
-    char *p = buf;
-    while (n > 0) {
-        ssize_t got = pread(f->fd, p, n, (off_t)off);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            return tf_fail(f, TF_EIO, 0, "read of %zu bytes at offset %lld failed: %s",
-                           n, (long long)off, strerror(errno));
-        }
-        if (got == 0)
-            return tf_fail(f, TF_ECORRUPT, 0, "file is truncated: data ends at byte %lld",
-                           (long long)off);
-        p += got;
-        n -= (size_t)got;
-        off += got;
-    }
-    return TF_OK;
-}
-
 int tf_cfitsio_type(tf_dtype dtype) {
     switch (dtype) {
     case TF_BOOL: return TLOGICAL;

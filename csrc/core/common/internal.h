@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "../torchfits_core.h"
+#include "../io/io.h"
 
 #define TF_ERRMSG_LEN 1024
 
@@ -41,9 +42,11 @@ struct tf_file {
     int col_text_hdu;
 
     void *membuf;        /* a small file's bytes, or a compressed file's
-                            unpacked bytes, which cfitsio parses from
-                            memory (fits_open_memfile keeps &membuf) */
+                            unpacked bytes (tf_membuf_alloc), which cfitsio
+                            reads from memory */
     size_t membuf_size;
+    tf_source src;       /* what cfitsio reads (through io/cfdriver.c):
+                            membuf when set, else the descriptor */
     int info_valid;      /* info_cache describes HDU info_cache.index: the
                             file is read-only, so it stays true */
     tf_hdu_info info_cache;
@@ -190,8 +193,5 @@ int tf_idle_cpus(void);
  * job 0 on the caller's, and wait for all. Workers report through their
  * job. */
 void tf_run_jobs(void *(*worker)(void *), void *jobs, size_t job_size, int njobs);
-
-/* Read exactly n bytes at offset off; TF_OK, TF_EIO or TF_ECORRUPT (EOF). */
-int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off);
 
 #endif /* TORCHFITS_INTERNAL_H */
