@@ -10,8 +10,9 @@
  *    with tf_open(), release it with tf_close() (always, even after errors).
  *  - Every call returns an int from the tf_status enum; results come back
  *    through pointer arguments.
- *  - After an error, tf_errmsg() gives a message that names the file, the HDU
- *    and the cause (cfitsio's text where it has one).
+ *  - After an error, tf_errmsg() gives a message that names the file (the
+ *    path whole, however long), the HDU and the cause (with cfitsio's status
+ *    code and its fixed text where cfitsio refused something).
  *  - Sizes are asked for first (tf_image_output), then the caller's buffer is
  *    filled (tf_image_read); a buffer of the wrong size is refused.
  *  - A handle whose file proved corrupt is poisoned: every later call returns

@@ -11,6 +11,7 @@
 #include "../torchfits_core.h"
 #include "../io/io.h"
 
+/* Room for a message when the exact size cannot be allocated (cut). */
 #define TF_ERRMSG_LEN 1024
 
 typedef struct tf_card {
@@ -32,7 +33,9 @@ struct tf_file {
     int cf_stale;        /* a cfitsio move may have failed half-way: its
                             current HDU is to be read again (tf_move_to) */
     int err_hdu;         /* HDU named in the message; -1 for none */
-    char errmsg[TF_ERRMSG_LEN];
+    char *errmsg;        /* the last message, of any length (the path is
+                            kept whole); NULL: none, or errbuf holds it */
+    char errbuf[TF_ERRMSG_LEN]; /* the message, cut, when out of memory */
     tf_card *cards;      /* last loaded header */
     int ncards;
     char *card_text;     /* storage for the strings of `cards` */
@@ -69,8 +72,9 @@ struct tf_file {
 
 /*
  * Record an error: "<path>: HDU <n>: <cause>" (the HDU part only when
- * err_hdu >= 0), plus cfitsio's status text and its latest message when
- * cfitsio_status is non-zero. Returns `status`, and poisons the handle for
+ * err_hdu >= 0), plus cfitsio's status code and its fixed text for it when
+ * cfitsio_status is non-zero (never cfitsio's message stack, which all
+ * threads share). Returns `status`, and poisons the handle for
  * TF_ECORRUPT. Use through the macros below.
  */
 int tf_fail(tf_file *f, int status, int cfitsio_status, const char *fmt, ...)

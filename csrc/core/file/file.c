@@ -48,6 +48,7 @@ void tf_close(tf_file *f) {
     tf_membuf_free(f->membuf); /* after fits_close_file, which reads it until then */
     tf_free_cards(f);
     free(f->col_text);
+    free(f->errmsg);
     free(f->path);
     free(f);
 }
@@ -122,6 +123,80 @@ int tf_open(tf_file *f, const char *path) {
     return tf_need_fits(f);
 }
 
+/*
+ * What cfitsio refused in a header, in the core's own words: its message
+ * stack is one for the whole process (another thread's call can put its own
+ * file's text there at any time), so the card is found here instead, in the
+ * header's bytes at `start`: "TFORM2 = '1Z'" into out, or "" when the
+ * status is not about one keyword's value or no such card is found. For a
+ * family of keywords (TFORMn, NAXISn, TBCOLn), the first whose value is
+ * not valid.
+ */
+static int valid_value(const char *key, const char *v) {
+    if (strncmp(key, "TFORM", 5) == 0) { /* repeat, then a type letter */
+        if (*v++ != '\'') return 0;
+        while (*v == ' ') v++;
+        while (isdigit((unsigned char)*v)) v++;
+        return *v && strchr("LXBIJKAEDCMPQ", toupper((unsigned char)*v)) != NULL;
+    }
+    /* NAXISn, TBCOLn: a non-negative integer */
+    if (*v == '+') v++;
+    if (!isdigit((unsigned char)*v)) return 0;
+    while (isdigit((unsigned char)*v)) v++;
+    while (*v == ' ') v++;
+    return *v == 0 || *v == '/';
+}
+
+static void refused_card(tf_file *f, int64_t start, int st, char *out, size_t len) {
+    const char *key = NULL;
+    int family = 0; /* key followed by digits */
+    switch (st) {
+    case BAD_SIMPLE: key = "SIMPLE"; break;
+    case BAD_BITPIX: key = "BITPIX"; break;
+    case BAD_NAXIS: key = "NAXIS"; break;
+    case BAD_NAXES: key = "NAXIS"; family = 1; break;
+    case BAD_PCOUNT: key = "PCOUNT"; break;
+    case BAD_GCOUNT: key = "GCOUNT"; break;
+    case BAD_TFIELDS: key = "TFIELDS"; break;
+    case BAD_TBCOL: key = "TBCOL"; family = 1; break;
+    case BAD_TFORM: case BAD_TFORM_DTYPE: key = "TFORM"; family = 1; break;
+    default: break;
+    }
+    out[0] = 0;
+    if (!key || start < 0) return;
+    size_t klen = strlen(key);
+    char card[81];
+    int err;
+    /* A header of any length: 1,000 blocks is past any real one. */
+    for (int64_t at = start; at < start + 36000 * 80; at += 80) {
+        if (tf_source_read(&f->src, card, 80, at, &err) != TF_OK) return;
+        card[80] = 0;
+        if (strncmp(card, "END     ", 8) == 0) return;
+        if (strncmp(card, key, klen) != 0) continue;
+        const char *p = card + klen;
+        if (family && !isdigit((unsigned char)*p)) continue;
+        while (family && isdigit((unsigned char)*p)) p++;
+        while (*p == ' ') p++;
+        if (p - card > 8 || *p != '=') continue;
+        for (p++; *p == ' '; p++) {}
+        char value[72];
+        snprintf(value, sizeof value, "%s", p);
+        if (family && valid_value(key, value)) continue;
+        /* The value as written, its quotes' blanks and any comment cut. */
+        char *end = value[0] == '\'' ? strchr(value + 1, '\'') : value + strcspn(value, " /");
+        if (end && *end == '\'') {
+            char *q = end;
+            while (q > value + 1 && q[-1] == ' ') q--;
+            memmove(q, end, strlen(end) + 1);
+            end = q + 1;
+        }
+        if (end) *end = 0;
+        int name = (int)strcspn(card, " =");
+        snprintf(out, len, ": %.*s = %s", name < 8 ? name : 8, card, value);
+        return;
+    }
+}
+
 int tf_need_fits(tf_file *f) {
     if (f->fp) return TF_OK;
     /* cfitsio reads f->src through the core's driver, under a name of the
@@ -136,8 +211,10 @@ int tf_need_fits(tf_file *f) {
         if (st == READ_ERROR) return tf_fail(f, TF_EIO, st, "cannot read the file");
         if (st == FILE_NOT_OPENED && !f->plain)
             return tf_fail(f, TF_ENOTFITS, st, "cannot open compressed file as FITS");
+        char card[96];
+        refused_card(f, 0, st, card, sizeof card);
         return tf_fail(f, f->plain ? TF_ECORRUPT : TF_ENOTFITS, st,
-                       "cannot read the primary header");
+                       "cannot read the primary header%s", card);
     }
     return TF_OK;
 }
@@ -212,7 +289,13 @@ int tf_move_to(tf_file *f, int hdu, int *hdutype) {
         return tf_fail(f, TF_ENOHDU, 0, "HDU %d does not exist", hdu);
     }
     f->err_hdu = hdu;
-    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the header");
+    if (st) {
+        /* The header cfitsio stopped at, when it is this one. */
+        const FITSfile *F = f->fp->Fptr;
+        char card[96] = "";
+        if (hdu <= F->maxhdu + 1) refused_card(f, F->headstart[hdu], st, card, sizeof card);
+        return tf_fail(f, TF_ECORRUPT, st, "cannot read the header%s", card);
+    }
     /* cfitsio describes an image with data, or a table with columns, in
      * tableptr; a damaged header seen through another handle on the same
      * file (cfitsio shares one FITSfile per path) can leave it NULL
