@@ -52,6 +52,14 @@ struct BatchPlan {
   at::ScalarType scalar;
 };
 
+// Room for the message of a batch: a path of any length, whole, and its
+// cause.
+std::vector<char> message_buffer(const std::vector<std::string>& names) {
+  size_t longest = 0;
+  for (const auto& name : names) longest = std::max(longest, name.size());
+  return std::vector<char>(longest + 4096, '\0');
+}
+
 BatchPlan plan_batch(const std::vector<std::string>& paths, int64_t hdu,
                      const tf_image_request& req, bool skip_errors) {
   TORCH_CHECK_VALUE(!paths.empty(), "a batch read needs at least one file");
@@ -59,10 +67,10 @@ BatchPlan plan_batch(const std::vector<std::string>& paths, int64_t hdu,
   p.req = req;
   for (const auto& path : paths) p.names.push_back(os_path(path));
   for (const auto& name : p.names) p.paths.push_back(name.c_str());
-  char msg[1024] = "";
+  std::vector<char> msg = message_buffer(p.names);
   int rc = tf_batch_output(p.paths.data(), static_cast<int64_t>(p.paths.size()), hdu_index(hdu),
-                           &p.req, skip_errors, &p.dtype, &p.ndim, p.shape, msg, sizeof msg);
-  if (rc != TF_OK) throw_status(rc, msg);
+                           &p.req, skip_errors, &p.dtype, &p.ndim, p.shape, msg.data(), msg.size());
+  if (rc != TF_OK) throw_status(rc, msg.data());
   p.scalar = to_scalar_type(p.dtype, &p.req.dtype);
   return p;
 }
@@ -72,13 +80,13 @@ BatchPlan plan_batch(const std::vector<std::string>& paths, int64_t hdu,
 at::Tensor run_batch(const BatchPlan& p, int64_t hdu, at::Tensor& out, bool skip_errors,
                      int64_t threads) {
   at::Tensor ok = at::ones({static_cast<int64_t>(p.paths.size())}, at::kBool);
-  char msg[1024] = "";
+  std::vector<char> msg = message_buffer(p.names);
   int rc = tf_batch_read(p.paths.data(), static_cast<int64_t>(p.paths.size()), hdu_index(hdu),
                          &p.req, p.req.dtype, p.ndim, p.shape, out.data_ptr(), out.nbytes(),
                          static_cast<int>(std::min<int64_t>(std::max<int64_t>(threads, 0), 64)),
-                         skip_errors ? static_cast<uint8_t*>(ok.data_ptr()) : nullptr, msg,
-                         sizeof msg);
-  if (rc != TF_OK) throw_status(rc, msg);
+                         skip_errors ? static_cast<uint8_t*>(ok.data_ptr()) : nullptr, msg.data(),
+                         msg.size());
+  if (rc != TF_OK) throw_status(rc, msg.data());
   return ok;
 }
 

@@ -184,6 +184,8 @@ def _translate(err: RuntimeError) -> Exception:
             return FileNotFoundError(msg)
         if "Permission denied" in msg:
             return PermissionError(msg)
+        if "it is a directory" in msg:
+            return IsADirectoryError(msg)
         return OSError(msg)
     if "[TF_ECORRUPT]" in msg or "[TF_ENOTFITS]" in msg or "[TF_EPOISONED]" in msg:
         return FitsError(msg)

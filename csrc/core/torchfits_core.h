@@ -10,8 +10,9 @@
  *    with tf_open(), release it with tf_close() (always, even after errors).
  *  - Every call returns an int from the tf_status enum; results come back
  *    through pointer arguments.
- *  - After an error, tf_errmsg() gives a message that names the file, the HDU
- *    and the cause (cfitsio's text where it has one).
+ *  - After an error, tf_errmsg() gives a message that names the file (the
+ *    path whole, however long), the HDU and the cause (with cfitsio's status
+ *    code and its fixed text where cfitsio refused something).
  *  - Sizes are asked for first (tf_image_output), then the caller's buffer is
  *    filled (tf_image_read); a buffer of the wrong size is refused.
  *  - A handle whose file proved corrupt is poisoned: every later call returns
@@ -144,13 +145,18 @@ int64_t tf_get_option(tf_option opt);
 tf_file *tf_create(void);
 
 /**
- * Open a FITS file read-only. cfitsio's extended filename syntax is not
- * parsed: the path is a plain file name. Gzip-compressed files are accepted.
- * The file is never written. A plainly written primary image header of a
+ * Open a FITS file read-only. The path is a plain file name, handed to the
+ * OS as it is: cfitsio never sees it (no extended filename syntax, no ~
+ * expansion, no stripped blanks, no name.gz siblings, no length limit of
+ * its own). Only a regular file is read: a directory, FIFO, device or
+ * socket is TF_EOPEN at once. A file compressed with gzip (every member of
+ * it) or compress (.Z) is unpacked into memory, as told by its first bytes,
+ * whatever its name, within TF_OPT_UNPACK_MAX_MB. The file is never
+ * written. A plainly written primary image header of a
  * plain file is parsed by the core itself (the fast open); cfitsio then
  * opens the file on the first call that needs it, and any header the core
  * is not certain of is parsed by cfitsio here, as before.
- * @return TF_OK, TF_EOPEN, TF_ENOTFITS, TF_ECORRUPT or TF_ENOMEM.
+ * @return TF_OK, TF_EOPEN, TF_ENOTFITS, TF_ECORRUPT, TF_ELIMIT, TF_EIO or TF_ENOMEM.
  */
 int tf_open(tf_file *f, const char *path);
 

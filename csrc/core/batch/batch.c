@@ -32,15 +32,13 @@ static void describe(char *buf, size_t len, tf_dtype dtype, int ndim, const int6
 }
 
 /* Open one file and read it into dst (item bytes), checking it gives the
- * batch's dtype and shape. The file's message goes to errmsg on failure. */
+ * batch's dtype and shape. On failure *msg is the file's message (whole,
+ * however long its path; free() it; NULL when out of memory). */
 static int read_one(const char *path, int hdu, const tf_image_request *req, tf_dtype dtype,
-                    int ndim, const int64_t *shape, char *dst, size_t item, char *errmsg,
-                    size_t errlen) {
+                    int ndim, const int64_t *shape, char *dst, size_t item, char **msg) {
+    *msg = NULL;
     tf_file *f = tf_create();
-    if (!f) {
-        if (errmsg && errlen) snprintf(errmsg, errlen, "%s: out of memory", path);
-        return TF_ENOMEM;
-    }
+    if (!f) return TF_ENOMEM;
     tf_dtype got = TF_DTYPE_AUTO;
     int got_ndim = 0;
     int64_t got_shape[TF_MAX_DIMS];
@@ -54,7 +52,7 @@ static int read_one(const char *path, int hdu, const tf_image_request *req, tf_d
         rc = tf_fail(f, TF_EINVAL, 0, "the image is %s but the batch is %s", have, want);
     }
     if (rc == TF_OK) rc = tf_image_read(f, hdu, req, dst, item);
-    if (rc != TF_OK) set_msg(errmsg, errlen, tf_errmsg(f));
+    if (rc != TF_OK) *msg = strdup(tf_errmsg(f));
     tf_close(f);
     return rc;
 }
@@ -78,21 +76,21 @@ typedef struct batch_worker {
     batch_job *job;
     int64_t fail_index;     /* lowest file this worker failed on; -1 none */
     int fail_rc;
-    char msg[TF_ERRMSG_LEN];
+    char *msg;              /* its message; NULL: none, or out of memory */
 } batch_worker;
 
 static void *batch_work(void *arg) {
     batch_worker *w = arg;
     batch_job *j = w->job;
-    char msg[TF_ERRMSG_LEN];
     for (;;) {
         if (!j->ok && atomic_load(&j->stop)) break;
         int64_t i = atomic_fetch_add(&j->next, 1);
         if (i >= j->n) break;
         /* An empty region (a zero-length axis) still checks every file. */
         char *dst = j->item ? j->out + (size_t)i * j->item : j->out;
+        char *msg = NULL;
         int rc = read_one(j->paths[i], j->hdu, &j->req, j->dtype, j->ndim, j->shape, dst, j->item,
-                          msg, sizeof msg);
+                          &msg);
         if (j->ok) j->ok[i] = rc == TF_OK;
         if (rc == TF_OK) continue;
         if (j->ok && j->item) memset(dst, 0, j->item);
@@ -100,7 +98,10 @@ static void *batch_work(void *arg) {
         if (w->fail_index < 0 || i < w->fail_index) {
             w->fail_index = i;
             w->fail_rc = rc;
-            memcpy(w->msg, msg, sizeof msg);
+            free(w->msg);
+            w->msg = msg;
+        } else {
+            free(msg);
         }
     }
     return NULL;
@@ -189,9 +190,10 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
         if (workers[t].fail_index >= 0 && (first < 0 || workers[t].fail_index < first)) {
             first = workers[t].fail_index;
             rc = workers[t].fail_rc;
-            set_msg(errmsg, errlen, workers[t].msg);
+            set_msg(errmsg, errlen, workers[t].msg ? workers[t].msg : "out of memory");
         }
     }
+    for (int t = 0; t < nt; t++) free(workers[t].msg);
     free(workers);
     return ok ? TF_OK : rc;
 }

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -31,45 +32,41 @@ const char *tf_strerror(int status) {
 
 const char *tf_errmsg(const tf_file *f) {
     if (!f) return "out of memory";
-    return f->errmsg;
+    return f->errmsg ? f->errmsg : f->errbuf;
 }
 
 int tf_fail(tf_file *f, int status, int cfitsio_status, const char *fmt, ...) {
     if (!f) return status;
-    char *p = f->errmsg;
-    size_t left = sizeof f->errmsg;
-    int n;
-    if (f->err_hdu >= 0)
-        n = snprintf(p, left, "%s: HDU %d: ", f->path ? f->path : "?", f->err_hdu);
-    else
-        n = snprintf(p, left, "%s: ", f->path ? f->path : "?");
-    if (n > 0 && (size_t)n < left) { p += n; left -= (size_t)n; }
-    char *body = p;
-
+    /* The cause first, on its own, so the message's size is known. */
+    char cause[1024];
     va_list ap;
     va_start(ap, fmt);
-    n = vsnprintf(p, left, fmt, ap);
+    vsnprintf(cause, sizeof cause, fmt, ap);
     va_end(ap);
-    if (n > 0 && (size_t)n < left) { p += n; left -= (size_t)n; }
-
-    if (cfitsio_status) {
-        char text[FLEN_STATUS] = "";
-        char detail[FLEN_ERRMSG] = "";
-        fits_get_errstatus(cfitsio_status, text);
-        /* cfitsio keeps a process-wide message stack; take its oldest entry
-         * (usually the most specific) and clear it so it cannot grow. */
-        fits_read_errmsg(detail);
-        fits_clear_errmsg();
-        if (detail[0])
-            snprintf(p, left, " (cfitsio status %d: %s; %s)", cfitsio_status, text, detail);
-        else
-            snprintf(p, left, " (cfitsio status %d: %s)", cfitsio_status, text);
-    }
-    /* The path stays as given (Python passes UTF-8); the rest may quote a
-     * damaged card or cfitsio's text of one: ASCII only, or Python cannot
-     * decode the message and raises a RuntimeError without one (fuzzer). */
-    for (unsigned char *c = (unsigned char *)body; *c; c++)
+    /* It may quote a damaged card: ASCII only, or Python cannot decode
+     * the message and raises a RuntimeError without one (fuzzer). */
+    for (unsigned char *c = (unsigned char *)cause; *c; c++)
         if (*c < 32 || *c > 126) *c = '?';
+    /* cfitsio's fixed text for the code: its message stack is one for the
+     * whole process, and another thread's call can put its own file's
+     * detail there at any time. */
+    char text[FLEN_STATUS] = "", code[32 + FLEN_STATUS] = "";
+    if (cfitsio_status) {
+        fits_get_errstatus(cfitsio_status, text);
+        snprintf(code, sizeof code, " (cfitsio status %d: %s)", cfitsio_status, text);
+    }
+    char hdu[32] = "";
+    if (f->err_hdu >= 0) snprintf(hdu, sizeof hdu, "HDU %d: ", f->err_hdu);
+    /* The path stays as given, whole, however long (the shim escapes what
+     * is not printable). */
+    const char *path = f->path ? f->path : "?";
+    size_t n = strlen(path) + 2 + strlen(hdu) + strlen(cause) + strlen(code) + 1;
+    char *m = malloc(n);
+    free(f->errmsg);
+    f->errmsg = m;
+    if (m) snprintf(m, n, "%s: %s%s%s", path, hdu, cause, code);
+    else /* out of memory: the path is cut */
+        snprintf(f->errbuf, sizeof f->errbuf, "%.160s: %s%.700s%s", path, hdu, cause, code);
     if (status == TF_ECORRUPT) f->poisoned = 1;
     return status;
 }
@@ -122,25 +119,6 @@ int tf_int_range(tf_dtype t, int64_t *lo, int64_t *hi) {
 const char *tf_dtype_name(tf_dtype dtype) {
     if ((int)dtype <= 0 || dtype >= TF_DTYPE_COUNT) return "auto";
     return dtype_table[dtype].name;
-}
-
-int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off) {
-    char *p = buf;
-    while (n > 0) {
-        ssize_t got = pread(f->fd, p, n, (off_t)off);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            return tf_fail(f, TF_EIO, 0, "read of %zu bytes at offset %lld failed: %s",
-                           n, (long long)off, strerror(errno));
-        }
-        if (got == 0)
-            return tf_fail(f, TF_ECORRUPT, 0, "file is truncated: data ends at byte %lld",
-                           (long long)off);
-        p += got;
-        n -= (size_t)got;
-        off += got;
-    }
-    return TF_OK;
 }
 
 int tf_cfitsio_type(tf_dtype dtype) {

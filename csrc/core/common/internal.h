@@ -9,7 +9,9 @@
 #include <stdint.h>
 
 #include "../torchfits_core.h"
+#include "../io/io.h"
 
+/* Room for a message when the exact size cannot be allocated (cut). */
 #define TF_ERRMSG_LEN 1024
 
 typedef struct tf_card {
@@ -31,7 +33,9 @@ struct tf_file {
     int cf_stale;        /* a cfitsio move may have failed half-way: its
                             current HDU is to be read again (tf_move_to) */
     int err_hdu;         /* HDU named in the message; -1 for none */
-    char errmsg[TF_ERRMSG_LEN];
+    char *errmsg;        /* the last message, of any length (the path is
+                            kept whole); NULL: none, or errbuf holds it */
+    char errbuf[TF_ERRMSG_LEN]; /* the message, cut, when out of memory */
     tf_card *cards;      /* last loaded header */
     int ncards;
     char *card_text;     /* storage for the strings of `cards` */
@@ -41,9 +45,11 @@ struct tf_file {
     int col_text_hdu;
 
     void *membuf;        /* a small file's bytes, or a compressed file's
-                            unpacked bytes, which cfitsio parses from
-                            memory (fits_open_memfile keeps &membuf) */
+                            unpacked bytes (tf_membuf_alloc), which cfitsio
+                            reads from memory */
     size_t membuf_size;
+    tf_source src;       /* what cfitsio reads (through io/cfdriver.c):
+                            membuf when set, else the descriptor */
     int info_valid;      /* info_cache describes HDU info_cache.index: the
                             file is read-only, so it stays true */
     tf_hdu_info info_cache;
@@ -66,8 +72,9 @@ struct tf_file {
 
 /*
  * Record an error: "<path>: HDU <n>: <cause>" (the HDU part only when
- * err_hdu >= 0), plus cfitsio's status text and its latest message when
- * cfitsio_status is non-zero. Returns `status`, and poisons the handle for
+ * err_hdu >= 0), plus cfitsio's status code and its fixed text for it when
+ * cfitsio_status is non-zero (never cfitsio's message stack, which all
+ * threads share). Returns `status`, and poisons the handle for
  * TF_ECORRUPT. Use through the macros below.
  */
 int tf_fail(tf_file *f, int status, int cfitsio_status, const char *fmt, ...)
@@ -190,8 +197,5 @@ int tf_idle_cpus(void);
  * job 0 on the caller's, and wait for all. Workers report through their
  * job. */
 void tf_run_jobs(void *(*worker)(void *), void *jobs, size_t job_size, int njobs);
-
-/* Read exactly n bytes at offset off; TF_OK, TF_EIO or TF_ECORRUPT (EOF). */
-int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off);
 
 #endif /* TORCHFITS_INTERNAL_H */

@@ -14,9 +14,10 @@
  *    decodes its units straight into their place in the caller's buffer;
  *  - every thread has its own cfitsio handle. cfitsio attaches a second
  *    open of the same file name to the first one's buffers, which is not
- *    safe across threads, so workers open the file by a name of their own:
- *    /proc/self/fd/N of a dup of our descriptor (the same inode, even if
- *    the file has been renamed since). Where that fails, one thread reads;
+ *    safe across threads, so workers open the handle's source through the
+ *    core's driver, which gives every open a name never used before
+ *    (io/cfdriver.c) and reads with pread (the same inode, even if the
+ *    file has been renamed since). Where that fails, one thread reads;
  *  - only tiles that overlap the region are decoded, only the overlapping
  *    part is copied, and a RICE tile only up to the last pixel needed
  *    (an HCOMPRESS tile is a transform: always whole);
@@ -187,28 +188,20 @@ static int read_unit(const reader *r, fitsfile *fp, int64_t i0, int64_t i1) {
     return read_slab(r, fp, start, count, r->out + (size_t)(i0 * r->row_elems) * r->out_size);
 }
 
-/* A handle of this thread's own on the same file, at the HDU. */
-static int open_private(const reader *r, fitsfile **fp, int *dupfd) {
-    int st = 0;
-    *fp = NULL;
-    *dupfd = dup(r->f->fd);
-    if (*dupfd < 0) return FILE_NOT_OPENED;
-    char name[64];
-    snprintf(name, sizeof name, "/proc/self/fd/%d", *dupfd);
-    fits_open_diskfile(fp, name, READONLY, &st);
-    if (st) {
-        *fp = NULL;
-        return st;
-    }
+/* A handle of this thread's own on the same file, at the HDU: cfitsio
+ * reads the handle's source through the core's driver, under a name of
+ * its own (io/cfdriver.c). */
+static int open_private(const reader *r, fitsfile **fp) {
+    int st = tf_cf_open(&r->f->src, fp);
+    if (st) return st;
     fits_movabs_hdu(*fp, r->hdu + 1, NULL, &st);
     if (!st && r->raw) fits_set_bscale(*fp, 1.0, 0.0, &st);
     return st;
 }
 
-static void close_private(fitsfile *fp, int dupfd) {
+static void close_private(fitsfile *fp) {
     int st = 0;
     if (fp) fits_close_file(fp, &st);
-    if (dupfd >= 0) close(dupfd);
 }
 
 static int64_t tile_row(const tiling *t, const int64_t *idx);
@@ -278,17 +271,8 @@ static int grow(scratch *s, int64_t len) {
  * check_descriptors) into p; a cfitsio status. Not tf_pread_full: workers
  * must not write the handle's error message. */
 static int pread_heap(const reader *r, void *p, int64_t n, int64_t off) {
-    char *q = p;
-    int64_t left = n, at = r->heap + off;
-    while (left > 0) {
-        ssize_t got = pread(r->f->fd, q, (size_t)left, (off_t)at);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) return READ_ERROR;
-        q += got;
-        left -= got;
-        at += got;
-    }
-    return 0;
+    int err;
+    return tf_pread_exact(r->f->fd, p, (size_t)n, r->heap + off, &err) ? READ_ERROR : 0;
 }
 
 /* Column `col`'s bytes for table row `row` into s->in: pread at the
@@ -834,9 +818,9 @@ static void *work(void *arg) {
     worker *w = arg;
     reader *r = w->r;
     fitsfile *fp = w->fp;
-    int dupfd = -1, st = 0;
+    int st = 0;
     scratch s = {0};
-    if (!fp && (st = open_private(r, &fp, &dupfd)) != 0) {
+    if (!fp && (st = open_private(r, &fp)) != 0) {
         record_failure(r, st, -1, -1);
     } else {
         int64_t i0, i1;
@@ -858,7 +842,7 @@ static void *work(void *arg) {
         }
     }
     free_scratch(&s);
-    if (!w->fp) close_private(fp, dupfd);
+    if (!w->fp) close_private(fp);
     return NULL;
 }
 

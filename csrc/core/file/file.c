@@ -4,17 +4,12 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "../common/internal.h"
 
@@ -36,237 +31,11 @@ void tf_free_cards(tf_file *f) {
     f->ncards = 0;
 }
 
-/*
- * A small file's bytes for cfitsio's memory driver. The driver is handed a
- * "realloc" that never moves or grows the block: cfitsio calls it to
- * truncate or extend a memory file (fftrun from ffrhdu on some damaged
- * headers sets the file's size to the end of the HDU the header claims,
- * and with no realloc at all it then reads that far past the buffer). A
- * request within the block's capacity gets the same block back; a larger
- * one fails, and cfitsio reports an error (on open, tf_open then reads
- * the file from disk instead, where cfitsio meets the real end of the
- * file). The capacity is stored in front of the bytes.
- */
-#define MEMFILE_HEAD 16
-
-typedef struct memfile_head {
-    size_t capacity;
-    size_t refused; /* a request past the capacity was refused */
-} memfile_head;
-_Static_assert(sizeof(memfile_head) <= MEMFILE_HEAD, "memfile head");
-
-static void *memfile_alloc(size_t capacity) {
-    unsigned char *b = calloc(1, MEMFILE_HEAD + capacity);
-    if (!b) return NULL;
-    ((memfile_head *)b)->capacity = capacity;
-    return b + MEMFILE_HEAD;
-}
-
-static memfile_head *memfile_head_of(void *p) {
-    return (memfile_head *)((unsigned char *)p - MEMFILE_HEAD);
-}
-
-static void *memfile_realloc(void *p, size_t n) {
-    if (!p) return NULL;
-    memfile_head *h = memfile_head_of(p);
-    if (n <= h->capacity) return p;
-    h->refused = 1;
-    return NULL;
-}
-
-static void memfile_free(void *p) {
-    if (p) free(memfile_head_of(p));
-}
-
-/* The block of p with room for `capacity` bytes (p may move; the new bytes
- * are not cleared); NULL, with p still valid, when memory runs out. */
-static void *memfile_resize(void *p, size_t capacity) {
-    unsigned char *b = realloc(memfile_head_of(p), MEMFILE_HEAD + capacity);
-    if (!b) return NULL;
-    ((memfile_head *)b)->capacity = capacity;
-    return b + MEMFILE_HEAD;
-}
-
-/*
- * A compressed file is unpacked into memory, as cfitsio does, but into at
- * most TF_OPT_UNPACK_MAX_MB (4096 MiB by default). cfitsio's own open (mem_compress_open)
- * grows its buffer for as long as the stream goes on: a 9 MB gzip file of
- * a 10x10 image followed by 2 GiB of zeros took 2.2 GB and 10 s to open,
- * and deflate packs 1,000 bytes into one, so 20 MB would have asked for
- * 20 GB. The stream is read as cfitsio's mem_uncompress2mem reads it: gzip
- * by zlib, the first member only, a stream cut short giving what it holds
- * (the core then reports the missing data); names with ".Z" by cfitsio's
- * own decoder for compress, pack and LZH (zuncompress2mem).
- */
-/* cfitsio's memory driver copies whole 2880-byte records, past the end of
- * a file that stops inside its last record's span (found by the sanitizer
- * replay: a header-only compressed image): a zeroed guard beyond the bytes
- * it is told about. */
+/* cfitsio's memory driver copied whole 2880-byte records past the end of
+ * a file that stops inside its last record's span; our driver reads
+ * nothing past the end, but the zeroed guard stays for any reader of
+ * membuf that rounds up to a record. */
 #define MEMFILE_GUARD (2 * 2880)
-
-int zuncompress2mem(char *filename, FILE *diskfile, char **buffptr, size_t *buffsize,
-                    void *(*mem_realloc)(void *p, size_t newsize), size_t *filesize, int *status);
-
-static int unpack_too_big(tf_file *f, size_t limit) {
-    return tf_fail(f, TF_ELIMIT, 0,
-                   "the compressed file unpacks to more than %zu MiB (the limit set by "
-                   "torchfits_ops.set_unpack_max_mb or TORCHFITS_UNPACK_MAX_MB)",
-                   limit >> 20);
-}
-
-/* First room for the unpacked bytes: what the gzip trailer says, as
- * cfitsio reads it, but no more than 64 times the file (a trailer can
- * lie; the block grows as the stream proves it needs more). */
-static size_t unpack_first_capacity(tf_file *f, size_t limit) {
-    size_t cap = (size_t)f->file_size * 3;
-    unsigned char t[4];
-    if (f->file_size >= 18 && pread(f->fd, t, 4, f->file_size - 4) == 4) {
-        uint64_t isize = t[0] | (uint64_t)t[1] << 8 | (uint64_t)t[2] << 16 | (uint64_t)t[3] << 24;
-        if (f->file_size > 10000)
-            while (isize < (uint64_t)f->file_size) isize += (uint64_t)1 << 32;
-        cap = (size_t)isize;
-    }
-    if (cap / 64 > (size_t)f->file_size) cap = (size_t)f->file_size * 64;
-    if (cap > limit) cap = limit;
-    return cap < 2880 ? 2880 : cap;
-}
-
-static int unpack_gzip(tf_file *f, size_t limit, unsigned char **out, size_t *len) {
-    int rc = TF_OK;
-    size_t cap = unpack_first_capacity(f, limit), have = 0;
-    unsigned char *buf = memfile_alloc(cap), in[1 << 16];
-    z_stream z = {0};
-    int zinit = 0;
-    GOTO_ERROR_IF(!buf, f, TF_ENOMEM, "out of memory");
-    GOTO_ERROR_IF(inflateInit2(&z, 15 + 16) != Z_OK, f, TF_ENOMEM, "out of memory");
-    zinit = 1;
-    int64_t at = 0;
-    for (int zr = Z_OK; zr != Z_STREAM_END;) {
-        if (z.avail_in == 0) {
-            ssize_t got = pread(f->fd, in, sizeof in, at);
-            GOTO_ERROR_IF(got < 0, f, TF_EIO, "cannot read the file: %s", strerror(errno));
-            if (got == 0) break; /* cut short: what it held */
-            at += got;
-            z.next_in = in;
-            z.avail_in = (uInt)got;
-        }
-        if (have == cap) {
-            if (cap >= limit) {
-                rc = unpack_too_big(f, limit);
-                goto cleanup;
-            }
-            size_t grown = cap > limit / 2 ? limit : cap * 2;
-            unsigned char *b = memfile_resize(buf, grown);
-            GOTO_ERROR_IF(!b, f, TF_ENOMEM, "out of memory");
-            buf = b;
-            cap = grown;
-        }
-        size_t room = cap - have > UINT_MAX ? UINT_MAX : cap - have;
-        z.next_out = buf + have;
-        z.avail_out = (uInt)room;
-        zr = inflate(&z, Z_NO_FLUSH);
-        have += room - z.avail_out;
-        GOTO_ERROR_IF(zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR, f, TF_ENOTFITS,
-                      "cannot unpack the compressed file: %s", z.msg ? z.msg : "bad stream");
-    }
-    *out = buf;
-    *len = have;
-    buf = NULL;
-cleanup:
-    if (zinit) inflateEnd(&z);
-    memfile_free(buf);
-    return rc;
-}
-
-/*
- * cfitsio's compress decoder keeps its state in globals, and tells of its
- * growth only through the realloc it is given: one unpack at a time, with
- * its arguments and results kept here. Its output routine (write_buf)
- * copies into whatever that realloc returns, NULL included (a SIGSEGV in
- * cfitsio 4.2 whenever memory runs out), so past the limit the realloc
- * does not return: it jumps back to unpack_lzw. No frame in between holds
- * a lock or an allocation, and the decoder resets its globals on each
- * call.
- */
-static pthread_mutex_t lzw_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    size_t limit, cap, size;
-    char *buf;   /* the block as zuncompress2mem sees it */
-    void *block; /* the block the realloc last handed out */
-    int st, bad, refused, nomem;
-    jmp_buf back;
-} lzw;
-
-static void *lzw_realloc(void *p, size_t n) {
-    if (!p || n > lzw.limit) {
-        lzw.refused = 1;
-        longjmp(lzw.back, 1);
-    }
-    size_t cap = memfile_head_of(p)->capacity;
-    if (n <= cap) return p;
-    cap = cap > lzw.limit / 2 ? lzw.limit : cap * 2;
-    if (!(p = memfile_resize(p, cap < n ? n : cap))) {
-        lzw.nomem = 1;
-        longjmp(lzw.back, 1);
-    }
-    return lzw.block = p;
-}
-
-static int unpack_lzw(tf_file *f, size_t limit, unsigned char **out, size_t *len) {
-    int fd = dup(f->fd);
-    FILE *in = fd >= 0 ? fdopen(fd, "rb") : NULL;
-    if (!in) {
-        if (fd >= 0) close(fd);
-        return tf_fail(f, TF_EOPEN, 0, "cannot open file: %s", strerror(errno));
-    }
-    int rc = TF_OK;
-    size_t cap = unpack_first_capacity(f, limit);
-    pthread_mutex_lock(&lzw_lock);
-    lzw.limit = limit;
-    lzw.cap = cap;
-    lzw.size = 0;
-    lzw.block = lzw.buf = memfile_alloc(cap);
-    lzw.st = lzw.bad = lzw.refused = lzw.nomem = 0;
-    /* It returns -1 without a status for a stream that is not compress's. */
-    if (lzw.buf && setjmp(lzw.back) == 0)
-        lzw.bad = zuncompress2mem(f->path, in, &lzw.buf, &lzw.cap, lzw_realloc, &lzw.size, &lzw.st);
-    if (lzw.refused) rc = unpack_too_big(f, limit);
-    else if (!lzw.block || lzw.nomem) rc = tf_fail(f, TF_ENOMEM, 0, "out of memory");
-    else if (lzw.bad || lzw.st)
-        rc = tf_fail(f, TF_ENOTFITS, lzw.st, "cannot unpack the compressed file");
-    void *buf = lzw.block;
-    size_t size = lzw.size;
-    pthread_mutex_unlock(&lzw_lock);
-    fclose(in);
-    if (rc != TF_OK) {
-        fits_clear_errmsg();
-        memfile_free(buf);
-        return rc;
-    }
-    *out = buf;
-    *len = size;
-    return TF_OK;
-}
-
-/* The compressed file's bytes unpacked into f->membuf, with the zeroed
- * guard after them. */
-static int unpack_file(tf_file *f) {
-    size_t limit = tf_option_bytes(TF_OPT_UNPACK_MAX_MB), len = 0;
-    unsigned char *buf = NULL;
-    FORWARD_IF_ERROR(strstr(f->path, ".Z") ? unpack_lzw(f, limit, &buf, &len)
-                                           : unpack_gzip(f, limit, &buf, &len));
-    /* To size: a trailer that claimed more leaves no unused room. */
-    unsigned char *b = memfile_resize(buf, len + MEMFILE_GUARD);
-    if (!b) {
-        memfile_free(buf);
-        return tf_fail(f, TF_ENOMEM, 0, "out of memory");
-    }
-    buf = b;
-    memset(buf + len, 0, MEMFILE_GUARD);
-    f->membuf = buf;
-    f->membuf_size = len;
-    return TF_OK;
-}
 
 void tf_close(tf_file *f) {
     if (!f) return;
@@ -276,9 +45,10 @@ void tf_close(tf_file *f) {
     }
     tf_unmap_file(f);
     if (f->fd >= 0) close(f->fd);
-    memfile_free(f->membuf); /* after fits_close_file, which reads it until then */
+    tf_membuf_free(f->membuf); /* after fits_close_file, which reads it until then */
     tf_free_cards(f);
     free(f->col_text);
+    free(f->errmsg);
     free(f->path);
     free(f);
 }
@@ -287,13 +57,6 @@ void tf_close(tf_file *f) {
 #define MEMFILE_MAX_BYTES (64 * 1024)
 /* Bytes of a larger file read for the fast open of its primary header. */
 #define FAST_HEAD_BYTES (4 * 2880)
-
-/* Compressed-file signatures that cfitsio unpacks on open. */
-static int is_compressed_file(const unsigned char *m, size_t n) {
-    if (n >= 2 && m[0] == 0x1f && (m[1] == 0x8b || m[1] == 0x9d || m[1] == 0xa0)) return 1;
-    if (n >= 4 && m[0] == 'P' && m[1] == 'K' && m[2] == 3 && m[3] == 4) return 1;
-    return 0;
-}
 
 int tf_open(tf_file *f, const char *path) {
     if (!f) return TF_EINVAL;
@@ -304,45 +67,43 @@ int tf_open(tf_file *f, const char *path) {
     f->path = strdup(path);
     if (!f->path) return TF_ENOMEM;
 
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0)
-        return tf_fail(f, TF_EOPEN, 0, "cannot open file: %s", strerror(errno));
-    struct stat sb;
-    if (fstat(f->fd, &sb) != 0)
-        return tf_fail(f, TF_EOPEN, 0, "cannot stat file: %s", strerror(errno));
-    if (S_ISDIR(sb.st_mode))
-        return tf_fail(f, TF_EOPEN, 0, "cannot open file: it is a directory");
-    f->file_size = (int64_t)sb.st_size;
+    /* The one way in: every byte of the file, cfitsio's included, is read
+     * through this descriptor (io/). */
+    FORWARD_IF_ERROR(tf_source_open_file(f, path));
 
     /* One read gives the magic and, for the fast open, the first blocks,
      * which hold every common primary header. */
     char head[FAST_HEAD_BYTES];
     size_t want = f->file_size < (int64_t)sizeof head ? (size_t)f->file_size : sizeof head;
-    ssize_t got = want ? pread(f->fd, head, want, 0) : 0;
-    if (got <= 0) return tf_fail(f, TF_ENOTFITS, 0, "not a FITS file: the file is empty");
+    int64_t got = want ? tf_pread_upto(f->fd, head, want, 0) : 0;
+    if (got < 0) return tf_fail(f, TF_EIO, 0, "cannot read the file: %s", strerror(errno));
+    if (got == 0) return tf_fail(f, TF_ENOTFITS, 0, "not a FITS file: the file is empty");
     const unsigned char *magic = (const unsigned char *)head;
 
     int plain = got >= 9 && memcmp(magic, "SIMPLE  =", 9) == 0;
     if (!plain) {
-        if (!is_compressed_file(magic, (size_t)got))
+        if (!tf_is_compressed(magic, (size_t)got))
             return tf_fail(f, TF_ENOTFITS, 0,
                            "not a FITS file: it does not begin with the SIMPLE keyword");
         /* Unpacked into memory; our descriptor has no use then. */
-        int rc = unpack_file(f);
+        unsigned char *buf = NULL;
+        size_t len = 0;
+        int rc = tf_unpack(f, magic, (size_t)got, MEMFILE_GUARD, &buf, &len);
         close(f->fd);
         f->fd = -1;
         FORWARD_IF_ERROR(rc);
+        f->membuf = buf;
+        f->membuf_size = len;
     }
 
     f->plain = plain;
     if (plain && f->file_size <= MEMFILE_MAX_BYTES) {
         /* Small files: read whole; the header is parsed from these bytes,
-         * and cfitsio, when needed, parses them from memory too:
-         * fits_open_diskfile opens the file twice (once to look for gzip)
-         * and reads it through stdio. */
+         * and cfitsio, when needed, parses them from memory too. */
         f->membuf_size = (size_t)f->file_size;
-        f->membuf = memfile_alloc(f->membuf_size + MEMFILE_GUARD);
+        f->membuf = tf_membuf_alloc(f->membuf_size + MEMFILE_GUARD);
         if (!f->membuf) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
+        memset((char *)f->membuf + f->membuf_size, 0, MEMFILE_GUARD);
         memcpy(f->membuf, head, (size_t)got);
         if ((size_t)got < f->membuf_size)
             FORWARD_IF_ERROR(tf_pread_full(f, (char *)f->membuf + got,
@@ -351,6 +112,8 @@ int tf_open(tf_file *f, const char *path) {
     } else if (plain) {
         f->fast_hdu0 = tf_fast_primary(f, head, (size_t)got);
     }
+    if (f->membuf) tf_source_memory(&f->src, f->membuf, f->membuf_size);
+    else tf_source_fd(&f->src, f->fd, f->file_size);
     if (f->fast_hdu0) return TF_OK; /* cfitsio opens on first need */
     /* What the fast open declined goes to cfitsio: first the checks run on
      * every other header before cfitsio parses it. */
@@ -360,39 +123,98 @@ int tf_open(tf_file *f, const char *path) {
     return tf_need_fits(f);
 }
 
+/*
+ * What cfitsio refused in a header, in the core's own words: its message
+ * stack is one for the whole process (another thread's call can put its own
+ * file's text there at any time), so the card is found here instead, in the
+ * header's bytes at `start`: "TFORM2 = '1Z'" into out, or "" when the
+ * status is not about one keyword's value or no such card is found. For a
+ * family of keywords (TFORMn, NAXISn, TBCOLn), the first whose value is
+ * not valid.
+ */
+static int valid_value(const char *key, const char *v) {
+    if (strncmp(key, "TFORM", 5) == 0) { /* repeat, then a type letter */
+        if (*v++ != '\'') return 0;
+        while (*v == ' ') v++;
+        while (isdigit((unsigned char)*v)) v++;
+        return *v && strchr("LXBIJKAEDCMPQ", toupper((unsigned char)*v)) != NULL;
+    }
+    /* NAXISn, TBCOLn: a non-negative integer */
+    if (*v == '+') v++;
+    if (!isdigit((unsigned char)*v)) return 0;
+    while (isdigit((unsigned char)*v)) v++;
+    while (*v == ' ') v++;
+    return *v == 0 || *v == '/';
+}
+
+static void refused_card(tf_file *f, int64_t start, int st, char *out, size_t len) {
+    const char *key = NULL;
+    int family = 0; /* key followed by digits */
+    switch (st) {
+    case BAD_SIMPLE: key = "SIMPLE"; break;
+    case BAD_BITPIX: key = "BITPIX"; break;
+    case BAD_NAXIS: key = "NAXIS"; break;
+    case BAD_NAXES: key = "NAXIS"; family = 1; break;
+    case BAD_PCOUNT: key = "PCOUNT"; break;
+    case BAD_GCOUNT: key = "GCOUNT"; break;
+    case BAD_TFIELDS: key = "TFIELDS"; break;
+    case BAD_TBCOL: key = "TBCOL"; family = 1; break;
+    case BAD_TFORM: case BAD_TFORM_DTYPE: key = "TFORM"; family = 1; break;
+    default: break;
+    }
+    out[0] = 0;
+    if (!key || start < 0) return;
+    size_t klen = strlen(key);
+    char card[81];
+    int err;
+    /* A header of any length: 1,000 blocks is past any real one. */
+    for (int64_t at = start; at < start + 36000 * 80; at += 80) {
+        if (tf_source_read(&f->src, card, 80, at, &err) != TF_OK) return;
+        card[80] = 0;
+        if (strncmp(card, "END     ", 8) == 0) return;
+        if (strncmp(card, key, klen) != 0) continue;
+        const char *p = card + klen;
+        if (family && !isdigit((unsigned char)*p)) continue;
+        while (family && isdigit((unsigned char)*p)) p++;
+        while (*p == ' ') p++;
+        if (p - card > 8 || *p != '=') continue;
+        for (p++; *p == ' '; p++) {}
+        char value[72];
+        snprintf(value, sizeof value, "%s", p);
+        if (family && valid_value(key, value)) continue;
+        /* The value as written, its quotes' blanks and any comment cut. */
+        char *end = value[0] == '\'' ? strchr(value + 1, '\'') : value + strcspn(value, " /");
+        if (end && *end == '\'') {
+            char *q = end;
+            while (q > value + 1 && q[-1] == ' ') q--;
+            memmove(q, end, strlen(end) + 1);
+            end = q + 1;
+        }
+        if (end) *end = 0;
+        int name = (int)strcspn(card, " =");
+        snprintf(out, len, ": %.*s = %s", name < 8 ? name : 8, card, value);
+        return;
+    }
+}
+
 int tf_need_fits(tf_file *f) {
     if (f->fp) return TF_OK;
-    int st = 0;
-    if (f->membuf) {
-        fits_open_memfile(&f->fp, f->path, READONLY, &f->membuf, &f->membuf_size, 0,
-                          memfile_realloc, &st);
-        if (st && !f->plain && memfile_head_of(f->membuf)->refused) {
-            /* cfitsio wanted the file longer (a header claims more data
-             * than there is), which it would have filled with zeros. */
-            fits_clear_errmsg();
-            f->fp = NULL;
-            return tf_fail(f, TF_ECORRUPT, 0,
-                           "file is truncated: a header claims more data than the unpacked file holds");
-        }
-        if (st && memfile_head_of(f->membuf)->refused) {
-            /* The same in a plain file: open it from disk, which reports
-             * that. */
-            fits_clear_errmsg();
-            memfile_free(f->membuf);
-            f->membuf = NULL;
-            st = 0;
-            fits_open_diskfile(&f->fp, f->path, READONLY, &st);
-        }
-    } else {
-        fits_open_diskfile(&f->fp, f->path, READONLY, &st);
-    }
+    /* cfitsio reads f->src through the core's driver, under a name of the
+     * core's own: it never sees the user's path. */
+    int st = tf_cf_open(&f->src, &f->fp);
     if (st) {
         f->fp = NULL;
         f->fast_hdu0 = 0; /* cfitsio refused what the fast open took: trust it */
+        if (st == MEMORY_ALLOCATION) return tf_fail(f, TF_ENOMEM, st, "out of memory");
+        if (st == TOO_MANY_FILES)
+            return tf_fail(f, TF_ELIMIT, st, "too many files open at once");
+        if (st == READ_ERROR) return tf_fail(f, TF_EIO, st, "cannot read the file");
         if (st == FILE_NOT_OPENED && !f->plain)
             return tf_fail(f, TF_ENOTFITS, st, "cannot open compressed file as FITS");
+        char card[96];
+        refused_card(f, 0, st, card, sizeof card);
         return tf_fail(f, f->plain ? TF_ECORRUPT : TF_ENOTFITS, st,
-                       "cannot read the primary header");
+                       "cannot read the primary header%s", card);
     }
     return TF_OK;
 }
@@ -467,7 +289,13 @@ int tf_move_to(tf_file *f, int hdu, int *hdutype) {
         return tf_fail(f, TF_ENOHDU, 0, "HDU %d does not exist", hdu);
     }
     f->err_hdu = hdu;
-    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the header");
+    if (st) {
+        /* The header cfitsio stopped at, when it is this one. */
+        const FITSfile *F = f->fp->Fptr;
+        char card[96] = "";
+        if (hdu <= F->maxhdu + 1) refused_card(f, F->headstart[hdu], st, card, sizeof card);
+        return tf_fail(f, TF_ECORRUPT, st, "cannot read the header%s", card);
+    }
     /* cfitsio describes an image with data, or a table with columns, in
      * tableptr; a damaged header seen through another handle on the same
      * file (cfitsio shares one FITSfile per path) can leave it NULL

@@ -410,7 +410,8 @@ static int check_header(tf_file *f, int64_t off, int extension) {
  * file (no descriptor of ours) keeps cfitsio's "does not exist". */
 static int starts_extension(tf_file *f, int64_t off) {
     char head[8];
-    return f->fd >= 0 && pread(f->fd, head, sizeof head, (off_t)off) == (ssize_t)sizeof head &&
+    int err;
+    return f->fd >= 0 && tf_pread_exact(f->fd, head, sizeof head, off, &err) == TF_OK &&
            memcmp(head, "XTENSION", sizeof head) == 0;
 }
 
@@ -425,7 +426,8 @@ int tf_guard_primary(tf_file *f, const char *buf, size_t n) {
     char block[BLOCK];
     for (int64_t at = (int64_t)off; !ended && f->fd >= 0 && at + BLOCK <= f->file_size;
          at += BLOCK) {
-        if (pread(f->fd, block, BLOCK, (off_t)at) != BLOCK) break; /* cfitsio reports it */
+        int err;
+        if (tf_pread_exact(f->fd, block, BLOCK, at, &err) != TF_OK) break; /* cfitsio reports it */
         FORWARD_IF_ERROR(check_block(f, block, &hs, &ended));
     }
     return check_whole(f, &hs);

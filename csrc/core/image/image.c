@@ -184,24 +184,6 @@ int tf_image_output(tf_file *f, int hdu, const tf_image_request *req, tf_dtype *
 
 /* ---- the fast path ---- */
 
-/* Read exactly n bytes at off. 0, TF_EIO (errno in *err) or TF_ECORRUPT
- * (end of file). Touches no handle, so any thread may call it. */
-static int pread_all(int fd, char *buf, size_t n, int64_t off, int *err) {
-    while (n > 0) {
-        ssize_t got = pread(fd, buf, n, (off_t)off);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            *err = errno;
-            return TF_EIO;
-        }
-        if (got == 0) return TF_ECORRUPT;
-        buf += got;
-        n -= (size_t)got;
-        off += got;
-    }
-    return TF_OK;
-}
-
 /* Elements converted per step. */
 static int64_t chunk_elems(const tf_conv *c) {
     return CHUNK_BYTES / (int64_t)(c->in_size > c->out_size ? c->in_size : c->out_size);
@@ -213,7 +195,7 @@ static int read_chunk(int fd, const tf_conv *c, int64_t file_off, int64_t n, cha
                       char *bounce, int *err) {
     size_t in_bytes = (size_t)n * c->in_size;
     char *buf = tf_conv_inplace(c) ? dst : bounce;
-    int rc = pread_all(fd, buf, in_bytes, file_off, err);
+    int rc = tf_pread_exact(fd, buf, in_bytes, file_off, err);
     if (rc == TF_OK) tf_convert(c, buf, dst, (size_t)n);
     return rc;
 }

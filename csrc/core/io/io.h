@@ -1,0 +1,89 @@
+/*
+ * io.h - private to the core: every byte of a file comes in through here.
+ *
+ * The core opens each file itself (tf_source_open_file: read-only,
+ * non-blocking for the open, close-on-exec, regular files only) and reads
+ * it with pread. cfitsio never sees the user's path: it reads a tf_source
+ * through an I/O driver of ours (cfdriver.c), opened under a name the core
+ * makes up ("tfio://<n>", unique among open files), so nothing of the
+ * path can be expanded (~user), stripped (leading blanks), parsed
+ * (brackets, parentheses), cut (1,024 bytes) or swapped for a sibling
+ * (name.gz). A compressed file is recognised by its first bytes, never by
+ * its name, and unpacked into memory (unpack.c); cfitsio then reads those
+ * bytes through the same driver.
+ *
+ * A tf_source is a read callback, its context and a size: a local file,
+ * bytes in memory, and later a remote object read by ranges.
+ */
+#ifndef TORCHFITS_IO_H
+#define TORCHFITS_IO_H
+
+#include <fitsio.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../torchfits_core.h"
+
+typedef struct tf_source tf_source;
+struct tf_source {
+    /* Up to n bytes at byte `off` into buf. Returns the count read, fewer
+     * than n only where the source ends; -1 on failure, with an errno
+     * value in *err. Called from several threads at once (no shared file
+     * offset). A copy of the struct reads the same (cfdriver.c keeps one
+     * per cfitsio handle). */
+    int64_t (*read)(const tf_source *s, void *buf, size_t n, int64_t off, int *err);
+    void *ctx;    /* the reader's: a descriptor, the bytes, a connection */
+    int64_t size; /* bytes in the source */
+};
+
+/* A source reading descriptor fd (owned by the caller) of `size` bytes. */
+void tf_source_fd(tf_source *s, int fd, int64_t size);
+
+/* A source over n bytes at p (owned by the caller, unchanged while used). */
+void tf_source_memory(tf_source *s, const void *p, size_t n);
+
+/* Exactly n bytes at off: TF_OK, TF_EIO (errno in *err) or TF_ECORRUPT
+ * (the source ends first; *err 0). Touches no handle: any thread may call
+ * it. */
+int tf_source_read(const tf_source *s, void *buf, size_t n, int64_t off, int *err);
+
+/* The same on a descriptor. */
+int tf_pread_exact(int fd, void *buf, size_t n, int64_t off, int *err);
+
+/* Up to n bytes at off, fewer only at the end of the file (EINTR and
+ * short reads retried); -1 with errno set on failure. */
+int64_t tf_pread_upto(int fd, void *buf, size_t n, int64_t off);
+
+/* Read exactly n bytes at off of the handle's file descriptor; TF_OK, or
+ * TF_EIO / TF_ECORRUPT (the file ends first) recorded on the handle. */
+int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off);
+
+/* Open `path` for f: f->fd and f->file_size, after checking that it is a
+ * regular file (a FIFO, directory, device or socket is TF_EOPEN at once,
+ * named; never a wait on a FIFO). (source.c) */
+int tf_source_open_file(tf_file *f, const char *path);
+
+/* Whether the first n bytes at m begin a compressed file (gzip, compress,
+ * pack, LZH, zip). (unpack.c) */
+int tf_is_compressed(const unsigned char *m, size_t n);
+
+/* Unpack the compressed file behind f->fd (f->file_size bytes, first bytes
+ * in magic[0..n)) into *out (*len bytes, followed by `guard` zero bytes;
+ * give it back with tf_membuf_free), within TF_OPT_UNPACK_MAX_MB. The kind
+ * comes from the magic bytes: gzip (every member) by zlib, compress (LZW)
+ * by cfitsio's decoder; pack, LZH and zip are TF_ENOTFITS. (unpack.c) */
+int tf_unpack(tf_file *f, const unsigned char *magic, size_t n, size_t guard,
+              unsigned char **out, size_t *len);
+
+/* Memory for a file's bytes, as tf_unpack gives it; NULL when out of
+ * memory. Not zeroed. Freed by tf_membuf_free (NULL is ignored). */
+void *tf_membuf_alloc(size_t n);
+void tf_membuf_free(void *p);
+
+/* Open cfitsio read-only on `src` through the core's I/O driver, under a
+ * name of the core's own, unique among open files. The source (its
+ * context) must outlive *fp. Returns a cfitsio status (*fp NULL on
+ * failure). Safe from any thread. (cfdriver.c) */
+int tf_cf_open(const tf_source *src, fitsfile **fp);
+
+#endif /* TORCHFITS_IO_H */
