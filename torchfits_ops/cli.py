@@ -89,16 +89,67 @@ def _cards(path: str, index: int) -> Tuple[List[str], List[str], List[str], List
     return torch_ops().read_header_cards(path, index)
 
 
-def _compression(path: str, h) -> str:
+def _raw_headers(path: str, limit: int = 1000) -> List[Dict[str, str]]:
+    """The stored cards of each HDU (key -> value text) of a plain FITS file,
+    read directly: the operators give a tile-compressed HDU's image header,
+    and ZCMPTYPE lives only in the stored one. Empty for gzip files."""
+    return _walk(path, limit)[0]
+
+
+def _walk(path: str, limit: int = 100000) -> Tuple[List[Dict[str, str]], Optional[str]]:
+    """(cards of each HDU, why the walk stopped early or None), read directly."""
+    out: List[Dict[str, str]] = []
+    size_total = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if f.read(2) == b"\x1f\x8b":
+            return out, None
+        f.seek(0)
+        while len(out) < limit:
+            cards: Dict[str, str] = {}
+            while True:
+                block = f.read(2880)
+                if not cards and out and not block.startswith(b"XTENSION"):
+                    return out, None  # end of file, or padding after the last HDU
+                if len(block) < 2880:
+                    return out, f"the file ends inside the header of HDU {len(out)}"
+                done = False
+                cards.setdefault("", "")  # this HDU has started
+                for i in range(0, 2880, 80):
+                    card = block[i:i + 80].decode("ascii", "replace")
+                    key = card[:8].strip()
+                    if key == "END":
+                        done = True
+                        break
+                    if card[8:10] == "= " and key not in cards:
+                        cards[key] = card[10:].split("/", 1)[0].strip().strip("'").strip()
+                if done:
+                    break
+            out.append(cards)
+            try:
+                naxis = int(cards.get("NAXIS", "0"))
+                size = 0
+                if naxis:
+                    size = abs(int(cards.get("BITPIX", "8"))) // 8
+                    for i in range(1, naxis + 1):
+                        size *= int(cards.get(f"NAXIS{i}", "0"))
+                size = (size + int(cards.get("PCOUNT", "0"))) * int(cards.get("GCOUNT", "1"))
+            except ValueError:
+                return out, None
+            end = f.tell() + size
+            if end > size_total:
+                return out, (f"truncated: HDU {len(out) - 1} needs {end} bytes, "
+                             f"the file has {size_total}")
+            f.seek(-(-size // 2880) * 2880, os.SEEK_CUR)
+            if f.tell() >= size_total:
+                return out, None
+    return out, None
+
+
+def _compression(raw: List[Dict[str, str]], h) -> str:
     if not h.compressed:
         return ""
-    try:
-        keys, values, _, _ = _cards(path, h.index)
-        for k, v in zip(keys, values):
-            if k == "ZCMPTYPE":
-                return v.strip().strip("'").strip()
-    except Exception:
-        pass
+    if h.index < len(raw):
+        return raw[h.index].get("ZCMPTYPE", "yes") or "yes"
     return "yes"
 
 
@@ -125,6 +176,10 @@ def cmd_info(args) -> int:
         if n:
             print()
         print(f"Filename: {path}")
+        try:
+            raw = _raw_headers(path) if any(h.compressed for h in infos) else []
+        except OSError:
+            raw = []
         rows = [("No.", "Name", "Ver", "Type", "Cards", "Shape", "Format", "Compression")]
         for h in infos:
             try:
@@ -133,12 +188,12 @@ def cmd_info(args) -> int:
                 ncards = "?"
             if h.kind == "image":
                 shape = "(" + ", ".join(str(s) for s in h.shape) + ")" if h.shape else "()"
-                fmt = _dtype_name(h)
+                fmt = _dtype_name(h) if h.shape else ""
             else:
                 shape = f"{h.shape[0]}R x {_ncols(path, h.index)}C"
                 fmt = ""
             rows.append((str(h.index), h.name or ("PRIMARY" if h.index == 0 else ""),
-                         str(h.ver), _kind_name(h), ncards, shape, fmt, _compression(path, h)))
+                         str(h.ver), _kind_name(h), ncards, shape, fmt, _compression(raw, h)))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -159,8 +214,8 @@ def _card_text(key: str, value: str, comment: str, kind: str) -> str:
         return f"{key:<8}{value}".rstrip()
     if key == "END":
         return "END"
-    if kind == "C":
-        value = "'" + value.replace("'", "''") + "'"
+    if kind == "C":  # strings start in column 11, padded to 8 characters
+        value = ("'" + value.replace("'", "''").ljust(8) + "'").ljust(20)
     text = f"{key:<8}= {value:>20}" if len(key) <= 8 else f"HIERARCH {key} = {value}"
     if comment:
         text += f" / {comment}"
@@ -291,6 +346,12 @@ def _verify_file(path: str) -> Optional[str]:
     ops = torch_ops()
     try:
         infos = tf.info(path)
+        try:
+            _, cut = _walk(path)
+        except OSError:
+            cut = None
+        if cut is not None:
+            return cut
         for h in infos:
             ops.read_header_cards(path, h.index)
             if h.kind == "image":
