@@ -3,6 +3,7 @@ schema is documented, and no page tells the history of the work."""
 import glob
 import os
 import re
+import runpy
 
 import numpy as np
 import pytest
@@ -62,7 +63,10 @@ def test_readme_snippet_runs(index, tmp_path, monkeypatch, capsys):
         pytest.skip("torch.compile of the operators needs torch 2.4 or later")
     write_fixtures(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+    # A real file, not exec: torch.jit.script reads a function's source.
+    script = tmp_path / f"readme_block_{index}.py"
+    script.write_text(code)
+    runpy.run_path(str(script), run_name="__readme__")
 
 
 def _schemas():
