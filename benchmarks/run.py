@@ -101,7 +101,7 @@ def main():
     missed = [r["case"] for r in rows if r.get("met") is False]
     if missed:
         lines += ["## Targets not met", ""] + [f"- {c}" for c in missed] + [
-            "", "Why, and what was tried: README.md, \"Where the targets stand\".", ""]
+            "", "Why: docs/performance.md, \"Bounds\".", ""]
     with open(args.out, "w") as f:
         f.write("\n".join(lines))
     chart(rows, os.path.join(os.path.dirname(args.out), "ratios.png"))
