@@ -157,6 +157,21 @@ def test_verify_all_good(files):
     assert "2 ok, 0 bad" in r.stdout
 
 
+def test_verify_checksums(tmp_path):
+    import torch
+    import torchfits_ops
+
+    good, bad = tmp_path / "sum.fits", tmp_path / "flipped.fits"
+    torchfits_ops.write(good, torch.arange(2000, dtype=torch.int16).reshape(40, 50), checksum=True)
+    blob = bytearray(good.read_bytes())
+    blob[2880 + 100] ^= 1  # one bit of the data
+    bad.write_bytes(bytes(blob))
+    r = tf("verify", good, bad)
+    assert r.returncode == 1
+    assert f"BAD  {bad}: HDU 0: DATASUM does not match; HDU 0: CHECKSUM does not match" in r.stdout
+    assert "2 files checked (structure and data, CHECKSUM/DATASUM): 1 ok, 1 bad" in r.stdout
+
+
 def test_bench(files):
     r = tf("bench", files["good"], "-e", "SCI", "-n", "3")
     assert r.returncode == 0, r.stderr

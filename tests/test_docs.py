@@ -38,6 +38,10 @@ def write_fixtures(d):
     sci = fits.ImageHDU(rng.normal(100, 5, (256, 256)).astype(np.float32), name="SCI")
     sci.header["BUNIT"] = "ADU"
     sci.header["EXPTIME"] = 30.0
+    for key, value in [("CTYPE1", "RA---TAN"), ("CTYPE2", "DEC--TAN"), ("CRVAL1", 150.1),
+                       ("CRVAL2", 2.2), ("CRPIX1", 128.5), ("CRPIX2", 128.5),
+                       ("CDELT1", -0.0002), ("CDELT2", 0.0002)]:
+        sci.header[key] = value
     fits.HDUList([fits.PrimaryHDU(), sci]).writeto(os.path.join(d, "image.fits"))
     n = 1000
     cols = [fits.Column(name="RA", format="E", array=rng.uniform(0, 360, n).astype(np.float32)),
@@ -71,8 +75,8 @@ def test_readme_snippet_runs(index, tmp_path, monkeypatch, capsys):
 
 def _schemas():
     src = open(os.path.join(ROOT, "csrc", "ops.cpp")).read()
-    for m in re.finditer(r'm\.def\(\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\)', src):
-        yield "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1)))
+    for m in re.finditer(r'm\.def\(\s*(?:torch::schema\(\s*)?((?:"(?:[^"\\]|\\.)*"\s*)+)', src):
+        yield "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))).replace('\\"', '"')
 
 
 def test_every_schema_is_documented():

@@ -361,9 +361,11 @@ def _verify_file(path: str) -> Optional[str]:
                 ops.read_table(path, h.index)
         checker = getattr(tf, "verify_checksum", None)
         if checker is not None:
-            problem = checker(path)
-            if problem:
-                return str(problem)
+            wrong = [f"HDU {i}: {key} does not match" for i, status in enumerate(checker(path))
+                     for key, ok in (("DATASUM", status.datasum), ("CHECKSUM", status.checksum))
+                     if ok is False]
+            if wrong:
+                return "; ".join(wrong)
     except Exception as e:  # every failure is a finding about the file
         return _one_line(e)
     return None
