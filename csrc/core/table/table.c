@@ -10,7 +10,12 @@
  *  - cfitsio's column reads (fits_read_col), for ASCII tables, for the
  *    variable-length arrays in the heap, and for testing the block path.
  * Character columns (A, and PA/QA) come back as the bytes stored on both
- * paths: nothing stripped, nothing cut at a NUL.
+ * paths: nothing stripped, nothing cut at a NUL. They, and the fields of
+ * ASCII tables, are read as bytes (fits_read_col with TBYTE,
+ * fits_read_tblbytes), never through cfitsio's string reader
+ * (fits_read_col_str): it copies a field or a PA row into a 28,800-byte
+ * buffer on the stack, and a PA row longer than that smashed the stack
+ * (SIGABRT; SIGSEGV from 60,000 characters) on a valid file.
  * cfitsio parses and validates the table header (TFORMn, NAXIS1, THEAP)
  * when it moves to the HDU; sizes are checked against the real file size
  * here before anything is read or allocated.
@@ -30,8 +35,6 @@
 #define BLOCK_BYTES (256 * 1024)
 /* Below this many table bytes a read stays on one thread. */
 #define THREAD_MIN_BYTES (4 * 1024 * 1024)
-/* Rows per cfitsio string read (bounds the temporary buffer). */
-#define STRING_ROWS 4096
 
 /* The geometry of the current table HDU, checked against the file. */
 typedef struct table_geom {
@@ -460,34 +463,6 @@ static int cfitsio_type(const tf_column_info *ci) {
     return tf_cfitsio_type(ci->dtype);
 }
 
-/* Fields of `nrows` rows as cfitsio's strings into dst, `width` bytes a
- * row, NUL padded: ASCII-table numbers, parsed below. */
-static int read_strings(tf_file *f, const tf_column_info *ci, int64_t row, int64_t nrows,
-                        int64_t width, char *dst) {
-    int rc = TF_OK, st = 0, anynul = 0;
-    int64_t block = nrows < STRING_ROWS ? nrows : STRING_ROWS;
-    char *buf = malloc((size_t)(block * (width + 1)) + 1);
-    char **ptrs = malloc((size_t)block * sizeof *ptrs + 1);
-    GOTO_ERROR_IF(!buf || !ptrs, f, TF_ENOMEM, "out of memory");
-    for (int64_t r = 0; r < nrows; r += block) {
-        int64_t k = nrows - r < block ? nrows - r : block;
-        for (int64_t i = 0; i < k; i++) ptrs[i] = buf + i * (width + 1);
-        fits_read_col_str(f->fp, ci->index + 1, row + r + 1, 1, k, "", ptrs, &anynul, &st);
-        GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': cannot read rows %lld to %lld",
-                        ci->name, (long long)(row + r), (long long)(row + r + k - 1));
-        for (int64_t i = 0; i < k; i++) {
-            char *d = dst + (r + i) * width;
-            size_t len = strnlen(ptrs[i], (size_t)width);
-            memcpy(d, ptrs[i], len);
-            memset(d + len, 0, (size_t)width - len);
-        }
-    }
-cleanup:
-    free(buf);
-    free(ptrs);
-    return rc;
-}
-
 /* The stored bytes of character column `ci` (fixed width or, with n the
  * row's length, a VLA) over `nrows` rows from `row` (0-based): cfitsio
  * reads a binary table's A column as bytes when asked for TBYTE, with
@@ -585,9 +560,11 @@ static int parse_ascii_int(char *s, const char *tnull, int64_t *out) {
     return end != p && !*end;
 }
 
-/* Numeric ASCII columns: the fields as text through cfitsio, then parsed. */
-static int read_ascii_numbers(tf_file *f, const tf_column_info *ci, int64_t start,
-                              int64_t nrows, void *dst) {
+/* Numeric ASCII columns: the fields as stored (read_chars), then parsed.
+ * (cfitsio's string reader copies a field into a buffer of 28,799
+ * characters and refused a wider one, which FITS allows, as corrupt.) */
+static int read_ascii_numbers(tf_file *f, const table_geom *g, const tf_column_info *ci,
+                              int64_t start, int64_t nrows, void *dst) {
     int rc = TF_OK;
     int64_t width = ci->width;
     const char *dot = strchr(ci->tform, '.');
@@ -595,30 +572,36 @@ static int read_ascii_numbers(tf_file *f, const tf_column_info *ci, int64_t star
     char tnull[sizeof f->fp->Fptr->tableptr[0].strnull + 1];
     snprintf(tnull, sizeof tnull, "%s", f->fp->Fptr->tableptr[ci->index].strnull);
     char *t = trim(tnull);
-    char *text = malloc((size_t)(STRING_ROWS * (width + 1)));
-    GOTO_ERROR_IF(!text, f, TF_ENOMEM, "out of memory");
-    for (int64_t r = 0; r < nrows; r += STRING_ROWS) {
-        int64_t k = nrows - r < STRING_ROWS ? nrows - r : STRING_ROWS;
-        rc = read_strings(f, ci, start + r, k, width + 1, text);
+    int64_t block = BLOCK_BYTES / (width > 0 ? width : 1);
+    if (block < 1) block = 1;
+    if (block > nrows) block = nrows;
+    char *text = malloc((size_t)(block * width) + 1), *field = malloc((size_t)width + 1);
+    GOTO_ERROR_IF(!text || !field, f, TF_ENOMEM, "out of memory");
+    for (int64_t r = 0; r < nrows; r += block) {
+        int64_t k = nrows - r < block ? nrows - r : block;
+        rc = read_chars(f, g, ci, start + r, k, width, text);
         if (rc) goto cleanup;
         for (int64_t i = 0; i < k; i++) {
-            char *field = text + i * (width + 1);
+            /* up to a NUL, as cfitsio's reader gave it */
+            memcpy(field, text + i * width, (size_t)width);
+            field[width] = 0;
             int ok = ci->dtype == TF_INT64
                    ? parse_ascii_int(field, t, (int64_t *)dst + r + i)
                    : parse_ascii(field, t, decimals, ci->scale, ci->zero, (double *)dst + r + i);
-            GOTO_ERROR_IF(!ok, f, TF_ECORRUPT, "column '%s', row %lld: '%s' is not a number",
+            GOTO_ERROR_IF(!ok, f, TF_ECORRUPT, "column '%s', row %lld: '%.40s' is not a number",
                           ci->name, (long long)(start + r + i), trim(field));
         }
     }
 cleanup:
     free(text);
+    free(field);
     return rc;
 }
 
 static int read_column_cfitsio(tf_file *f, const table_geom *g, const tf_column_info *ci,
                                int64_t start, int64_t nrows, char *dst) {
     int64_t per = row_elems(ci);
-    if (g->ascii && ci->kind == TF_COL_FIXED) return read_ascii_numbers(f, ci, start, nrows, dst);
+    if (g->ascii && ci->kind == TF_COL_FIXED) return read_ascii_numbers(f, g, ci, start, nrows, dst);
     if (ci->kind == TF_COL_STRING) return read_chars(f, g, ci, start, nrows, per, dst);
     if (ci->code == 'X') {  /* bits one row at a time */
         for (int64_t r = 0; r < nrows; r++)
