@@ -37,6 +37,7 @@ __all__ = [
     "read_table",
     "read_table_nulls",
     "set_keep_mb",
+    "set_table_max_mb",
     "set_threads",
     "set_unpack_max_mb",
     "options",
@@ -85,7 +86,8 @@ from . import _fake  # noqa: E402,F401  (fake kernels for torch.compile)
 # Python thread's os.environ assignment). Change them at run time with the
 # setters below.
 _ENVIRONMENT = {"threads": "TORCHFITS_THREADS", "keep_mb": "TORCHFITS_KEEP_MB",
-                "unpack_max_mb": "TORCHFITS_UNPACK_MAX_MB"}
+                "unpack_max_mb": "TORCHFITS_UNPACK_MAX_MB",
+                "table_max_mb": "TORCHFITS_TABLE_MAX_MB"}
 
 
 def _options_from_environment() -> None:
@@ -126,8 +128,19 @@ def set_unpack_max_mb(mb: int) -> int:
     return _ops.set_option("unpack_max_mb", int(mb))
 
 
+def set_table_max_mb(mb: int) -> int:
+    """MiB one table read may produce in all (every column, offsets too)
+    where that is more than 8 times the file's size; 0 (the default): 8
+    times the file's size is the limit (TORCHFITS_TABLE_MAX_MB at import).
+    Only a table whose variable-length arrays share heap bytes, or whose
+    ASCII columns overlap, comes near it; past it the read raises
+    RuntimeError [TF_ELIMIT] before anything is allocated. Returns the
+    previous value."""
+    return _ops.set_option("table_max_mb", int(mb))
+
+
 def options() -> Dict[str, int]:
-    """The current settings: threads, keep_mb, unpack_max_mb."""
+    """The current settings: threads, keep_mb, unpack_max_mb, table_max_mb."""
     return {name: _ops.get_option(name) for name in _ENVIRONMENT}
 
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]

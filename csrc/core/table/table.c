@@ -426,7 +426,14 @@ static int vla_scan(tf_file *f, const table_geom *g, const tf_column_info *ci, i
                          (long long)addr[r], (long long)g->heap_avail);
             goto cleanup;
         }
-        total += len[r];  /* bounded by the heap size, so no overflow */
+        /* Arrays may overlap (one heap can serve every row): the sum is
+         * bounded by rows times heap, not by the heap. */
+        if (__builtin_add_overflow(total, (int64_t)len[r], &total)) {
+            rc = tf_fail(f, TF_ELIMIT, 0,
+                         "column '%s': the arrays of rows %lld to %lld hold more than 2^63 "
+                         "elements", ci->name, (long long)start, (long long)(start + r));
+            goto cleanup;
+        }
         if (offsets) offsets[r + 1] = total;
     }
     *nelem = total;
@@ -443,6 +450,34 @@ int tf_table_rows(tf_file *f, int hdu, int64_t start, int64_t *nrows) {
     return check_rows(f, &g, start, nrows);
 }
 
+/* The most bytes one table read may produce (tf_table_output). */
+static int64_t output_limit(const tf_file *f) {
+    int64_t size = f->fd >= 0 ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, lim, cap;
+    if (!tf_mul_ok(size, TF_TABLE_GROWTH, &lim)) lim = INT64_MAX;
+    if (!tf_mul_ok(tf_get_option(TF_OPT_TABLE_MAX_MB), (int64_t)1 << 20, &cap)) cap = INT64_MAX;
+    return lim > cap ? lim : cap;
+}
+
+/* TF_ELIMIT for a read of `total` bytes (INT64_MAX: more than int64
+ * counts) that column `ci` took past `limit`. */
+static int too_big(tf_file *f, const tf_column_info *ci, int64_t total, int64_t limit) {
+    int64_t size = f->fd >= 0 ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, growth;
+    char amount[64], why[128];
+    if (total == INT64_MAX) snprintf(amount, sizeof amount, "more than 2^63 bytes");
+    else snprintf(amount, sizeof amount, "%lld bytes", (long long)total);
+    if (tf_mul_ok(size, TF_TABLE_GROWTH, &growth) && growth >= limit)
+        snprintf(why, sizeof why, "%d times the file's %lld bytes", TF_TABLE_GROWTH,
+                 (long long)size);
+    else
+        snprintf(why, sizeof why, "the table_max_mb setting, %lld MiB",
+                 (long long)tf_get_option(TF_OPT_TABLE_MAX_MB));
+    return tf_fail(f, TF_ELIMIT, 0,
+                   "column '%s': the read would produce %s in all, more than the %lld bytes a "
+                   "table read may produce (%s; variable-length arrays may share heap bytes: "
+                   "torchfits_ops.set_table_max_mb or TORCHFITS_TABLE_MAX_MB allows more)",
+                   ci->name, amount, (long long)limit, why);
+}
+
 int tf_table_vla_size(tf_file *f, int hdu, int col, int64_t start, int64_t nrows,
                       int64_t *nelem) {
     table_geom g;
@@ -452,7 +487,11 @@ int tf_table_vla_size(tf_file *f, int hdu, int col, int64_t start, int64_t nrows
     if (ci.kind != TF_COL_VLA)
         return tf_fail(f, TF_EINVAL, 0, "column '%s' is not a variable-length array", ci.name);
     FORWARD_IF_ERROR(check_rows(f, &g, start, &nrows));
-    return vla_scan(f, &g, &ci, start, nrows, nelem, NULL);
+    FORWARD_IF_ERROR(vla_scan(f, &g, &ci, start, nrows, nelem, NULL));
+    int64_t bytes, limit = output_limit(f);
+    if (!tf_mul_ok(*nelem, (int64_t)tf_dtype_size(ci.dtype), &bytes)) bytes = INT64_MAX;
+    if (bytes > limit) return too_big(f, &ci, bytes, limit);
+    return TF_OK;
 }
 
 /* ---- cfitsio's column reads ---- */
@@ -784,6 +823,50 @@ static int read_blocks(tf_file *f, const table_geom *g, const block_col *cols, i
     return rc;
 }
 
+/* Column `col`'s description with the dtype a read asks for (AUTO, or a
+ * wider exact type) in ci->dtype. */
+static int out_column(tf_file *f, const table_geom *g, const tf_table_out *o,
+                      tf_column_info *ci) {
+    FORWARD_IF_ERROR(column_info(f, g, o->col, ci));
+    tf_dtype want = o->dtype;
+    if (want != TF_DTYPE_AUTO && want != ci->dtype) {
+        RETURN_ERROR_IF(!((ci->dtype == TF_UINT16 && want == TF_INT32) ||
+                          (ci->dtype == TF_UINT32 && want == TF_INT64)),
+                        f, TF_EINVAL, "column '%s': cannot read %s data as %s", ci->name,
+                        tf_dtype_name(ci->dtype), tf_dtype_name(want));
+        ci->dtype = want;
+    }
+    return TF_OK;
+}
+
+int tf_table_output(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_out *outs,
+                    int nouts) {
+    table_geom g;
+    FORWARD_IF_ERROR(enter(f, hdu, &g));
+    if (nouts < 0 || (nouts && !outs)) return tf_fail(f, TF_EINVAL, 0, "no columns given");
+    FORWARD_IF_ERROR(check_rows(f, &g, start, &nrows));
+    const int64_t limit = output_limit(f);
+    int64_t total = 0;
+    for (int i = 0; i < nouts; i++) {
+        tf_column_info ci;
+        FORWARD_IF_ERROR(out_column(f, &g, &outs[i], &ci));
+        int64_t data, offsets = 0, nelem = 0, osize = (int64_t)tf_dtype_size(ci.dtype);
+        if (ci.kind == TF_COL_VLA) {
+            FORWARD_IF_ERROR(vla_scan(f, &g, &ci, start, nrows, &nelem, NULL));
+            offsets = (nrows + 1) * (int64_t)sizeof(int64_t); /* rows: checked against the file */
+        } else {
+            nelem = nrows * row_elems(&ci); /* within the rows' bytes, 8 elements a byte at most */
+        }
+        if (!tf_mul_ok(nelem, osize, &data) || __builtin_add_overflow(total, data, &total) ||
+            __builtin_add_overflow(total, offsets, &total))
+            total = INT64_MAX;
+        if (total > limit) return too_big(f, &ci, total, limit);
+        outs[i].data_bytes = (size_t)data;
+        outs[i].offsets_bytes = (size_t)offsets;
+    }
+    return TF_OK;
+}
+
 int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_out *outs,
                   int nouts, tf_read_path path) {
     table_geom g;
@@ -796,16 +879,8 @@ int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_ou
     GOTO_ERROR_IF(!infos || !bcols, f, TF_ENOMEM, "out of memory");
     for (int i = 0; i < nouts; i++) {
         tf_column_info *ci = &infos[i];
-        rc = column_info(f, &g, outs[i].col, ci);
+        rc = out_column(f, &g, &outs[i], ci);
         if (rc) goto cleanup;
-        tf_dtype want_dtype = outs[i].dtype;
-        if (want_dtype != TF_DTYPE_AUTO && want_dtype != ci->dtype) {
-            GOTO_ERROR_IF(!((ci->dtype == TF_UINT16 && want_dtype == TF_INT32) ||
-                            (ci->dtype == TF_UINT32 && want_dtype == TF_INT64)),
-                          f, TF_EINVAL, "column '%s': cannot read %s data as %s", ci->name,
-                          tf_dtype_name(ci->dtype), tf_dtype_name(want_dtype));
-            ci->dtype = want_dtype;
-        }
         if (ci->kind == TF_COL_VLA) continue;
         int64_t per = row_elems(ci);
         size_t want = (size_t)(nrows * per) * tf_dtype_size(ci->dtype);
