@@ -28,6 +28,7 @@ __all__ = [
     "HDUInfo",
     "ImageHDU",
     "TableHDU",
+    "UnsupportedHDU",
     "info",
     "num_hdus",
     "open",
@@ -361,8 +362,12 @@ class HDUInfo(NamedTuple):
     index: int
     name: str
     ver: int
-    kind: str  # "image", "binary_table" or "ascii_table"
-    shape: Tuple[int, ...]  # images: C order; tables: (rows,)
+    # "image", "binary_table", "ascii_table", or "unsupported": valid FITS
+    # this reader does not read (random groups, more than 16 axes), listed
+    # with its name, version and BITPIX; reading it raises
+    # NotImplementedError with the cause
+    kind: str
+    shape: Tuple[int, ...]  # images: C order; tables: (rows,); unsupported: ()
     dtype: Optional[torch.dtype]  # what read() returns; None for tables
     bitpix: int
     compressed: bool
@@ -490,6 +495,15 @@ class ImageHDU(HDU):
         return t.flip(flip) if flip else t
 
 
+class UnsupportedHDU(HDU):
+    """An HDU this reader lists but does not read (kind "unsupported"):
+    random groups, or an image of more than 16 axes. Its header reads."""
+
+    def read(self, *, raw: bool = False) -> torch.Tensor:
+        """Raises NotImplementedError naming the cause."""
+        return _call(self._file._handle().read, self.index, raw)
+
+
 # Tables live in table.py; it imports the helpers above.
 from .table import ColumnInfo, TableHDU, read_table, read_table_nulls, table_info  # noqa: E402
 
@@ -524,7 +538,8 @@ class FitsFile:
         h = self._hdus.get(index)
         if h is None:
             m = self._infos[index]
-            h = self._hdus[index] = (ImageHDU if m.kind == "image" else TableHDU)(self, m)
+            cls = {"image": ImageHDU, "unsupported": UnsupportedHDU}.get(m.kind, TableHDU)
+            h = self._hdus[index] = cls(self, m)
         return h
 
     def _handle(self):
