@@ -13,8 +13,8 @@ block, by `_raw`.
 import gzip
 import hashlib
 import inspect
+import io
 import json
-import os
 
 import numpy as np
 import pytest
@@ -91,6 +91,18 @@ def _vla_table(arrays, code="A", extname=None):
         heap += a
     longest = max((len(a) for a in arrays), default=0)
     return _bintable([("S", f"P{code}({longest})")], len(arrays), desc, heap, extname)
+
+
+def _add_cards(raw, start, cards):
+    """raw with `cards` put before the END of the header at byte `start`
+    (a block more where they need it)."""
+    raw = bytes(raw)
+    end = raw.index(_card("END"), start)
+    while (end - start) % 80:
+        end = raw.index(_card("END"), end + 1)
+    data = (end // BLOCK + 1) * BLOCK
+    head = raw[start:end] + cards + _card("END")
+    return raw[:start] + head + b" " * (-len(head) % BLOCK) + raw[data:]
 
 
 def _isolated(code, folder, *args, gb=4, timeout=180):
@@ -229,6 +241,24 @@ def test_many_axes(tmp_path):
                                  _image([1] * 200, extname="B") + ok)
     (d / "last.fits").write_bytes(first + ok + _image([1] * 100 + [3], bitpix=8, extname="LAST"))
     (d / "prim104.fits").write_bytes(_image([1] * 104, bitpix=8, primary=True) + ok)
+    # a tile-compressed image of 7 axes (cfitsio reads at most 6): a 10x10
+    # RICE_1 image given five more axes of 1
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(np.arange(100, dtype=np.int16).reshape(10, 10),
+                                                       name="Z7"),
+                  fits.ImageHDU(np.arange(20, dtype=">f4").reshape(5, 4), name="OK")]).writeto(buf)
+    raw = bytearray(buf.getvalue())
+    at = raw.index(b"ZNAXIS  =")
+    raw[at:at + 80] = _card("ZNAXIS", 7)
+    extra = b"".join(_card(f"ZNAXIS{i}", 1) + _card(f"ZTILE{i}", 1) for i in range(3, 8))
+    (d / "z7.fits").write_bytes(_add_cards(raw, 2880, extra))
+    # a TDIM of 17 axes: that column is refused, the others read
+    tdim = "(" + ",".join(["2"] + ["1"] * 16) + ")"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([
+        fits.Column(name="A", format="J", array=np.arange(3)),
+        fits.Column(name="T", format="2J", array=np.arange(6).reshape(3, 2))])]).writeto(d / "tdim17.fits")
+    (d / "tdim17.fits").write_bytes(_add_cards((d / "tdim17.fits").read_bytes(), 2880,
+                                               _card("TDIM2", tdim)))
     (d / "prim104.fits.gz").write_bytes(gzip.compress((d / "prim104.fits").read_bytes()))
     (d / "ext104.fits.gz").write_bytes(gzip.compress((d / "ext104.fits").read_bytes()))
 
@@ -253,9 +283,29 @@ for name in ("ext17", "ext104", "ext999", "ext1000", "two", "last", "prim104",
             return kinds, outcome(lambda: f[1].read()), f[len(f) - 1].read().tolist(), \\
                 outcome(lambda: f[1].header["NAXIS"])
     r["open"] = outcome(opened)
+p = f"{d}/z7.fits"
+out["z7"] = [outcome(lambda: [[h.kind, h.name, h.bitpix] for h in tf.info(p)]),
+             outcome(lambda: tf.read(p, 1)), outcome(lambda: tf.read(p, "OK").tolist()),
+             outcome(lambda: tf.read_header(p, "Z7")["ZNAXIS"])]
+p = f"{d}/tdim17.fits"
+out["tdim17"] = [outcome(lambda: tf.table_info(p)), outcome(lambda: tf.read_table(p)),
+                 outcome(lambda: ops.read_table(p, 1, ["A"], 0, -1)["A"].tolist())]
 print(json.dumps(out))
 """
     out = _isolated(code, d, d, gb=4)
+
+    with fits.open(d / "z7.fits") as h:
+        ref_ok7 = h[2].data.tolist()
+    assert out["z7"][0] == ["ok", [["image", "", 8], ["unsupported", "Z7", 16], ["image", "OK", -32]]]
+    assert out["z7"][1] == ["NotImplementedError", f"{d}/z7.fits: HDU 1: ZNAXIS = 7: cfitsio reads "
+                            "tile-compressed images of at most 6 axes [TF_EUNSUPPORTED]"]
+    assert out["z7"][2] == ["ok", ref_ok7] and out["z7"][3] == ["ok", 7]
+    with fits.open(d / "tdim17.fits") as h:  # valid: astropy reads it
+        assert h[1].data["T"].ndim == 18 and h[1].data["A"].tolist() == [0, 1, 2]
+    msg = (f"{d}/tdim17.fits: HDU 1: column 'T': TDIM2 = '{tdim}' has 17 axes; this reader reads "
+           "at most 16 [TF_EUNSUPPORTED]")
+    assert out["tdim17"][:2] == [["NotImplementedError", msg]] * 2
+    assert out["tdim17"][2] == ["ok", [0, 1, 2]]
 
     with fits.open(d / "ext104.fits") as h:
         ref0, ref_ok = h[0].data.tolist(), h[2].data.tolist()

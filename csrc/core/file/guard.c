@@ -271,8 +271,8 @@ static const char *const COLUMN_KEYS[] = {"TFORM", "TTYPE", "TDIM", "TSCAL", "TZ
 
 /* The keywords that fix the size of an HDU's data, and name it. */
 typedef struct layout {
-    int has_bitpix, has_naxis, has_pcount, has_gcount, has_extver, groups;
-    long long bitpix, naxis, pcount, gcount, extver;
+    int has_bitpix, has_naxis, has_pcount, has_gcount, has_extver, has_znaxis, groups;
+    long long bitpix, naxis, pcount, gcount, extver, znaxis;
     unsigned char naxisn_seen[FITS_MAX_AXES / 8 + 1]; /* bit n: NAXISn seen */
     int64_t naxisn[FITS_MAX_AXES + 1];                 /* 1-based */
     char extname[FLEN_VALUE], hduname[FLEN_VALUE];
@@ -295,6 +295,8 @@ static void collect_layout(const char *card, layout *L) {
         L->has_bitpix = card_int(card, &L->bitpix);
     } else if (key_is(card, "NAXIS")) {
         L->has_naxis = card_int(card, &L->naxis);
+    } else if (key_is(card, "ZNAXIS")) {
+        L->has_znaxis = card_int(card, &L->znaxis);
     } else if (key_indexed(card, "NAXIS")) {
         int n = atoi(card + 5);
         if (n >= 1 && n <= FITS_MAX_AXES && !(L->naxisn_seen[n / 8] & (1u << (n % 8))) &&
@@ -343,10 +345,12 @@ static int layout_bytes(const layout *L, int64_t *bytes) {
 
 /* The layout checks of a whole header at byte `head`, its data at byte
  * `data`: NAXIS within FITS's 999, the data inside the file (extensions),
- * and NAXIS within cfitsio's 99 (else *sk describes the HDU to skip, for
- * an extension; TF_EUNSUPPORTED for the primary). */
-static int check_layout(tf_file *f, const layout *L, int64_t head, int64_t data, int primary,
-                        tf_skip *sk, int *skip) {
+ * and NAXIS within cfitsio's 99, ZNAXIS of a tile-compressed image within
+ * its 6 (else *sk describes the HDU to skip, for an extension;
+ * TF_EUNSUPPORTED for the primary). */
+static int check_layout(tf_file *f, const header_scan *hs, int64_t head, int64_t data,
+                        int primary, tf_skip *sk, int *skip) {
+    const layout *L = &hs->lay;
     const int extension = !primary;
     *skip = 0;
     if (!L->has_naxis) return TF_OK; /* cfitsio reports a missing NAXIS */
@@ -366,7 +370,16 @@ static int check_layout(tf_file *f, const layout *L, int64_t head, int64_t data,
                            "%lld, the file has %lld bytes",
                            (long long)bytes, (long long)data, (long long)size);
     }
-    if (L->naxis <= CFITSIO_MAX_AXES) return TF_OK;
+    /* cfitsio's description of a tile-compressed image holds 6 axes
+     * (MAX_COMPRESS_DIM): it refuses more while it parses the header, and
+     * its count of the HDUs stopped there, dropping this HDU and every
+     * later one from a listing. */
+    int compressed_axes = extension && hs->h.is_bintable && hs->h.zimage && L->has_znaxis &&
+                          L->znaxis > MAX_COMPRESS_DIM;
+    if (compressed_axes && L->znaxis > FITS_MAX_AXES)
+        return tf_fail(f, TF_ECORRUPT, 0, "ZNAXIS = %lld: FITS allows 0 to %d axes", L->znaxis,
+                       FITS_MAX_AXES);
+    if (L->naxis <= CFITSIO_MAX_AXES && !compressed_axes) return TF_OK;
     if (!extension)
         return tf_fail(f, TF_EUNSUPPORTED, 0,
                        "NAXIS = %lld in the primary header: cfitsio, which parses the headers, "
@@ -382,14 +395,19 @@ static int check_layout(tf_file *f, const layout *L, int64_t head, int64_t data,
     sk->data = data;
     if (__builtin_add_overflow(data, (bytes + BLOCK - 1) / BLOCK * BLOCK, &sk->end))
         return tf_fail(f, TF_ECORRUPT, 0, "the data size overflows");
-    sk->bitpix = (int)L->bitpix;
+    sk->bitpix = compressed_axes && hs->h.has_zbitpix ? (int)hs->h.zbitpix : (int)L->bitpix;
     snprintf(sk->extname, sizeof sk->extname, "%s", L->extname);
     snprintf(sk->hduname, sizeof sk->hduname, "%s", L->hduname);
     sk->extver = L->has_extver && L->extver >= INT32_MIN && L->extver <= INT32_MAX
                ? (int)L->extver : 1;
-    snprintf(sk->why, sizeof sk->why,
-             "NAXIS = %lld: this reader reads images of at most %d axes, and cfitsio parses "
-             "headers of at most %d", L->naxis, TF_MAX_DIMS, CFITSIO_MAX_AXES);
+    if (L->naxis > CFITSIO_MAX_AXES)
+        snprintf(sk->why, sizeof sk->why,
+                 "NAXIS = %lld: this reader reads images of at most %d axes, and cfitsio parses "
+                 "headers of at most %d", L->naxis, TF_MAX_DIMS, CFITSIO_MAX_AXES);
+    else
+        snprintf(sk->why, sizeof sk->why,
+                 "ZNAXIS = %lld: cfitsio reads tile-compressed images of at most %d axes",
+                 L->znaxis, MAX_COMPRESS_DIM);
     *skip = 1;
     return TF_OK;
 }
@@ -543,7 +561,7 @@ static int check_header(tf_file *f, int64_t off, int extension, tf_skip *sk, int
         FORWARD_IF_ERROR(check_block(f, block, &hs, &ended));
     }
     if (ended)
-        FORWARD_IF_ERROR(check_layout(f, &hs.lay, off, off + b * BLOCK, 0, sk, skip));
+        FORWARD_IF_ERROR(check_layout(f, &hs, off, off + b * BLOCK, 0, sk, skip));
     if (*skip) return TF_OK; /* never parsed: its other keywords do not matter */
     return check_whole(f, &hs);
 }
@@ -612,7 +630,7 @@ int tf_guard_primary(tf_file *f, const char *buf, size_t n) {
         tf_skip sk;
         int skip, saved = f->err_hdu;
         f->err_hdu = 0;
-        int rc = check_layout(f, &hs.lay, 0, at, 1, &sk, &skip);
+        int rc = check_layout(f, &hs, 0, at, 1, &sk, &skip);
         f->err_hdu = saved;
         FORWARD_IF_ERROR(rc);
     }

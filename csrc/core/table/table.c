@@ -333,9 +333,14 @@ static int column_info(tf_file *f, const table_geom *g, int col, tf_column_info 
         fits_decode_tdimll(f->fp, tdim, n, TF_MAX_DIMS, &naxis, naxes, &st);
         RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': bad TDIM%d = '%s'", ci->name, n,
                           ci->tdim);
-        if (naxis < 1 || naxis > TF_MAX_DIMS)
+        if (naxis < 1)
             return tf_fail(f, TF_ECORRUPT, 0, "column '%s': TDIM%d = '%s' has %d axes", ci->name,
                            n, ci->tdim, naxis);
+        /* Valid FITS (a TDIM may have up to 999): the other columns read. */
+        if (naxis > TF_MAX_DIMS)
+            return tf_fail(f, TF_EUNSUPPORTED, 0,
+                           "column '%s': TDIM%d = '%s' has %d axes; this reader reads at most %d",
+                           ci->name, n, ci->tdim, naxis, TF_MAX_DIMS);
         int64_t prod = 1;
         for (int d = 0; d < naxis; d++) {
             if (naxes[d] < 0 || !tf_mul_ok(prod, naxes[d], &prod)) prod = -1;
