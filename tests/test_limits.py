@@ -430,6 +430,33 @@ print(json.dumps(out))
                           "column 'V' (") and msg.endswith("[TF_ENOMEM]"), msg
 
 
+def test_image_allocation_failure_names_the_file(tmp_path):
+    """An image output that cannot be allocated (a tile-compressed image
+    of 2 GB of zeros in a 0.6 MB file: within the compression limit) names
+    the file and HDU, not torch's allocator alone."""
+    d = tmp_path / "in"
+    d.mkdir()
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), _compressed(np.zeros((1000, 1000), np.int16), "RICE_1",
+                                                 (1000, 1000), "BIG")]).writeto(buf)
+    raw = bytearray(buf.getvalue())
+    for key in ("ZNAXIS2", "ZTILE2"):  # one tile of 10^6 x 1000 pixels
+        at = raw.index(key.ljust(8).encode() + b"=")
+        raw[at:at + 80] = _card(key, 10 ** 6)
+    (d / "big.fits").write_bytes(bytes(raw) + bytes(600_000))
+    code = _PRELUDE + """
+p = sys.argv[1] + "/big.fits"
+print(json.dumps([outcome(lambda: list(tf.info(p)[1].shape)), outcome(lambda: tf.read(p, 1)),
+                  outcome(lambda: tf.read(p, "BIG", device="cpu"))]))
+"""
+    out = _isolated(code, d, d, gb=1)
+    assert out[0] == ["ok", [1000000, 1000]]
+    for kind, msg in out[1:]:
+        assert kind == "RuntimeError", (kind, msg)
+        assert msg.startswith(f"{d}/big.fits: HDU 1: cannot allocate 2000000000 bytes for the "
+                              "image (") and msg.endswith("[TF_ENOMEM]"), msg
+
+
 # ---- finding 11a: ZTILE larger than the image ----
 
 def _compressed(data, ctype, tile, name):

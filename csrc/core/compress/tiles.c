@@ -1244,6 +1244,8 @@ int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
         describe_tile(&t, bad, where, sizeof where);
         return tf_fail(f, TF_ECORRUPT, 0, "%s: cannot decode the compressed data: %s", where, why);
     }
+    RETURN_ERROR_IF(st == MEMORY_ALLOCATION, f, TF_ENOMEM,
+                    "cannot allocate memory to check tiles of %lld pixels", (long long)t.max_tile);
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the compressed tiles");
     return TF_OK;
 }
@@ -1312,6 +1314,14 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
         describe_tile(&t, r.fail_tile, where, sizeof where);
         rc = tf_fail(f, TF_ECORRUPT, 0, "%s: cannot decode the compressed data: %s", where,
                      r.fail_why);
+        goto cleanup;
+    }
+    /* Out of memory is not a damaged tile: no poisoning, and no retry
+     * tile by tile (name_bad_tile) that would ask again. */
+    if (r.failed && r.st == MEMORY_ALLOCATION) {
+        fits_clear_errmsg();
+        rc = tf_fail(f, TF_ENOMEM, 0, "cannot allocate memory to decode tiles of %lld pixels",
+                     (long long)t.max_tile);
         goto cleanup;
     }
     if (r.failed) {
