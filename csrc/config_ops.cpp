@@ -16,6 +16,7 @@ constexpr OptionName kOptions[] = {
     {"threads", TF_OPT_THREADS},
     {"keep_mb", TF_OPT_KEEP_MB},
     {"unpack_max_mb", TF_OPT_UNPACK_MAX_MB},
+    {"table_max_mb", TF_OPT_TABLE_MAX_MB},
 };
 
 tf_option option_named(const std::string& name) {
@@ -23,7 +24,7 @@ tf_option option_named(const std::string& name) {
     if (name == o.name) return o.opt;
   }
   TORCH_CHECK_VALUE(false, "torchfits: no option named '", name,
-                    "' (options: threads, keep_mb, unpack_max_mb)");
+                    "' (options: threads, keep_mb, unpack_max_mb, table_max_mb)");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // gives (a pinned buffer, a slice of a batch), and batch reads of the same
 // HDU or region from many files, which the core spreads over threads.
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "ops.h"
@@ -122,7 +123,21 @@ std::tuple<at::Tensor, at::Tensor> read_batch(const std::vector<std::string>& pa
   BatchPlan p = plan_batch(paths, hdu, req, skip_errors);
   std::vector<int64_t> out_shape{static_cast<int64_t>(paths.size())};
   out_shape.insert(out_shape.end(), p.shape, p.shape + p.ndim);
-  at::Tensor out = at::empty(out_shape, at::TensorOptions().dtype(p.scalar));
+  at::Tensor out;
+  try {
+    out = at::empty(out_shape, at::TensorOptions().dtype(p.scalar));
+  } catch (const c10::Error& err) {
+    // Name the files, as every other failure does.
+    std::string cause = err.what_without_backtrace();
+    cause = cause.substr(0, cause.find('\n'));
+    double bytes = static_cast<double>(c10::elementSize(p.scalar));
+    for (int64_t n : out_shape) bytes *= static_cast<double>(n);
+    std::string msg = os_path(paths[0]);
+    if (paths.size() > 1) msg += " and " + std::to_string(paths.size() - 1) + " more files";
+    msg += ": cannot allocate " + std::to_string(static_cast<long long>(bytes)) +
+           " bytes for the batch (" + cause + ")";
+    throw_status(TF_ENOMEM, msg.c_str());
+  }
   at::Tensor ok = run_batch(p, hdu, out, skip_errors, threads);
   return {out, ok};
 }

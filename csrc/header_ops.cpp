@@ -101,7 +101,20 @@ InfoTuple info_open(tf_file* f) {
   c10::List<bool> compressed;
   for (int i = 0; i < n; i++) {
     tf_hdu_info h;
-    check(tf_hdu_info_get(f, i, &h), f);
+    int rc = tf_hdu_info_get(f, i, &h);
+    if (rc == TF_EUNSUPPORTED) {
+      // Valid FITS this reader does not read (random groups, more than 16
+      // axes): listed, with what the core could tell; reading it raises.
+      kinds.emplace_back("unsupported");
+      shapes.emplace_back();
+      dtypes.emplace_back("");
+      extnames.emplace_back(h.extname);
+      extvers.push_back(h.extver);
+      bitpix.push_back(h.bitpix);
+      compressed.push_back(false);
+      continue;
+    }
+    check(rc, f);
     kinds.emplace_back(kind_name(h));
     if (h.kind == TF_HDU_IMAGE) {
       shapes.emplace_back(h.shape, h.shape + h.ndim);

@@ -16,7 +16,7 @@ at::Tensor read_image(tf_file* f, int hdu, tf_image_request* req) {
   tf_dtype request = dtype;
   at::ScalarType scalar = to_scalar_type(dtype, &request);
   req->dtype = request;
-  at::Tensor out = new_output(at::IntArrayRef(shape, ndim), scalar);
+  at::Tensor out = new_output(f, hdu, "the image", at::IntArrayRef(shape, ndim), scalar);
   check(tf_image_read(f, hdu, req, out.data_ptr(), out.nbytes()), f);
   return out;
 }

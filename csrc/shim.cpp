@@ -172,22 +172,48 @@ at::ScalarType to_scalar_type(tf_dtype dtype, tf_dtype* request) {
   }
 }
 
-at::Tensor new_output(at::IntArrayRef shape, at::ScalarType dtype) {
-  constexpr size_t kMallocFrom = 64 * 1024;  // below, torch's allocator is as good
-  auto options = at::TensorOptions().dtype(dtype);
-  size_t bytes = c10::elementSize(dtype);
+namespace {
+
+// Bytes of a tensor of this shape and element size; SIZE_MAX past size_t.
+size_t tensor_bytes(at::IntArrayRef shape, size_t elem) {
+  size_t bytes = elem;
   for (int64_t n : shape) {
     TORCH_CHECK(n >= 0, "torchfits: negative extent ", n);
-    if (n != 0 && bytes > SIZE_MAX / static_cast<size_t>(n)) {
-      bytes = SIZE_MAX;
-      break;
-    }
+    if (n != 0 && bytes > SIZE_MAX / static_cast<size_t>(n)) return SIZE_MAX;
     bytes *= static_cast<size_t>(n);
   }
-  if (bytes < kMallocFrom || bytes == SIZE_MAX) return at::empty(shape, options);
+  return bytes;
+}
+
+}  // namespace
+
+void allocation_failed(tf_file* f, int hdu, size_t bytes, const std::string& what,
+                       const c10::Error& err) {
+  // torch's first line ("DefaultCPUAllocator: can't allocate memory: ...")
+  std::string cause = err.what_without_backtrace();
+  cause = cause.substr(0, cause.find('\n'));
+  throw_status(tf_fail_alloc(f, hdu, bytes, what.c_str(), cause.c_str()), tf_errmsg(f));
+}
+
+at::Tensor empty_output(tf_file* f, int hdu, const std::string& what, at::IntArrayRef shape,
+                        at::TensorOptions options) {
+  size_t bytes = tensor_bytes(shape, c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
+  try {
+    return at::empty(shape, options);
+  } catch (const c10::Error& err) {
+    allocation_failed(f, hdu, bytes, what, err);
+  }
+}
+
+at::Tensor new_output(tf_file* f, int hdu, const char* what, at::IntArrayRef shape,
+                      at::ScalarType dtype) {
+  constexpr size_t kMallocFrom = 64 * 1024;  // below, torch's allocator is as good
+  auto options = at::TensorOptions().dtype(dtype);
+  size_t bytes = tensor_bytes(shape, c10::elementSize(dtype));
+  if (bytes < kMallocFrom || bytes == SIZE_MAX) return empty_output(f, hdu, what, shape, options);
   size_t len = 0;
   void* data = tf_block_alloc(bytes, &len);
-  if (data == nullptr) return at::empty(shape, options);  // let torch report it
+  if (data == nullptr) return empty_output(f, hdu, what, shape, options);  // torch's cause
   return at::from_blob(data, shape, [len](void* p) { tf_block_free(p, len); }, options);
 }
 

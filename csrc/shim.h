@@ -66,7 +66,19 @@ at::ScalarType to_scalar_type(tf_dtype dtype, tf_dtype* request);
 // the same size came back as fresh pages in a read loop beside other readers
 // (100 to 200 page faults per 1-2 MiB read here, a third of the read's
 // time); above, blocks the core keeps for reuse when their tensor is freed.
-at::Tensor new_output(at::IntArrayRef shape, at::ScalarType dtype);
+// An allocation that fails raises naming the file: "<path>: HDU <hdu>:
+// cannot allocate N bytes for <what> (torch's cause) [TF_ENOMEM]".
+at::Tensor new_output(tf_file* f, int hdu, const char* what, at::IntArrayRef shape,
+                      at::ScalarType dtype);
+
+// at::empty, with a failure that names the file as new_output's does.
+at::Tensor empty_output(tf_file* f, int hdu, const std::string& what, at::IntArrayRef shape,
+                        at::TensorOptions options);
+
+// Raise for an allocation of `bytes` that failed with `err`, naming the file
+// open on f (tf_fail_alloc).
+[[noreturn]] void allocation_failed(tf_file* f, int hdu, size_t bytes, const std::string& what,
+                                    const c10::Error& err);
 
 // Put a region (start, shape and optional step, C order) into a request,
 // checking that the lists agree and every step is >= 1.

@@ -30,7 +30,9 @@ std::vector<int> column_numbers(tf_file* f, int hdu,
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 // The columns asked for (all when names is empty), in that order; a VLA
-// column NAME gives NAME.offsets then NAME. fixed_only refuses VLAs.
+// column NAME gives NAME.offsets then NAME. fixed_only refuses VLAs. The
+// core sizes every output first (tf_table_output: the total is bounded by
+// the file's size), then they are allocated and filled in one call.
 NamedTensors read_tensors(tf_file* f, int hdu, const c10::optional<std::vector<std::string>>& names,
                           int64_t start_row, int64_t num_rows, tf_read_path path,
                           bool fixed_only) {
@@ -38,31 +40,39 @@ NamedTensors read_tensors(tf_file* f, int hdu, const c10::optional<std::vector<s
   int64_t nrows = num_rows;
   check(tf_table_rows(f, hdu, start_row, &nrows), f);
   std::vector<tf_table_out> outs(cols.size());
+  std::vector<tf_column_info> infos(cols.size());
+  std::vector<at::ScalarType> scalars(cols.size());
+  for (size_t i = 0; i < cols.size(); i++) {
+    tf_column_info& ci = infos[i];
+    check(tf_table_column(f, hdu, cols[i], &ci), f);
+    TORCH_CHECK_VALUE(!fixed_only || ci.kind != TF_COL_VLA, "column ", ci.name,
+                      " has variable-length rows; read_columns gives fixed-width columns only "
+                      "(read_table gives values and offsets)");
+    tf_dtype request = ci.dtype;
+    scalars[i] = to_scalar_type(ci.dtype, &request);
+    outs[i].col = cols[i];
+    outs[i].dtype = request;
+  }
+  check(tf_table_output(f, hdu, start_row, nrows, outs.data(), static_cast<int>(outs.size())), f);
   NamedTensors tensors;
   for (size_t i = 0; i < cols.size(); i++) {
-    tf_column_info ci;
-    check(tf_table_column(f, hdu, cols[i], &ci), f);
-    tf_dtype request = ci.dtype;
-    auto options = at::TensorOptions().dtype(to_scalar_type(ci.dtype, &request));
+    const tf_column_info& ci = infos[i];
     tf_table_out& o = outs[i];
-    o.col = cols[i];
-    o.dtype = request;
+    auto options = at::TensorOptions().dtype(scalars[i]);
+    std::string what = std::string("column '") + ci.name + "'";
     at::Tensor values;
     if (ci.kind == TF_COL_VLA) {
-      TORCH_CHECK_VALUE(!fixed_only, "column ", ci.name,
-                        " has variable-length rows; read_columns gives fixed-width columns only "
-                        "(read_table gives values and offsets)");
-      int64_t nelem = 0;
-      check(tf_table_vla_size(f, hdu, cols[i], start_row, nrows, &nelem), f);
-      values = at::empty({nelem}, options);
-      at::Tensor offsets = at::empty({nrows + 1}, at::TensorOptions().dtype(at::kLong));
+      int64_t nelem = static_cast<int64_t>(o.data_bytes / c10::elementSize(scalars[i]));
+      values = empty_output(f, hdu, what, {nelem}, options);
+      at::Tensor offsets = empty_output(f, hdu, what + " (offsets)", {nrows + 1},
+                                        at::TensorOptions().dtype(at::kLong));
       o.offsets = offsets.data_ptr<int64_t>();
       o.offsets_bytes = offsets.nbytes();
       tensors.emplace_back(std::string(ci.name) + ".offsets", offsets);
     } else {
       std::vector<int64_t> shape{nrows};
       shape.insert(shape.end(), ci.shape, ci.shape + ci.ndim);
-      values = at::empty(shape, options);
+      values = empty_output(f, hdu, what, shape, options);
     }
     o.data = values.data_ptr();
     o.data_bytes = values.nbytes();

@@ -7,7 +7,9 @@ Writes, for RICE_1 (integer and quantized float), GZIP_1, GZIP_2,
 HCOMPRESS_1 and PLIO_1 files, a binary table with every kind of column, an
 ASCII table, and plain images (BITPIX 16, 8 and -32 in the primary HDU,
 which the fast open parses without cfitsio, and BITPIX 32 in an IMAGE
-extension), all as astropy wrote them, each keyword below given
+extension), all as astropy wrote them, a table of strings longer than
+cfitsio's string buffer, and an image extension of 104 axes (written here),
+each keyword below given
 each odd value below, in eight ways: in place, with
 no blank after the "=", with the "=" a column late, behind HIERARCH, with
 the name in lower case, twice with the odd value first, twice with it last,
@@ -128,6 +130,54 @@ def image_hdus(rng, algo):
                                                           dtype=np.int64).astype(np.int32))]
 
 
+# An image extension of 104 axes (each 1; FITS allows 999, cfitsio's
+# header parse holds 99 and crashed past that) between two small images,
+# written here: astropy makes no array of more than 64 axes. The guard
+# must skip it, or refuse what its cards make of it, and the HDUs after it
+# stay readable.
+MANY_AXES_VALUES = VALUES + ["16", "99", "100", "103", "104", "105", "999", "1000", "'IMAGE'",
+                             "'BINTABLE'", "'FOO'"]
+MANY_AXES_KEYS = ["XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS99", "NAXIS104",
+                  "PCOUNT", "GCOUNT", "GROUPS", "EXTNAME"]
+
+
+def raw_header(cards):
+    raw = b"".join(cards) + b"END".ljust(80)
+    return raw + b" " * (-len(raw) % 2880)
+
+
+def many_axes(rng):
+    """Bytes of: an empty primary, the 104-axis image, a small image."""
+    out = io.BytesIO()
+    fits.PrimaryHDU().writeto(out)
+    cards = [card("XTENSION", "'IMAGE   '"), card("BITPIX", "16"), card("NAXIS", "104")]
+    cards += [card(f"NAXIS{i}", "1") for i in range(1, 105)]
+    cards += [card("PCOUNT", "0"), card("GCOUNT", "1"), card("EXTNAME", "'MANY    '")]
+    cards += [f"HISTORY padding {k}".ljust(80).encode() for k in range(PADDING)]
+    after = io.BytesIO()
+    fits.ImageHDU(rng.integers(0, 100, (6, 7)).astype(np.int16), name="AFTER").writeto(after)
+    data = b"\0\7" + b"\0" * 2878
+    return out.getvalue() + raw_header(cards) + data + after.getvalue()[2880:]
+
+
+# A table of long strings: a PA column whose rows pass cfitsio's 28,800-byte
+# string buffer (one of 30,000 characters smashed its stack), and a fixed
+# A column as wide.
+LONG_VALUES = TABLE_VALUES + ["'1PA(30000)'", "'1QA(30000)'", "'30000A'", "'1PA'", "'30008A'",
+                              "'29999A'", "30008", "60016", "'(100,300)'"]
+LONG_KEYS = ["TFORM1", "TFORM2", "TDIM2", "NAXIS1", "NAXIS2", "PCOUNT", "THEAP"]
+
+
+def long_strings(rng):
+    n, width = 2, 30000
+    pa = np.empty(n, dtype=object)
+    pa[:] = [b"x" * 30000, b"short"]
+    cols = [fits.Column(name="P", format="PA(30000)", array=pa),
+            fits.Column(name="A", format=f"{width}A",
+                        array=np.array([b"a" * width, b"b" * (width - 9)]))]
+    return fits.BinTableHDU.from_columns(cols)
+
+
 # Cards put in after astropy wrote the file (it would rescale the data):
 # into the HISTORY slots PADDING - 2 and PADDING - 3.
 SCALING = {"table": [card("TSCAL1", "2.0"), card("TZERO1", "10.0")],
@@ -145,8 +195,12 @@ def bases():
     rng = np.random.default_rng(1)
     ints = (rng.standard_normal((64, 80)) * 50).astype(np.int16)
     for algo in ["RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1", "PLIO_1", "RICE_1 float", "table",
-                 "ascii", "image_i16", "image_u8", "image_f32", "image_ext"]:
+                 "ascii", "image_i16", "image_u8", "image_f32", "image_ext", "many_axes",
+                 "long_strings"]:
         hdus = None
+        if algo == "many_axes":
+            yield algo, many_axes(rng), MANY_AXES_KEYS, MANY_AXES_VALUES, 2880
+            continue
         if algo.startswith("image"):
             hdus = image_hdus(rng, algo)
             hdu = hdus[-1]
@@ -154,6 +208,8 @@ def bases():
             hdu = ascii_table(rng)
         elif algo == "table":
             hdu = table(rng)
+        elif algo == "long_strings":
+            hdu = long_strings(rng)
         elif algo == "RICE_1 float":
             hdu = compressed(rng.standard_normal((64, 80)).astype(np.float32), "RICE_1",
                              quantize_level=4)
@@ -168,7 +224,8 @@ def bases():
         for k, c in zip([PADDING - 2, PADDING - 3], SCALING.get(algo, [])):
             at = raw.find(b"HISTORY padding %d" % k)
             raw[at:at + 80] = c
-        keys, values = {"table": (TABLE_KEYS, TABLE_VALUES), "ascii": (ASCII_KEYS, ASCII_VALUES)}.get(
+        keys, values = {"table": (TABLE_KEYS, TABLE_VALUES), "ascii": (ASCII_KEYS, ASCII_VALUES),
+                        "long_strings": (LONG_KEYS, LONG_VALUES)}.get(
             algo, (IMAGE_KEYS, IMAGE_VALUES) if algo.startswith("image") else (KEYS, VALUES))
         start = 0 if algo in ("image_i16", "image_u8", "image_f32") else 2880
         yield algo.replace(" ", "_"), bytes(raw), keys, values, start

@@ -10,11 +10,12 @@ from isolated import run
 
 
 def test_setters_return_the_previous_value():
-    assert tf.options() == {"threads": 0, "keep_mb": 256, "unpack_max_mb": 4096}
+    assert tf.options() == {"threads": 0, "keep_mb": 256, "unpack_max_mb": 4096, "table_max_mb": 0}
     assert tf.set_threads(3) == 0
     assert tf.set_threads(1) == 3 and tf.options()["threads"] == 1
     assert tf.set_keep_mb(0) == 256 and tf.set_unpack_max_mb(16) == 4096
-    assert tf.options() == {"threads": 1, "keep_mb": 0, "unpack_max_mb": 16}
+    assert tf.set_table_max_mb(100) == 0
+    assert tf.options() == {"threads": 1, "keep_mb": 0, "unpack_max_mb": 16, "table_max_mb": 100}
 
 
 def test_setters_refuse_bad_values():
@@ -28,14 +29,15 @@ def test_setters_refuse_bad_values():
 def test_environment_read_at_import():
     env_code = "import torchfits_ops as tf; print(tf.options())"
     import os
-    env = dict(os.environ, TORCHFITS_THREADS="3", TORCHFITS_KEEP_MB="0", TORCHFITS_UNPACK_MAX_MB="16")
+    env = dict(os.environ, TORCHFITS_THREADS="3", TORCHFITS_KEEP_MB="0", TORCHFITS_UNPACK_MAX_MB="16",
+               TORCHFITS_TABLE_MAX_MB="64")
     r = run(env_code, env=env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "{'threads': 3, 'keep_mb': 0, 'unpack_max_mb': 16}"
+    assert r.stdout.strip() == "{'threads': 3, 'keep_mb': 0, 'unpack_max_mb': 16, 'table_max_mb': 64}"
     env = dict(os.environ, TORCHFITS_THREADS="junk", TORCHFITS_KEEP_MB="-5")
     r = run(env_code, env=env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "{'threads': 0, 'keep_mb': 256, 'unpack_max_mb': 4096}"
+    assert r.stdout.strip() == "{'threads': 0, 'keep_mb': 256, 'unpack_max_mb': 4096, 'table_max_mb': 0}"
     assert "TORCHFITS_THREADS='junk' is not a count >= 0; using 0" in r.stderr
     assert "TORCHFITS_KEEP_MB='-5' is not a count >= 0; using 256" in r.stderr
 

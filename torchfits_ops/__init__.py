@@ -28,6 +28,7 @@ __all__ = [
     "HDUInfo",
     "ImageHDU",
     "TableHDU",
+    "UnsupportedHDU",
     "info",
     "num_hdus",
     "open",
@@ -37,6 +38,7 @@ __all__ = [
     "read_table",
     "read_table_nulls",
     "set_keep_mb",
+    "set_table_max_mb",
     "set_threads",
     "set_unpack_max_mb",
     "options",
@@ -94,7 +96,8 @@ from . import _fake  # noqa: E402,F401  (fake kernels for torch.compile)
 # Python thread's os.environ assignment). Change them at run time with the
 # setters below.
 _ENVIRONMENT = {"threads": "TORCHFITS_THREADS", "keep_mb": "TORCHFITS_KEEP_MB",
-                "unpack_max_mb": "TORCHFITS_UNPACK_MAX_MB"}
+                "unpack_max_mb": "TORCHFITS_UNPACK_MAX_MB",
+                "table_max_mb": "TORCHFITS_TABLE_MAX_MB"}
 
 
 def _options_from_environment() -> None:
@@ -135,8 +138,19 @@ def set_unpack_max_mb(mb: int) -> int:
     return _ops.set_option("unpack_max_mb", int(mb))
 
 
+def set_table_max_mb(mb: int) -> int:
+    """MiB one table read may produce in all (every column, offsets too)
+    where that is more than 8 times the file's size; 0 (the default): 8
+    times the file's size is the limit (TORCHFITS_TABLE_MAX_MB at import).
+    Only a table whose variable-length arrays share heap bytes, or whose
+    ASCII columns overlap, comes near it; past it the read raises
+    RuntimeError [TF_ELIMIT] before anything is allocated. Returns the
+    previous value."""
+    return _ops.set_option("table_max_mb", int(mb))
+
+
 def options() -> Dict[str, int]:
-    """The current settings: threads, keep_mb, unpack_max_mb."""
+    """The current settings: threads, keep_mb, unpack_max_mb, table_max_mb."""
     return {name: _ops.get_option(name) for name in _ENVIRONMENT}
 
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
@@ -359,8 +373,12 @@ class HDUInfo(NamedTuple):
     index: int
     name: str
     ver: int
-    kind: str  # "image", "binary_table" or "ascii_table"
-    shape: Tuple[int, ...]  # images: C order; tables: (rows,)
+    # "image", "binary_table", "ascii_table", or "unsupported": valid FITS
+    # this reader does not read (random groups, more than 16 axes), listed
+    # with its name, version and BITPIX; reading it raises
+    # NotImplementedError with the cause
+    kind: str
+    shape: Tuple[int, ...]  # images: C order; tables: (rows,); unsupported: ()
     dtype: Optional[torch.dtype]  # what read() returns; None for tables
     bitpix: int
     compressed: bool
@@ -488,6 +506,15 @@ class ImageHDU(HDU):
         return t.flip(flip) if flip else t
 
 
+class UnsupportedHDU(HDU):
+    """An HDU this reader lists but does not read (kind "unsupported"):
+    random groups, or an image of more than 16 axes. Its header reads."""
+
+    def read(self, *, raw: bool = False) -> torch.Tensor:
+        """Raises NotImplementedError naming the cause."""
+        return _call(self._file._handle().read, self.index, raw)
+
+
 # Tables live in table.py; it imports the helpers above.
 from .table import ColumnInfo, TableHDU, read_table, read_table_nulls, table_info  # noqa: E402
 # Sky coordinates (WCS through wcslib) live in wcs.py.
@@ -526,7 +553,8 @@ class FitsFile:
         h = self._hdus.get(index)
         if h is None:
             m = self._infos[index]
-            h = self._hdus[index] = (ImageHDU if m.kind == "image" else TableHDU)(self, m)
+            cls = {"image": ImageHDU, "unsupported": UnsupportedHDU}.get(m.kind, TableHDU)
+            h = self._hdus[index] = cls(self, m)
         return h
 
     def _handle(self):

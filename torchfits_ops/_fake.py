@@ -45,6 +45,9 @@ def _image(path: str, hdu: int, raw: bool):
     if not 0 <= hdu < len(metas):
         raise IndexError(f"{path}: HDU {hdu} does not exist (the file has {len(metas)} HDUs)")
     m = metas[hdu]
+    if m.kind == "unsupported":
+        raise NotImplementedError(f"{path}: HDU {hdu} is valid FITS this reader does not read "
+                                  "(torchfits_ops.read names the cause) [TF_EUNSUPPORTED]")
     if m.kind != "image":
         raise TypeError(f"{path}: HDU {hdu} is a {m.kind}, not an image")
     return list(m.shape), (_RAW_DTYPES[m.bitpix] if raw else m.dtype)

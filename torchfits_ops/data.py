@@ -29,7 +29,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset,
 from torch.utils.data import SequentialSampler, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-from . import PathLike, _call, _fspath, _ops, info
+from . import PathLike, _call, _fspath, _ops, info, read
 
 __all__ = [
     "SkyCutoutDataset",
@@ -249,6 +249,8 @@ class FitsCutoutDataset(Dataset):
             if self.hdu >= len(meta):
                 raise IndexError(f"{path}: HDU {self.hdu} does not exist (the file has "
                                  f"{len(meta)} HDUs)")
+            if meta[self.hdu].kind == "unsupported":
+                read(path, self.hdu)  # raises NotImplementedError with the cause
             if meta[self.hdu].kind != "image" or not meta[self.hdu].shape:
                 raise TypeError(f"{path}: HDU {self.hdu} is not an image with data")
             self.shapes.append(tuple(meta[self.hdu].shape))
@@ -355,7 +357,9 @@ class FitsTableDataset(Dataset):
         if self.hdu >= len(meta):
             raise IndexError(f"{self.path}: HDU {self.hdu} does not exist (the file has "
                              f"{len(meta)} HDUs)")
-        if meta[self.hdu].kind == "image":
+        if meta[self.hdu].kind == "unsupported":
+            read(self.path, self.hdu)  # raises NotImplementedError with the cause
+        if meta[self.hdu].kind not in ("binary_table", "ascii_table"):
             raise TypeError(f"{self.path}: HDU {self.hdu} is an image, not a table")
         self.num_rows = int(meta[self.hdu].shape[0])
         self.columns = [str(c) for c in columns] if columns else []

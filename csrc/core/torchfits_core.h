@@ -131,6 +131,10 @@ typedef enum tf_option {
     TF_OPT_KEEP_MB,       /* MiB of freed large output blocks kept for reuse
                              (256; 0 keeps none) */
     TF_OPT_UNPACK_MAX_MB, /* most MiB a compressed file may unpack to (4096) */
+    TF_OPT_TABLE_MAX_MB,  /* MiB one table read may produce in all, where that is
+                             more than TF_TABLE_GROWTH times the file's size
+                             (0: that multiple is the limit); see
+                             tf_table_output */
     TF_OPT_COUNT
 } tf_option;
 
@@ -185,6 +189,15 @@ void *tf_block_alloc(size_t bytes, size_t *len);
 
 /** Give back a block from tf_block_alloc; NULL is ignored. */
 void tf_block_free(void *p, size_t len);
+
+/**
+ * Record that the caller could not allocate `bytes` bytes for `what` ("the
+ * image", "column 'X'") of HDU `hdu` (-1: none) of the file open on f, with
+ * the allocator's `cause` (may be NULL), so that tf_errmsg names the file:
+ * "<path>: HDU <hdu>: cannot allocate <bytes> bytes for <what> (<cause>)".
+ * The handle stays usable. @return TF_ENOMEM.
+ */
+int tf_fail_alloc(tf_file *f, int hdu, size_t bytes, const char *what, const char *cause);
 
 /** Close the file and free the handle. Accepts NULL. */
 void tf_close(tf_file *f);
@@ -396,14 +409,38 @@ int tf_table_rows(tf_file *f, int hdu, int64_t start, int64_t *nrows);
 /**
  * Total elements of VLA column `col` over rows [start, start + nrows),
  * after checking every descriptor points inside the heap (TF_ECORRUPT
- * naming the column and row when one does not). Ask this, allocate, then
- * tf_table_read.
+ * naming the column and row when one does not), and that the column alone
+ * stays within the limit of tf_table_output (TF_ELIMIT). tf_table_output
+ * gives this and the rest of a read's sizes at once.
  */
 int tf_table_vla_size(tf_file *f, int hdu, int col, int64_t start, int64_t nrows,
                       int64_t *nelem);
 
+/* A table read produces at most this many times the file's size (the
+ * unpacked size of a compressed file) unless TF_OPT_TABLE_MAX_MB allows
+ * more: no read of a well-formed table comes near it (bits to bools and
+ * ASCII digits to 8-byte numbers are the widest, 8 to 1), but
+ * variable-length arrays may share heap bytes, and one 1 MB heap may
+ * serve every row of a table. */
+#define TF_TABLE_GROWTH 8
+
 /* One column of a table read: where its values go. */
-typedef struct tf_table_out {
+typedef struct tf_table_out tf_table_out;
+
+/**
+ * The sizes of a read of rows [start, start + nrows) (nrows -1: to the
+ * end) of the columns in `outs` (col and dtype set): each one's data_bytes
+ * and, for VLAs, offsets_bytes are filled in, after every VLA descriptor
+ * is checked against the heap. Nothing is read or allocated. The total
+ * (every column's values and offsets) may be at most TF_TABLE_GROWTH
+ * times the file's size, or TF_OPT_TABLE_MAX_MB MiB where that is more:
+ * past it, TF_ELIMIT naming the file, HDU, the column that crossed it and
+ * the sizes. Ask this, allocate, then tf_table_read.
+ */
+int tf_table_output(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_out *outs,
+                    int nouts);
+
+struct tf_table_out {
     int col;             /* 0-based column */
     tf_dtype dtype;      /* TF_DTYPE_AUTO (the column's dtype), or a wider
                             type: int32 for uint16, int64 for uint32 (exact),
@@ -413,7 +450,7 @@ typedef struct tf_table_out {
     size_t data_bytes;
     int64_t *offsets;    /* VLAs: nrows + 1 entries; else NULL */
     size_t offsets_bytes;
-} tf_table_out;
+};
 
 /**
  * Read rows [start, start + nrows) of the columns in `outs` (nrows -1: to

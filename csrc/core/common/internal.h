@@ -68,7 +68,31 @@ struct tf_file {
     const char *map;
     size_t map_len;
     int map_slot;        /* its entry in mapped.c's cache, -1: its own */
+
+    /* HDUs that cfitsio must never parse (guard.c: NAXIS of 100 to 999),
+     * found by tf_guard_headers; cfitsio is told where the next HDU
+     * starts, so the HDUs after them stay readable. */
+    struct tf_skip *skipped;
+    int nskipped;
 };
+
+/* An HDU the core describes from its raw cards only (guard.c). */
+typedef struct tf_skip {
+    int hdu;             /* 0-based */
+    int64_t start;       /* byte offset of its header */
+    int64_t data;        /* of its data */
+    int64_t end;         /* of the next HDU: the data padded to whole blocks */
+    int bitpix;
+    char extname[FLEN_VALUE], hduname[FLEN_VALUE];
+    int extver;
+    char why[160];       /* the cause, for TF_EUNSUPPORTED */
+} tf_skip;
+
+/* The skipped HDU `hdu`, or NULL (guard.c). */
+const tf_skip *tf_skipped(const tf_file *f, int hdu);
+
+/* tf_fail with TF_EUNSUPPORTED for skipped HDU `s` (guard.c). */
+int tf_fail_skipped(tf_file *f, const tf_skip *s);
 
 /*
  * Record an error: "<path>: HDU <n>: <cause>" (the HDU part only when

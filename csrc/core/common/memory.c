@@ -131,3 +131,11 @@ void tf_block_free(void *p, size_t len) {
     if (p) drop[ndrop++] = (kept_block){p, len, 0};
     for (int i = 0; i < ndrop; i++) munmap(drop[i].p, drop[i].len);
 }
+
+int tf_fail_alloc(tf_file *f, int hdu, size_t bytes, const char *what, const char *cause) {
+    if (!f) return TF_ENOMEM;
+    f->err_hdu = hdu;
+    return tf_fail(f, TF_ENOMEM, 0, "cannot allocate %zu bytes for %s%s%s%s", bytes,
+                   what ? what : "the output", cause && *cause ? " (" : "",
+                   cause ? cause : "", cause && *cause ? ")" : "");
+}

@@ -12,6 +12,7 @@ static _Atomic int64_t options[TF_OPT_COUNT] = {
     [TF_OPT_THREADS] = 0,
     [TF_OPT_KEEP_MB] = 256,
     [TF_OPT_UNPACK_MAX_MB] = 4096,
+    [TF_OPT_TABLE_MAX_MB] = 0,
 };
 
 int tf_set_option(tf_option opt, int64_t value) {

@@ -161,6 +161,8 @@ static int take_unit(reader *r, int all, int64_t *i0, int64_t *i1) {
     return ok;
 }
 
+static void clip_tiles(fitsfile *fp);
+
 /* cfitsio's subset read of axis-0 indices [i0, i1) of the region, with
  * the other axes as in the region, into `dst`. */
 static int read_slab(const reader *r, fitsfile *fp, const int64_t *start, const int64_t *count,
@@ -173,6 +175,7 @@ static int read_slab(const reader *r, fitsfile *fp, const int64_t *start, const 
         inc[a] = (long)r->step[d];
     }
     int st = 0, anynul = 0;
+    clip_tiles(fp); /* a worker's own handle read the header afresh */
     fits_read_subset(fp, r->type, first, last, inc, r->nulval, dst, &anynul, &st);
     return st;
 }
@@ -869,11 +872,33 @@ static void describe_tile(const tiling *t, const int64_t *idx, char *buf, size_t
     if (len > 0 && (size_t)len < n) snprintf(buf + len, n - (size_t)len, ")");
 }
 
+/* A ZTILEn larger than its axis (astropy writes ZTILE1 = 128 for a
+ * 70-pixel axis when asked for such a tile) describes one tile along that
+ * axis, clipped to the image, as astropy and fitsio read it: clip it in
+ * cfitsio's description of the HDU on fp, where it also sizes cfitsio's
+ * tile buffer (maxtilelen, the product of ZTILEn: unclipped, ZTILEn of
+ * 10^6 on a small image asked for a buffer of 10^12 pixels). The layout
+ * is unchanged: that axis has one tile either way. cfitsio sets both
+ * again whenever it reads the header, so every read clips before cfitsio
+ * decodes (make_tiling, read_slab). */
+static void clip_tiles(fitsfile *fp) {
+    FITSfile *F = fp->Fptr;
+    if (F->zndim < 1 || F->zndim > MAX_COMPRESS_DIM) return;
+    long maxtilelen = 1;
+    for (int a = 0; a < F->zndim; a++) {
+        if (F->znaxis[a] >= 1 && F->tilesize[a] > F->znaxis[a]) F->tilesize[a] = F->znaxis[a];
+        if (F->tilesize[a] < 1 || __builtin_mul_overflow(maxtilelen, F->tilesize[a], &maxtilelen))
+            return; /* make_tiling refuses these */
+    }
+    F->maxtilelen = maxtilelen;
+}
+
 /* Check ZTILEn against the image and the table, and find the tiles that
  * overlap the box start..start+(count-1)*step. */
 static int make_tiling(tf_file *f, const tf_hdu_info *in, const int64_t *start,
                        const int64_t *count, const int64_t *step, tiling *t) {
     FITSfile *F = f->fp->Fptr;
+    clip_tiles(f->fp);
     t->nd = in->ndim;
     RETURN_ERROR_IF(F->zndim != in->ndim, f, TF_ECORRUPT,
                     "ZNAXIS = %d but the image has %d axes", F->zndim, in->ndim);
@@ -894,7 +919,8 @@ static int make_tiling(tf_file *f, const tf_hdu_info *in, const int64_t *start,
         }
     }
     t->max_tile = maxtile;
-    /* cfitsio allocates a buffer of ZTILE1*ZTILE2*... elements. */
+    /* cfitsio allocates a buffer of ZTILE1*ZTILE2*... elements (clipped to
+     * the image above, so this holds for every image with pixels). */
     RETURN_ERROR_IF(maxtile > npix, f, TF_ECORRUPT,
                     "inconsistent ZNAXISn and ZTILEn: a tile of %lld pixels in an image of %lld",
                     (long long)maxtile, (long long)npix);
@@ -1202,6 +1228,8 @@ int tf_compressed_check(tf_file *f, const tf_hdu_info *in, const int64_t *start,
         describe_tile(&t, bad, where, sizeof where);
         return tf_fail(f, TF_ECORRUPT, 0, "%s: cannot decode the compressed data: %s", where, why);
     }
+    RETURN_ERROR_IF(st == MEMORY_ALLOCATION, f, TF_ENOMEM,
+                    "cannot allocate memory to check tiles of %lld pixels", (long long)t.max_tile);
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the compressed tiles");
     return TF_OK;
 }
@@ -1270,6 +1298,14 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
         describe_tile(&t, r.fail_tile, where, sizeof where);
         rc = tf_fail(f, TF_ECORRUPT, 0, "%s: cannot decode the compressed data: %s", where,
                      r.fail_why);
+        goto cleanup;
+    }
+    /* Out of memory is not a damaged tile: no poisoning, and no retry
+     * tile by tile (name_bad_tile) that would ask again. */
+    if (r.failed && r.st == MEMORY_ALLOCATION) {
+        fits_clear_errmsg();
+        rc = tf_fail(f, TF_ENOMEM, 0, "cannot allocate memory to decode tiles of %lld pixels",
+                     (long long)t.max_tile);
         goto cleanup;
     }
     if (r.failed) {

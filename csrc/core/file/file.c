@@ -49,6 +49,7 @@ void tf_close(tf_file *f) {
     tf_free_cards(f);
     free(f->col_text);
     free(f->errmsg);
+    free(f->skipped);
     free(f->path);
     free(f);
 }
@@ -116,8 +117,10 @@ int tf_open(tf_file *f, const char *path) {
     else tf_source_fd(&f->src, f->fd, f->file_size);
     if (f->fast_hdu0) return TF_OK; /* cfitsio opens on first need */
     /* What the fast open declined goes to cfitsio: first the checks run on
-     * every other header before cfitsio parses it. */
-    if (plain)
+     * every other header before cfitsio parses it; an unpacked file's too
+     * (its primary header reached cfitsio unchecked: NAXIS = 104 crashed
+     * it in a .fits.gz). */
+    if (plain || f->membuf)
         FORWARD_IF_ERROR(tf_guard_primary(f, f->membuf ? (const char *)f->membuf : head,
                                           f->membuf ? f->membuf_size : (size_t)got));
     return tf_need_fits(f);
@@ -231,15 +234,37 @@ static int only_hdu0(const tf_file *f) {
     return f->fast_data_offset + (bytes + 2879) / 2880 * 2880 == f->file_size;
 }
 
+/* cfitsio's count of the HDUs (fits_get_num_hdus: from its current HDU
+ * on, up to the first it cannot read), after tf_guard_headers has walked
+ * them all; a cfitsio status. It must not read a skipped HDU (guard.c):
+ * it counts on from the HDU after the last one, and the last one is the
+ * last HDU when nothing follows it. */
+static int count_hdus(tf_file *f, int *count) {
+    int st = 0, last = -1;
+    for (int i = 0; i < f->nskipped; i++)
+        if (f->skipped[i].hdu > last) last = f->skipped[i].hdu;
+    if (last >= 0) {
+        fits_movabs_hdu(f->fp, last + 2, NULL, &st); /* HDU last + 1, 0-based */
+        f->cf_stale = 1;
+        if (st) {
+            fits_clear_errmsg();
+            *count = last + 1;
+            return 0;
+        }
+    }
+    fits_get_num_hdus(f->fp, count, &st);
+    f->cf_stale = 1;
+    return st;
+}
+
 int tf_num_hdus(tf_file *f, int *n) {
     FORWARD_IF_ERROR(tf_check_handle_lazy(f));
     if (f->num_hdus < 0 && only_hdu0(f)) f->num_hdus = 1;
     if (f->num_hdus < 0) {
         FORWARD_IF_ERROR(tf_check_handle(f));
-        int st = 0, count = 0;
+        int count = 0;
         FORWARD_IF_ERROR(tf_guard_headers(f, INT_MAX));
-        fits_get_num_hdus(f->fp, &count, &st);
-        f->cf_stale = 1;
+        int st = count_hdus(f, &count);
         RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot count HDUs");
         f->num_hdus = count;
     }
@@ -274,14 +299,14 @@ int tf_move_to(tf_file *f, int hdu, int *hdutype) {
     int st = 0, type = 0;
     if (hdu < 0) return tf_fail(f, TF_ENOHDU, 0, "HDU %d does not exist", hdu);
     FORWARD_IF_ERROR(tf_guard_headers(f, hdu));
+    const tf_skip *skipped = tf_skipped(f, hdu);
+    if (skipped) return tf_fail_skipped(f, skipped);
     FORWARD_IF_ERROR(reload_if_stale(f));
     fits_movabs_hdu(f->fp, hdu + 1, &type, &st);
     if (st) f->cf_stale = 1;
     if (st == END_OF_FILE || st == BAD_HDU_NUM) {
         fits_clear_errmsg();
-        int count = 0, st2 = 0;
-        fits_get_num_hdus(f->fp, &count, &st2);
-        f->cf_stale = 1;
+        int count = 0, st2 = count_hdus(f, &count);
         fits_clear_errmsg();
         if (st2 == 0)
             return tf_fail(f, TF_ENOHDU, 0, "HDU %d does not exist (the file has %d HDU%s)",
@@ -307,6 +332,48 @@ int tf_move_to(tf_file *f, int hdu, int *hdutype) {
     return TF_OK;
 }
 
+/* A string keyword of the current HDU into out ("" when absent). */
+static int key_string(tf_file *f, const char *key, char *out) {
+    int st = 0;
+    out[0] = 0;
+    fits_read_key_str(f->fp, key, out, NULL, &st);
+    if (st == KEY_NO_EXIST) { fits_clear_errmsg(); out[0] = 0; return TF_OK; }
+    RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad %s keyword", key);
+    return TF_OK;
+}
+
+/* fits_movnam_hdu's search (EXTNAME, else HDUNAME, ignoring case; EXTVER
+ * 1 when absent; extver 0 matches any) over every HDU, the skipped ones
+ * by their raw cards. *index -1 when none matches. */
+static int find_by_walk(tf_file *f, const char *extname, int extver, int *index) {
+    int n = 0, st = 0;
+    *index = -1;
+    FORWARD_IF_ERROR(tf_num_hdus(f, &n));
+    for (int k = 0; k < n; k++) {
+        char name[FLEN_VALUE], alt[FLEN_VALUE];
+        long ver = 1;
+        const tf_skip *s = tf_skipped(f, k);
+        if (s) {
+            snprintf(name, sizeof name, "%s", s->extname);
+            snprintf(alt, sizeof alt, "%s", s->hduname);
+            ver = s->extver;
+        } else {
+            FORWARD_IF_ERROR(tf_move_to(f, k, NULL));
+            FORWARD_IF_ERROR(key_string(f, "EXTNAME", name));
+            FORWARD_IF_ERROR(key_string(f, "HDUNAME", alt));
+            fits_read_key_lng(f->fp, "EXTVER", &ver, NULL, &st);
+            if (st) { fits_clear_errmsg(); st = 0; ver = 1; }
+        }
+        int match = (name[0] && strcasecmp(name, extname) == 0) ||
+                    (alt[0] && strcasecmp(alt, extname) == 0);
+        if (match && (extver == 0 || ver == extver)) {
+            *index = k;
+            return TF_OK;
+        }
+    }
+    return TF_OK;
+}
+
 int tf_find_hdu(tf_file *f, const char *extname, int extver, int *index) {
     FORWARD_IF_ERROR(tf_check_handle(f));
     if (!extname || !index) return tf_fail(f, TF_EINVAL, 0, "no EXTNAME given");
@@ -317,9 +384,21 @@ int tf_find_hdu(tf_file *f, const char *extname, int extver, int *index) {
     strcpy(name, extname);
     int st = 0;
     FORWARD_IF_ERROR(tf_guard_headers(f, INT_MAX));
-    FORWARD_IF_ERROR(reload_if_stale(f));
-    fits_movnam_hdu(f->fp, ANY_HDU, name, extver, &st);
-    f->cf_stale = 1;
+    if (f->nskipped) {
+        /* cfitsio's search reads every header from the first: it must not
+         * meet a skipped HDU. */
+        int found = -1;
+        FORWARD_IF_ERROR(find_by_walk(f, extname, extver, &found));
+        if (found >= 0) {
+            *index = found;
+            return TF_OK;
+        }
+        st = BAD_HDU_NUM;
+    } else {
+        FORWARD_IF_ERROR(reload_if_stale(f));
+        fits_movnam_hdu(f->fp, ANY_HDU, name, extver, &st);
+        f->cf_stale = 1;
+    }
     if (st == BAD_HDU_NUM || st == END_OF_FILE) {
         fits_clear_errmsg();
         /* astropy's name for a primary HDU without EXTNAME */
@@ -407,8 +486,20 @@ int tf_hdu_info_get(tf_file *f, int hdu, tf_hdu_info *info) {
 }
 
 int tf_hdu_info_cfitsio(tf_file *f, int hdu, tf_hdu_info *info) {
-    int type = 0;
-    FORWARD_IF_ERROR(tf_move_to(f, hdu, &type));
+    int type = 0, rc = tf_move_to(f, hdu, &type);
+    const tf_skip *s = rc == TF_EUNSUPPORTED ? tf_skipped(f, hdu) : NULL;
+    if (s) { /* what its raw cards tell, for a listing */
+        memset(info, 0, sizeof *info);
+        info->index = hdu;
+        info->kind = TF_HDU_IMAGE;
+        info->bitpix = s->bitpix;
+        info->bscale = 1.0;
+        info->extver = s->extver;
+        snprintf(info->extname, sizeof info->extname, "%s", s->extname);
+        for (char *c = info->extname; *c; c++)
+            if ((unsigned char)*c < 32 || (unsigned char)*c > 126) *c = '?';
+    }
+    FORWARD_IF_ERROR(rc);
     if (f->info_valid && f->info_cache.index == hdu) {
         *info = f->info_cache;
         return TF_OK;
@@ -499,10 +590,23 @@ static int hdu_info_load(tf_file *f, int hdu, int type, tf_hdu_info *info) {
     fits_get_img_dim(f->fp, &naxis, &st);
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad NAXIS keyword");
     RETURN_ERROR_IF(naxis < 0, f, TF_ECORRUPT, "NAXIS = %d is negative", naxis);
-    RETURN_ERROR_IF(naxis > TF_MAX_DIMS, f, TF_ELIMIT,
-                    "NAXIS = %d is more axes than the %d this reader accepts", naxis, TF_MAX_DIMS);
+    /* The first TF_MAX_DIMS axes (cfitsio fills no more). */
     fits_get_img_paramll(f->fp, TF_MAX_DIMS, &bitpix, &naxis, naxes, &st);
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "bad image header");
+    /* Valid FITS this reader does not read: the HDU is described as far
+     * as it goes (index, kind, EXTNAME, EXTVER, BITPIX) for a listing,
+     * and the handle stays usable for the other HDUs. */
+    info->bitpix = bitpix;
+    if (!info->compressed && naxis >= 1 && naxes[0] == 0) {
+        int groups = 0;
+        fits_read_key_log(f->fp, "GROUPS", &groups, NULL, &st);
+        if (st) { st = 0; fits_clear_errmsg(); groups = 0; }
+        RETURN_ERROR_IF(groups, f, TF_EUNSUPPORTED,
+                        "random groups (GROUPS = T, NAXIS1 = 0) are not supported");
+    }
+    RETURN_ERROR_IF(naxis > TF_MAX_DIMS, f, TF_EUNSUPPORTED,
+                    "NAXIS = %d: this reader reads images of at most %d axes", naxis,
+                    TF_MAX_DIMS);
     if (!info->compressed) {
         /* An image has no heap and one group; anything else (a table
          * relabelled IMAGE, random groups) has data this reader would

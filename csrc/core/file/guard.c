@@ -11,6 +11,23 @@
  * fuzzer (tests/crashers/). Before cfitsio first reads an HDU's header, the
  * core reads the raw cards of that header (through cfitsio's own byte
  * reader, so gzip files are covered) and refuses those values.
+ *
+ * The same pass reads the HDU's layout (BITPIX, NAXIS, NAXISn, PCOUNT,
+ * GCOUNT, GROUPS) before cfitsio does:
+ *  - cfitsio's description of an image holds 99 axes (imgnaxis[99]), and
+ *    its header parse writes NAXISn past them: SIGSEGV from NAXIS = 104
+ *    on, valid FITS up to 999. An extension with NAXIS of 100 to 999 is
+ *    skipped: never given to cfitsio, described from its raw cards, and
+ *    cfitsio is told where the next HDU starts (tf_skip), so the other
+ *    HDUs stay readable; reading it is TF_EUNSUPPORTED. A primary HDU
+ *    with that many axes makes the whole file TF_EUNSUPPORTED (cfitsio
+ *    parses the primary header when it opens a file). NAXIS past 999 is
+ *    not FITS: TF_ECORRUPT.
+ *  - an extension whose data runs past the end of the file says so, the
+ *    same wherever it is reached (info, num_hdus, open, a read): cfitsio
+ *    counted a small file one HDU short (its memory driver refused to
+ *    grow, and the count stopped there) and read of that HDU said "could
+ *    not allocate memory".
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -248,13 +265,152 @@ static const char *const COLUMN_KEYS[] = {"TFORM", "TTYPE", "TDIM", "TSCAL", "TZ
 #define NCOLUMN_KEYS (sizeof COLUMN_KEYS / sizeof COLUMN_KEYS[0])
 #define MAX_COLUMNS 999 /* cfitsio's most */
 
+/* FITS allows 999 axes; cfitsio's description of an image holds 99. */
+#define FITS_MAX_AXES 999
+#define CFITSIO_MAX_AXES 99
+
+/* The keywords that fix the size of an HDU's data, and name it. */
+typedef struct layout {
+    int has_bitpix, has_naxis, has_pcount, has_gcount, has_extver, has_znaxis, groups;
+    long long bitpix, naxis, pcount, gcount, extver, znaxis;
+    unsigned char naxisn_seen[FITS_MAX_AXES / 8 + 1]; /* bit n: NAXISn seen */
+    int64_t naxisn[FITS_MAX_AXES + 1];                 /* 1-based */
+    char extname[FLEN_VALUE], hduname[FLEN_VALUE];
+} layout;
+
 /* What the checks of one header collect across its cards. */
 typedef struct header_scan {
     unsigned char seen[NSTRUCTURAL];
     unsigned char columns_seen[NCOLUMN_KEYS][MAX_COLUMNS / 8 + 1]; /* bit n: key n seen */
     zhdr h;
     int rice_vals[2]; /* -2: absent */
+    layout lay;
 } header_scan;
+
+/* Collect the layout keywords (the first of a repeated NAXISn; BITPIX,
+ * NAXIS, NAXIS1-3, PCOUNT and GCOUNT may not repeat: check_duplicate). */
+static void collect_layout(const char *card, layout *L) {
+    long long v;
+    if (key_is(card, "BITPIX")) {
+        L->has_bitpix = card_int(card, &L->bitpix);
+    } else if (key_is(card, "NAXIS")) {
+        L->has_naxis = card_int(card, &L->naxis);
+    } else if (key_is(card, "ZNAXIS")) {
+        L->has_znaxis = card_int(card, &L->znaxis);
+    } else if (key_indexed(card, "NAXIS")) {
+        int n = atoi(card + 5);
+        if (n >= 1 && n <= FITS_MAX_AXES && !(L->naxisn_seen[n / 8] & (1u << (n % 8))) &&
+            card_int(card, &v)) {
+            L->naxisn_seen[n / 8] |= (unsigned char)(1u << (n % 8));
+            L->naxisn[n] = v;
+        }
+    } else if (key_is(card, "PCOUNT")) {
+        L->has_pcount = card_int(card, &L->pcount);
+    } else if (key_is(card, "GCOUNT")) {
+        L->has_gcount = card_int(card, &L->gcount);
+    } else if (key_is(card, "GROUPS")) {
+        const char *p = card + VALUE_COL;
+        while (p < card + CARD && *p == ' ') p++;
+        L->groups = p < card + CARD && upper(*p) == 'T';
+    } else if (key_is(card, "EXTNAME")) {
+        card_str(card, L->extname, sizeof L->extname);
+    } else if (key_is(card, "HDUNAME")) {
+        card_str(card, L->hduname, sizeof L->hduname);
+    } else if (key_is(card, "EXTVER")) {
+        L->has_extver = card_int(card, &L->extver);
+    }
+}
+
+/* The bytes of data the layout claims, as FITS and cfitsio count them:
+ * |BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1 * ... * NAXISn), NAXIS1 left out
+ * for random groups. 0 when the cards do not tell (a missing NAXISn, an
+ * invalid BITPIX: cfitsio reports those); -1 when it overflows. */
+static int layout_bytes(const layout *L, int64_t *bytes) {
+    if (!L->has_bitpix || !L->has_naxis || L->naxis < 0 || L->naxis > FITS_MAX_AXES) return 0;
+    long long b = L->bitpix;
+    if (b != 8 && b != 16 && b != 32 && b != 64 && b != -32 && b != -64) return 0;
+    long long pcount = L->has_pcount ? L->pcount : 0, gcount = L->has_gcount ? L->gcount : 1;
+    if (pcount < 0 || gcount < 0) return 0;
+    int64_t npix = L->naxis > 0;
+    for (int n = 1; n <= L->naxis; n++) {
+        if (!(L->naxisn_seen[n / 8] & (1u << (n % 8))) || L->naxisn[n] < 0) return 0;
+        if (n == 1 && L->naxisn[1] == 0 && L->groups) continue; /* random groups */
+        if (!tf_mul_ok(npix, L->naxisn[n], &npix)) return -1;
+    }
+    if (__builtin_add_overflow(npix, (int64_t)pcount, &npix) || !tf_mul_ok(npix, gcount, &npix) ||
+        !tf_mul_ok(npix, (b < 0 ? -b : b) / 8, bytes))
+        return -1;
+    return 1;
+}
+
+/* The layout checks of a whole header at byte `head`, its data at byte
+ * `data`: NAXIS within FITS's 999, the data inside the file (extensions),
+ * and NAXIS within cfitsio's 99, ZNAXIS of a tile-compressed image within
+ * its 6 (else *sk describes the HDU to skip, for an extension;
+ * TF_EUNSUPPORTED for the primary). */
+static int check_layout(tf_file *f, const header_scan *hs, int64_t head, int64_t data,
+                        int primary, tf_skip *sk, int *skip) {
+    const layout *L = &hs->lay;
+    const int extension = !primary;
+    *skip = 0;
+    if (!L->has_naxis) return TF_OK; /* cfitsio reports a missing NAXIS */
+    if (L->naxis < 0 || L->naxis > FITS_MAX_AXES)
+        return tf_fail(f, TF_ECORRUPT, 0, "NAXIS = %lld: FITS allows 0 to %d axes", L->naxis,
+                       FITS_MAX_AXES);
+    int64_t bytes = 0;
+    int known = layout_bytes(L, &bytes);
+    if (known < 0)
+        return tf_fail(f, TF_ECORRUPT, 0,
+                       "the data size (BITPIX, NAXISn, PCOUNT, GCOUNT) overflows");
+    if (extension && known) {
+        int64_t size = f->fd >= 0 ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, stop;
+        if (__builtin_add_overflow(data, bytes, &stop) || stop > size)
+            return tf_fail(f, TF_ECORRUPT, 0,
+                           "file is truncated: the header claims %lld bytes of data from byte "
+                           "%lld, the file has %lld bytes",
+                           (long long)bytes, (long long)data, (long long)size);
+    }
+    /* cfitsio's description of a tile-compressed image holds 6 axes
+     * (MAX_COMPRESS_DIM): it refuses more while it parses the header, and
+     * its count of the HDUs stopped there, dropping this HDU and every
+     * later one from a listing. */
+    int compressed_axes = extension && hs->h.is_bintable && hs->h.zimage && L->has_znaxis &&
+                          L->znaxis > MAX_COMPRESS_DIM;
+    if (compressed_axes && L->znaxis > FITS_MAX_AXES)
+        return tf_fail(f, TF_ECORRUPT, 0, "ZNAXIS = %lld: FITS allows 0 to %d axes", L->znaxis,
+                       FITS_MAX_AXES);
+    if (L->naxis <= CFITSIO_MAX_AXES && !compressed_axes) return TF_OK;
+    if (!extension)
+        return tf_fail(f, TF_EUNSUPPORTED, 0,
+                       "NAXIS = %lld in the primary header: cfitsio, which parses the headers, "
+                       "holds at most %d axes (FITS allows %d; this reader reads images of up "
+                       "to %d), so no HDU of this file can be read",
+                       L->naxis, CFITSIO_MAX_AXES, FITS_MAX_AXES, TF_MAX_DIMS);
+    if (!known)
+        return tf_fail(f, TF_ECORRUPT, 0,
+                       "NAXIS = %lld, but BITPIX or an NAXISn is missing or not valid",
+                       L->naxis);
+    memset(sk, 0, sizeof *sk);
+    sk->start = head;
+    sk->data = data;
+    if (__builtin_add_overflow(data, (bytes + BLOCK - 1) / BLOCK * BLOCK, &sk->end))
+        return tf_fail(f, TF_ECORRUPT, 0, "the data size overflows");
+    sk->bitpix = compressed_axes && hs->h.has_zbitpix ? (int)hs->h.zbitpix : (int)L->bitpix;
+    snprintf(sk->extname, sizeof sk->extname, "%s", L->extname);
+    snprintf(sk->hduname, sizeof sk->hduname, "%s", L->hduname);
+    sk->extver = L->has_extver && L->extver >= INT32_MIN && L->extver <= INT32_MAX
+               ? (int)L->extver : 1;
+    if (L->naxis > CFITSIO_MAX_AXES)
+        snprintf(sk->why, sizeof sk->why,
+                 "NAXIS = %lld: this reader reads images of at most %d axes, and cfitsio parses "
+                 "headers of at most %d", L->naxis, TF_MAX_DIMS, CFITSIO_MAX_AXES);
+    else
+        snprintf(sk->why, sizeof sk->why,
+                 "ZNAXIS = %lld: cfitsio reads tile-compressed images of at most %d axes",
+                 L->znaxis, MAX_COMPRESS_DIM);
+    *skip = 1;
+    return TF_OK;
+}
 
 static int check_column_duplicate(tf_file *f, const char *card, header_scan *hs) {
     if (upper(card[0]) != 'T') return TF_OK;
@@ -323,10 +479,11 @@ static int check_block(tf_file *f, const char *block, header_scan *hs, int *ende
         /* Every keyword checked here starts with one of these letters, in
          * either case: most cards (WCS, instrument keywords) are passed
          * over at once. */
-        if (!memchr("BEGNPTXZ", upper(card[0]), 8)) continue;
+        if (!memchr("BEGHNPTXZ", upper(card[0]), 9)) continue;
         FORWARD_IF_ERROR(check_duplicate(f, card, hs->seen));
         FORWARD_IF_ERROR(check_column_duplicate(f, card, hs));
         FORWARD_IF_ERROR(check_card(f, card, &hs->h, hs->rice_vals));
+        collect_layout(card, &hs->lay);
     }
     return TF_OK;
 }
@@ -379,14 +536,17 @@ static int cut_header(tf_file *f, int64_t off) {
                    (long long)off, (long long)f->fp->Fptr->logfilesize);
 }
 
-static int check_header(tf_file *f, int64_t off, int extension) {
+/* *skip set (and *sk filled) for an HDU cfitsio must not parse. */
+static int check_header(tf_file *f, int64_t off, int extension, tf_skip *sk, int *skip) {
     char block[BLOCK];
     header_scan hs = {.rice_vals = {-2, -2}};
     int st = 0, ended = 0;
+    int64_t b = 0;
+    *skip = 0;
     /* The whole header, however long: cfitsio reads a keyword wherever it
      * is (a RICE block size of 0 in the 68th block had been left to it:
      * SIGFPE). The cards are cheap to pass over. */
-    for (int64_t b = 0; !ended; b++) {
+    for (; !ended; b++) {
         if (off + (b + 1) * BLOCK > (int64_t)f->fp->Fptr->logfilesize) {
             if (extension) return cut_header(f, off);
             break;
@@ -400,7 +560,43 @@ static int check_header(tf_file *f, int64_t off, int extension) {
         }
         FORWARD_IF_ERROR(check_block(f, block, &hs, &ended));
     }
+    if (ended)
+        FORWARD_IF_ERROR(check_layout(f, &hs, off, off + b * BLOCK, 0, sk, skip));
+    if (*skip) return TF_OK; /* never parsed: its other keywords do not matter */
     return check_whole(f, &hs);
+}
+
+const tf_skip *tf_skipped(const tf_file *f, int hdu) {
+    for (int i = 0; i < f->nskipped; i++)
+        if (f->skipped[i].hdu == hdu) return &f->skipped[i];
+    return NULL;
+}
+
+int tf_fail_skipped(tf_file *f, const tf_skip *s) {
+    f->err_hdu = s->hdu;
+    return tf_fail(f, TF_EUNSUPPORTED, 0, "%s", s->why);
+}
+
+/* Record HDU `sk->hdu` as skipped, and tell cfitsio where the HDU after
+ * it starts and that this one exists, as its own parse of the header
+ * would have: moving past it then goes straight to the next (ffmahd moves
+ * to the HDU after the highest it knows, at headstart[]). */
+static int add_skip(tf_file *f, const tf_skip *sk) {
+    tf_skip *list = realloc(f->skipped, ((size_t)f->nskipped + 1) * sizeof *list);
+    if (!list) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
+    f->skipped = list;
+    FITSfile *F = f->fp->Fptr;
+    int next = sk->hdu + 1;
+    if (next >= F->MAXHDU) { /* as ffmahd grows it */
+        LONGLONG *p = realloc(F->headstart, ((size_t)next + 1001) * sizeof *p);
+        if (!p) return tf_fail(f, TF_ENOMEM, 0, "out of memory");
+        F->headstart = p;
+        F->MAXHDU = next + 1000;
+    }
+    F->headstart[next] = sk->end;
+    if (F->maxhdu < sk->hdu) F->maxhdu = sk->hdu;
+    list[f->nskipped++] = *sk;
+    return TF_OK;
 }
 
 /* Whether the bytes at `off` of a plain file begin an extension header.
@@ -424,11 +620,21 @@ int tf_guard_primary(tf_file *f, const char *buf, size_t n) {
     /* A header longer than the bytes read at open: the rest from the file
      * (a garbage BLANK past them would reach cfitsio's integer parser). */
     char block[BLOCK];
-    for (int64_t at = (int64_t)off; !ended && f->fd >= 0 && at + BLOCK <= f->file_size;
-         at += BLOCK) {
+    int64_t at = (int64_t)off;
+    for (; !ended && f->fd >= 0 && at + BLOCK <= f->file_size; at += BLOCK) {
         int err;
         if (tf_pread_exact(f->fd, block, BLOCK, at, &err) != TF_OK) break; /* cfitsio reports it */
         FORWARD_IF_ERROR(check_block(f, block, &hs, &ended));
+    }
+    if (ended) {
+        /* NAXIS: cfitsio parses this header on open, before any HDU can
+         * be skipped. */
+        tf_skip sk;
+        int skip, saved = f->err_hdu;
+        f->err_hdu = 0;
+        int rc = check_layout(f, &hs, 0, at, 1, &sk, &skip);
+        f->err_hdu = saved;
+        FORWARD_IF_ERROR(rc);
     }
     return check_whole(f, &hs);
 }
@@ -436,18 +642,28 @@ int tf_guard_primary(tf_file *f, const char *buf, size_t n) {
 int tf_guard_headers(tf_file *f, int upto) {
     if (f->checked_hdus < 1) f->checked_hdus = 1; /* the primary: parsed on open, never compressed */
     while (f->checked_hdus <= upto) {
-        int j = f->checked_hdus, st = 0, type;
+        int j = f->checked_hdus, st = 0, type, skip = 0;
         LONGLONG head, data, end;
-        fits_movabs_hdu(f->fp, j, &type, &st);   /* HDU j-1, 0-based: already checked */
-        if (st) f->cf_stale = 1;
-        fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
-        if (st) { fits_clear_errmsg(); return TF_OK; } /* cfitsio will report it */
+        const tf_skip *prev = tf_skipped(f, j - 1);
+        if (prev) {
+            end = prev->end; /* cfitsio must not parse HDU j-1 */
+        } else {
+            fits_movabs_hdu(f->fp, j, &type, &st);   /* HDU j-1, 0-based: already checked */
+            if (st) f->cf_stale = 1;
+            fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
+            if (st) { fits_clear_errmsg(); return TF_OK; } /* cfitsio will report it */
+        }
         int extension = starts_extension(f, end);
         if (!extension && end + BLOCK > (LONGLONG)f->fp->Fptr->logfilesize) return TF_OK; /* no HDU j */
         int saved = f->err_hdu;
         f->err_hdu = j;
-        int rc = check_header(f, end, extension);
+        tf_skip sk;
+        int rc = check_header(f, end, extension, &sk, &skip);
         f->err_hdu = saved;
+        if (rc == TF_OK && skip) {
+            sk.hdu = j;
+            rc = add_skip(f, &sk);
+        }
         if (rc != TF_OK) return rc;
         f->checked_hdus = j + 1;
     }

@@ -10,6 +10,8 @@
 
 #define CARD 80
 
+int ffgbyt(fitsfile *fptr, LONGLONG nbytes, void *buffer, int *status);
+
 /* Copy n bytes of s into the arena, trimmed of trailing blanks. */
 static char *put(char **arena, const char *s, size_t n) {
     while (n > 0 && s[n - 1] == ' ') n--;
@@ -151,17 +153,46 @@ static int check_compressed_names(tf_file *f) {
     return TF_OK;
 }
 
+/* The cards of a skipped HDU (guard.c: cfitsio must not parse it), as
+ * they are in the file up to END, into *text (malloc'ed). */
+static int raw_header(tf_file *f, const tf_skip *s, char **text) {
+    int st = 0;
+    size_t n = (size_t)(s->data - s->start);
+    char *buf = malloc(n + 1);
+    if (!buf) return tf_fail(f, TF_ENOMEM, 0, "out of memory for a header of %zu bytes", n);
+    ffmbyt(f->fp, s->start, 0 /* REPORT_EOF */, &st);
+    ffgbyt(f->fp, (LONGLONG)n, buf, &st);
+    if (st) {
+        free(buf);
+        f->err_hdu = s->hdu;
+        return tf_fail(f, TF_ECORRUPT, st, "cannot read the header");
+    }
+    size_t len = 0;
+    while (len + CARD <= n && !is_key(buf + len, "END")) len += CARD;
+    buf[len] = 0;
+    *text = buf;
+    return TF_OK;
+}
+
 int tf_header_load(tf_file *f, int hdu, int *ncards) {
     FORWARD_IF_ERROR(tf_check_handle(f));
-    FORWARD_IF_ERROR(tf_move_to(f, hdu, NULL));
     int rc = TF_OK, st = 0, nkeys = 0;
-    char *text = NULL;
+    char *text = NULL, *raw = NULL;
     tf_free_cards(f);
-
-    /* For a compressed image this gives the header of the image itself. */
-    FORWARD_IF_ERROR(check_compressed_names(f));
-    fits_convert_hdr2str(f->fp, 0, NULL, 0, &text, &nkeys, &st);
-    GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the header");
+    if (hdu >= 0) FORWARD_IF_ERROR(tf_guard_headers(f, hdu));
+    const tf_skip *skipped = hdu >= 0 ? tf_skipped(f, hdu) : NULL;
+    if (skipped) {
+        /* An HDU cfitsio cannot parse: its cards as they are. */
+        FORWARD_IF_ERROR(raw_header(f, skipped, &raw));
+        f->err_hdu = hdu;
+        text = raw;
+    } else {
+        FORWARD_IF_ERROR(tf_move_to(f, hdu, NULL));
+        /* For a compressed image this gives the header of the image itself. */
+        FORWARD_IF_ERROR(check_compressed_names(f));
+        fits_convert_hdr2str(f->fp, 0, NULL, 0, &text, &nkeys, &st);
+        GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the header");
+    }
     size_t len = strlen(text);
     GOTO_ERROR_IF(len % CARD != 0, f, TF_ECORRUPT, "header length %zu is not whole cards", len);
     /* Cards are ASCII 32-126; anything else becomes '?', as astropy does
@@ -253,7 +284,9 @@ int tf_header_load(tf_file *f, int hdu, int *ncards) {
     f->ncards = n;
     *ncards = n;
 cleanup:
-    if (text) {
+    if (raw) {
+        free(raw);
+    } else if (text) {
         int st2 = 0;
         fits_free_memory(text, &st2);
     }

@@ -10,7 +10,12 @@
  *  - cfitsio's column reads (fits_read_col), for ASCII tables, for the
  *    variable-length arrays in the heap, and for testing the block path.
  * Character columns (A, and PA/QA) come back as the bytes stored on both
- * paths: nothing stripped, nothing cut at a NUL.
+ * paths: nothing stripped, nothing cut at a NUL. They, and the fields of
+ * ASCII tables, are read as bytes (fits_read_col with TBYTE,
+ * fits_read_tblbytes), never through cfitsio's string reader
+ * (fits_read_col_str): it copies a field or a PA row into a 28,800-byte
+ * buffer on the stack, and a PA row longer than that smashed the stack
+ * (SIGABRT; SIGSEGV from 60,000 characters) on a valid file.
  * cfitsio parses and validates the table header (TFORMn, NAXIS1, THEAP)
  * when it moves to the HDU; sizes are checked against the real file size
  * here before anything is read or allocated.
@@ -30,8 +35,6 @@
 #define BLOCK_BYTES (256 * 1024)
 /* Below this many table bytes a read stays on one thread. */
 #define THREAD_MIN_BYTES (4 * 1024 * 1024)
-/* Rows per cfitsio string read (bounds the temporary buffer). */
-#define STRING_ROWS 4096
 
 /* The geometry of the current table HDU, checked against the file. */
 typedef struct table_geom {
@@ -330,9 +333,14 @@ static int column_info(tf_file *f, const table_geom *g, int col, tf_column_info 
         fits_decode_tdimll(f->fp, tdim, n, TF_MAX_DIMS, &naxis, naxes, &st);
         RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': bad TDIM%d = '%s'", ci->name, n,
                           ci->tdim);
-        if (naxis < 1 || naxis > TF_MAX_DIMS)
+        if (naxis < 1)
             return tf_fail(f, TF_ECORRUPT, 0, "column '%s': TDIM%d = '%s' has %d axes", ci->name,
                            n, ci->tdim, naxis);
+        /* Valid FITS (a TDIM may have up to 999): the other columns read. */
+        if (naxis > TF_MAX_DIMS)
+            return tf_fail(f, TF_EUNSUPPORTED, 0,
+                           "column '%s': TDIM%d = '%s' has %d axes; this reader reads at most %d",
+                           ci->name, n, ci->tdim, naxis, TF_MAX_DIMS);
         int64_t prod = 1;
         for (int d = 0; d < naxis; d++) {
             if (naxes[d] < 0 || !tf_mul_ok(prod, naxes[d], &prod)) prod = -1;
@@ -423,7 +431,14 @@ static int vla_scan(tf_file *f, const table_geom *g, const tf_column_info *ci, i
                          (long long)addr[r], (long long)g->heap_avail);
             goto cleanup;
         }
-        total += len[r];  /* bounded by the heap size, so no overflow */
+        /* Arrays may overlap (one heap can serve every row): the sum is
+         * bounded by rows times heap, not by the heap. */
+        if (__builtin_add_overflow(total, (int64_t)len[r], &total)) {
+            rc = tf_fail(f, TF_ELIMIT, 0,
+                         "column '%s': the arrays of rows %lld to %lld hold more than 2^63 "
+                         "elements", ci->name, (long long)start, (long long)(start + r));
+            goto cleanup;
+        }
         if (offsets) offsets[r + 1] = total;
     }
     *nelem = total;
@@ -440,6 +455,34 @@ int tf_table_rows(tf_file *f, int hdu, int64_t start, int64_t *nrows) {
     return check_rows(f, &g, start, nrows);
 }
 
+/* The most bytes one table read may produce (tf_table_output). */
+static int64_t output_limit(const tf_file *f) {
+    int64_t size = f->fd >= 0 ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, lim, cap;
+    if (!tf_mul_ok(size, TF_TABLE_GROWTH, &lim)) lim = INT64_MAX;
+    if (!tf_mul_ok(tf_get_option(TF_OPT_TABLE_MAX_MB), (int64_t)1 << 20, &cap)) cap = INT64_MAX;
+    return lim > cap ? lim : cap;
+}
+
+/* TF_ELIMIT for a read of `total` bytes (INT64_MAX: more than int64
+ * counts) that column `ci` took past `limit`. */
+static int too_big(tf_file *f, const tf_column_info *ci, int64_t total, int64_t limit) {
+    int64_t size = f->fd >= 0 ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, growth;
+    char amount[64], why[128];
+    if (total == INT64_MAX) snprintf(amount, sizeof amount, "more than 2^63 bytes");
+    else snprintf(amount, sizeof amount, "%lld bytes", (long long)total);
+    if (tf_mul_ok(size, TF_TABLE_GROWTH, &growth) && growth >= limit)
+        snprintf(why, sizeof why, "%d times the file's %lld bytes", TF_TABLE_GROWTH,
+                 (long long)size);
+    else
+        snprintf(why, sizeof why, "the table_max_mb setting, %lld MiB",
+                 (long long)tf_get_option(TF_OPT_TABLE_MAX_MB));
+    return tf_fail(f, TF_ELIMIT, 0,
+                   "column '%s': the read would produce %s in all, more than the %lld bytes a "
+                   "table read may produce (%s; variable-length arrays may share heap bytes: "
+                   "torchfits_ops.set_table_max_mb or TORCHFITS_TABLE_MAX_MB allows more)",
+                   ci->name, amount, (long long)limit, why);
+}
+
 int tf_table_vla_size(tf_file *f, int hdu, int col, int64_t start, int64_t nrows,
                       int64_t *nelem) {
     table_geom g;
@@ -449,7 +492,11 @@ int tf_table_vla_size(tf_file *f, int hdu, int col, int64_t start, int64_t nrows
     if (ci.kind != TF_COL_VLA)
         return tf_fail(f, TF_EINVAL, 0, "column '%s' is not a variable-length array", ci.name);
     FORWARD_IF_ERROR(check_rows(f, &g, start, &nrows));
-    return vla_scan(f, &g, &ci, start, nrows, nelem, NULL);
+    FORWARD_IF_ERROR(vla_scan(f, &g, &ci, start, nrows, nelem, NULL));
+    int64_t bytes, limit = output_limit(f);
+    if (!tf_mul_ok(*nelem, (int64_t)tf_dtype_size(ci.dtype), &bytes)) bytes = INT64_MAX;
+    if (bytes > limit) return too_big(f, &ci, bytes, limit);
+    return TF_OK;
 }
 
 /* ---- cfitsio's column reads ---- */
@@ -458,34 +505,6 @@ static int cfitsio_type(const tf_column_info *ci) {
     if (ci->code == 'X') return TBIT;
     if (ci->code == 'A') return TSTRING;
     return tf_cfitsio_type(ci->dtype);
-}
-
-/* Fields of `nrows` rows as cfitsio's strings into dst, `width` bytes a
- * row, NUL padded: ASCII-table numbers, parsed below. */
-static int read_strings(tf_file *f, const tf_column_info *ci, int64_t row, int64_t nrows,
-                        int64_t width, char *dst) {
-    int rc = TF_OK, st = 0, anynul = 0;
-    int64_t block = nrows < STRING_ROWS ? nrows : STRING_ROWS;
-    char *buf = malloc((size_t)(block * (width + 1)) + 1);
-    char **ptrs = malloc((size_t)block * sizeof *ptrs + 1);
-    GOTO_ERROR_IF(!buf || !ptrs, f, TF_ENOMEM, "out of memory");
-    for (int64_t r = 0; r < nrows; r += block) {
-        int64_t k = nrows - r < block ? nrows - r : block;
-        for (int64_t i = 0; i < k; i++) ptrs[i] = buf + i * (width + 1);
-        fits_read_col_str(f->fp, ci->index + 1, row + r + 1, 1, k, "", ptrs, &anynul, &st);
-        GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "column '%s': cannot read rows %lld to %lld",
-                        ci->name, (long long)(row + r), (long long)(row + r + k - 1));
-        for (int64_t i = 0; i < k; i++) {
-            char *d = dst + (r + i) * width;
-            size_t len = strnlen(ptrs[i], (size_t)width);
-            memcpy(d, ptrs[i], len);
-            memset(d + len, 0, (size_t)width - len);
-        }
-    }
-cleanup:
-    free(buf);
-    free(ptrs);
-    return rc;
 }
 
 /* The stored bytes of character column `ci` (fixed width or, with n the
@@ -585,9 +604,11 @@ static int parse_ascii_int(char *s, const char *tnull, int64_t *out) {
     return end != p && !*end;
 }
 
-/* Numeric ASCII columns: the fields as text through cfitsio, then parsed. */
-static int read_ascii_numbers(tf_file *f, const tf_column_info *ci, int64_t start,
-                              int64_t nrows, void *dst) {
+/* Numeric ASCII columns: the fields as stored (read_chars), then parsed.
+ * (cfitsio's string reader copies a field into a buffer of 28,799
+ * characters and refused a wider one, which FITS allows, as corrupt.) */
+static int read_ascii_numbers(tf_file *f, const table_geom *g, const tf_column_info *ci,
+                              int64_t start, int64_t nrows, void *dst) {
     int rc = TF_OK;
     int64_t width = ci->width;
     const char *dot = strchr(ci->tform, '.');
@@ -595,30 +616,36 @@ static int read_ascii_numbers(tf_file *f, const tf_column_info *ci, int64_t star
     char tnull[sizeof f->fp->Fptr->tableptr[0].strnull + 1];
     snprintf(tnull, sizeof tnull, "%s", f->fp->Fptr->tableptr[ci->index].strnull);
     char *t = trim(tnull);
-    char *text = malloc((size_t)(STRING_ROWS * (width + 1)));
-    GOTO_ERROR_IF(!text, f, TF_ENOMEM, "out of memory");
-    for (int64_t r = 0; r < nrows; r += STRING_ROWS) {
-        int64_t k = nrows - r < STRING_ROWS ? nrows - r : STRING_ROWS;
-        rc = read_strings(f, ci, start + r, k, width + 1, text);
+    int64_t block = BLOCK_BYTES / (width > 0 ? width : 1);
+    if (block < 1) block = 1;
+    if (block > nrows) block = nrows;
+    char *text = malloc((size_t)(block * width) + 1), *field = malloc((size_t)width + 1);
+    GOTO_ERROR_IF(!text || !field, f, TF_ENOMEM, "out of memory");
+    for (int64_t r = 0; r < nrows; r += block) {
+        int64_t k = nrows - r < block ? nrows - r : block;
+        rc = read_chars(f, g, ci, start + r, k, width, text);
         if (rc) goto cleanup;
         for (int64_t i = 0; i < k; i++) {
-            char *field = text + i * (width + 1);
+            /* up to a NUL, as cfitsio's reader gave it */
+            memcpy(field, text + i * width, (size_t)width);
+            field[width] = 0;
             int ok = ci->dtype == TF_INT64
                    ? parse_ascii_int(field, t, (int64_t *)dst + r + i)
                    : parse_ascii(field, t, decimals, ci->scale, ci->zero, (double *)dst + r + i);
-            GOTO_ERROR_IF(!ok, f, TF_ECORRUPT, "column '%s', row %lld: '%s' is not a number",
+            GOTO_ERROR_IF(!ok, f, TF_ECORRUPT, "column '%s', row %lld: '%.40s' is not a number",
                           ci->name, (long long)(start + r + i), trim(field));
         }
     }
 cleanup:
     free(text);
+    free(field);
     return rc;
 }
 
 static int read_column_cfitsio(tf_file *f, const table_geom *g, const tf_column_info *ci,
                                int64_t start, int64_t nrows, char *dst) {
     int64_t per = row_elems(ci);
-    if (g->ascii && ci->kind == TF_COL_FIXED) return read_ascii_numbers(f, ci, start, nrows, dst);
+    if (g->ascii && ci->kind == TF_COL_FIXED) return read_ascii_numbers(f, g, ci, start, nrows, dst);
     if (ci->kind == TF_COL_STRING) return read_chars(f, g, ci, start, nrows, per, dst);
     if (ci->code == 'X') {  /* bits one row at a time */
         for (int64_t r = 0; r < nrows; r++)
@@ -801,6 +828,51 @@ static int read_blocks(tf_file *f, const table_geom *g, const block_col *cols, i
     return rc;
 }
 
+/* Column `col`'s description with the dtype a read asks for (AUTO, or a
+ * wider exact type) in ci->dtype. */
+static int out_column(tf_file *f, const table_geom *g, const tf_table_out *o,
+                      tf_column_info *ci) {
+    FORWARD_IF_ERROR(column_info(f, g, o->col, ci));
+    tf_dtype want = o->dtype;
+    if (want != TF_DTYPE_AUTO && want != ci->dtype) {
+        RETURN_ERROR_IF(!((ci->dtype == TF_UINT16 && want == TF_INT32) ||
+                          (ci->dtype == TF_UINT32 && want == TF_INT64) ||
+                          (ci->dtype == TF_UINT64 && want == TF_FLOAT64)),
+                        f, TF_EINVAL, "column '%s': cannot read %s data as %s", ci->name,
+                        tf_dtype_name(ci->dtype), tf_dtype_name(want));
+        ci->dtype = want;
+    }
+    return TF_OK;
+}
+
+int tf_table_output(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_out *outs,
+                    int nouts) {
+    table_geom g;
+    FORWARD_IF_ERROR(enter(f, hdu, &g));
+    if (nouts < 0 || (nouts && !outs)) return tf_fail(f, TF_EINVAL, 0, "no columns given");
+    FORWARD_IF_ERROR(check_rows(f, &g, start, &nrows));
+    const int64_t limit = output_limit(f);
+    int64_t total = 0;
+    for (int i = 0; i < nouts; i++) {
+        tf_column_info ci;
+        FORWARD_IF_ERROR(out_column(f, &g, &outs[i], &ci));
+        int64_t data, offsets = 0, nelem = 0, osize = (int64_t)tf_dtype_size(ci.dtype);
+        if (ci.kind == TF_COL_VLA) {
+            FORWARD_IF_ERROR(vla_scan(f, &g, &ci, start, nrows, &nelem, NULL));
+            offsets = (nrows + 1) * (int64_t)sizeof(int64_t); /* rows: checked against the file */
+        } else {
+            nelem = nrows * row_elems(&ci); /* within the rows' bytes, 8 elements a byte at most */
+        }
+        if (!tf_mul_ok(nelem, osize, &data) || __builtin_add_overflow(total, data, &total) ||
+            __builtin_add_overflow(total, offsets, &total))
+            total = INT64_MAX;
+        if (total > limit) return too_big(f, &ci, total, limit);
+        outs[i].data_bytes = (size_t)data;
+        outs[i].offsets_bytes = (size_t)offsets;
+    }
+    return TF_OK;
+}
+
 int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_out *outs,
                   int nouts, tf_read_path path) {
     table_geom g;
@@ -813,17 +885,8 @@ int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_ou
     GOTO_ERROR_IF(!infos || !bcols, f, TF_ENOMEM, "out of memory");
     for (int i = 0; i < nouts; i++) {
         tf_column_info *ci = &infos[i];
-        rc = column_info(f, &g, outs[i].col, ci);
+        rc = out_column(f, &g, &outs[i], ci);
         if (rc) goto cleanup;
-        tf_dtype want_dtype = outs[i].dtype;
-        if (want_dtype != TF_DTYPE_AUTO && want_dtype != ci->dtype) {
-            GOTO_ERROR_IF(!((ci->dtype == TF_UINT16 && want_dtype == TF_INT32) ||
-                            (ci->dtype == TF_UINT32 && want_dtype == TF_INT64) ||
-                            (ci->dtype == TF_UINT64 && want_dtype == TF_FLOAT64)),
-                          f, TF_EINVAL, "column '%s': cannot read %s data as %s", ci->name,
-                          tf_dtype_name(ci->dtype), tf_dtype_name(want_dtype));
-            ci->dtype = want_dtype;
-        }
         if (ci->kind == TF_COL_VLA) continue;
         int64_t per = row_elems(ci);
         size_t want = (size_t)(nrows * per) * tf_dtype_size(ci->dtype);
