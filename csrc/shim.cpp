@@ -192,7 +192,10 @@ void allocation_failed(tf_file* f, int hdu, size_t bytes, const std::string& wha
   // torch's first line ("DefaultCPUAllocator: can't allocate memory: ...")
   std::string cause = err.what_without_backtrace();
   cause = cause.substr(0, cause.find('\n'));
-  throw_status(tf_fail_alloc(f, hdu, bytes, what.c_str(), cause.c_str()), tf_errmsg(f));
+  // The message only after tf_fail_alloc has replaced it: the arguments of
+  // one call are evaluated in any order, and the old message is freed.
+  int status = tf_fail_alloc(f, hdu, bytes, what.c_str(), cause.c_str());
+  throw_status(status, tf_errmsg(f));
 }
 
 at::Tensor empty_output(tf_file* f, int hdu, const std::string& what, at::IntArrayRef shape,
