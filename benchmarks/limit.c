@@ -1,6 +1,6 @@
 /*
  * limit.c - the physical minimum of reading FITS pixels, the yardstick of
- * the image benchmarks. bench_images.py builds it with cc as a shared
+ * the benchmarks. harness.limit_lib builds it with cc as a shared
  * library and calls it through ctypes, so it runs interleaved with the
  * other contenders in the same process.
  *
@@ -127,6 +127,93 @@ int limit_table_rows(const char *path, long long offset, long long nbytes, long 
         if (t > 0 && started[t]) pthread_join(tids[t], NULL);
         if (jobs[t].rc) rc = -1;
     }
+    close(fd);
+    return rc;
+}
+
+/* The fraction of the file's pages in the page cache (mincore), or -1.
+ * The cold-cache case checks with it that dropping the cache worked. */
+double limit_resident(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size <= 0) { close(fd); return size == 0 ? 0 : -1; }
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return -1;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pages = ((size_t)size + (size_t)page - 1) / (size_t)page;
+    unsigned char *vec = malloc(pages);
+    double frac = -1;
+    if (vec && mincore(map, (size_t)size, vec) == 0) {
+        size_t in = 0;
+        for (size_t i = 0; i < pages; i++) in += vec[i] & 1;
+        frac = (double)in / (double)pages;
+    }
+    free(vec);
+    munmap(map, (size_t)size);
+    return frac;
+}
+
+typedef struct part_job {
+    int fd;
+    char *dst;
+    long long offset, nbytes;
+    int elsize, rc;
+} part_job;
+
+static void *part_worker(void *arg) {
+    part_job *j = arg;
+    /* 256 KiB at a time, swapped while in cache, as a careful reader does */
+    const long long chunk = 256 * 1024;
+    for (long long done = 0; done < j->nbytes && j->rc == 0;) {
+        long long want = j->nbytes - done < chunk ? j->nbytes - done : chunk;
+        ssize_t got = pread(j->fd, j->dst + done, (size_t)want, (off_t)(j->offset + done));
+        if (got <= 0) { j->rc = -1; break; }
+        swap_inplace(j->dst + done, (size_t)got, j->elsize);
+        done += got;
+    }
+    return NULL;
+}
+
+/* limit_read of one contiguous span split across `threads` threads (each
+ * preads its part in 256 KiB chunks and swaps each chunk in cache): the
+ * bound for a reader that uses every core. 0 on success, -1 on failure. */
+int limit_read_mt(const char *path, long long offset, long long nbytes, int elsize, int threads) {
+    if (threads < 1 || threads > 64 || (elsize != 1 && nbytes % elsize)) return -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t total = (size_t)nbytes;
+    int mapped = total >= MMAP_FROM;
+    char *buf;
+    if (mapped) {
+        buf = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (buf == MAP_FAILED) { close(fd); return -1; }
+        madvise(buf, total, MADV_HUGEPAGE);
+    } else {
+        buf = malloc(total ? total : 1);
+        if (!buf) { close(fd); return -1; }
+    }
+    part_job jobs[64];
+    pthread_t tids[64];
+    int started[64] = {0};
+    long long per = (nbytes / threads + 4095) & ~4095LL;
+    int n = 0;
+    for (long long first = 0; first < nbytes && n < threads; first += per, n++)
+        jobs[n] = (part_job){fd, buf + first, offset + first,
+                             nbytes - first < per ? nbytes - first : per, elsize, 0};
+    for (int t = 1; t < n; t++)
+        started[t] = pthread_create(&tids[t], NULL, part_worker, &jobs[t]) == 0;
+    for (int t = 1; t < n; t++)
+        if (!started[t]) part_worker(&jobs[t]);
+    if (n > 0) part_worker(&jobs[0]);
+    int rc = 0;
+    for (int t = 0; t < n; t++) {
+        if (t > 0 && started[t]) pthread_join(tids[t], NULL);
+        if (jobs[t].rc) rc = -1;
+    }
+    if (mapped) munmap(buf, total);
+    else free(buf);
     close(fd);
     return rc;
 }
