@@ -9,7 +9,8 @@ Contenders (rivals.py): ours the operator ``torch.ops.torchfits.read_table``
 Strings come back as fixed-width bytes from every reader (ours and
 torchfits as uint8 tensors [rows, width], fitsio and astropy as numpy
 bytes arrays), and are compared as text. Variable-length arrays come
-back as one tensor (or array) per row from every reader; ours is the
+back as one tensor per row from every reader (fitsio's and astropy's
+arrays made tensors); ours is the
 Python ``read_table`` there (the operator's flat values and offsets shown
 too).
 
@@ -114,7 +115,8 @@ def run(workdir, quick):
     def fitsio_vla():
         # vstorage="object": one array per row (the default pads every row
         # to the longest)
-        return {"V": list(fitsio.read(vpath, ext=1, columns=["V"], vstorage="object")["V"])}
+        rows = fitsio.read(vpath, ext=1, columns=["V"], vstorage="object")["V"]
+        return {"V": [rivals.to_tensor(v) for v in rows]}
 
     def astropy_vla():
         with fits.open(vpath, memmap=False) as f:
