@@ -65,7 +65,7 @@ def run(workdir, quick):
         setup = {name: cold(name) for name in c}
         yield harness.run_case(GROUP, f"first read of a {label}, cold page cache", dict(c),
                                setup=setup, repeat=repeat, warmup=0, target=0.5)
-        yield harness.run_case(GROUP, f"the same read, warm page cache", dict(c),
+        yield harness.run_case(GROUP, f"{label}, warm page cache (the same read)", dict(c),
                                repeat=repeat * 2 + 1, target=0.5)
     os.remove(plain)
     os.remove(rice)
