@@ -23,6 +23,7 @@ contender once, in a shuffled order), after a warm-up that also warms the
 page cache, and keeps the median.
 """
 import ctypes
+import gc
 import importlib.metadata
 import os
 import platform
@@ -63,7 +64,8 @@ def measure(contenders: Dict[str, Callable[[], object]], repeat: int = 15, numbe
     that always ran right after another read of the same file would find
     its pages and a just-freed buffer of the same size hot in cache.
     `setup[name]`, where given, runs untimed before each call of `name`;
-    by default SETUP_FOR of its package.
+    by default SETUP_FOR of its package. The garbage collector is off
+    during the rounds and runs between them.
     """
     setup = dict(setup or {})
     for name in contenders:
@@ -77,18 +79,33 @@ def measure(contenders: Dict[str, Callable[[], object]], repeat: int = 15, numbe
             fn()
     order = list(contenders.items())
     rng = random.Random(0)
-    for _ in range(repeat):
-        rng.shuffle(order)
-        for name, fn in order:
-            elapsed = 0.0
-            for _ in range(number):
-                if name in setup:
-                    setup[name]()
-                t0 = time.perf_counter()
-                fn()
-                elapsed += time.perf_counter() - t0
-            times[name].append(elapsed / number)
+    # as timeit does: no garbage collection inside a timed call (it would
+    # land on whichever contender happened to cross the threshold); the
+    # collector runs between rounds instead
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            gc.collect()
+            _round(order, rng, number, setup, times)
+    finally:
+        if enabled:
+            gc.enable()
     return {name: statistics.median(v) for name, v in times.items()}
+
+
+def _round(order, rng, number, setup, times):
+    """One round: every contender once (`number` calls), in a new order."""
+    rng.shuffle(order)
+    for name, fn in order:
+        elapsed = 0.0
+        for _ in range(number):
+            if name in setup:
+                setup[name]()
+            t0 = time.perf_counter()
+            fn()
+            elapsed += time.perf_counter() - t0
+        times[name].append(elapsed / number)
 
 
 # ---- correctness ----
