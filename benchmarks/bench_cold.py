@@ -5,9 +5,9 @@ RICE_1-compressed (q=4, SUBTRACTIVE_DITHER_1).
 Before each timed cold read (untimed): sync, then
 ``echo 3 > /proc/sys/vm/drop_caches``, checked with mincore (none of the
 file's pages may be left in the cache). Where the machine does not allow
-it, the cold cases are left out and the page says so. `limit` here is
-limit.c's pread and byte swap, on one thread and on two, from the same
-cold cache: the disk's bound.
+it, the cold cases are left out and the page says so. The limits here are
+limit.c's pread and byte swap, on one thread and on two, and its mapped
+copy, from the same cold cache: the disk's bound.
 
 Target: as for any uncompressed image of 4 MB or more, <= 0.5x the best
 rival (compressed: <= 0.5x, as for compressed full reads).
@@ -20,7 +20,7 @@ from astropy.io import fits
 import harness
 import rivals
 from bench_compressed import sky, write
-from bench_images import data_offset, limit_mt
+from bench_images import data_offset, limit_mapped, limit_mt
 
 GROUP = "cold page cache"
 
@@ -50,6 +50,7 @@ def run(workdir, quick):
         if hdu == 0:
             c["limit"] = lambda: limit_mt(lib, plain, off, nbytes, 4, 1)
             c["limit 2 threads"] = lambda: limit_mt(lib, plain, off, nbytes, 4, 2)
+            c["limit mmap"] = lambda: limit_mapped(lib, plain, off, nbytes, 4)
 
         def cold(name, path=path):
             extra = harness.SETUP_FOR.get(harness.package(name))

@@ -299,6 +299,9 @@ def limit_lib(workdir: str):
         lib.limit_cutouts_mapped.argtypes = [ctypes.c_char_p] + [ctypes.c_longlong] * 3 + [
             ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_longlong)]
         lib.limit_cutouts_mapped.restype = ctypes.c_int
+        lib.limit_read_mapped.argtypes = [ctypes.c_char_p] + [ctypes.c_longlong] * 2 + [
+            ctypes.c_int]
+        lib.limit_read_mapped.restype = ctypes.c_int
         lib.limit_resident.argtypes = [ctypes.c_char_p]
         lib.limit_resident.restype = ctypes.c_double
         _limit = lib
