@@ -3,7 +3,10 @@
 #
 #   ./run.sh demo    install what is missing, build, run the example
 #   ./run.sh test    install what is missing, build, run the test suite
-#   ./run.sh bench   ... run the benchmarks (writes benchmarks/RESULTS.md)
+#   ./run.sh bench   set up .venv-bench (torch 2.14.1 and the rivals below),
+#                    build there, run the benchmarks (writes
+#                    benchmarks/RESULTS.md and benchmarks/ratios.png); args
+#                    go to benchmarks/run.py (--quick, --only images ...)
 #   ./run.sh build   ... build only
 #   ./run.sh python  ... a Python with torchfits_ops importable (args passed on)
 #   ./run.sh wheel   ... build a wheel (dist/), install it into a fresh venv
@@ -25,6 +28,14 @@ cd "$(dirname "$0")"
 PYPI_REQUIREMENTS=(
   torch==2.13.0 numpy pytest "astropy==8.0.*" fitsio==1.4.2 psutil tqdm matplotlib ninja
   setuptools wheel
+)
+# The benchmarks' environment, .venv-bench, in one place: the rivals pinned
+# (the PyPI package torchfits, another project, fitsio and astropy), and the
+# torch torchfits 1.3.1 requires (>= 2.14, < 2.15; it refuses to load under
+# 2.13). Ours is built there too, for that torch.
+BENCH_REQUIREMENTS=(
+  torch==2.14.1 torchfits==1.3.1 fitsio==1.4.2 "astropy==8.0.*" numpy pyarrow psutil
+  matplotlib ninja setuptools wheel
 )
 # Debian packages: the system cfitsio and compilers for both lines, and the
 # Debian torch line's Python packages.
@@ -60,9 +71,10 @@ install_missing() {
 # The venv is made once and brought up to the pins when they change: the
 # pins are kept beside it, and pip runs only when they differ.
 setup_venv() {
-  local venv=.venv base
+  local venv=${1:-.venv} base
+  local -n reqs=${2:-PYPI_REQUIREMENTS}
   local want
-  want=$(printf '%s\n' "${PYPI_REQUIREMENTS[@]}")
+  want=$(printf '%s\n' "${reqs[@]}")
   if [[ ! -x $venv/bin/python ]]; then
     # The torch 2.13 build on this machine is for CPython 3.11: prefer the
     # python3 on PATH, then Debian's.
@@ -72,8 +84,8 @@ setup_venv() {
     [[ -x $venv/bin/python ]] || { echo "run.sh: could not make a venv in $venv" >&2; exit 1; }
   fi
   if [[ "$(cat $venv/.pins 2>/dev/null)" != "$want" ]]; then
-    echo "run.sh: installing into $venv: ${PYPI_REQUIREMENTS[*]}" >&2
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${PYPI_REQUIREMENTS[@]}"
+    echo "run.sh: installing into $venv: ${reqs[*]}" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${reqs[@]}"
     printf '%s\n' "$want" >"$venv/.pins"
   fi
   PY=$PWD/$venv/bin/python
@@ -107,7 +119,12 @@ build() {
 cmd=${1:-demo}
 shift || true
 install_missing
-if [[ $LINE == pypi ]]; then
+if [[ $cmd == bench ]]; then
+  # The benchmarks have their own venv and torch (see BENCH_REQUIREMENTS),
+  # whatever TORCH_LINE says; ours builds there in build/temp-torch2_14.
+  LINE=bench
+  setup_venv .venv-bench BENCH_REQUIREMENTS
+elif [[ $LINE == pypi ]]; then
   setup_venv
 else
   PY=/usr/bin/python3
@@ -117,7 +134,7 @@ echo "run.sh: $("$PY" -c 'import sys, torch; print(f"torch {torch.__version__}, 
 case "$cmd" in
   demo) exec "$PY" examples/read_image.py "$@" ;;
   test) exec "$PY" -m pytest -q -p no:cacheprovider tests "$@" ;;
-  bench) exec "$PY" benchmarks/run.py "$@" ;;
+  bench) exec "$PY" benchmarks/run.py "$@" ;;  # in .venv-bench
   build) ;;
   python) exec "$PY" "$@" ;;
   wheel) wheel_check ;;

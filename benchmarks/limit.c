@@ -1,6 +1,6 @@
 /*
  * limit.c - the physical minimum of reading FITS pixels, the yardstick of
- * the image benchmarks. bench_images.py builds it with cc as a shared
+ * the benchmarks. harness.limit_lib builds it with cc as a shared
  * library and calls it through ctypes, so it runs interleaved with the
  * other contenders in the same process.
  *
@@ -129,4 +129,183 @@ int limit_table_rows(const char *path, long long offset, long long nbytes, long 
     }
     close(fd);
     return rc;
+}
+
+/* The fraction of the file's pages in the page cache (mincore), or -1.
+ * The cold-cache case checks with it that dropping the cache worked. */
+double limit_resident(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size <= 0) { close(fd); return size == 0 ? 0 : -1; }
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return -1;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pages = ((size_t)size + (size_t)page - 1) / (size_t)page;
+    unsigned char *vec = malloc(pages);
+    double frac = -1;
+    if (vec && mincore(map, (size_t)size, vec) == 0) {
+        size_t in = 0;
+        for (size_t i = 0; i < pages; i++) in += vec[i] & 1;
+        frac = (double)in / (double)pages;
+    }
+    free(vec);
+    munmap(map, (size_t)size);
+    return frac;
+}
+
+typedef struct part_job {
+    int fd;
+    char *dst;
+    long long offset, nbytes;
+    int elsize, rc;
+} part_job;
+
+static void *part_worker(void *arg) {
+    part_job *j = arg;
+    /* 256 KiB at a time, swapped while in cache, as a careful reader does */
+    const long long chunk = 256 * 1024;
+    for (long long done = 0; done < j->nbytes && j->rc == 0;) {
+        long long want = j->nbytes - done < chunk ? j->nbytes - done : chunk;
+        ssize_t got = pread(j->fd, j->dst + done, (size_t)want, (off_t)(j->offset + done));
+        if (got <= 0) { j->rc = -1; break; }
+        swap_inplace(j->dst + done, (size_t)got, j->elsize);
+        done += got;
+    }
+    return NULL;
+}
+
+/* limit_read of one contiguous span split across `threads` threads (each
+ * preads its part in 256 KiB chunks and swaps each chunk in cache): the
+ * bound for a reader that uses every core. 0 on success, -1 on failure. */
+int limit_read_mt(const char *path, long long offset, long long nbytes, int elsize, int threads) {
+    if (threads < 1 || threads > 64 || (elsize != 1 && nbytes % elsize)) return -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t total = (size_t)nbytes;
+    int mapped = total >= MMAP_FROM;
+    char *buf;
+    if (mapped) {
+        buf = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (buf == MAP_FAILED) { close(fd); return -1; }
+        madvise(buf, total, MADV_HUGEPAGE);
+    } else {
+        buf = malloc(total ? total : 1);
+        if (!buf) { close(fd); return -1; }
+    }
+    part_job jobs[64];
+    pthread_t tids[64];
+    int started[64] = {0};
+    long long per = (nbytes / threads + 4095) & ~4095LL;
+    int n = 0;
+    for (long long first = 0; first < nbytes && n < threads; first += per, n++)
+        jobs[n] = (part_job){fd, buf + first, offset + first,
+                             nbytes - first < per ? nbytes - first : per, elsize, 0};
+    for (int t = 1; t < n; t++)
+        started[t] = pthread_create(&tids[t], NULL, part_worker, &jobs[t]) == 0;
+    for (int t = 1; t < n; t++)
+        if (!started[t]) part_worker(&jobs[t]);
+    if (n > 0) part_worker(&jobs[0]);
+    int rc = 0;
+    for (int t = 0; t < n; t++) {
+        if (t > 0 && started[t]) pthread_join(tids[t], NULL);
+        if (jobs[t].rc) rc = -1;
+    }
+    if (mapped) munmap(buf, total);
+    else free(buf);
+    close(fd);
+    return rc;
+}
+
+/* `n` cutouts from a file mapped once (as a reader keeping the file open
+ * does): each takes a fresh buffer, copies `nrows` spans of `row_bytes`
+ * bytes, `row_stride` apart, from its offset in `offsets`, byte swaps them
+ * and releases the buffer. The bound of cutouts through an open file: no
+ * call, no header, no tensor. 0 on success, -1 on failure. */
+int limit_cutouts_mapped(const char *path, long long row_stride, long long row_bytes,
+                         long long nrows, int elsize, int n, const long long *offsets) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    off_t size = lseek(fd, 0, SEEK_END);
+    char *map = size > 0 ? mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+    close(fd);
+    if (map == MAP_FAILED) return -1;
+    int rc = 0;
+    volatile unsigned char sink = 0;
+    for (int k = 0; k < n && rc == 0; k++) {
+        char *buf = malloc((size_t)(row_bytes * nrows));
+        if (!buf) { rc = -1; break; }
+        for (long long r = 0; r < nrows; r++) {
+            long long at = offsets[k] + r * row_stride;
+            if (at < 0 || at + row_bytes > (long long)size) { rc = -1; break; }
+            memcpy(buf + r * row_bytes, map + at, (size_t)row_bytes);
+        }
+        swap_inplace(buf, (size_t)(row_bytes * nrows), elsize);
+        sink ^= (unsigned char)buf[0];
+        free(buf);
+    }
+    munmap(map, (size_t)size);
+    return rc;
+}
+
+static void swap_copy(char *restrict dst, const char *restrict src, size_t nbytes, int elsize) {
+    size_t n = nbytes / (size_t)(elsize > 0 ? elsize : 1);
+    if (elsize == 2) {
+        for (size_t i = 0; i < n; i++) {
+            uint16_t v;
+            memcpy(&v, src + 2 * i, 2);
+            v = __builtin_bswap16(v);
+            memcpy(dst + 2 * i, &v, 2);
+        }
+    } else if (elsize == 4) {
+        for (size_t i = 0; i < n; i++) {
+            uint32_t v;
+            memcpy(&v, src + 4 * i, 4);
+            v = __builtin_bswap32(v);
+            memcpy(dst + 4 * i, &v, 4);
+        }
+    } else if (elsize == 8) {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t v;
+            memcpy(&v, src + 8 * i, 8);
+            v = __builtin_bswap64(v);
+            memcpy(dst + 8 * i, &v, 8);
+        }
+    } else {
+        memcpy(dst, src, nbytes);
+    }
+}
+
+/* The other way to the same pixels: map the file (page tables filled at
+ * once, MAP_POPULATE), then one pass that copies and swaps out of the
+ * mapping into a fresh buffer, on one thread; no kernel copy. With the
+ * pread limits, the bound of a whole-image read. 0 on success, -1 on
+ * failure. */
+int limit_read_mapped(const char *path, long long offset, long long nbytes, int elsize) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size < offset + nbytes || nbytes <= 0) { close(fd); return -1; }
+    char *map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return -1;
+    size_t total = (size_t)nbytes;
+    int mapped = total >= MMAP_FROM;
+    char *buf;
+    if (mapped) {
+        buf = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (buf == MAP_FAILED) { munmap(map, (size_t)size); return -1; }
+        madvise(buf, total, MADV_HUGEPAGE);
+    } else {
+        buf = malloc(total);
+        if (!buf) { munmap(map, (size_t)size); return -1; }
+    }
+    swap_copy(buf, map + offset, total, elsize);
+    volatile unsigned char sink = (unsigned char)buf[total - 1];
+    (void)sink;
+    if (mapped) munmap(buf, total);
+    else free(buf);
+    munmap(map, (size_t)size);
+    return 0;
 }
