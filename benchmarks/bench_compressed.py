@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+import bench_images
 import harness
 import rivals
 import torchfits_ops as tf
@@ -53,16 +54,6 @@ def write(path, data, **kw):
     return path
 
 
-def one_thread(fn):
-    def run():
-        previous = tf.set_threads(1)
-        try:
-            return fn()
-        finally:
-            tf.set_threads(previous)
-    return run
-
-
 CODECS = [
     ("int16 RICE_1", lambda n: sky((n, n), np.int16, 0), dict(compress="RICE")),
     ("float32 RICE_1 q=4 SUBTRACTIVE_DITHER_1", lambda n: sky((n, n), np.float32, 1),
@@ -85,7 +76,7 @@ def run(workdir, quick):
     for i, (name, make, kw) in enumerate(CODECS):
         path = write(os.path.join(workdir, f"full{i}.fits"), make(n), **kw)
         c = rivals.image_readers(path, 1)
-        c["torchfits_ops 1 thread"] = one_thread(c["torchfits_ops"])
+        c["torchfits_ops 1 thread"] = bench_images.one_thread(c["torchfits_ops"])
         ratio = (n * n * (2 if "int16" in name else 4)) / os.path.getsize(path)
         yield harness.run_case(GROUP, f"{n}x{n} {name}, full read", c, repeat=repeat, target=0.5,
                                notes=[f"compression ratio {ratio:.1f}"])

@@ -52,6 +52,24 @@ tf_codec codec_of(const std::string& name, size_t hdu) {
                     "' is not RICE_1, GZIP_1, GZIP_2, HCOMPRESS_1, PLIO_1 or \"\"");
 }
 
+// The header cards as the core takes them (keys, values, comments and
+// types of the same length, checked by the caller); they point into the
+// strings, which outlive the write.
+std::vector<tf_write_card> header_cards(const std::vector<std::string>& keys,
+                                        const std::vector<std::string>& values,
+                                        const std::vector<std::string>& comments,
+                                        const std::vector<std::string>& types) {
+  std::vector<tf_write_card> cards(keys.size());
+  for (size_t i = 0; i < keys.size(); i++) {
+    TORCH_CHECK_VALUE(types[i].size() == 1, "types[", i, "] is not one letter");
+    cards[i].key = c_name(keys[i], " header key");
+    cards[i].value = c_name(values[i], " header value");
+    cards[i].comment = c_name(comments[i], " header comment");
+    cards[i].type = types[i][0];
+  }
+  return cards;
+}
+
 }  // namespace
 
 int64_t write(const std::string& path, const c10::List<c10::optional<at::Tensor>>& data,
@@ -99,14 +117,7 @@ int64_t write(const std::string& path, const c10::List<c10::optional<at::Tensor>
   per_hdu(dither_seed.size(), "dither_seed");
   per_hdu(hcomp_scale.size(), "hcomp_scale");
 
-  std::vector<tf_write_card> cards(total);
-  for (size_t i = 0; i < total; i++) {
-    TORCH_CHECK_VALUE(types[i].size() == 1, "types[", i, "] is not one letter");
-    cards[i].key = c_name(keys[i], " header key");
-    cards[i].value = c_name(values[i], " header value");
-    cards[i].comment = c_name(comments[i], " header comment");
-    cards[i].type = types[i][0];
-  }
+  std::vector<tf_write_card> cards = header_cards(keys, values, comments, types);
   // CPU and contiguous copies where needed; kept alive until the commit.
   std::vector<at::Tensor> host(nhdu);
   std::vector<tf_write_image> images(nhdu);
@@ -183,14 +194,7 @@ int64_t write_table(const std::string& path, const std::vector<std::string>& nam
   const size_t total = keys.size();
   TORCH_CHECK_VALUE(values.size() == total && comments.size() == total && types.size() == total,
                     "keys, values, comments and types need the same length");
-  std::vector<tf_write_card> cards(total);
-  for (size_t i = 0; i < total; i++) {
-    TORCH_CHECK_VALUE(types[i].size() == 1, "types[", i, "] is not one letter");
-    cards[i].key = c_name(keys[i], " header key");
-    cards[i].value = c_name(values[i], " header value");
-    cards[i].comment = c_name(comments[i], " header comment");
-    cards[i].type = types[i][0];
-  }
+  std::vector<tf_write_card> cards = header_cards(keys, values, comments, types);
   int64_t nrows = ncols ? -1 : 0;
   std::vector<at::Tensor> host(ncols);
   std::vector<tf_write_column> cols(ncols);
