@@ -21,7 +21,7 @@ PROFILES = {
         "(for 1k x 1k int16, about 20 µs of ours)."),
     r"^images: 100 random 64x64 cutouts": (
         "Per cutout, ours pays a fixed cost in the call, not in the copy: the case's note "
-        "gives it for this run (100 cutouts of 1x1 pixel through the same open file). Slicing "
+        "gives it as measured (100 cutouts of 1x1 pixel through the same open file). Slicing "
         "an open file runs the Python index parse and `_call` wrapper in "
         "torchfits_ops/__init__.py (ImageHDU.__getitem__, about 2 µs) and then a "
         "`torch.classes.torchfits.File.read_cutout` method call, whose boxed TorchScript "
@@ -37,8 +37,8 @@ PROFILES = {
         "Ours reads string columns through the row-block path (pread of 256 KiB of rows into a "
         "block, then a gather per column) and then ends each string at its first NUL, as "
         "cfitsio does (FITS 4.0, 7.3.3.1): a `memchr` and a `memset` per string. perf: "
-        "`memchr` 25%, `memset` 9%, `memmove` (the gather) 7%, the kernel's copy 8%, page "
-        "clearing of the output 4%. Files written by astropy and fitsio pad strings with "
+        "`memchr` 39%, `memset` 15%, the gather (`memmove` and `gather`) 17%, the kernel's "
+        "copy 14% (a loop of 400 reads on one thread, import excluded). Files written by astropy and fitsio pad strings with "
         "NULs, so every string takes that path. torchfits preads the rows straight into the "
         "output and leaves the bytes as stored (no NUL normalization): 4-5 ms of CPU against "
         "our 16-17 ms for 1M x 20A. Tried: one `memchr` over the whole block to skip blocks "
