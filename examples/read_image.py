@@ -48,9 +48,10 @@ def main():
             if hdu.kind != "image" or not hdu.info.shape:
                 continue
             t = hdu.read()
+            v = t.double()  # torch has no min/max for uint16/32/64 on the CPU
             print(f"HDU {hdu.index} {hdu.name or ''}: {tuple(t.shape)} {t.dtype}  "
-                  f"min {t.min().item():.6g}  max {t.max().item():.6g}  "
-                  f"mean {t.double().mean().item():.6g}")
+                  f"min {v.min().item():.6g}  max {v.max().item():.6g}  "
+                  f"mean {v.mean().item():.6g}")
         first = next((h for h in f if h.kind == "image" and len(h.info.shape) >= 2), None)
         if first is not None:
             cut = first[:64, :64]

@@ -113,3 +113,15 @@ def test_readme_is_short_and_starts_with_the_two_commands():
     assert len(lines) <= 260
     cmds = [l for l in lines if l.startswith("./run.sh ")]
     assert cmds[0].startswith("./run.sh demo") and cmds[1].startswith("./run.sh test")
+
+
+def test_main_job_runs():
+    """./run.sh demo runs examples/read_image.py: it must run on this torch
+    (uint16 images included, which have no CPU min/max in torch 2.x)."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "read_image.py")],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "TorchScript read: (512, 512)" in r.stdout
+    assert "torch.uint16" in r.stdout or "torch.int32" in r.stdout
