@@ -52,6 +52,17 @@ tf_codec codec_of(const std::string& name, size_t hdu) {
                     "' is not RICE_1, GZIP_1, GZIP_2, HCOMPRESS_1, PLIO_1 or \"\"");
 }
 
+// A writer for `path` (an op's argument, see os_path).
+WriterHandle create_writer(const std::string& path, bool overwrite, bool checksum) {
+  tf_writer* raw = nullptr;
+  int rc = tf_writer_create(&raw, os_path(path).c_str(), overwrite ? 1 : 0);
+  WriterHandle w(raw);
+  TORCH_CHECK(w, "out of memory");
+  wcheck(rc, w.get());
+  wcheck(tf_writer_set_checksum(w.get(), checksum ? 1 : 0), w.get());
+  return w;
+}
+
 // The header cards as the core takes them (keys, values, comments and
 // types of the same length, checked by the caller); they point into the
 // strings, which outlive the write.
@@ -161,12 +172,7 @@ int64_t write(const std::string& path, const c10::List<c10::optional<at::Tensor>
     }
   }
 
-  tf_writer* raw = nullptr;
-  int rc = tf_writer_create(&raw, os_path(path).c_str(), overwrite ? 1 : 0);
-  WriterHandle w(raw);
-  TORCH_CHECK(w, "out of memory");
-  wcheck(rc, w.get());
-  wcheck(tf_writer_set_checksum(w.get(), checksum ? 1 : 0), w.get());
+  WriterHandle w = create_writer(path, overwrite, checksum);
   size_t first = 0;
   for (size_t h = 0; h < nhdu; h++) {
     wcheck(tf_writer_add_image(w.get(), &images[h], total ? cards.data() + first : nullptr,
@@ -235,12 +241,7 @@ int64_t write_table(const std::string& path, const std::vector<std::string>& nam
     col.data = host[c].data_ptr();
     col.nbytes = static_cast<size_t>(host[c].numel()) * host[c].element_size();
   }
-  tf_writer* raw = nullptr;
-  int rc = tf_writer_create(&raw, os_path(path).c_str(), overwrite ? 1 : 0);
-  WriterHandle w(raw);
-  TORCH_CHECK(w, "out of memory");
-  wcheck(rc, w.get());
-  wcheck(tf_writer_set_checksum(w.get(), checksum ? 1 : 0), w.get());
+  WriterHandle w = create_writer(path, overwrite, checksum);
   wcheck(tf_writer_add_table(w.get(), nrows, cols.data(), static_cast<int>(ncols),
                              cards.data(), static_cast<int>(total)),
          w.get());
