@@ -342,6 +342,15 @@ static void walk_table(walk *w, int hdu) {
     for (int i = 0; i < nb; i++) { free(b[i].data); free(b[i].offsets); }
 }
 
+/* Find HDU `hdu` by its EXTNAME: never a later HDU of that name. Returns 0
+ * when the walk must stop (the handle could not be opened again). */
+static int find_by_name(walk *w, const tf_hdu_info *info, int hdu) {
+    int at = -1;
+    int rc = check(w, tf_find_hdu(w->f, info->extname, info->extver, &at), "find_hdu");
+    if (rc == TF_OK && at > hdu) die(w, "find_hdu skipped past the HDU", TF_OK);
+    return rc == TF_OK || reopen_if_poisoned(w, rc);
+}
+
 static void walk_header(walk *w, int hdu) {
     int ncards = 0;
     int rc = check(w, tf_header_load(w->f, hdu, &ncards), "header_load");
@@ -393,12 +402,7 @@ void fuzz_walk_file(const char *path, uint64_t seed) {
              * far as it goes, found by name, its header read, and the
              * handle usable for the next HDUs. */
             if (info.index != hdu) die(&w, "an unsupported HDU described as another", TF_OK);
-            if (info.extname[0]) {
-                int at = -1;
-                rc = check(&w, tf_find_hdu(w.f, info.extname, info.extver, &at), "find_hdu");
-                if (rc == TF_OK && at > hdu) die(&w, "find_hdu skipped past the HDU", TF_OK);
-                if (rc != TF_OK && !reopen_if_poisoned(&w, rc)) break;
-            }
+            if (info.extname[0] && !find_by_name(&w, &info, hdu)) break;
             walk_header(&w, hdu);
             continue;
         }
@@ -407,12 +411,7 @@ void fuzz_walk_file(const char *path, uint64_t seed) {
             walk_header(&w, hdu);
             continue;
         }
-        if (info.extname[0]) {
-            int at = -1;
-            rc = check(&w, tf_find_hdu(w.f, info.extname, info.extver, &at), "find_hdu");
-            if (rc == TF_OK && at > hdu) die(&w, "find_hdu skipped past the HDU", TF_OK);
-            if (rc != TF_OK && !reopen_if_poisoned(&w, rc)) break;
-        }
+        if (info.extname[0] && !find_by_name(&w, &info, hdu)) break;
         walk_header(&w, hdu);
         if (!w.f) break;
         if (info.kind == TF_HDU_IMAGE)
