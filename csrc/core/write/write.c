@@ -1000,39 +1000,6 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
         rc = wfail(w, TF_EINVAL, st, "HDU %d: cannot create the table", HDU_NO(w));
         goto done;
     }
-    /* TSCALn, TZEROn, TNULLn as asked. The data are the stored values:
-     * cfitsio is told to write them unscaled. */
-    for (int c = 0; c < ncols && st <= 0; c++) {
-        const tf_write_column *col = &cols[c];
-        char key[FLEN_KEYWORD];
-        if (col->has_tscal) {
-            snprintf(key, sizeof key, "TSCAL%d", c + 1);
-            fits_write_key_dbl(w->fp, key, col->tscal, -15, "data are scaled: stored * TSCAL + TZERO", &st);
-        }
-        if (col->has_tzero) {
-            snprintf(key, sizeof key, "TZERO%d", c + 1);
-            fits_write_key_dbl(w->fp, key, col->tzero, -15, NULL, &st);
-        }
-        if (col->has_tnull) {
-            /* In the stored domain: the dtype's fixed TZERO taken off. */
-            int64_t stored = col->tnull;
-            if (col->dtype == TF_W_INT8) stored += 128;
-            else if (col->dtype == TF_W_UINT16) stored -= 32768;
-            else if (col->dtype == TF_W_UINT32) stored -= 2147483648LL;
-            else if (col->dtype == TF_W_UINT64) stored = (int64_t)((uint64_t)stored ^ (1ULL << 63));
-            snprintf(key, sizeof key, "TNULL%d", c + 1);
-            fits_write_key_lng(w->fp, key, (LONGLONG)stored, "the stored value of a null", &st);
-        }
-        if (col->has_tscal || col->has_tzero || col->has_tnull) {
-            fits_set_hdustruc(w->fp, &st); /* cfitsio reads the new keywords */
-            if (col->has_tscal || col->has_tzero) fits_set_tscale(w->fp, c + 1, 1.0, 0.0, &st);
-        }
-    }
-    if (st > 0) {
-        w->failed = 1;
-        rc = wfail(w, TF_EINVAL, st, "HDU %d: cannot write TSCAL, TZERO or TNULL", HDU_NO(w));
-        goto done;
-    }
     for (int c = 0; c < ncols && st <= 0; c++) {
         const tf_write_column *col = &cols[c];
         /* TDIM for cells of 2 or more axes (strings: beyond the width). */
@@ -1084,6 +1051,36 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
     if (st > 0) {
         w->failed = 1;
         rc = wfail(w, TF_EINVAL, st, "HDU %d: cannot write the table's TDIM", HDU_NO(w));
+        goto done;
+    }
+    /* TSCALn, TZEROn, TNULLn as asked, after the data: cfitsio has written
+     * the values unscaled (it applies TSCAL/TZERO from the header it last
+     * parsed), as the stored values they are. */
+    for (int c = 0; c < ncols && st <= 0; c++) {
+        const tf_write_column *col = &cols[c];
+        char key[FLEN_KEYWORD];
+        if (col->has_tscal) {
+            snprintf(key, sizeof key, "TSCAL%d", c + 1);
+            fits_write_key_dbl(w->fp, key, col->tscal, -15, "data are scaled: stored * TSCAL + TZERO", &st);
+        }
+        if (col->has_tzero) {
+            snprintf(key, sizeof key, "TZERO%d", c + 1);
+            fits_write_key_dbl(w->fp, key, col->tzero, -15, NULL, &st);
+        }
+        if (col->has_tnull) {
+            /* In the stored domain: the dtype's fixed TZERO taken off. */
+            int64_t stored = col->tnull;
+            if (col->dtype == TF_W_INT8) stored += 128;
+            else if (col->dtype == TF_W_UINT16) stored -= 32768;
+            else if (col->dtype == TF_W_UINT32) stored -= 2147483648LL;
+            else if (col->dtype == TF_W_UINT64) stored = (int64_t)((uint64_t)stored ^ (1ULL << 63));
+            snprintf(key, sizeof key, "TNULL%d", c + 1);
+            fits_write_key_lng(w->fp, key, (LONGLONG)stored, "the stored value of a null", &st);
+        }
+    }
+    if (st > 0) {
+        w->failed = 1;
+        rc = wfail(w, TF_EINVAL, st, "HDU %d: cannot write TSCAL, TZERO or TNULL", HDU_NO(w));
         goto done;
     }
     for (int i = 0; i < ncards; i++) {
