@@ -84,6 +84,10 @@ def test_mixed_bad_arguments(tmp_path):
         tf.write(p, [torch.zeros(2), 3])
     with pytest.raises(TypeError, match="column 'a' must be"):
         tf.write(p, [torch.zeros(2), {"a": 3}])
+    # A tuple is a list of HDUs: a header dict in it is read as a table's
+    # columns, and refused with a pointer to the (data, header) pair.
+    with pytest.raises(TypeError, match=r"data\[1\]: column 'EXTNAME'.*\[\(data, header\)\]"):
+        tf.write(p, (torch.ones(2), {"EXTNAME": "X"}))
     with pytest.raises(TypeError, match="header given twice"):
         tf.write(p, [({"columns": {"a": torch.zeros(2)}, "header": {"A": 1}}, {"B": 2})])
     with pytest.raises(ValueError, match="reserved"):

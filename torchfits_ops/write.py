@@ -315,8 +315,10 @@ class _Args:
                 t = _string_column(name, value)
                 kind = "A"
             else:
-                raise TypeError(f"column {name!r} must be a tensor, a list of str or a list of "
-                                f"1-d tensors (one per row), not {type(value).__name__}")
+                raise TypeError(f"{where}: column {name!r} must be a tensor, a list of str or a "
+                                f"list of 1-d tensors (one per row), not {type(value).__name__} "
+                                "(a dict in a list of HDUs is a table; an HDU's header goes in "
+                                "a pair: [(data, header)])")
             scal = opts["tscal"].get(name)
             zero = opts["tzero"].get(name)
             null = opts["tnull"].get(name)

@@ -135,21 +135,32 @@ static int ensure_open(tf_writer *w);
  * plain FITS whose last HDU ends where the file ends, and start the memory
  * file with a placeholder primary behind which the new HDUs are built as
  * extensions. The old bytes are copied as they are at commit. */
+/* The reader's message for the old file, without the path it begins
+ * with (wfail puts the path first). */
+static const char *old_errmsg(const tf_writer *w) {
+    const char *m = tf_errmsg(w->old);
+    size_t n = strlen(w->path);
+    if (strncmp(m, w->path, n) == 0 && m[n] == ':' && m[n + 1] == ' ') m += n + 2;
+    return m;
+}
+
 static int open_old(tf_writer *w) {
     tf_file *f = tf_create();
     if (!f) return wfail(w, TF_ENOMEM, 0, "out of memory");
     w->old = f;
     int n = 0, rc = tf_open(f, w->path);
-    if (rc == TF_OK) rc = tf_num_hdus(f, &n);
     if (rc != TF_OK)
-        return wfail(w, rc, 0, "cannot append to it: %s", tf_errmsg(f));
+        return wfail(w, rc, 0, "cannot append to it: %s", old_errmsg(w));
     W_CHECK(f->plain, w, TF_EUNSUPPORTED,
             "cannot append to a compressed (gzip, compress) file; unpack it first");
+    rc = tf_num_hdus(f, &n);
+    if (rc != TF_OK)
+        return wfail(w, rc, 0, "cannot append to it: %s", old_errmsg(w));
     W_CHECK(fstat(f->fd, &w->old_st) == 0, w, TF_EOPEN, "cannot stat it: %s", strerror(errno));
     rc = tf_need_fits(f);
     if (rc == TF_OK) rc = tf_move_to(f, n - 1, NULL);
     if (rc != TF_OK)
-        return wfail(w, rc, 0, "cannot append to it: %s", tf_errmsg(f));
+        return wfail(w, rc, 0, "cannot append to it: %s", old_errmsg(w));
     LONGLONG head = 0, data = 0, end = 0;
     int st = 0;
     fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
