@@ -616,11 +616,13 @@ typedef struct tf_write_column {
 } tf_write_column;
 
 /** Add a binary-table HDU of nrows rows (an empty primary first when it is
- *  the first HDU). Same card rules as images. */
+ *  the first HDU). Same card rules as images; TSCALn, TZEROn, TNULLn and the
+ *  table's own column keywords come from cols, never from cards. */
 int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols, int ncols,
                         const tf_write_card *cards, int ncards);
 
-/** Write CHECKSUM and DATASUM into every HDU at commit (on != 0). */
+/** Write CHECKSUM and DATASUM into every HDU added (on != 0), at commit;
+ *  appending leaves the old HDUs' bytes as they are. */
 int tf_writer_set_checksum(tf_writer *w, int on);
 
 /** Write the file: temporary file, fsync, rename (or, without overwrite,
