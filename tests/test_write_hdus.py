@@ -149,6 +149,17 @@ def test_append_several_and_compressed(tmp_path):
         np.testing.assert_array_equal(h[4].data["c"], [1.0, 1.0])
 
 
+def test_append_through_a_symlink_appends_to_its_target(tmp_path):
+    p = tmp_path / "real.fits"
+    old = _old_file(p)
+    link = tmp_path / "link.fits"
+    link.symlink_to(p.name)
+    tf.write(link, torch.ones(2), append=True)
+    assert link.is_symlink() and tf.num_hdus(p) == 3
+    assert p.read_bytes()[:len(old)] == old
+    no_temporaries(tmp_path, "real.fits", "link.fits")
+
+
 def test_append_makes_a_missing_file(tmp_path):
     p = tmp_path / "new.fits"
     tf.write(p, torch.ones(2, 2), append=True)

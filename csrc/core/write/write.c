@@ -211,7 +211,18 @@ int tf_writer_create(tf_writer **out, const char *path, int mode) {
     if (rc != 0) return wfail(w, TF_EOPEN, 0, "cannot write in its directory: %s", strerror(err));
     W_CHECK(S_ISDIR(st.st_mode), w, TF_EOPEN, "its directory is not a directory (%s)",
             strerror(ENOTDIR));
-    if (exists && mode == TF_WRITE_APPEND) return open_old(w);
+    if (exists && mode == TF_WRITE_APPEND) {
+        /* A symbolic link: the file it names is the one appended to (the
+         * rename would otherwise put a file in the link's place). */
+        struct stat lst;
+        if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+            char *real = realpath(path, NULL);
+            if (!real) return wfail(w, TF_EOPEN, 0, "cannot resolve the link: %s", strerror(errno));
+            free(w->path);
+            w->path = real;
+        }
+        return open_old(w);
+    }
     return TF_OK;
 }
 
