@@ -223,6 +223,30 @@ TORCH_LIBRARY_FRAGMENT(torchfits, m) {
       "str[] keys, str[] values, str[] comments, str[] types, bool overwrite=False, "
       "bool checksum=False) -> int",
       c10::AliasAnalysisKind::CONSERVATIVE));
+  // Images and binary tables mixed, in order, to a new file, or with
+  // append after the last HDU of an existing one (a new file made of its
+  // bytes and the new HDUs, renamed over it; its HDUs are never changed).
+  // hdu_kinds[h] is "image" or "table"; images[h] the image's data (None
+  // for no data, and for tables). Header cards as for write. ncols[h]
+  // columns for HDU h (0 for images), taken in order from the flattened
+  // per-column lists: names, columns (fixed: [rows, *cell]; variable-length:
+  // the values of every row concatenated, with offsets[c] int64 [rows + 1],
+  // as read_table gives NAME and NAME.offsets; offsets may be empty, or None
+  // per fixed column), col_kinds ("" from the dtype, "A" uint8 strings, "P"
+  // with offsets), units, tscal, tzero, tnull, each empty or one per column;
+  // col_flags per column says which of TSCAL (1), TZERO (2) and TNULL (4)
+  // to write (the data are the stored values). Compression lists as for
+  // write, one entry per HDU ("" and no tile for tables). Returns the
+  // file's size.
+  m.def(torch::schema(
+      "write_hdus(str path, str[] hdu_kinds, Tensor?[] images, int[] ncards, str[] keys, "
+      "str[] values, str[] comments, str[] types, int[] ncols, str[] names, "
+      "Tensor[] columns, Tensor?[] offsets, str[] col_kinds, str[] units, "
+      "float[] tscal, float[] tzero, int[] tnull, int[] col_flags, "
+      "str[] compress, int[] tile, int[] tile_ndim, float[] quantize_level, "
+      "int[] quantize_method, int[] dither_seed, float[] hcomp_scale, "
+      "bool overwrite=False, bool append=False, bool checksum=False) -> int",
+      c10::AliasAnalysisKind::CONSERVATIVE));
   // Per HDU of any FITS file: DATASUM and CHECKSUM status, each 1 (matches),
   // 0 (keyword absent) or -1 (does not match), as fits_verify_chksum.
   m.def("verify_checksum(str path) -> (int[], int[])");
@@ -231,5 +255,6 @@ TORCH_LIBRARY_FRAGMENT(torchfits, m) {
 TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
   m.impl("write", TORCH_FN(torchfits::write));
   m.impl("write_table", TORCH_FN(torchfits::write_table));
+  m.impl("write_hdus", TORCH_FN(torchfits::write_hdus));
   m.impl("verify_checksum", TORCH_FN(torchfits::verify_checksum));
 }

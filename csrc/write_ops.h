@@ -31,6 +31,23 @@ int64_t write_table(const std::string& path, const std::vector<std::string>& nam
                     const std::vector<std::string>& values, const std::vector<std::string>& comments,
                     const std::vector<std::string>& types, bool overwrite, bool checksum);
 
+// Images and tables mixed (hdu_kinds[h] "image" or "table"), to a new
+// file or (append) after the HDUs of an existing one. See ops.cpp.
+int64_t write_hdus(const std::string& path, const std::vector<std::string>& hdu_kinds,
+                   const c10::List<c10::optional<at::Tensor>>& images, at::IntArrayRef ncards,
+                   const std::vector<std::string>& keys, const std::vector<std::string>& values,
+                   const std::vector<std::string>& comments, const std::vector<std::string>& types,
+                   at::IntArrayRef ncols, const std::vector<std::string>& names,
+                   const std::vector<at::Tensor>& columns,
+                   const c10::List<c10::optional<at::Tensor>>& offsets,
+                   const std::vector<std::string>& col_kinds, const std::vector<std::string>& units,
+                   at::ArrayRef<double> tscal, at::ArrayRef<double> tzero, at::IntArrayRef tnull,
+                   at::IntArrayRef col_flags, const std::vector<std::string>& compress,
+                   at::IntArrayRef tile, at::IntArrayRef tile_ndim,
+                   at::ArrayRef<double> quantize_level, at::IntArrayRef quantize_method,
+                   at::IntArrayRef dither_seed, at::ArrayRef<double> hcomp_scale, bool overwrite,
+                   bool append, bool checksum);
+
 // Per HDU: (DATASUM status, CHECKSUM status), each 1, 0 or -1.
 std::tuple<std::vector<int64_t>, std::vector<int64_t>> verify_checksum(const std::string& path);
 

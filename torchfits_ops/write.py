@@ -165,88 +165,47 @@ def _image(data: ImageData, where: str) -> ImageData:
 _OPTS = ("compress", "tile", "quantize_level", "quantize_method", "dither_seed", "hcomp_scale")
 
 
-def write(path: PathLike, data: Union[ImageData, Sequence[Any]], header: Header = None, *,
-          overwrite: bool = False, compress: Optional[str] = None,
-          tile: Optional[Sequence[int]] = None, quantize_level: Optional[float] = None,
-          quantize_method: Optional[str] = None, dither_seed: Optional[int] = None,
-          hcomp_scale: Optional[float] = None, checksum: bool = False) -> int:
-    """Write image HDUs to a new FITS file; returns its size in bytes.
+_TABLE_KEYS = ("columns", "header", "units", "strings", "tnull", "tscal", "tzero")
 
-    data: a tensor ``[..., NAXIS2, NAXIS1]`` (C order, 1 to 16 axes; any
-    device, any strides), None for an HDU without data, or a list of HDUs,
-    each a tensor, None, a (data, header) pair, or a dict with "data" and
-    optionally "header" and the compression options below (which, given to
-    the call, apply to every HDU with data). The first HDU is the primary;
-    a compressed first image gets an empty primary before it.
-    header: a dict {key: value or (value, comment)} or a list of
-    (key, value[, comment]) cards; COMMENT/HISTORY take text or a list of
-    texts; long strings are continued with CONTINUE; keys of more than 8
-    characters or with blanks are written behind HIERARCH. Structural keys
-    are refused (ValueError naming the key).
-    compress: None, "RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1" or "PLIO_1"
-    (cfitsio's tile compression); tile: tile shape in C order (default:
-    one row per tile); quantize_level (floats; default 4, 0 = lossless with
-    GZIP), quantize_method "SUBTRACTIVE_DITHER_1" (default),
-    "SUBTRACTIVE_DITHER_2" or "NO_DITHER", dither_seed 1..10000 (default:
-    from the clock), hcomp_scale (HCOMPRESS_1; 0 lossless).
-    overwrite: replace an existing file (default False: FileExistsError).
-    checksum: write CHECKSUM and DATASUM in every HDU.
-    """
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite must be a bool, not {type(overwrite).__name__}")
-    if not isinstance(checksum, bool):
-        raise TypeError(f"checksum must be a bool, not {type(checksum).__name__}")
-    p = _fspath(path)
-    defaults = dict(compress=compress, tile=tile, quantize_level=quantize_level,
-                    quantize_method=quantize_method, dither_seed=dither_seed,
-                    hcomp_scale=hcomp_scale)
-    if data is None or isinstance(data, torch.Tensor):
-        hdus = [dict(data=data, header=header)]
-    elif isinstance(data, (list, tuple)):
-        if header is not None:
-            raise TypeError("header goes with each HDU when data is a list: (data, header) or "
-                            "{'data': ..., 'header': ...}")
-        hdus = []
-        for i, h in enumerate(data):
-            if h is None or isinstance(h, torch.Tensor):
-                hdus.append(dict(data=h))
-            elif isinstance(h, tuple) and len(h) == 2:
-                hdus.append(dict(data=h[0], header=h[1]))
-            elif isinstance(h, Mapping):
-                unknown = set(h) - {"data", "header", *_OPTS}
-                if unknown:
-                    raise TypeError(f"data[{i}]: unknown keys {sorted(unknown)}")
-                hdus.append(dict(h))
-            else:
-                raise TypeError(f"data[{i}] must be a tensor, None, (data, header) or a dict, "
-                                f"not {type(h).__name__}")
-        if not hdus:
-            raise ValueError("data is an empty list: give None for a file with an empty primary")
-    else:
-        raise TypeError(f"data must be a tensor, None or a list of HDUs, not {type(data).__name__}")
 
-    tensors: List[Optional[torch.Tensor]] = []
-    ncards: List[int] = []
-    keys: List[str] = []
-    values: List[str] = []
-    comments: List[str] = []
-    types: List[str] = []
-    codecs: List[str] = []
-    tiles: List[List[int]] = []
-    levels: List[float] = []
-    methods: List[int] = []
-    seeds: List[int] = []
-    scales: List[float] = []
-    for i, h in enumerate(hdus):
-        where = "data" if len(hdus) == 1 and not isinstance(data, (list, tuple)) else f"data[{i}]"
+class _Args:
+    """The flattened arguments of torch.ops.torchfits.write_hdus."""
+
+    def __init__(self) -> None:
+        self.kinds: List[str] = []
+        self.images: List[Optional[torch.Tensor]] = []
+        self.ncards: List[int] = []
+        self.keys: List[str] = []
+        self.values: List[str] = []
+        self.comments: List[str] = []
+        self.types: List[str] = []
+        self.ncols: List[int] = []
+        self.names: List[str] = []
+        self.columns: List[torch.Tensor] = []
+        self.offsets: List[Optional[torch.Tensor]] = []
+        self.col_kinds: List[str] = []
+        self.units: List[str] = []
+        self.tscal: List[float] = []
+        self.tzero: List[float] = []
+        self.tnull: List[int] = []
+        self.flags: List[int] = []
+        self.codecs: List[str] = []
+        self.tiles: List[List[int]] = []
+        self.levels: List[float] = []
+        self.methods: List[int] = []
+        self.seeds: List[int] = []
+        self.scales: List[float] = []
+
+    def header(self, header: Header) -> None:
+        k, v, c, ty = _cards(header)
+        self.ncards.append(len(k))
+        self.keys += k
+        self.values += v
+        self.comments += c
+        self.types += ty
+
+    def image(self, h: Mapping[str, Any], where: str, defaults: Mapping[str, Any]) -> None:
         t = _image(h.get("data"), where)
-        tensors.append(t)
-        k, v, c, ty = _cards(h.get("header"))
-        ncards.append(len(k))
-        keys += k
-        values += v
-        comments += c
-        types += ty
         opt = {name: h.get(name, defaults[name] if t is not None else None) for name in _OPTS}
         codec = opt["compress"]
         if codec is None:
@@ -260,37 +219,257 @@ def write(path: PathLike, data: Union[ImageData, Sequence[Any]], header: Header 
             given = [name for name in _OPTS[1:] if opt[name] is not None]
             if given:
                 raise ValueError(f"{where}: {', '.join(given)} apply only with compress")
-        codecs.append(codec)
         tl = opt["tile"]
         if tl is not None:
             tl = [int(x) for x in tl]
             if t is not None and len(tl) != t.dim():
                 raise ValueError(f"tile {tl} has {len(tl)} axes, {where} has {t.dim()}")
-        tiles.append(tl or [])
         ql = opt["quantize_level"]
         if ql is not None and (not isinstance(ql, numbers.Real) or not math.isfinite(ql)):
             raise ValueError(f"quantize_level must be a finite number, not {ql!r}")
-        levels.append(4.0 if ql is None else float(ql))
         qm = opt["quantize_method"]
         if qm is not None and qm not in _METHODS:
             raise ValueError(f"quantize_method must be one of {', '.join(_METHODS)}, not {qm!r}")
-        methods.append(0 if qm is None else _METHODS[qm])
         ds = opt["dither_seed"]
         if ds is not None and (isinstance(ds, bool) or not isinstance(ds, numbers.Integral)
                                or not 1 <= ds <= 10000):
             raise ValueError(f"dither_seed must be an int from 1 to 10000, not {ds!r}")
-        seeds.append(0 if ds is None else int(ds))
         hs = opt["hcomp_scale"]
         if hs is not None and (not isinstance(hs, numbers.Real) or not math.isfinite(hs) or hs < 0):
             raise ValueError(f"hcomp_scale must be a finite number >= 0, not {hs!r}")
-        scales.append(0.0 if hs is None else float(hs))
-    any_codec = any(codecs)
-    if not any_codec:
-        return int(_wcall(_ops.write, p, tensors, ncards, keys, values, comments, types, overwrite,
+        self.kinds.append("image")
+        self.images.append(t)
+        self.ncols.append(0)
+        self.header(h.get("header"))
+        self.codecs.append(codec)
+        self.tiles.append(tl or [])
+        self.levels.append(4.0 if ql is None else float(ql))
+        self.methods.append(0 if qm is None else _METHODS[qm])
+        self.seeds.append(0 if ds is None else int(ds))
+        self.scales.append(0.0 if hs is None else float(hs))
+
+    def table(self, spec: Mapping[str, Any], where: str) -> None:
+        columns = spec.get("columns")
+        if not isinstance(columns, Mapping):
+            raise TypeError(f"{where}: columns must be a dict of name to values, "
+                            f"not {type(columns).__name__}")
+        opts: Dict[str, Dict[str, Any]] = {}
+        for name in ("units", "tnull", "tscal", "tzero"):
+            v = spec.get(name)
+            if v is not None and not isinstance(v, Mapping):
+                raise TypeError(f"{where}: {name} must be a dict of column name to value, "
+                                f"not {type(v).__name__}")
+            opts[name] = dict(v or {})
+        strings = set(spec.get("strings") or ())
+        for n in columns:
+            if not isinstance(n, str):
+                raise TypeError(f"column name {n!r} is not a str")
+        # NAME and NAME.offsets, as torch.ops.torchfits.read_table gives a
+        # variable-length column, are one column.
+        pairs = {n[:-8] for n in columns if n.endswith(".offsets") and n[:-8] in columns}
+        names = [n for n in columns if not (n.endswith(".offsets") and n[:-8] in pairs)]
+        for name in ("units", "tnull", "tscal", "tzero"):
+            unknown = set(opts[name]) - set(names)
+            if unknown:
+                raise ValueError(f"{name} names columns that are not given: {sorted(unknown)}")
+        unknown = strings - set(names)
+        if unknown:
+            raise ValueError(f"strings names columns that are not given: {sorted(unknown)}")
+        self.kinds.append("table")
+        self.images.append(None)
+        self.ncols.append(len(names))
+        self.header(spec.get("header"))
+        self.codecs.append("")
+        self.tiles.append([])
+        self.levels.append(4.0)
+        self.methods.append(0)
+        self.seeds.append(0)
+        self.scales.append(0.0)
+        for name in names:
+            value = columns[name]
+            off: Optional[torch.Tensor] = None
+            kind = ""
+            if name in pairs:
+                t, off = value, columns[name + ".offsets"]
+                if not isinstance(t, torch.Tensor) or not isinstance(off, torch.Tensor):
+                    raise TypeError(f"column {name!r}: values and offsets must be tensors")
+                t = t.detach()
+                off = off.detach()
+                kind = "P"
+            elif isinstance(value, torch.Tensor):
+                t = value.detach()
+                if name in strings:
+                    if t.dtype != torch.uint8 or t.dim() < 2:
+                        raise TypeError(f"column {name!r}: strings are uint8 [rows, width]")
+                    kind = "A"
+                else:
+                    if t.dtype != torch.bool and t.dtype not in _IMAGE_DTYPES:
+                        raise TypeError(f"column {name!r}: dtype {t.dtype} has no FITS column type")
+                    if t.dim() == 0:
+                        raise ValueError(f"column {name!r} is 0-d; a column is [rows, *cell]")
+            elif isinstance(value, (list, tuple)) and value and all(
+                    isinstance(x, torch.Tensor) for x in value):
+                t, off = _varlen_column(name, value)
+                kind = "P"
+            elif isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
+                t = _string_column(name, value)
+                kind = "A"
+            else:
+                raise TypeError(f"{where}: column {name!r} must be a tensor, a list of str or a "
+                                f"list of 1-d tensors (one per row), not {type(value).__name__} "
+                                "(a dict in a list of HDUs is a table; an HDU's header goes in "
+                                "a pair: [(data, header)])")
+            scal = opts["tscal"].get(name)
+            zero = opts["tzero"].get(name)
+            null = opts["tnull"].get(name)
+            for what, v in (("tscal", scal), ("tzero", zero)):
+                if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)
+                                      or not math.isfinite(v)):
+                    raise ValueError(f"column {name!r}: {what} must be a finite number, not {v!r}")
+            if null is not None and (isinstance(null, bool) or not isinstance(null, numbers.Integral)
+                                     or not -(2 ** 63) <= null < 2 ** 63):
+                raise ValueError(f"column {name!r}: tnull must be a 64-bit int, not {null!r}")
+            self.names.append(name)
+            self.columns.append(t)
+            self.offsets.append(off)
+            self.col_kinds.append(kind)
+            self.units.append(str(opts["units"].get(name, "")))
+            self.tscal.append(1.0 if scal is None else float(scal))
+            self.tzero.append(0.0 if zero is None else float(zero))
+            self.tnull.append(0 if null is None else int(null))
+            self.flags.append((1 if scal is not None else 0) | (2 if zero is not None else 0)
+                              | (4 if null is not None else 0))
+
+    def call(self, path: str, overwrite: bool, append: bool, checksum: bool) -> int:
+        if any(self.codecs):
+            compress = [self.codecs, [x for tl in self.tiles for x in tl],
+                        [len(tl) for tl in self.tiles], self.levels, self.methods, self.seeds,
+                        self.scales]
+        else:
+            compress = [[], [], [], [], [], [], []]
+        return int(_wcall(_ops.write_hdus, path, self.kinds, self.images, self.ncards, self.keys,
+                          self.values, self.comments, self.types, self.ncols, self.names,
+                          self.columns, self.offsets, self.col_kinds, self.units, self.tscal,
+                          self.tzero, self.tnull, self.flags, *compress, overwrite, append,
                           checksum))
-    return int(_wcall(_ops.write, p, tensors, ncards, keys, values, comments, types, overwrite,
-                      checksum, codecs, [x for tl in tiles for x in tl], [len(tl) for tl in tiles],
-                      levels, methods, seeds, scales))
+
+
+def _varlen_column(name: str, rows: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    dtype = rows[0].dtype
+    for i, r in enumerate(rows):
+        if r.dtype != dtype:
+            raise TypeError(f"column {name!r}: row {i} is {r.dtype}, row 0 {dtype}; a "
+                            "variable-length column has one dtype")
+        if r.dim() != 1:
+            raise ValueError(f"column {name!r}: row {i} has {r.dim()} axes; a variable-length "
+                             "column's rows are 1-d")
+    lengths = torch.tensor([r.numel() for r in rows], dtype=torch.int64)
+    offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(lengths, 0)
+    values = torch.cat([r.detach().cpu() for r in rows])
+    return values, offsets
+
+
+def _check_flags(overwrite: Any, append: Any, checksum: Any) -> None:
+    for name, v in (("overwrite", overwrite), ("append", append), ("checksum", checksum)):
+        if not isinstance(v, bool):
+            raise TypeError(f"{name} must be a bool, not {type(v).__name__}")
+    if overwrite and append:
+        raise ValueError("overwrite and append exclude each other: append keeps the file's HDUs")
+
+
+def _is_hdu_data(x: Any) -> bool:
+    return x is None or isinstance(x, (torch.Tensor, Mapping))
+
+
+def write(path: PathLike, data: Union[ImageData, Mapping[str, Any], Sequence[Any]],
+          header: Header = None, *, overwrite: bool = False, append: bool = False,
+          compress: Optional[str] = None, tile: Optional[Sequence[int]] = None,
+          quantize_level: Optional[float] = None, quantize_method: Optional[str] = None,
+          dither_seed: Optional[int] = None, hcomp_scale: Optional[float] = None,
+          checksum: bool = False) -> int:
+    """Write image and table HDUs to a FITS file; returns its size in bytes.
+
+    data: one HDU or a list of HDUs, in order. An HDU is
+      - a tensor ``[..., NAXIS2, NAXIS1]`` (an image: C order, 1 to 16
+        axes, any device, any strides), or None (an HDU without data);
+      - a dict of columns ``{name: values}`` (a binary table; values as for
+        :func:`write_table`);
+      - a pair (either of those, header);
+      - a dict with "data" and optionally "header" and the compression
+        options below (an image), or with "columns" and optionally
+        "header", "units", "strings", "tnull", "tscal", "tzero" (a table;
+        the form for a table with a column named "data" or "columns").
+    The first HDU is the primary; a table or a compressed image first gets
+    an empty primary before it.
+    header: with a single HDU; a dict {key: value or (value, comment)} or
+    a list of (key, value[, comment]) cards; COMMENT/HISTORY take text or a
+    list of texts; long strings are continued with CONTINUE; keys of more
+    than 8 characters or with blanks are written behind HIERARCH.
+    Structural keys are refused (ValueError naming the key).
+    compress: None, "RICE_1", "GZIP_1", "GZIP_2", "HCOMPRESS_1" or "PLIO_1"
+    (cfitsio's tile compression) for every image with data, unless an HDU
+    dict says otherwise; tile: tile shape in C order (default: one row per
+    tile); quantize_level (floats; default 4, 0 = lossless with GZIP),
+    quantize_method "SUBTRACTIVE_DITHER_1" (default),
+    "SUBTRACTIVE_DITHER_2" or "NO_DITHER", dither_seed 1..10000 (default:
+    from the clock), hcomp_scale (HCOMPRESS_1; 0 lossless).
+    overwrite: replace an existing file (default False: FileExistsError).
+    append: add the HDUs after the last HDU of the existing file (plain
+    FITS, not gzip; the first new HDU becomes an extension), or make a new
+    file when none is there. The old HDUs are kept byte for byte: a new
+    file (the old bytes, then the new HDUs) replaces the old one atomically.
+    checksum: write CHECKSUM and DATASUM in every HDU written.
+    """
+    _check_flags(overwrite, append, checksum)
+    p = _fspath(path)
+    defaults = dict(compress=compress, tile=tile, quantize_level=quantize_level,
+                    quantize_method=quantize_method, dither_seed=dither_seed,
+                    hcomp_scale=hcomp_scale)
+    if data is None or isinstance(data, (torch.Tensor, Mapping)):
+        hdus: List[Any] = [(data, header)]
+        single = True
+    elif isinstance(data, (list, tuple)):
+        if header is not None:
+            raise TypeError("header goes with each HDU when data is a list: (data, header) or "
+                            "{'data': ..., 'header': ...}")
+        hdus = list(data)
+        single = False
+        if not hdus:
+            raise ValueError("data is an empty list: give None for a file with an empty primary")
+    else:
+        raise TypeError(f"data must be a tensor, None, a dict of columns or a list of HDUs, "
+                        f"not {type(data).__name__}")
+    args = _Args()
+    for i, h in enumerate(hdus):
+        where = "data" if single else f"data[{i}]"
+        hdr = None
+        if isinstance(h, tuple) and len(h) == 2 and _is_hdu_data(h[0]):
+            h, hdr = h
+        if h is None or isinstance(h, torch.Tensor):
+            args.image(dict(data=h, header=hdr), where, defaults)
+        elif isinstance(h, Mapping):
+            spec = dict(h)
+            if "columns" in h and set(h) <= set(_TABLE_KEYS) and isinstance(h["columns"], Mapping):
+                kind = "table"
+            elif "data" in h and set(h) <= {"data", "header", *_OPTS} and (
+                    h["data"] is None or isinstance(h["data"], torch.Tensor)):
+                kind = "image"
+            else:
+                kind = "table"
+                spec = dict(columns=h)
+            if hdr is not None:
+                if spec.get("header") is not None:
+                    raise TypeError(f"{where}: a header given twice")
+                spec["header"] = hdr
+            if kind == "table":
+                args.table(spec, where)
+            else:
+                args.image(spec, where, defaults)
+        else:
+            raise TypeError(f"{where} must be a tensor, None, a dict (of columns, or an HDU "
+                            f"with 'data' or 'columns') or (data, header), not {type(h).__name__}")
+    return args.call(p, overwrite, append, checksum)
 
 
 def _string_column(name: str, value: Sequence[str]) -> torch.Tensor:
@@ -311,55 +490,38 @@ def _string_column(name: str, value: Sequence[str]) -> torch.Tensor:
 
 def write_table(path: PathLike, columns: Mapping[str, Any], header: Header = None, *,
                 units: Optional[Mapping[str, str]] = None, strings: Sequence[str] = (),
-                overwrite: bool = False, checksum: bool = False) -> int:
-    """Write an empty primary HDU and one binary table; returns the file's size.
+                tnull: Optional[Mapping[str, int]] = None,
+                tscal: Optional[Mapping[str, float]] = None,
+                tzero: Optional[Mapping[str, float]] = None, overwrite: bool = False,
+                append: bool = False, checksum: bool = False) -> int:
+    """Write one binary table (after an empty primary, or with append after
+    the last HDU of an existing file); returns the file's size.
 
-    columns: {name: values} in order; values a tensor [rows, *cell] (bool
-    as L; uint16, uint32, uint64 and int8 with TZERO as FITS defines;
-    cells of 2 or more axes get TDIM) or a list of str (A, padded with
-    blanks to the longest). A uint8 [rows, ..., width] tensor named in
-    ``strings`` is written as characters, byte for byte.
-    units: {name: TUNIT}. header: as for :func:`write`."""
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite must be a bool, not {type(overwrite).__name__}")
+    columns: {name: values} in order; values
+      - a tensor [rows, *cell] (bool as L; uint16, uint32, uint64 and
+        int8 with TZERO as FITS defines; cells of 2 or more axes get TDIM);
+      - a list of str (A, padded with blanks to the longest);
+      - a list of 1-d tensors of one dtype, one per row (a variable-length
+        array column, TFORM 1PT(max), or 1QT(max) past 2 GiB of heap:
+        uint8, int16, int32, int64, float32, float64), or the values of
+        every row concatenated under NAME with int64 [rows + 1] offsets
+        under "NAME.offsets", as torch.ops.torchfits.read_table returns them.
+    A uint8 [rows, ..., width] tensor named in ``strings`` is written as
+    characters, byte for byte.
+    units: {name: TUNIT}. tscal, tzero: {name: number}, written as TSCALn
+    and TZEROn: the tensor holds the stored values, and readers return
+    stored * TSCAL + TZERO (not for int8, uint16, uint32, uint64, whose
+    TZERO FITS fixes). tnull: {name: int} for integer columns, the value
+    that marks a null as the tensor holds it (written as TNULLn in the
+    stored domain). header, overwrite, append, checksum: as for
+    :func:`write`."""
     if not isinstance(columns, Mapping):
         raise TypeError(f"columns must be a dict of name to values, not {type(columns).__name__}")
-    p = _fspath(path)
-    units = dict(units or {})
-    strings = set(strings)
-    unknown = (set(units) | strings) - set(columns)
-    if unknown:
-        raise ValueError(f"units/strings name columns that are not given: {sorted(unknown)}")
-    names: List[str] = []
-    tensors: List[torch.Tensor] = []
-    kinds: List[str] = []
-    for name, value in columns.items():
-        if not isinstance(name, str):
-            raise TypeError(f"column name {name!r} is not a str")
-        if isinstance(value, torch.Tensor):
-            t = value.detach()
-            if name in strings:
-                if t.dtype != torch.uint8 or t.dim() < 2:
-                    raise TypeError(f"column {name!r}: strings are uint8 [rows, width]")
-                kinds.append("A")
-            else:
-                if t.dtype != torch.bool and t.dtype not in _IMAGE_DTYPES:
-                    raise TypeError(f"column {name!r}: dtype {t.dtype} has no FITS column type")
-                if t.dim() == 0:
-                    raise ValueError(f"column {name!r} is 0-d; a column is [rows, *cell]")
-                kinds.append("")
-        elif isinstance(value, (list, tuple)) and all(isinstance(s, str) for s in value):
-            t = _string_column(name, value)
-            kinds.append("A")
-        else:
-            raise TypeError(f"column {name!r} must be a tensor or a list of str, "
-                            f"not {type(value).__name__}")
-        names.append(name)
-        tensors.append(t)
-    k, v, c, ty = _cards(header)
-    return int(_wcall(_ops.write_table, p, names, tensors, kinds,
-                      [str(units.get(n, "")) for n in names] if units else [], k, v, c, ty,
-                      overwrite, checksum))
+    _check_flags(overwrite, append, checksum)
+    args = _Args()
+    args.table(dict(columns=columns, header=header, units=units, strings=strings, tnull=tnull,
+                    tscal=tscal, tzero=tzero), "columns")
+    return args.call(_fspath(path), overwrite, append, checksum)
 
 
 class ChecksumStatus(NamedTuple):

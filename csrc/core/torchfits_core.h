@@ -566,11 +566,29 @@ typedef struct tf_write_image {
     int hcomp_smooth;
 } tf_write_image;
 
-/** Start a file for `path`. Checks at once, before anything is built, that
- *  the directory exists and (overwrite == 0) that no file has the name.
+/* How tf_writer_create treats a file already at the path. */
+enum {
+    TF_WRITE_NEW = 0,        /* refuse it (TF_EOPEN, "File exists") */
+    TF_WRITE_OVERWRITE = 1,  /* replace it at commit */
+    TF_WRITE_APPEND = 2      /* keep its bytes and add the new HDUs after its
+                                last one (no file there: as TF_WRITE_NEW) */
+};
+
+/** Start a file for `path`; mode is one of TF_WRITE_*. Checks at once,
+ *  before anything is built, that the directory exists and (TF_WRITE_NEW)
+ *  that no file has the name. TF_WRITE_APPEND opens an existing file
+ *  through the core's reader (io/), checks that it is plain FITS (not
+ *  gzip) whose last HDU ends where the file ends, and keeps it open until
+ *  the commit, which writes a new file (a copy of the old bytes, then the
+ *  new HDUs) to a temporary name and renames it over the old one, after
+ *  checking that the old file was not changed meanwhile (same inode, size
+ *  and mtime). The old bytes never pass through cfitsio: the new HDUs are
+ *  built as extensions behind a placeholder primary that is dropped.
  *  @return TF_OK, TF_EINVAL, TF_EOPEN ("File exists", "No such file..."),
- *  TF_ENOMEM. *w is set even on failure (for the message) unless NULL. */
-int tf_writer_create(tf_writer **w, const char *path, int overwrite);
+ *  TF_ENOTFITS / TF_ECORRUPT / TF_EUNSUPPORTED (append to a file that is
+ *  not plain, whole FITS), TF_ENOMEM. *w is set even on failure (for the
+ *  message) unless NULL. */
+int tf_writer_create(tf_writer **w, const char *path, int mode);
 
 /** Add an image HDU with its header cards. A compressed image as the first
  *  HDU gets an empty primary HDU before it (FITS keeps compressed images in
@@ -584,8 +602,13 @@ typedef enum tf_wcol_kind {
     TF_WCOL_NUMBER = 0,  /* dtype's values: TFORM B (uint8), I, J, K, E, D; int8,
                             uint16, uint32, uint64 with TZERO as FITS defines */
     TF_WCOL_BOOL,        /* uint8 0/1 as L */
-    TF_WCOL_STRING       /* uint8 characters as A; the last axis of shape is
+    TF_WCOL_STRING,      /* uint8 characters as A; the last axis of shape is
                             the width */
+    TF_WCOL_VARLEN       /* a variable-length array column (TFORM 1PT(max),
+                            or 1QT(max) when the heap passes 2 GiB): row r
+                            holds data elements offsets[r]..offsets[r+1];
+                            dtype uint8, int16, int32, int64, float32 or
+                            float64; ndim 0 */
 } tf_wcol_kind;
 
 typedef struct tf_write_column {
@@ -596,16 +619,32 @@ typedef struct tf_write_column {
     int ndim;                     /* per-row shape, C order: 0 one value per row;
                                      2 or more also writes TDIM */
     int64_t shape[TF_MAX_DIMS];
-    const void *data;             /* [nrows, *shape], C-contiguous, native order */
+    const void *data;             /* [nrows, *shape], C-contiguous, native order
+                                     (VARLEN: every row's elements, concatenated) */
     size_t nbytes;
+    const int64_t *offsets;       /* VARLEN only: nrows + 1 element offsets into
+                                     data, starting at 0, not decreasing, ending
+                                     at the element count */
+    /* Column scaling and nulls, written as TSCALn, TZEROn and TNULLn. The
+     * data are the stored values (they are written unchanged; readers give
+     * stored * TSCAL + TZERO). Not for bool, string or variable-length
+     * columns, nor for the dtypes whose TZERO FITS fixes (int8, uint16,
+     * uint32, uint64) except TNULL. tnull is in the data's own domain (the
+     * value a reader returns for a null: for uint16, 65535 is written as
+     * TNULL 32767), integer dtypes only. */
+    int has_tscal, has_tzero, has_tnull;
+    double tscal, tzero;
+    int64_t tnull;
 } tf_write_column;
 
 /** Add a binary-table HDU of nrows rows (an empty primary first when it is
- *  the first HDU). Same card rules as images. */
+ *  the first HDU). Same card rules as images; TSCALn, TZEROn, TNULLn and the
+ *  table's own column keywords come from cols, never from cards. */
 int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols, int ncols,
                         const tf_write_card *cards, int ncards);
 
-/** Write CHECKSUM and DATASUM into every HDU at commit (on != 0). */
+/** Write CHECKSUM and DATASUM into every HDU added (on != 0), at commit;
+ *  appending leaves the old HDUs' bytes as they are. */
 int tf_writer_set_checksum(tf_writer *w, int on);
 
 /** Write the file: temporary file, fsync, rename (or, without overwrite,
@@ -621,8 +660,9 @@ const char *tf_writer_errmsg(const tf_writer *w);
 void tf_writer_free(tf_writer *w);
 
 /**
- * Verify CHECKSUM and DATASUM of every HDU of the file at `path` (read into
- * memory; cfitsio parses the bytes, never the path). Per HDU, datasum[i] and
+ * Verify CHECKSUM and DATASUM of every HDU of the file at `path` (opened
+ * and read through the core's reader, io/, as every read is: gzip files
+ * too; cfitsio never sees the path). Per HDU, datasum[i] and
  * hdusum[i] are 1 (matches), 0 (keyword absent) or -1 (does not match), as
  * fits_verify_chksum reports them. *n gets the number of HDUs; at most max
  * are stored. errmsg (errlen bytes) gets the message on failure.

@@ -309,6 +309,75 @@ static void test_blocks(void) {
     tf_block_free(NULL, 0);
 }
 
+/* Appending: the old bytes stay, and a file changed between the open and
+ * the commit is not replaced (under ASan: the old file's handle freed). */
+static void test_append(void) {
+    char path[8192];
+    snprintf(path, sizeof path, "%s", at("append.fits"));
+    unlink(path);
+    int16_t px[6] = {1, 2, 3, 4, 5, 6};
+    tf_write_image img;
+    memset(&img, 0, sizeof img);
+    img.dtype = TF_W_INT16;
+    img.ndim = 2;
+    img.shape[0] = 2;
+    img.shape[1] = 3;
+    img.data = px;
+    img.nbytes = sizeof px;
+    tf_writer *w = NULL;
+    int64_t bytes = 0;
+    CHECK(tf_writer_create(&w, path, TF_WRITE_NEW) == TF_OK);
+    CHECK(tf_writer_add_image(w, &img, NULL, 0) == TF_OK);
+    CHECK(tf_writer_commit(w, &bytes) == TF_OK && bytes == 2 * 2880);
+    tf_writer_free(w);
+
+    CHECK(tf_writer_create(&w, path, TF_WRITE_APPEND) == TF_OK);
+    CHECK(tf_writer_add_image(w, &img, NULL, 0) == TF_OK);
+    CHECK(tf_writer_commit(w, &bytes) == TF_OK && bytes == 4 * 2880);
+    tf_writer_free(w);
+    tf_file *f = tf_create();
+    int n = 0;
+    CHECK(tf_open(f, path) == TF_OK && tf_num_hdus(f, &n) == TF_OK && n == 2);
+    tf_close(f);
+
+    /* Changed meanwhile (another writer appended a block): refused. */
+    CHECK(tf_writer_create(&w, path, TF_WRITE_APPEND) == TF_OK);
+    CHECK(tf_writer_add_image(w, &img, NULL, 0) == TF_OK);
+    FILE *fp = fopen(path, "ab");
+    char block[2880];
+    memset(block, ' ', sizeof block);
+    CHECK(fp && fwrite(block, 1, sizeof block, fp) == sizeof block);
+    if (fp) fclose(fp);
+    CHECK(tf_writer_commit(w, &bytes) == TF_EOPEN);
+    CHECK(strstr(tf_writer_errmsg(w), "changed while appending") != NULL);
+    tf_writer_free(w);
+    FILE *in = fopen(path, "rb");
+    long size = -1;
+    if (in) {
+        fseek(in, 0, SEEK_END);
+        size = ftell(in);
+        fclose(in);
+    }
+    CHECK(size == 5 * 2880);
+
+    /* Bytes after the last HDU that are no HDU (the blank block): refused
+     * at once. */
+    CHECK(tf_writer_create(&w, path, TF_WRITE_APPEND) == TF_ECORRUPT);
+    CHECK(strstr(tf_writer_errmsg(w), "2880 bytes follow its last HDU") != NULL);
+    tf_writer_free(w);
+
+    /* Appending nothing: refused at the commit. */
+    unlink(path);
+    CHECK(tf_writer_create(&w, path, TF_WRITE_NEW) == TF_OK);
+    CHECK(tf_writer_add_image(w, &img, NULL, 0) == TF_OK);
+    CHECK(tf_writer_commit(w, &bytes) == TF_OK);
+    tf_writer_free(w);
+    CHECK(tf_writer_create(&w, path, TF_WRITE_APPEND) == TF_OK);
+    CHECK(tf_writer_commit(w, &bytes) == TF_EINVAL);
+    tf_writer_free(w);
+    unlink(path);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s DIR\n", argv[0]);
@@ -322,5 +391,6 @@ int main(int argc, char **argv) {
     test_mef_and_header();
     test_convert();
     test_blocks();
+    test_append();
     return check_report();
 }

@@ -26,7 +26,7 @@
 
 #include <fitsio.h>
 
-#include "../torchfits_core.h"
+#include "../common/internal.h"
 
 #define W_ERRLEN 1024
 
@@ -39,8 +39,18 @@ struct tf_writer {
     int checksum;
     int nhdu;           /* HDUs added (an automatic empty primary counts) */
     int failed;         /* a cfitsio error left the memory file unusable */
+    /* Appending: the old file, open through the core's reader until the
+     * commit copies its bytes; the memory file then holds a placeholder
+     * primary (HDU 0 there, dropped at commit) and the new extensions. */
+    tf_file *old;
+    int64_t old_size;
+    int old_hdus;
+    struct stat old_st;
     char errmsg[W_ERRLEN];
 };
+
+/* The HDU being added, numbered as in the file on disk. */
+#define HDU_NO(w) ((w)->nhdu + ((w)->old ? (w)->old_hdus - 1 : 0))
 
 /* ---- errors ---- */
 
@@ -119,23 +129,79 @@ static char *dir_of(const char *path) {
     return strndup(path, (size_t)(slash - path));
 }
 
-int tf_writer_create(tf_writer **out, const char *path, int overwrite) {
+static int ensure_open(tf_writer *w);
+
+/* Appending: open the old file through the core's reader, check that it is
+ * plain FITS whose last HDU ends where the file ends, and start the memory
+ * file with a placeholder primary behind which the new HDUs are built as
+ * extensions. The old bytes are copied as they are at commit. */
+/* The reader's message for the old file, without the path it begins
+ * with (wfail puts the path first). */
+static const char *old_errmsg(const tf_writer *w) {
+    const char *m = tf_errmsg(w->old);
+    size_t n = strlen(w->path);
+    if (strncmp(m, w->path, n) == 0 && m[n] == ':' && m[n + 1] == ' ') m += n + 2;
+    return m;
+}
+
+static int open_old(tf_writer *w) {
+    tf_file *f = tf_create();
+    if (!f) return wfail(w, TF_ENOMEM, 0, "out of memory");
+    w->old = f;
+    int n = 0, rc = tf_open(f, w->path);
+    if (rc != TF_OK)
+        return wfail(w, rc, 0, "cannot append to it: %s", old_errmsg(w));
+    W_CHECK(f->plain, w, TF_EUNSUPPORTED,
+            "cannot append to a compressed (gzip, compress) file; unpack it first");
+    rc = tf_num_hdus(f, &n);
+    if (rc != TF_OK)
+        return wfail(w, rc, 0, "cannot append to it: %s", old_errmsg(w));
+    W_CHECK(fstat(f->fd, &w->old_st) == 0, w, TF_EOPEN, "cannot stat it: %s", strerror(errno));
+    rc = tf_need_fits(f);
+    if (rc == TF_OK) rc = tf_move_to(f, n - 1, NULL);
+    if (rc != TF_OK)
+        return wfail(w, rc, 0, "cannot append to it: %s", old_errmsg(w));
+    LONGLONG head = 0, data = 0, end = 0;
+    int st = 0;
+    fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
+    fits_clear_errmsg();
+    W_CHECK(st == 0, w, TF_ECORRUPT, "cannot append to it: HDU %d cannot be located", n - 1);
+    W_CHECK(end <= f->file_size, w, TF_ECORRUPT,
+            "cannot append to it: its last HDU (%d) is truncated (it ends at byte %lld, the "
+            "file at %lld)", n - 1, (long long)end, (long long)f->file_size);
+    W_CHECK(end == f->file_size, w, TF_ECORRUPT,
+            "cannot append to it: %lld bytes follow its last HDU (%d), which are not an HDU",
+            (long long)(f->file_size - end), n - 1);
+    w->old_size = f->file_size;
+    w->old_hdus = n;
+    rc = ensure_open(w);
+    if (rc) return rc;
+    fits_create_img(w->fp, BYTE_IMG, 0, NULL, &st);
+    W_CFITSIO(st, w, "cannot start the new HDUs in memory");
+    w->nhdu = 1;
+    return TF_OK;
+}
+
+int tf_writer_create(tf_writer **out, const char *path, int mode) {
     if (!out) return TF_EINVAL;
     tf_writer *w = calloc(1, sizeof *w);
     *out = w;
     if (!w) return TF_ENOMEM;
-    w->overwrite = overwrite;
     W_CHECK(path && path[0], w, TF_EINVAL, "path is empty");
     w->path = strdup(path);
     if (!w->path) return TF_ENOMEM;
+    W_CHECK(mode == TF_WRITE_NEW || mode == TF_WRITE_OVERWRITE || mode == TF_WRITE_APPEND, w,
+            TF_EINVAL, "unknown write mode %d", mode);
+    w->overwrite = mode == TF_WRITE_OVERWRITE;
     size_t len = strlen(path);
     W_CHECK(path[len - 1] != '/', w, TF_EINVAL, "path names a directory");
 
     struct stat st;
-    if (stat(path, &st) == 0) {
+    int exists = stat(path, &st) == 0;
+    if (exists) {
         W_CHECK(!S_ISDIR(st.st_mode), w, TF_EOPEN, "path is a directory (%s)", strerror(EISDIR));
-        W_CHECK(overwrite, w, TF_EOPEN, "%s: the file is there and overwrite is False",
-                strerror(EEXIST));
+        W_CHECK(mode != TF_WRITE_NEW, w, TF_EOPEN,
+                "%s: the file is there and overwrite is False", strerror(EEXIST));
     }
     char *dir = dir_of(path);
     if (!dir) return wfail(w, TF_ENOMEM, 0, "out of memory");
@@ -145,6 +211,18 @@ int tf_writer_create(tf_writer **out, const char *path, int overwrite) {
     if (rc != 0) return wfail(w, TF_EOPEN, 0, "cannot write in its directory: %s", strerror(err));
     W_CHECK(S_ISDIR(st.st_mode), w, TF_EOPEN, "its directory is not a directory (%s)",
             strerror(ENOTDIR));
+    if (exists && mode == TF_WRITE_APPEND) {
+        /* A symbolic link: the file it names is the one appended to (the
+         * rename would otherwise put a file in the link's place). */
+        struct stat lst;
+        if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+            char *real = realpath(path, NULL);
+            if (!real) return wfail(w, TF_EOPEN, 0, "cannot resolve the link: %s", strerror(errno));
+            free(w->path);
+            w->path = real;
+        }
+        return open_old(w);
+    }
     return TF_OK;
 }
 
@@ -156,6 +234,7 @@ void tf_writer_free(tf_writer *w) {
         fits_clear_errmsg();
     }
     buf_free(w->buf);
+    tf_close(w->old);
     free(w->path);
     free(w);
 }
@@ -392,13 +471,13 @@ static int set_compression(tf_writer *w, const tf_write_image *img) {
         fits_set_hcomp_scale(w->fp, img->hcomp_scale, &st);
         fits_set_hcomp_smooth(w->fp, img->hcomp_smooth, &st);
     }
-    W_CFITSIO(st, w, "HDU %d: the compression parameters were refused", w->nhdu);
+    W_CFITSIO(st, w, "HDU %d: the compression parameters were refused", HDU_NO(w));
     return TF_OK;
 }
 
 static int check_image(tf_writer *w, const tf_write_image *img, const tf_write_card *cards,
                        int ncards) {
-    int h = w->nhdu;
+    int h = HDU_NO(w);
     W_CHECK((unsigned)img->dtype < TF_W_COUNT, w, TF_EINVAL, "HDU %d: unknown dtype %d", h,
             (int)img->dtype);
     W_CHECK(img->ndim >= 0 && img->ndim <= TF_MAX_DIMS, w, TF_EINVAL,
@@ -478,7 +557,7 @@ int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_
                     naxes, &st);
     int st2 = 0;
     if (img->codec) fits_set_compression_type(w->fp, 0, &st2);
-    W_CFITSIO(st, w, "HDU %d: cannot create the image", w->nhdu);
+    W_CFITSIO(st, w, "HDU %d: cannot create the image", HDU_NO(w));
     if (w->nhdu == 0) drop_cfitsio_comments(w->fp);
     for (int i = 0; i < ncards; i++) {
         rc = write_card(w, i, &cards[i], is_float, img->codec != TF_CODEC_NONE);
@@ -492,7 +571,7 @@ int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_
         /* cfitsio's prototype is not const; it does not write to the data. */
         fits_write_img(w->fp, wtypes[img->dtype].datatype, 1, (LONGLONG)n, (void *)img->data,
                        &st);
-        W_CFITSIO(st, w, "HDU %d: cannot write the data", w->nhdu);
+        W_CFITSIO(st, w, "HDU %d: cannot write the data", HDU_NO(w));
     }
     w->nhdu++;
     return TF_OK;
@@ -551,6 +630,39 @@ static int fsync_dir(const char *path) {
     return rc;
 }
 
+/* Appending: the old file's bytes, read through the core's reader, into
+ * fd. TF_OK, or a failure with errno in *err (0: the old file shrank). */
+static int copy_old(tf_writer *w, int fd, int *err) {
+    enum { CHUNK = 8 << 20 };
+    size_t cap = w->old_size < CHUNK ? (size_t)w->old_size : CHUNK;
+    char *chunk = malloc(cap ? cap : 1);
+    if (!chunk) {
+        *err = ENOMEM;
+        return TF_ENOMEM;
+    }
+    int rc = TF_OK;
+    for (int64_t off = 0; off < w->old_size && rc == TF_OK; off += (int64_t)cap) {
+        size_t n = w->old_size - off < (int64_t)cap ? (size_t)(w->old_size - off) : cap;
+        rc = tf_source_read(&w->old->src, chunk, n, off, err);
+        if (rc == TF_OK && write_all(fd, chunk, n) != 0) {
+            *err = errno;
+            rc = TF_EIO;
+        }
+    }
+    free(chunk);
+    return rc;
+}
+
+/* Whether the file at the path is still the one opened for appending. */
+static int old_unchanged(const tf_writer *w) {
+    struct stat now;
+    if (stat(w->path, &now) != 0) return 0;
+    const struct stat *was = &w->old_st;
+    return now.st_dev == was->st_dev && now.st_ino == was->st_ino &&
+           now.st_size == was->st_size && now.st_mtim.tv_sec == was->st_mtim.tv_sec &&
+           now.st_mtim.tv_nsec == was->st_mtim.tv_nsec;
+}
+
 static int put_on_disk(tf_writer *w, const char *data, size_t size) {
     char tmp[4096 + 256];
     int fd = open_temp(w->path, tmp, sizeof tmp);
@@ -559,6 +671,20 @@ static int put_on_disk(tf_writer *w, const char *data, size_t size) {
                      "cannot create a temporary file beside it: %s", strerror(errno));
     int err = 0;
     const char *step = "write";
+    if (w->old) {
+        /* The new file keeps the old one's permission bits. */
+        (void)fchmod(fd, w->old_st.st_mode & 07777);
+        int rc = copy_old(w, fd, &err);
+        if (rc != TF_OK) {
+            close(fd);
+            unlink(tmp);
+            if (rc == TF_ECORRUPT)
+                return wfail(w, TF_EOPEN, 0, "the file shrank while appending (nothing was "
+                             "changed)");
+            return wfail(w, rc == TF_ENOMEM ? TF_ENOMEM : TF_EIO, 0,
+                         "cannot copy its bytes: %s (nothing was changed)", strerror(err));
+        }
+    }
     if (write_all(fd, data, size) != 0) {
         err = errno;
     } else if (fsync(fd) != 0) {
@@ -569,8 +695,13 @@ static int put_on_disk(tf_writer *w, const char *data, size_t size) {
         err = errno;
         step = "close";
     }
+    if (!err && w->old && !old_unchanged(w)) {
+        unlink(tmp);
+        return wfail(w, TF_EOPEN, 0, "the file changed while appending (another writer?); "
+                     "nothing was changed by this one");
+    }
     if (!err) {
-        if (w->overwrite) {
+        if (w->overwrite || w->old) {
             if (rename(tmp, w->path) != 0) {
                 err = errno;
                 step = "rename";
@@ -614,6 +745,7 @@ int tf_writer_commit(tf_writer *w, int64_t *bytes) {
     W_CHECK(!w->failed, w, TF_EINVAL, "an earlier error left this writer unusable");
     W_CHECK(w->path, w, TF_EINVAL, "no path");
     int rc;
+    W_CHECK(!w->old || w->nhdu >= 2, w, TF_EINVAL, "append: no HDU was given");
     if (!w->fp) {
         /* No HDU added: an empty primary. */
         rc = ensure_open(w);
@@ -625,28 +757,42 @@ int tf_writer_commit(tf_writer *w, int64_t *bytes) {
         w->nhdu = 1;
     }
     int st = 0;
+    /* Appending: HDU 1 in memory is the placeholder primary, not written. */
+    const int first = w->old ? 2 : 1;
     if (w->checksum) {
-        for (int h = 1; h <= w->nhdu; h++) {
+        for (int h = first; h <= w->nhdu; h++) {
             fits_movabs_hdu(w->fp, h, NULL, &st);
             fits_write_chksum(w->fp, &st);
-            W_CFITSIO(st, w, "HDU %d: cannot write CHECKSUM", h - 1);
+            W_CFITSIO(st, w, "HDU %d: cannot write CHECKSUM",
+                      h - 1 + (w->old ? w->old_hdus - 1 : 0));
         }
     }
     /* The flush closes the current HDU properly (a compressed image's heap
      * and PCOUNT are only final then), so that its end is the file's. */
     fits_flush_file(w->fp, &st);
     fits_movabs_hdu(w->fp, w->nhdu, NULL, &st);
-    LONGLONG head = 0, data = 0, end = 0;
+    LONGLONG head = 0, data = 0, end = 0, start = 0;
     fits_get_hduaddrll(w->fp, &head, &data, &end, &st);
+    if (w->old && w->nhdu >= 2) {
+        /* The new HDUs start where the placeholder primary ends. */
+        LONGLONG d1 = 0, e1 = 0;
+        fits_movabs_hdu(w->fp, 2, NULL, &st);
+        fits_get_hduaddrll(w->fp, &start, &d1, &e1, &st);
+    }
     fits_close_file(w->fp, &st);
     w->fp = NULL;
     W_CFITSIO(st, w, "cannot finish the file in memory");
     W_CHECK(end > 0 && end % 2880 == 0 && (size_t)end <= w->bufsize, w, TF_EINVAL,
             "the file in memory has an unexpected size (%lld of %zu bytes)", (long long)end,
             w->bufsize);
-    rc = put_on_disk(w, (const char *)w->buf, (size_t)end);
+    if (w->old) {
+        W_CHECK(w->nhdu >= 2, w, TF_EINVAL, "append: no HDU was added");
+        W_CHECK(start > 0 && start % 2880 == 0 && start < end, w, TF_EINVAL,
+                "the new HDUs in memory start at an unexpected byte (%lld)", (long long)start);
+    }
+    rc = put_on_disk(w, (const char *)w->buf + start, (size_t)(end - start));
     if (rc) return rc;
-    if (bytes) *bytes = (int64_t)end;
+    if (bytes) *bytes = (int64_t)end - (int64_t)start + (w->old ? w->old_size : 0);
     w->failed = 1;  /* committed: nothing more can be added */
     return TF_OK;
 }
@@ -661,64 +807,48 @@ int tf_verify_checksums(const char *path, int *n, int *datasum, int *hdusum, int
         return TF_EINVAL;
     }
     *n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errlen) snprintf(errmsg, errlen, "%s: %s", path, strerror(errno));
-        return TF_EOPEN;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        if (errlen) snprintf(errmsg, errlen, "%s: not a regular file", path);
-        close(fd);
-        return TF_EOPEN;
-    }
-    size_t size = (size_t)sb.st_size;
-    void *buf = buf_realloc(NULL, size ? size : 1);
-    if (!buf) {
-        close(fd);
+    /* Opened as every read opens a file (io/): cfitsio reads the bytes
+     * through the core's driver, a gzip file unpacked in memory. */
+    tf_file *f = tf_create();
+    if (!f) {
         if (errlen) snprintf(errmsg, errlen, "%s: out of memory", path);
         return TF_ENOMEM;
     }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t k = pread(fd, (char *)buf + got, size - got, (off_t)got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) break;
-        got += (size_t)k;
-    }
-    close(fd);
-    if (got != size) {
-        buf_free(buf);
-        if (errlen) snprintf(errmsg, errlen, "%s: read error", path);
-        return TF_EIO;
-    }
-    fitsfile *fp = NULL;
-    int st = 0;
-    size_t bsize = size;
-    fits_open_memfile(&fp, "verify", READONLY, &buf, &bsize, 0, NULL, &st);
     int nh = 0;
-    if (st <= 0) fits_get_num_hdus(fp, &nh, &st);
-    for (int h = 1; st <= 0 && h <= nh; h++) {
+    int rc = tf_open(f, path);
+    if (rc == TF_OK) rc = tf_num_hdus(f, &nh);
+    if (rc == TF_OK) rc = tf_need_fits(f);
+    if (rc != TF_OK) {
+        if (errlen) snprintf(errmsg, errlen, "%s", tf_errmsg(f));
+        tf_close(f);
+        return rc;
+    }
+    int st = 0, h = 0;
+    for (; h < nh; h++) {
         int ds = 0, hs = 0;
-        fits_movabs_hdu(fp, h, NULL, &st);
-        fits_verify_chksum(fp, &ds, &hs, &st);
-        if (st <= 0 && h - 1 < max) {
-            datasum[h - 1] = ds;
-            hdusum[h - 1] = hs;
+        rc = tf_move_to(f, h, NULL); /* tf_move_to: a header cfitsio parsed again after a walk */
+        if (rc != TF_OK) {
+            if (errlen) snprintf(errmsg, errlen, "%s", tf_errmsg(f));
+            tf_close(f);
+            return rc;
+        }
+        fits_verify_chksum(f->fp, &ds, &hs, &st);
+        if (st > 0) break;
+        if (h < max) {
+            datasum[h] = ds;
+            hdusum[h] = hs;
         }
     }
-    int rc = TF_OK;
     if (st > 0) {
         char text[FLEN_STATUS] = "";
         fits_get_errstatus(st, text);
-        if (errlen) snprintf(errmsg, errlen, "%s: not readable as FITS (cfitsio status %d: %s)", path, st, text);
-        fits_clear_errmsg();
-        rc = TF_ECORRUPT;
+        if (errlen)
+            snprintf(errmsg, errlen, "%s: HDU %d: cannot verify its checksums (cfitsio status %d: %s)",
+                     path, h, st, text);
+        rc = st == READ_ERROR ? TF_EIO : st == MEMORY_ALLOCATION ? TF_ENOMEM : TF_ECORRUPT;
     }
-    int st2 = 0;
-    if (fp) fits_close_file(fp, &st2);
     fits_clear_errmsg();
-    buf_free(buf);
+    tf_close(f);
     *n = nh;
     return rc;
 }
@@ -738,18 +868,70 @@ static const struct {
 
 static int check_column(tf_writer *w, int64_t nrows, int c, const tf_write_column *col,
                         int64_t *repeat) {
-    int h = w->nhdu;
+    int h = HDU_NO(w);
     const char *name = col->name ? col->name : "";
     W_CHECK(printable(name) && strlen(name) <= 68, w, TF_EINVAL,
             "HDU %d: column %d: name must be printable ASCII of at most 68 characters", h, c);
     W_CHECK(!col->unit || (printable(col->unit) && strlen(col->unit) <= 68), w, TF_EINVAL,
             "HDU %d: column '%s': unit must be printable ASCII of at most 68 characters", h, name);
-    W_CHECK(col->kind >= TF_WCOL_NUMBER && col->kind <= TF_WCOL_STRING, w, TF_EINVAL,
+    W_CHECK(col->kind >= TF_WCOL_NUMBER && col->kind <= TF_WCOL_VARLEN, w, TF_EINVAL,
             "HDU %d: column '%s': unknown kind", h, name);
     W_CHECK((unsigned)col->dtype < TF_W_COUNT, w, TF_EINVAL, "HDU %d: column '%s': unknown dtype",
             h, name);
-    W_CHECK(col->kind == TF_WCOL_NUMBER || col->dtype == TF_W_UINT8, w, TF_EINVAL,
-            "HDU %d: column '%s': bool and string columns are uint8", h, name);
+    W_CHECK(col->kind == TF_WCOL_NUMBER || col->kind == TF_WCOL_VARLEN ||
+                col->dtype == TF_W_UINT8,
+            w, TF_EINVAL, "HDU %d: column '%s': bool and string columns are uint8", h, name);
+    const tf_wtype dt = col->dtype;
+    const int fixed_zero = dt == TF_W_INT8 || dt == TF_W_UINT16 || dt == TF_W_UINT32 ||
+                           dt == TF_W_UINT64;
+    W_CHECK(!(col->has_tscal || col->has_tzero || col->has_tnull) || col->kind == TF_WCOL_NUMBER,
+            w, TF_EINVAL, "HDU %d: column '%s': TSCAL, TZERO and TNULL are for numeric columns, "
+            "not bool, string or variable-length ones", h, name);
+    W_CHECK(!(col->has_tscal || col->has_tzero) || !fixed_zero, w, TF_EINVAL,
+            "HDU %d: column '%s': its dtype is stored with the TZERO FITS fixes for it; write "
+            "the stored type (int16 for uint16...) to give TSCAL or TZERO", h, name);
+    W_CHECK(!col->has_tscal || (isfinite(col->tscal) && col->tscal != 0.0), w, TF_EINVAL,
+            "HDU %d: column '%s': TSCAL must be finite and not 0", h, name);
+    W_CHECK(!col->has_tzero || isfinite(col->tzero), w, TF_EINVAL,
+            "HDU %d: column '%s': TZERO must be finite", h, name);
+    if (col->has_tnull) {
+        static const struct { int64_t lo, hi; } range[TF_W_COUNT] = {
+            [TF_W_UINT8] = {0, 255},           [TF_W_INT8] = {-128, 127},
+            [TF_W_INT16] = {INT16_MIN, INT16_MAX}, [TF_W_UINT16] = {0, UINT16_MAX},
+            [TF_W_INT32] = {INT32_MIN, INT32_MAX}, [TF_W_UINT32] = {0, UINT32_MAX},
+            [TF_W_INT64] = {INT64_MIN, INT64_MAX}, [TF_W_UINT64] = {0, INT64_MAX},
+        };
+        W_CHECK(!wtypes[dt].is_float, w, TF_EINVAL,
+                "HDU %d: column '%s': TNULL is for integer columns (floats use NaN)", h, name);
+        W_CHECK(col->tnull >= range[dt].lo && col->tnull <= range[dt].hi, w, TF_EINVAL,
+                "HDU %d: column '%s': TNULL %lld is outside the column's dtype", h, name,
+                (long long)col->tnull);
+    }
+    if (col->kind == TF_WCOL_VARLEN) {
+        W_CHECK(dt == TF_W_UINT8 || dt == TF_W_INT16 || dt == TF_W_INT32 || dt == TF_W_INT64 ||
+                    dt == TF_W_FLOAT32 || dt == TF_W_FLOAT64,
+                w, TF_EUNSUPPORTED, "HDU %d: column '%s': a variable-length column holds uint8, "
+                "int16, int32, int64, float32 or float64", h, name);
+        W_CHECK(col->ndim == 0, w, TF_EINVAL,
+                "HDU %d: column '%s': a variable-length column's elements are scalars", h, name);
+        W_CHECK(col->offsets, w, TF_EINVAL, "HDU %d: column '%s': no offsets", h, name);
+        size_t es = wtypes[dt].size;
+        W_CHECK(col->nbytes % es == 0 && (col->nbytes == 0 || col->data), w, TF_EBUFSIZE,
+                "HDU %d: column '%s': values hold %zu bytes, not whole elements", h, name,
+                col->nbytes);
+        int64_t count = (int64_t)(col->nbytes / es);
+        W_CHECK(col->offsets[0] == 0, w, TF_EINVAL,
+                "HDU %d: column '%s': offsets[0] is %lld, not 0", h, name,
+                (long long)col->offsets[0]);
+        for (int64_t r = 0; r < nrows; r++)
+            W_CHECK(col->offsets[r + 1] >= col->offsets[r], w, TF_EINVAL,
+                    "HDU %d: column '%s': offsets decrease at row %lld", h, name, (long long)r);
+        W_CHECK(col->offsets[nrows] == count, w, TF_EINVAL,
+                "HDU %d: column '%s': offsets end at %lld, the values hold %lld elements", h,
+                name, (long long)col->offsets[nrows], (long long)count);
+        *repeat = 1;
+        return TF_OK;
+    }
     W_CHECK(col->ndim >= 0 && col->ndim < TF_MAX_DIMS, w, TF_EINVAL,
             "HDU %d: column '%s': too many axes", h, name);
     W_CHECK(col->kind != TF_WCOL_STRING || col->ndim >= 1, w, TF_EINVAL,
@@ -776,17 +958,18 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
                         const tf_write_card *cards, int ncards) {
     if (!w) return TF_EINVAL;
     W_CHECK(!w->failed, w, TF_EINVAL, "an earlier error left this writer unusable");
-    W_CHECK(nrows >= 0, w, TF_EINVAL, "HDU %d: nrows is negative", w->nhdu);
+    W_CHECK(nrows >= 0, w, TF_EINVAL, "HDU %d: nrows is negative", HDU_NO(w));
     W_CHECK(ncols >= 0 && ncols <= 999 && (ncols == 0 || cols), w, TF_EINVAL,
-            "HDU %d: a table has 0 to 999 columns, not %d", w->nhdu, ncols);
+            "HDU %d: a table has 0 to 999 columns, not %d", HDU_NO(w), ncols);
     W_CHECK(ncards >= 0 && (ncards == 0 || cards), w, TF_EINVAL, "HDU %d: bad header cards",
-            w->nhdu);
+            HDU_NO(w));
     char (*tform)[32] = calloc((size_t)ncols + 1, sizeof *tform);
     char **ttype = calloc((size_t)ncols + 1, sizeof *ttype);
     char **tunit = calloc((size_t)ncols + 1, sizeof *tunit);
     int64_t *offset = calloc((size_t)ncols + 1, sizeof *offset);
     char **tformp = calloc((size_t)ncols + 1, sizeof *tformp);
     int rc = TF_OK;
+    size_t heap = 0;
     if (!tform || !ttype || !tunit || !offset || !tformp) {
         rc = wfail(w, TF_ENOMEM, 0, "out of memory");
         goto done;
@@ -797,11 +980,24 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
         if (rc) goto done;
         char code = cols[c].kind == TF_WCOL_BOOL ? 'L'
                     : cols[c].kind == TF_WCOL_STRING ? 'A' : wcols[cols[c].dtype].code;
-        snprintf(tform[c], sizeof tform[c], "%lld%c", (long long)rep, code);
-        /* Where the column starts in a row: string cells are written as
-         * bytes there (no C-string parsing, a NUL is kept). */
-        offset[c + 1] = offset[c] + rep * (int64_t)(cols[c].kind == TF_WCOL_NUMBER
-                                                     ? wtypes[cols[c].dtype].size : 1);
+        if (cols[c].kind == TF_WCOL_VARLEN) {
+            /* P descriptors hold 32-bit counts and heap offsets; Q 64-bit. */
+            int64_t longest = 0;
+            for (int64_t r = 0; r < nrows; r++)
+                if (cols[c].offsets[r + 1] - cols[c].offsets[r] > longest)
+                    longest = cols[c].offsets[r + 1] - cols[c].offsets[r];
+            heap += cols[c].nbytes;
+            int q = heap > (size_t)INT32_MAX;
+            snprintf(tform[c], sizeof tform[c], "1%c%c(%lld)", q ? 'Q' : 'P', code,
+                     (long long)longest);
+            offset[c + 1] = offset[c] + (q ? 16 : 8);
+        } else {
+            snprintf(tform[c], sizeof tform[c], "%lld%c", (long long)rep, code);
+            /* Where the column starts in a row: string cells are written
+             * as bytes there (no C-string parsing, a NUL is kept). */
+            offset[c + 1] = offset[c] + rep * (int64_t)(cols[c].kind == TF_WCOL_NUMBER
+                                                         ? wtypes[cols[c].dtype].size : 1);
+        }
         tformp[c] = tform[c];
         ttype[c] = (char *)(cols[c].name ? cols[c].name : "");
         tunit[c] = (char *)(cols[c].unit ? cols[c].unit : "");
@@ -823,7 +1019,7 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
                     &st);
     if (st > 0) {
         w->failed = 1;
-        rc = wfail(w, TF_EINVAL, st, "HDU %d: cannot create the table", w->nhdu);
+        rc = wfail(w, TF_EINVAL, st, "HDU %d: cannot create the table", HDU_NO(w));
         goto done;
     }
     for (int c = 0; c < ncols && st <= 0; c++) {
@@ -836,7 +1032,16 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
             fits_write_tdim(w->fp, c + 1, cell_ndim, dims, &st);
         }
         if (st > 0 || nrows == 0) continue;
-        if (col->kind == TF_WCOL_STRING) {
+        if (col->kind == TF_WCOL_VARLEN) {
+            size_t es = wtypes[col->dtype].size;
+            for (int64_t r = 0; r < nrows && st <= 0; r++) {
+                int64_t len = col->offsets[r + 1] - col->offsets[r];
+                if (len == 0) continue; /* the zeroed descriptor: no elements */
+                fits_write_col(w->fp, wcols[col->dtype].datatype, c + 1, (LONGLONG)r + 1, 1,
+                               (LONGLONG)len,
+                               (char *)col->data + (size_t)col->offsets[r] * es, &st);
+            }
+        } else if (col->kind == TF_WCOL_STRING) {
             /* The characters as given, with no C-string parsing: a byte
              * column view of the same cells (the A column's bytes). */
             size_t width = col->nbytes / (size_t)nrows;
@@ -860,14 +1065,44 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
         }
         if (st > 0) {
             w->failed = 1;
-            rc = wfail(w, TF_EINVAL, st, "HDU %d: column '%s' could not be written", w->nhdu,
+            rc = wfail(w, TF_EINVAL, st, "HDU %d: column '%s' could not be written", HDU_NO(w),
                        col->name ? col->name : "");
             goto done;
         }
     }
     if (st > 0) {
         w->failed = 1;
-        rc = wfail(w, TF_EINVAL, st, "HDU %d: cannot write the table's TDIM", w->nhdu);
+        rc = wfail(w, TF_EINVAL, st, "HDU %d: cannot write the table's TDIM", HDU_NO(w));
+        goto done;
+    }
+    /* TSCALn, TZEROn, TNULLn as asked, after the data: cfitsio has written
+     * the values unscaled (it applies TSCAL/TZERO from the header it last
+     * parsed), as the stored values they are. */
+    for (int c = 0; c < ncols && st <= 0; c++) {
+        const tf_write_column *col = &cols[c];
+        char key[FLEN_KEYWORD];
+        if (col->has_tscal) {
+            snprintf(key, sizeof key, "TSCAL%d", c + 1);
+            fits_write_key_dbl(w->fp, key, col->tscal, -15, "data are scaled: stored * TSCAL + TZERO", &st);
+        }
+        if (col->has_tzero) {
+            snprintf(key, sizeof key, "TZERO%d", c + 1);
+            fits_write_key_dbl(w->fp, key, col->tzero, -15, NULL, &st);
+        }
+        if (col->has_tnull) {
+            /* In the stored domain: the dtype's fixed TZERO taken off. */
+            int64_t stored = col->tnull;
+            if (col->dtype == TF_W_INT8) stored += 128;
+            else if (col->dtype == TF_W_UINT16) stored -= 32768;
+            else if (col->dtype == TF_W_UINT32) stored -= 2147483648LL;
+            else if (col->dtype == TF_W_UINT64) stored = (int64_t)((uint64_t)stored ^ (1ULL << 63));
+            snprintf(key, sizeof key, "TNULL%d", c + 1);
+            fits_write_key_lng(w->fp, key, (LONGLONG)stored, "the stored value of a null", &st);
+        }
+    }
+    if (st > 0) {
+        w->failed = 1;
+        rc = wfail(w, TF_EINVAL, st, "HDU %d: cannot write TSCAL, TZERO or TNULL", HDU_NO(w));
         goto done;
     }
     for (int i = 0; i < ncards; i++) {
