@@ -77,6 +77,12 @@ TORCH_LIBRARY(torchfits, m) {
   // environment (the Python package reads it once, at import).
   m.def("set_option(str name, int value) -> int");
   m.def("get_option(str name) -> int");
+  // Remote reads: string settings (aws_access_key_id, aws_secret_access_key,
+  // aws_session_token, aws_region, aws_endpoint_url; None or "" unsets),
+  // copied from the environment by the Python package; and the requests
+  // made and bytes received so far, [requests, bytes] (zeroed by reset).
+  m.def("set_remote_config(str key, str? value) -> ()");
+  m.def("remote_stats(bool reset=False) -> int[]");
 
   // A file kept open across reads: torch.classes.torchfits.File(path).
   torchfits::register_file_class(m);
@@ -97,6 +103,8 @@ TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
   m.impl("read_batch", TORCH_FN(torchfits::read_batch));
   m.impl("set_option", TORCH_FN(torchfits::set_option));
   m.impl("get_option", TORCH_FN(torchfits::get_option));
+  m.impl("set_remote_config", TORCH_FN(torchfits::set_remote_config));
+  m.impl("remote_stats", TORCH_FN(torchfits::remote_stats));
 }
 
 // Data-loading ops that take a tensor dispatch on it: CPU (pinned memory is

@@ -86,6 +86,8 @@ TableInfo table_info_name(const std::string& path, const std::string& hdu, int64
 // keep_mb, unpack_max_mb); set_option returns the previous value.
 int64_t set_option(const std::string& name, int64_t value);
 int64_t get_option(const std::string& name);
+void set_remote_config(const std::string& key, const c10::optional<std::string>& value);
+std::vector<int64_t> remote_stats(bool reset);
 
 // wcs_ops.cpp: sky coordinates through wcslib. world and pixel are float64
 // [N, naxis]; pixel coordinates are 0-based (astropy's origin 0); alt is ""

@@ -42,6 +42,9 @@ __all__ = [
     "set_threads",
     "set_unpack_max_mb",
     "options",
+    "remote_settings",
+    "remote_stats",
+    "set_remote",
     "table_info",
     "WCSInfo",
     "pixel_to_world",
@@ -90,6 +93,8 @@ def _load_library() -> None:
 _load_library()
 _ops = torch.ops.torchfits
 from . import _fake  # noqa: E402,F401  (fake kernels for torch.compile)
+from . import remote as _remote  # noqa: E402
+from .remote import remote_settings, remote_stats, set_remote  # noqa: E402,F401
 
 # The settings' environment variables, read once, here, under the GIL:
 # the core never calls getenv (a read with the GIL released raced a
@@ -118,6 +123,7 @@ def _options_from_environment() -> None:
 
 
 _options_from_environment()
+_remote.sync_aws_environment()
 
 
 def set_threads(n: int) -> int:
@@ -167,6 +173,8 @@ def _fspath(path: PathLike) -> str:
     is sent as its bytes (see _BYTES_PATH)."""
     p = os.fspath(path)
     if isinstance(p, str):
+        if p.startswith("s3://"):
+            _remote.sync_aws_environment()
         if "\0" not in p:
             try:
                 p.encode("utf-8")
@@ -203,6 +211,11 @@ def _translate(err: RuntimeError) -> Exception:
         return OSError(msg)
     if "[TF_ECORRUPT]" in msg or "[TF_ENOTFITS]" in msg or "[TF_EPOISONED]" in msg:
         return FitsError(msg)
+    if "[TF_EIO]" in msg:
+        # A read that failed below FITS: the disk, or the network for a URL.
+        if "timed out" in msg:
+            return TimeoutError(msg)
+        return OSError(msg)
     return err
 
 

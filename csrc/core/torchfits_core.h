@@ -135,8 +135,30 @@ typedef enum tf_option {
                              more than TF_TABLE_GROWTH times the file's size
                              (0: that multiple is the limit); see
                              tf_table_output */
+    TF_OPT_CONNECT_TIMEOUT_MS, /* remote: connecting gives up after (10,000) */
+    TF_OPT_READ_TIMEOUT_MS,    /* remote: a transfer with no progress for this
+                                  long fails (30,000; counted in whole seconds) */
+    TF_OPT_REMOTE_RETRIES,     /* remote: retries of a 5xx or a broken
+                                  connection, backoff from 100 ms (3) */
+    TF_OPT_REMOTE_CACHE_MB,    /* remote: MiB of fetched bytes kept per open
+                                  file (64) */
+    TF_OPT_VERIFY_TLS,         /* remote: check certificates (1; 0 does not) */
+    TF_OPT_S3_ADDRESSING,      /* s3:// URLs: 0 auto (virtual-host for AWS,
+                                  path-style for a custom endpoint), 1 path,
+                                  2 virtual-host */
     TF_OPT_COUNT
 } tf_option;
+
+/** Remote settings that are strings: "aws_access_key_id",
+ *  "aws_secret_access_key", "aws_session_token", "aws_region",
+ *  "aws_endpoint_url" (NULL or "" unsets). The core never reads the
+ *  environment; Python copies AWS_* into these. Used by opens after the
+ *  call. @return TF_OK, TF_EINVAL for an unknown key, TF_ENOMEM. */
+int tf_remote_set(const char *key, const char *value);
+
+/** Requests made and bytes received by remote reads in this process
+ *  (since the last reset, when `reset` is set: then zeroed). */
+void tf_remote_stats(int64_t *requests, int64_t *bytes, int reset);
 
 /** Set an option. @return TF_OK, or TF_EINVAL for an unknown option or a
  *  negative value. */

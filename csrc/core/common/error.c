@@ -45,6 +45,14 @@ int tf_fail(tf_file *f, int status, int cfitsio_status, const char *fmt, ...) {
     va_end(ap);
     /* It may quote a damaged card: ASCII only, or Python cannot decode
      * the message and raises a RuntimeError without one (fuzzer). */
+    /* A remote read that failed says why itself (an HTTP status, a
+     * timeout), whatever the caller (or cfitsio, reading through the
+     * driver) made of it. */
+    int why = f->src.failure ? f->src.failure(&f->src, cause, sizeof cause) : 0;
+    if (why) {
+        status = why;
+        cfitsio_status = 0;
+    }
     for (unsigned char *c = (unsigned char *)cause; *c; c++)
         if (*c < 32 || *c > 126) *c = '?';
     /* cfitsio's fixed text for the code: its message stack is one for the

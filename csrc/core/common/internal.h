@@ -48,8 +48,11 @@ struct tf_file {
                             unpacked bytes (tf_membuf_alloc), which cfitsio
                             reads from memory */
     size_t membuf_size;
-    tf_source src;       /* what cfitsio reads (through io/cfdriver.c):
-                            membuf when set, else the descriptor */
+    tf_source src;       /* every read of the file's bytes, cfitsio's too
+                            (through io/cfdriver.c): membuf when set, else
+                            the descriptor or the remote object */
+    tf_remote *remote;   /* a URL's object, read by ranges (io/remote.c);
+                            NULL for local files and objects read whole */
     int info_valid;      /* info_cache describes HDU info_cache.index: the
                             file is read-only, so it stays true */
     tf_hdu_info info_cache;
@@ -75,6 +78,11 @@ struct tf_file {
     struct tf_skip *skipped;
     int nskipped;
 };
+
+/* Whether f->src reads the file's bytes as stored (a plain local file, or
+ * a remote object read by ranges), so the fast paths may read them
+ * directly; else cfitsio reads an unpacked copy in memory. */
+static inline int tf_direct(const tf_file *f) { return f->fd >= 0 || f->remote; }
 
 /* An HDU the core describes from its raw cards only (guard.c). */
 typedef struct tf_skip {

@@ -13,6 +13,12 @@ static _Atomic int64_t options[TF_OPT_COUNT] = {
     [TF_OPT_KEEP_MB] = 256,
     [TF_OPT_UNPACK_MAX_MB] = 4096,
     [TF_OPT_TABLE_MAX_MB] = 0,
+    [TF_OPT_CONNECT_TIMEOUT_MS] = 10000,
+    [TF_OPT_READ_TIMEOUT_MS] = 30000,
+    [TF_OPT_REMOTE_RETRIES] = 3,
+    [TF_OPT_REMOTE_CACHE_MB] = 64,
+    [TF_OPT_VERIFY_TLS] = 1,
+    [TF_OPT_S3_ADDRESSING] = 0,
 };
 
 int tf_set_option(tf_option opt, int64_t value) {

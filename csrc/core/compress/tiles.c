@@ -271,11 +271,11 @@ static int grow(scratch *s, int64_t len) {
 }
 
 /* n bytes at heap offset off (checked against the file by
- * check_descriptors) into p; a cfitsio status. Not tf_pread_full: workers
+ * check_descriptors) into p; a cfitsio status. Not tf_read_full: workers
  * must not write the handle's error message. */
 static int pread_heap(const reader *r, void *p, int64_t n, int64_t off) {
     int err;
-    return tf_pread_exact(r->f->fd, p, (size_t)n, r->heap + off, &err) ? READ_ERROR : 0;
+    return tf_source_read(&r->f->src, p, (size_t)n, r->heap + off, &err) ? READ_ERROR : 0;
 }
 
 /* Column `col`'s bytes for table row `row` into s->in: pread at the
@@ -951,7 +951,7 @@ static int check_descriptors(tf_file *f, const tiling *t) {
     fits_get_hduaddrll(f->fp, &head, &data, &end, &st);
     RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot locate the tile table");
     int64_t limit = end;
-    if (f->fd >= 0 && f->file_size < limit) limit = f->file_size;
+    if (tf_direct(f) && f->file_size < limit) limit = f->file_size;
     /* THEAP, as cfitsio took it, may be anything (9223372036854775807
      * overflowed here: header variants under UBSan). */
     int64_t heap;
@@ -989,6 +989,11 @@ static int check_descriptors(tf_file *f, const tiling *t) {
     int64_t idx[TF_MAX_DIMS];
     for (int d = 0; d < t->nd; d++) idx[d] = t->lo[d];
     char where[256];
+    /* A remote file: the heap ranges of the tiles in the box, fetched at
+     * once below (merged, on several connections) rather than one request
+     * per tile as they are decoded. */
+    int64_t *want = NULL;
+    int nwant = 0, capwant = 0;
     do {
         int64_t row = tile_row(t, idx);
         for (int c = 0; c < 3; c++) {
@@ -1002,12 +1007,29 @@ static int check_descriptors(tf_file *f, const tiling *t) {
                 __builtin_add_overflow(heap, (int64_t)off, &stop) ||
                 __builtin_add_overflow(stop, bytes, &stop) || stop > limit) {
                 describe_tile(t, idx, where, sizeof where);
+                free(want);
                 return tf_fail(f, TF_ECORRUPT, 0,
                                "%s: its data (%lld elements at heap offset %lld) lies outside "
                                "the heap", where, (long long)len, (long long)off);
             }
+            if (f->remote && bytes > 0 && capwant >= 0) {
+                if (nwant == capwant) {
+                    int64_t *w = capwant < (1 << 20) ? realloc(want, (size_t)(capwant ? 2 * capwant : 64) * 2 * sizeof *w) : NULL;
+                    if (!w) { /* no prefetch: the tiles are read one by one */
+                        capwant = -1;
+                        continue;
+                    }
+                    want = w;
+                    capwant = capwant ? 2 * capwant : 64;
+                }
+                want[2 * nwant] = heap + (int64_t)off;
+                want[2 * nwant + 1] = bytes;
+                nwant++;
+            }
         }
     } while (next_tile(t, idx));
+    if (capwant > 0) tf_source_prefetch(&f->src, want, nwant);
+    free(want);
     return TF_OK;
 }
 
@@ -1089,7 +1111,7 @@ static int set_codecs(reader *r, tf_file *f, const tf_hdu_info *in, const tiling
     /* Tile bytes are read with pread only from the column types that hold
      * them as they are (1PB / 1QB, 1PI / 1QI for PLIO); cfitsio converts
      * anything else, and then so do we, through it. */
-    if (F->cn_compressed > 0 && f->fd >= 0) {
+    if (F->cn_compressed > 0 && tf_direct(f)) {
         int typecode = 0;
         LONGLONG repeat = 0, width = 0;
         fits_get_coltypell(f->fp, F->cn_compressed, &typecode, &repeat, &width, &st);
@@ -1272,7 +1294,7 @@ int tf_compressed_read(tf_file *f, const tf_hdu_info *in, tf_dtype out_type, int
 
     /* Threads: only for plain files and reads worth splitting. */
     int nt = tf_auto_threads(threads);
-    if (f->fd < 0 || (size_t)nelem * r.out_size < PARALLEL_MIN_BYTES) nt = 1;
+    if (!tf_direct(f) || (size_t)nelem * r.out_size < PARALLEL_MIN_BYTES) nt = 1;
     if (nt > 1) {
         int64_t units = 0;
         for (int64_t i = 0; i < count[0] && units < nt; i = unit_end(&r, i, 0)) units++;

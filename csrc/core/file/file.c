@@ -45,6 +45,7 @@ void tf_close(tf_file *f) {
     }
     tf_unmap_file(f);
     if (f->fd >= 0) close(f->fd);
+    tf_remote_close(f->remote); /* after fits_close_file, which reads it until then */
     tf_membuf_free(f->membuf); /* after fits_close_file, which reads it until then */
     tf_free_cards(f);
     free(f->col_text);
@@ -59,6 +60,30 @@ void tf_close(tf_file *f) {
 /* Bytes of a larger file read for the fast open of its primary header. */
 #define FAST_HEAD_BYTES (4 * 2880)
 
+/* Open the object at a URL for f: f->src reads it by ranges, or from
+ * memory where the server sent it whole. The path kept for messages is
+ * the URL without its secrets. */
+static int open_remote(tf_file *f, const char *url) {
+    char *shown = tf_url_shown(url);
+    if (!shown) return TF_ENOMEM;
+    free(f->path);
+    f->path = shown;
+    char msg[512], *whole = NULL;
+    int64_t len = 0;
+    int rc = tf_remote_open(url, &f->remote, &f->src, &whole, &len, msg, sizeof msg);
+    if (rc != TF_OK) return tf_fail(f, rc, 0, "%s", msg[0] ? msg : "out of memory");
+    if (whole) {
+        memset(whole + len, 0, TF_REMOTE_GUARD);
+        f->membuf = whole;
+        f->membuf_size = (size_t)len;
+        tf_source_memory(&f->src, whole, (size_t)len);
+        tf_remote_close(f->remote);
+        f->remote = NULL;
+    }
+    f->file_size = f->src.size;
+    return TF_OK;
+}
+
 int tf_open(tf_file *f, const char *path) {
     if (!f) return TF_EINVAL;
     if (!path) return tf_fail(f, TF_EINVAL, 0, "no path given");
@@ -69,15 +94,20 @@ int tf_open(tf_file *f, const char *path) {
     if (!f->path) return TF_ENOMEM;
 
     /* The one way in: every byte of the file, cfitsio's included, is read
-     * through this descriptor (io/). */
-    FORWARD_IF_ERROR(tf_source_open_file(f, path));
+     * through f->src (io/): a descriptor of ours, or a remote object. */
+    if (tf_is_url(path)) FORWARD_IF_ERROR(open_remote(f, path));
+    else {
+        FORWARD_IF_ERROR(tf_source_open_file(f, path));
+        tf_source_fd(&f->src, f->fd, f->file_size);
+    }
 
     /* One read gives the magic and, for the fast open, the first blocks,
      * which hold every common primary header. */
     char head[FAST_HEAD_BYTES];
     size_t want = f->file_size < (int64_t)sizeof head ? (size_t)f->file_size : sizeof head;
-    int64_t got = want ? tf_pread_upto(f->fd, head, want, 0) : 0;
-    if (got < 0) return tf_fail(f, TF_EIO, 0, "cannot read the file: %s", strerror(errno));
+    int err = 0;
+    int64_t got = want ? f->src.read(&f->src, head, want, 0, &err) : 0;
+    if (got < 0) return tf_fail(f, TF_EIO, 0, "cannot read the file: %s", strerror(err));
     if (got == 0) return tf_fail(f, TF_ENOTFITS, 0, "not a FITS file: the file is empty");
     const unsigned char *magic = (const unsigned char *)head;
 
@@ -86,19 +116,40 @@ int tf_open(tf_file *f, const char *path) {
         if (!tf_is_compressed(magic, (size_t)got))
             return tf_fail(f, TF_ENOTFITS, 0,
                            "not a FITS file: it does not begin with the SIMPLE keyword");
-        /* Unpacked into memory; our descriptor has no use then. */
+        /* Unpacked into memory; our descriptor has no use then. A remote
+         * file cannot be unpacked in part: it comes whole first, in one
+         * request, within the same limit. */
+        void *packed = NULL;
+        if (f->remote) {
+            if ((uint64_t)f->file_size > tf_option_bytes(TF_OPT_UNPACK_MAX_MB))
+                return tf_fail(f, TF_ELIMIT, 0,
+                               "the compressed file is %lld bytes, more than the limit for "
+                               "files read whole (torchfits_ops.set_unpack_max_mb)",
+                               (long long)f->file_size);
+            if (!(packed = tf_membuf_alloc((size_t)f->file_size)))
+                return tf_fail(f, TF_ENOMEM, 0, "out of memory");
+            int rc = tf_source_read(&f->src, packed, (size_t)f->file_size, 0, &err);
+            if (rc != TF_OK) {
+                tf_membuf_free(packed);
+                return tf_fail(f, rc, 0, "cannot read the file");
+            }
+            tf_source_memory(&f->src, packed, (size_t)f->file_size);
+        }
         unsigned char *buf = NULL;
         size_t len = 0;
         int rc = tf_unpack(f, magic, (size_t)got, MEMFILE_GUARD, &buf, &len);
-        close(f->fd);
+        tf_membuf_free(packed);
+        if (f->fd >= 0) close(f->fd);
         f->fd = -1;
+        tf_remote_close(f->remote);
+        f->remote = NULL;
         FORWARD_IF_ERROR(rc);
         f->membuf = buf;
         f->membuf_size = len;
     }
 
     f->plain = plain;
-    if (plain && f->file_size <= MEMFILE_MAX_BYTES) {
+    if (plain && !f->membuf && f->file_size <= MEMFILE_MAX_BYTES) {
         /* Small files: read whole; the header is parsed from these bytes,
          * and cfitsio, when needed, parses them from memory too. */
         f->membuf_size = (size_t)f->file_size;
@@ -107,14 +158,17 @@ int tf_open(tf_file *f, const char *path) {
         memset((char *)f->membuf + f->membuf_size, 0, MEMFILE_GUARD);
         memcpy(f->membuf, head, (size_t)got);
         if ((size_t)got < f->membuf_size)
-            FORWARD_IF_ERROR(tf_pread_full(f, (char *)f->membuf + got,
-                                           f->membuf_size - (size_t)got, got));
+            FORWARD_IF_ERROR(tf_read_full(f, (char *)f->membuf + got,
+                                          f->membuf_size - (size_t)got, got));
         f->fast_hdu0 = tf_fast_primary(f, f->membuf, f->membuf_size);
     } else if (plain) {
         f->fast_hdu0 = tf_fast_primary(f, head, (size_t)got);
     }
-    if (f->membuf) tf_source_memory(&f->src, f->membuf, f->membuf_size);
-    else tf_source_fd(&f->src, f->fd, f->file_size);
+    if (f->membuf) {
+        tf_source_memory(&f->src, f->membuf, f->membuf_size);
+        tf_remote_close(f->remote); /* all of it is here */
+        f->remote = NULL;
+    }
     if (f->fast_hdu0) return TF_OK; /* cfitsio opens on first need */
     /* What the fast open declined goes to cfitsio: first the checks run on
      * every other header before cfitsio parses it; an unpacked file's too

@@ -363,7 +363,7 @@ static int check_layout(tf_file *f, const header_scan *hs, int64_t head, int64_t
         return tf_fail(f, TF_ECORRUPT, 0,
                        "the data size (BITPIX, NAXISn, PCOUNT, GCOUNT) overflows");
     if (extension && known) {
-        int64_t size = f->fd >= 0 ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, stop;
+        int64_t size = tf_direct(f) ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, stop;
         if (__builtin_add_overflow(data, bytes, &stop) || stop > size)
             return tf_fail(f, TF_ECORRUPT, 0,
                            "file is truncated: the header claims %lld bytes of data from byte "
@@ -603,11 +603,11 @@ static int add_skip(tf_file *f, const tf_skip *sk) {
  * Bytes past the last HDU that do not (zero padding, other records) are no
  * HDU to cfitsio, and none here. A bare pread: cfitsio reads whole blocks
  * only and fails on the piece of one that a cut file ends with; a gzip
- * file (no descriptor of ours) keeps cfitsio's "does not exist". */
+ * file (not read directly) keeps cfitsio's "does not exist". */
 static int starts_extension(tf_file *f, int64_t off) {
     char head[8];
     int err;
-    return f->fd >= 0 && tf_pread_exact(f->fd, head, sizeof head, off, &err) == TF_OK &&
+    return tf_direct(f) && tf_source_read(&f->src, head, sizeof head, off, &err) == TF_OK &&
            memcmp(head, "XTENSION", sizeof head) == 0;
 }
 
@@ -621,9 +621,9 @@ int tf_guard_primary(tf_file *f, const char *buf, size_t n) {
      * (a garbage BLANK past them would reach cfitsio's integer parser). */
     char block[BLOCK];
     int64_t at = (int64_t)off;
-    for (; !ended && f->fd >= 0 && at + BLOCK <= f->file_size; at += BLOCK) {
+    for (; !ended && tf_direct(f) && at + BLOCK <= f->file_size; at += BLOCK) {
         int err;
-        if (tf_pread_exact(f->fd, block, BLOCK, at, &err) != TF_OK) break; /* cfitsio reports it */
+        if (tf_source_read(&f->src, block, BLOCK, at, &err) != TF_OK) break; /* cfitsio reports it */
         FORWARD_IF_ERROR(check_block(f, block, &hs, &ended));
     }
     if (ended) {

@@ -28,6 +28,8 @@
 #define CHUNK_BYTES (256 * 1024)
 /* Below this many output bytes a read stays on one thread. */
 #define THREAD_MIN_BYTES (4 * 1024 * 1024)
+/* Connections at least for a large remote read (read_fast). */
+#define REMOTE_THREADS 4
 /* Outputs from this size get transparent huge pages asked for (glibc
  * serves them with a fresh mapping each call). */
 #define HUGE_MIN_BYTES (32 * 1024 * 1024)
@@ -158,7 +160,7 @@ static int make_plan(tf_file *f, int hdu, const tf_image_request *req, plan *p) 
         RETURN_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot locate the data");
     }
     /* For gzip files cfitsio holds the unpacked file in memory. */
-    int64_t size = f->fd >= 0 ? f->file_size : (int64_t)f->fp->Fptr->logfilesize;
+    int64_t size = tf_direct(f) ? f->file_size : (int64_t)f->fp->Fptr->logfilesize;
     int64_t need;
     if (__builtin_add_overflow((int64_t)data, stored_bytes, &need) || need > size)
         return tf_fail(f, TF_ECORRUPT, 0,
@@ -166,7 +168,7 @@ static int make_plan(tf_file *f, int hdu, const tf_image_request *req, plan *p) 
                        "file has %lld",
                        (long long)stored_bytes, (long long)data, (long long)size);
     p->data_offset = data;
-    p->fast = f->fd >= 0 && req->path == TF_PATH_AUTO;
+    p->fast = tf_direct(f) && req->path == TF_PATH_AUTO;
     return TF_OK;
 }
 
@@ -184,18 +186,24 @@ int tf_image_output(tf_file *f, int hdu, const tf_image_request *req, tf_dtype *
 
 /* ---- the fast path ---- */
 
+/* Bytes read per step: CHUNK_BYTES, or more for a source that prefers
+ * larger reads (a remote object: one request each). */
+static int64_t chunk_bytes(const tf_source *s) {
+    return s->chunk > CHUNK_BYTES ? s->chunk : CHUNK_BYTES;
+}
+
 /* Elements converted per step. */
-static int64_t chunk_elems(const tf_conv *c) {
-    return CHUNK_BYTES / (int64_t)(c->in_size > c->out_size ? c->in_size : c->out_size);
+static int64_t chunk_elems(const tf_conv *c, const tf_source *s) {
+    return chunk_bytes(s) / (int64_t)(c->in_size > c->out_size ? c->in_size : c->out_size);
 }
 
 /* Read n (at most chunk_elems) stored elements at file_off and convert them
  * into dst: in place when the conversion allows, else through `bounce`. */
-static int read_chunk(int fd, const tf_conv *c, int64_t file_off, int64_t n, char *dst,
-                      char *bounce, int *err) {
+static int read_chunk(const tf_source *src, const tf_conv *c, int64_t file_off, int64_t n,
+                      char *dst, char *bounce, int *err) {
     size_t in_bytes = (size_t)n * c->in_size;
     char *buf = tf_conv_inplace(c) ? dst : bounce;
-    int rc = tf_pread_exact(fd, buf, in_bytes, file_off, err);
+    int rc = tf_source_read(src, buf, in_bytes, file_off, err);
     if (rc == TF_OK) tf_convert(c, buf, dst, (size_t)n);
     return rc;
 }
@@ -214,11 +222,11 @@ static int read_run(tf_file *f, const tf_conv *c, int64_t file_off, int64_t n, c
                     char *bounce) {
     /* Bytes as stored (BITPIX 8 read raw): nothing to do while a chunk is
      * in cache, so one read of the whole run saves the syscalls. */
-    const int64_t per = c->kind == TF_CONV_SWAP && c->in_size == 1 ? n : chunk_elems(c);
+    const int64_t per = c->kind == TF_CONV_SWAP && c->in_size == 1 ? n : chunk_elems(c, &f->src);
     int err = 0;
     while (n > 0) {
         int64_t k = n < per ? n : per;
-        int rc = read_chunk(f->fd, c, file_off, k, dst, bounce, &err);
+        int rc = read_chunk(&f->src, c, file_off, k, dst, bounce, &err);
         if (rc) return chunk_failure(f, rc, err, file_off);
         file_off += k * (int64_t)c->in_size;
         dst += (size_t)k * c->out_size;
@@ -243,7 +251,9 @@ typedef struct run_job {
     atomic_int failed;       /* skip the remaining chunks */
     int64_t nchunks, per, n;
     tf_conv conv;
-    int fd;
+    const tf_source *src;    /* the handle's: read only for a claimed chunk,
+                                which the caller waits for */
+    int64_t bounce_bytes;    /* a helper's bounce buffer */
     int64_t file_off;
     char *dst;
     pthread_mutex_t lock;
@@ -269,7 +279,7 @@ static void job_work(run_job *j, char *bounce) {
         int64_t off = j->file_off + first * (int64_t)j->conv.in_size;
         int rc = TF_OK, err = 0;
         if (!atomic_load(&j->failed))
-            rc = read_chunk(j->fd, &j->conv, off, k, j->dst + first * (int64_t)j->conv.out_size,
+            rc = read_chunk(j->src, &j->conv, off, k, j->dst + first * (int64_t)j->conv.out_size,
                             bounce, &err);
         pthread_mutex_lock(&j->lock);
         if (rc != TF_OK && j->rc == TF_OK) {
@@ -285,7 +295,7 @@ static void job_work(run_job *j, char *bounce) {
 
 static void *job_helper(void *arg) {
     run_job *j = arg;
-    char *bounce = tf_conv_inplace(&j->conv) ? NULL : malloc(CHUNK_BYTES);
+    char *bounce = tf_conv_inplace(&j->conv) ? NULL : malloc((size_t)j->bounce_bytes);
     if (tf_conv_inplace(&j->conv) || bounce) job_work(j, bounce); /* else: leave it to others */
     free(bounce);
     job_release(j);
@@ -312,11 +322,12 @@ static int read_run_parallel(tf_file *f, const tf_conv *c, int64_t file_off, int
     }
     if (!j) return read_run(f, c, file_off, n, dst, bounce);
 
-    j->per = chunk_elems(c);
+    j->per = chunk_elems(c, &f->src);
     j->nchunks = (n + j->per - 1) / j->per;
     j->n = n;
     j->conv = *c;
-    j->fd = f->fd;
+    j->src = &f->src;
+    j->bounce_bytes = chunk_bytes(&f->src);
     j->file_off = file_off;
     j->dst = dst;
     atomic_init(&j->refs, 1);
@@ -408,6 +419,45 @@ static int walk_spans(void *arg) {
     }
 }
 
+/* A remote file: hand every span of the region to the source first, so
+ * that the rows of a cutout come in one round of merged requests rather
+ * than one request per row. A single span needs no help (read_run reads
+ * it in chunks); a region of more than MAX_PREFETCH spans is left to the
+ * reads. */
+#define MAX_PREFETCH 65536
+static void prefetch_spans(const span_walk *w) {
+    const plan *p = w->p;
+    const int64_t *stride = w->stride;
+    const int64_t in_size = (int64_t)w->conv->in_size;
+    int k = w->k;
+    int64_t rows = 1;
+    for (int d = 0; d < k; d++) rows *= p->count[d];
+    int64_t per = p->step[k] == 1 ? 1 : p->count[k], n = rows * per;
+    if (n < 2 || n > MAX_PREFETCH) return;
+    int64_t *ranges = malloc((size_t)n * 2 * sizeof *ranges);
+    if (!ranges) return;
+    int64_t idx[TF_MAX_DIMS] = {0}, m = 0;
+    for (;;) {
+        int64_t elem = p->start[k] * stride[k];
+        for (int d = 0; d < k; d++) elem += (p->start[d] + idx[d] * p->step[d]) * stride[d];
+        int64_t off = p->data_offset + elem * in_size;
+        if (p->step[k] == 1) {
+            ranges[2 * m] = off;
+            ranges[2 * m++ + 1] = p->count[k] * w->inner * in_size;
+        } else {
+            for (int64_t i = 0; i < p->count[k]; i++) {
+                ranges[2 * m] = off + i * p->step[k] * stride[k] * in_size;
+                ranges[2 * m++ + 1] = w->inner * in_size;
+            }
+        }
+        int d = k - 1;
+        while (d >= 0 && ++idx[d] == p->count[d]) idx[d--] = 0;
+        if (d < 0) break;
+    }
+    tf_source_prefetch(&w->f->src, ranges, (int)m);
+    free(ranges);
+}
+
 /* Whether the region lies inside the mapping of a handle kept open. */
 static int use_map(const tf_file *f, const plan *p, const tf_conv *c, const int64_t *stride) {
     if (!f->map || p->nelem * (int64_t)c->out_size > MAP_MAX_BYTES) return 0;
@@ -454,12 +504,16 @@ static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, cha
         w.map = NULL; /* no guard: read with pread */
     }
 
+    if (f->remote) prefetch_spans(&w);
     int threads = tf_auto_threads(req ? req->threads : 0);
+    /* A remote read waits on the network, not on a core: chunks are
+     * requested on at least REMOTE_THREADS connections at once. */
+    if (f->remote && threads < REMOTE_THREADS) threads = REMOTE_THREADS;
     /* An automatic count splits a read only over cores idle right now: on
      * a busy machine a helper that is not scheduled makes the caller wait
      * for the chunk it claimed (under load a 4 MB read split in two took
      * three times as long as on one thread). */
-    if (threads > 1 && !tf_threads_chosen(req ? req->threads : 0) &&
+    if (threads > 1 && !f->remote && !tf_threads_chosen(req ? req->threads : 0) &&
         p->nelem * (int64_t)conv.out_size >= THREAD_MIN_BYTES) {
         int idle = tf_idle_cpus();
         if (idle >= 0 && threads > 1 + idle) threads = 1 + idle;
@@ -467,7 +521,8 @@ static int read_fast(tf_file *f, const plan *p, const tf_image_request *req, cha
     w.threads = threads;
     int rc = TF_OK;
     if (!tf_conv_inplace(&conv) || p->step[k] != 1)
-        GOTO_ERROR_IF(!(w.bounce = malloc(CHUNK_BYTES)), f, TF_ENOMEM, "out of memory");
+        GOTO_ERROR_IF(!(w.bounce = malloc((size_t)chunk_bytes(&f->src))), f, TF_ENOMEM,
+                      "out of memory");
     tf_advise_huge(out, (size_t)p->nelem * conv.out_size, HUGE_MIN_BYTES);
     rc = walk_spans(&w);
 cleanup:

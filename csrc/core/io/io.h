@@ -34,7 +34,45 @@ struct tf_source {
     int64_t (*read)(const tf_source *s, void *buf, size_t n, int64_t off, int *err);
     void *ctx;    /* the reader's: a descriptor, the bytes, a connection */
     int64_t size; /* bytes in the source */
+    /* Optional (NULL for local sources). prefetch: the caller is about to
+     * read these n ranges (offset, length pairs); a remote source fetches
+     * what it lacks at once, merged, on several connections. failure: the
+     * cause of the last failed read, in words, into buf; returns its TF_
+     * code and forgets it (0: none recorded). */
+    void (*prefetch)(const tf_source *s, const int64_t *ranges, int n);
+    int (*failure)(const tf_source *s, char *buf, size_t n);
+    int64_t chunk; /* bytes per read that suit the source (0: any) */
 };
+
+/* Hand the ranges a read is about to make to the source (a no-op for
+ * local files). */
+static inline void tf_source_prefetch(const tf_source *s, const int64_t *ranges, int n) {
+    if (s->prefetch && n > 0) s->prefetch(s, ranges, n);
+}
+
+/* ---- remote objects (remote.c) ---- */
+
+typedef struct tf_remote tf_remote;
+
+/* Zero bytes after an object read whole (as MEMFILE_GUARD in file.c). */
+#define TF_REMOTE_GUARD (2 * 2880)
+
+/* Whether a path names a remote object: http://, https://, s3://. */
+int tf_is_url(const char *path);
+
+/* The URL as messages show it: no user:password@, the query as "?...";
+ * malloc'ed (NULL when out of memory). */
+char *tf_url_shown(const char *url);
+
+/* Open the object at `url`: one request for its first bytes and its size.
+ * On success *out and *src read it by ranges; or, where the server sent
+ * the whole object (it ignored the Range header), *whole holds it
+ * (*whole_len bytes, then TF_REMOTE_GUARD bytes of room; tf_membuf_free)
+ * and src still reads from the cache. On failure a TF_ code, the cause in
+ * msg. */
+int tf_remote_open(const char *url, tf_remote **out, tf_source *src, char **whole,
+                   int64_t *whole_len, char *msg, size_t msglen);
+void tf_remote_close(tf_remote *r);
 
 /* A source reading descriptor fd (owned by the caller) of `size` bytes. */
 void tf_source_fd(tf_source *s, int fd, int64_t size);
@@ -54,9 +92,9 @@ int tf_pread_exact(int fd, void *buf, size_t n, int64_t off, int *err);
  * short reads retried); -1 with errno set on failure. */
 int64_t tf_pread_upto(int fd, void *buf, size_t n, int64_t off);
 
-/* Read exactly n bytes at off of the handle's file descriptor; TF_OK, or
+/* Read exactly n bytes at off of the handle's source; TF_OK, or
  * TF_EIO / TF_ECORRUPT (the file ends first) recorded on the handle. */
-int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off);
+int tf_read_full(tf_file *f, void *buf, size_t n, int64_t off);
 
 /* Open `path` for f: f->fd and f->file_size, after checking that it is a
  * regular file (a FIFO, directory, device or socket is TF_EOPEN at once,

@@ -42,7 +42,7 @@ static int64_t fd_read(const tf_source *s, void *buf, size_t n, int64_t off, int
 }
 
 void tf_source_fd(tf_source *s, int fd, int64_t size) {
-    *s = (tf_source){fd_read, (void *)(intptr_t)fd, size};
+    *s = (tf_source){.read = fd_read, .ctx = (void *)(intptr_t)fd, .size = size};
 }
 
 static int64_t memory_read(const tf_source *s, void *buf, size_t n, int64_t off, int *err) {
@@ -53,7 +53,7 @@ static int64_t memory_read(const tf_source *s, void *buf, size_t n, int64_t off,
 }
 
 void tf_source_memory(tf_source *s, const void *p, size_t n) {
-    *s = (tf_source){memory_read, (void *)p, (int64_t)n};
+    *s = (tf_source){.read = memory_read, .ctx = (void *)p, .size = (int64_t)n};
 }
 
 int tf_source_read(const tf_source *s, void *buf, size_t n, int64_t off, int *err) {
@@ -70,11 +70,17 @@ int tf_source_read(const tf_source *s, void *buf, size_t n, int64_t off, int *er
     return TF_OK;
 }
 
-int tf_pread_full(tf_file *f, void *buf, size_t n, int64_t off) {
-    int64_t got = tf_pread_upto(f->fd, buf, n, off);
-    if (got < 0)
-        return tf_fail(f, TF_EIO, 0, "read of %zu bytes at offset %lld failed: %s", n,
-                       (long long)off, strerror(errno));
+int tf_read_full(tf_file *f, void *buf, size_t n, int64_t off) {
+    int err = 0;
+    int64_t got = 0;
+    while ((size_t)got < n) {
+        int64_t k = f->src.read(&f->src, (char *)buf + got, n - (size_t)got, off + got, &err);
+        if (k < 0)
+            return tf_fail(f, TF_EIO, 0, "read of %zu bytes at offset %lld failed: %s", n,
+                           (long long)off, strerror(err));
+        if (k == 0) break;
+        got += k;
+    }
     if ((size_t)got < n)
         return tf_fail(f, TF_ECORRUPT, 0, "file is truncated: data ends at byte %lld",
                        (long long)(off + got));

@@ -76,7 +76,7 @@ static size_t first_capacity(tf_file *f, size_t limit) {
     size_t cap = (size_t)f->file_size * 3;
     unsigned char t[4];
     int err;
-    if (f->file_size >= 18 && tf_pread_exact(f->fd, t, 4, f->file_size - 4, &err) == TF_OK) {
+    if (f->file_size >= 18 && tf_source_read(&f->src, t, 4, f->file_size - 4, &err) == TF_OK) {
         uint64_t isize = t[0] | (uint64_t)t[1] << 8 | (uint64_t)t[2] << 16 | (uint64_t)t[3] << 24;
         if (f->file_size > 10000)
             while (isize < (uint64_t)f->file_size) isize += (uint64_t)1 << 32;
@@ -94,7 +94,8 @@ static size_t first_capacity(tf_file *f, size_t limit) {
 static int64_t next_member(tf_file *f, int64_t at) {
     unsigned char b[4096];
     while (at < f->file_size) {
-        int64_t got = tf_pread_upto(f->fd, b, sizeof b, at);
+        int err = 0;
+        int64_t got = f->src.read(&f->src, b, sizeof b, at, &err);
         if (got <= 0) return -1;
         int64_t i = 0;
         while (i < got && b[i] == 0) i++;
@@ -103,7 +104,7 @@ static int64_t next_member(tf_file *f, int64_t at) {
     }
     unsigned char magic[2];
     int err;
-    if (at + 2 > f->file_size || tf_pread_exact(f->fd, magic, 2, at, &err) != TF_OK) return -1;
+    if (at + 2 > f->file_size || tf_source_read(&f->src, magic, 2, at, &err) != TF_OK) return -1;
     return magic[0] == 0x1f && magic[1] == 0x8b ? at : -1;
 }
 
@@ -119,8 +120,9 @@ static int unpack_gzip(tf_file *f, size_t limit, unsigned char **out, size_t *le
     int64_t at = 0; /* file offset of the next input byte to read */
     for (;;) {
         if (z.avail_in == 0) {
-            int64_t got = tf_pread_upto(f->fd, in, sizeof in, at);
-            GOTO_ERROR_IF(got < 0, f, TF_EIO, "cannot read the file: %s", strerror(errno));
+            int err = 0;
+            int64_t got = f->src.read(&f->src, in, sizeof in, at, &err);
+            GOTO_ERROR_IF(got < 0, f, TF_EIO, "cannot read the file: %s", strerror(err));
             if (got == 0) break; /* cut short: what it held */
             at += got;
             z.next_in = in;
@@ -162,16 +164,17 @@ cleanup:
     return rc;
 }
 
-/* The compress decoder reads a FILE: one over our descriptor, with its
+/* The compress decoder reads a FILE: one over the file's source, with its
  * own position (no dup, no shared offset). */
 typedef struct cookie {
-    int fd;
+    const tf_source *src;
     int64_t at;
 } cookie;
 
 static ssize_t cookie_read(void *c, char *buf, size_t n) {
     cookie *k = c;
-    int64_t got = tf_pread_upto(k->fd, buf, n, k->at);
+    int err = 0;
+    int64_t got = k->src->read(k->src, buf, n, k->at, &err);
     if (got > 0) k->at += got;
     return (ssize_t)got;
 }
@@ -213,7 +216,7 @@ static void *lzw_realloc(void *p, size_t n) {
 }
 
 static int unpack_lzw(tf_file *f, size_t limit, unsigned char **out, size_t *len) {
-    cookie k = {f->fd, 0};
+    cookie k = {&f->src, 0};
     FILE *in = fopencookie(&k, "rb", (cookie_io_functions_t){cookie_read, NULL, NULL,
                                                              cookie_close});
     if (!in) return tf_fail(f, TF_ENOMEM, 0, "out of memory");

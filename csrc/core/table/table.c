@@ -65,7 +65,7 @@ static int table_geom_get(tf_file *f, int hdu, table_geom *g) {
         __builtin_add_overflow(main_bytes, (int64_t)F->heapsize, &total))
         return tf_fail(f, TF_ECORRUPT, 0, "table size overflows (NAXIS1 %lld, NAXIS2 %lld)",
                        (long long)g->rowlen, (long long)g->nrows);
-    int64_t size = f->fd >= 0 ? f->file_size : (int64_t)F->logfilesize, need;
+    int64_t size = tf_direct(f) ? f->file_size : (int64_t)F->logfilesize, need;
     if (__builtin_add_overflow(g->data_offset, total, &need) || need > size)
         return tf_fail(f, TF_ECORRUPT, 0,
                        "file is truncated: the table needs %lld bytes at offset %lld but the "
@@ -457,7 +457,7 @@ int tf_table_rows(tf_file *f, int hdu, int64_t start, int64_t *nrows) {
 
 /* The most bytes one table read may produce (tf_table_output). */
 static int64_t output_limit(const tf_file *f) {
-    int64_t size = f->fd >= 0 ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, lim, cap;
+    int64_t size = tf_direct(f) ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, lim, cap;
     if (!tf_mul_ok(size, TF_TABLE_GROWTH, &lim)) lim = INT64_MAX;
     if (!tf_mul_ok(tf_get_option(TF_OPT_TABLE_MAX_MB), (int64_t)1 << 20, &cap)) cap = INT64_MAX;
     return lim > cap ? lim : cap;
@@ -466,7 +466,7 @@ static int64_t output_limit(const tf_file *f) {
 /* TF_ELIMIT for a read of `total` bytes (INT64_MAX: more than int64
  * counts) that column `ci` took past `limit`. */
 static int too_big(tf_file *f, const tf_column_info *ci, int64_t total, int64_t limit) {
-    int64_t size = f->fd >= 0 ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, growth;
+    int64_t size = tf_direct(f) ? f->file_size : (int64_t)f->fp->Fptr->logfilesize, growth;
     char amount[64], why[128];
     if (total == INT64_MAX) snprintf(amount, sizeof amount, "more than 2^63 bytes");
     else snprintf(amount, sizeof amount, "%lld bytes", (long long)total);
@@ -784,7 +784,7 @@ static int block_run(block_job *j) {
         int64_t k = j->nrows - r < per_block ? j->nrows - r : per_block;
         size_t bytes = (size_t)k * rowlen;
         if (j->use_fd) {
-            rc = tf_pread_full(f, buf, bytes, g->data_offset + (j->first + r) * (int64_t)rowlen);
+            rc = tf_read_full(f, buf, bytes, g->data_offset + (j->first + r) * (int64_t)rowlen);
         } else if (bytes) {
             int st = 0;
             fits_read_tblbytes(f->fp, j->first + r + 1, 1, (LONGLONG)bytes,
@@ -812,7 +812,7 @@ static void *block_worker(void *arg) {
 static int read_blocks(tf_file *f, const table_geom *g, const block_col *cols, int ncols,
                        int64_t start, int64_t nrows) {
     if (ncols == 0 || nrows == 0) return TF_OK;
-    int use_fd = f->fd >= 0;
+    int use_fd = tf_direct(f);
     int threads = use_fd && nrows * g->rowlen >= THREAD_MIN_BYTES ? tf_auto_threads(0) : 1;
     block_job jobs[TF_MAX_THREADS];
     int64_t per = (nrows + threads - 1) / threads;
