@@ -276,8 +276,8 @@ class FaultHandler(BaseHTTPRequestHandler):
     norange-later  the first request of this path ok, later ones as norange
     badrange       206 with the requested bytes but a Content-Range that
                    names other offsets
-    changing       after the first request of this path, other bytes and
-                   another ETag and Last-Modified
+    changing       after the first request of this path, a new version:
+                   other data bytes, another ETag and Last-Modified
     redirect       302 to /ok/<name> on this server
     redirect-http  302 to http://127.0.0.1:<http_port>/ok/<name>
     slowok         ok, each response delayed by `delay` seconds
@@ -410,8 +410,8 @@ class FaultHandler(BaseHTTPRequestHandler):
         elif kind == "badrange":
             self._ok(data, etag, mtime, head, content_range_shift=2880)
         elif kind == "changing":
-            if n > 1:
-                data = bytes(b ^ 0xFF for b in data[:2880]) + data[2880:]
+            if n > 1:  # a new version: the same header, other data bytes
+                data = data[:2880] + bytes(b ^ 0xFF for b in data[2880:5760]) + data[5760:]
                 etag = hashlib.md5(data).hexdigest()
                 mtime = "Tue, 02 Dec 2025 00:00:00 GMT"
             self._ok(data, etag, mtime, head)
