@@ -504,17 +504,21 @@ class LatencyProxy:
             except OSError:
                 return
             self.connections += 1
-            try:
-                up = socket.create_connection(("127.0.0.1", self.upstream_port))
-            except OSError:
-                client.close()
-                continue
-            for s in (client, up):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # the connection setup itself takes a round trip
-            time.sleep(2 * self.one_way)
-            for a, b in ((client, up), (up, client)):
-                self._pipe(a, b)
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client):
+        try:
+            up = socket.create_connection(("127.0.0.1", self.upstream_port))
+        except OSError:
+            client.close()
+            return
+        for s in (client, up):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # the connection's setup takes a round trip (in its own thread, so
+        # that connections opened together are set up together)
+        time.sleep(2 * self.one_way)
+        for a, b in ((client, up), (up, client)):
+            self._pipe(a, b)
 
     def _pipe(self, src, dst):
         import queue
