@@ -485,8 +485,10 @@ class LatencyProxy:
     arrived (a round trip of 2 * one_way), with no limit on throughput.
     Used instead of netem, which this kernel lacks."""
 
-    def __init__(self, upstream_port, one_way=0.010):
+    def __init__(self, upstream_port, one_way=0.010, record=False):
         self.upstream_port, self.one_way = upstream_port, one_way
+        self.record = record
+        self.sent = []  # with record: every chunk clients sent, in order
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -517,10 +519,10 @@ class LatencyProxy:
         # the connection's setup takes a round trip (in its own thread, so
         # that connections opened together are set up together)
         time.sleep(2 * self.one_way)
-        for a, b in ((client, up), (up, client)):
-            self._pipe(a, b)
+        self._pipe(client, up, self.sent if self.record else None)
+        self._pipe(up, client)
 
-    def _pipe(self, src, dst):
+    def _pipe(self, src, dst, log=None):
         import queue
         q = queue.Queue()
 
@@ -530,6 +532,8 @@ class LatencyProxy:
                     chunk = src.recv(1 << 16)
                 except OSError:
                     chunk = b""
+                if log is not None and chunk:
+                    log.append(chunk)
                 q.put((time.monotonic() + self.one_way, chunk))
                 if not chunk:
                     return

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 import torchfits_ops as tf
 from fitsgen import (gzip_file, mixed_table_arrays, random_array, write_astropy, write_fitsio,
                      write_multi_extension, write_table_astropy, write_table_fitsio)
-from servers import (S3_KEY, S3_SECRET, FaultServer, http_get, faults, nginx,  # noqa: F401
+from servers import (S3_KEY, S3_SECRET, LatencyProxy, http_get, faults, nginx,  # noqa: F401
                      seaweed, served_dir, tls_faults)
 from torchfits_ops.data import FitsCutoutDataset, FitsDataset
 
@@ -599,13 +599,36 @@ def test_s3_signed_reads_path_style(s3_env, s3_objects, files, addressing):
     assert torch.equal(tf.read(s3_objects["rice_small.fits"], 1), tf.read(files["rice_small.fits"], 1))
 
 
-def test_s3_virtual_host_addressing(monkeypatch, seaweed, s3_objects, files):
-    for k, v in seaweed.env(virtual=True).items():
+@pytest.fixture
+def s3_recorder(seaweed):
+    """A proxy in front of SeaweedFS that records what clients send."""
+    proxy = LatencyProxy(seaweed.port, one_way=0.0, record=True)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.mark.parametrize("addressing, host", [("virtual", "localhost"), ("path", "localhost"),
+                                              ("auto", "localhost"), ("auto", "127.0.0.1")])
+def test_s3_addressing_styles(monkeypatch, seaweed, s3_objects, files, s3_recorder, addressing,
+                              host):
+    """The request line and Host header show the style; "auto" is path
+    style for a custom endpoint."""
+    env = seaweed.env()
+    env["AWS_ENDPOINT_URL"] = f"http://{host}:{s3_recorder.port}"
+    for k, v in env.items():
         monkeypatch.setenv(k, v)
-    tf.set_remote(s3_addressing="virtual")
+    tf.set_remote(s3_addressing=addressing)
     assert torch.equal(tf.read(s3_objects["fitsio_-64.fits"]), tf.read(files["fitsio_-64.fits"]))
     assert torch.equal(tf.read_cutout(s3_objects["cube.fits"], 0, [2, 3, 4], [2, 20, 30]),
                        tf.read_cutout(files["cube.fits"], 0, [2, 3, 4], [2, 20, 30]))
+    sent = b"".join(s3_recorder.sent)
+    assert b"Authorization: AWS4-HMAC-SHA256" in sent
+    if addressing == "virtual":
+        assert f"Host: tfbucket.{host}:{s3_recorder.port}".encode() in sent
+        assert b"GET /data/fitsio_-64.fits " in sent
+    else:
+        assert f"Host: {host}:{s3_recorder.port}".encode() in sent
+        assert b"GET /tfbucket/data/fitsio_-64.fits " in sent
 
 
 def test_s3_endpoint_url_s3_variable(monkeypatch, seaweed, s3_objects, files):
