@@ -455,6 +455,36 @@ def test_connection_refused(fault_files):
     assert time.monotonic() - t0 < 5
 
 
+def test_connect_timeout():
+    """A listener whose backlog is full drops further SYNs: connect hangs."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fill = []
+    try:
+        for _ in range(4):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fill.append(c)
+        time.sleep(0.2)
+        tf.set_remote(connect_timeout=1.0)
+        url = f"http://127.0.0.1:{port}/x.fits"
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="timed out") as e:
+            tf.read(url)
+        assert str(e.value).startswith(url)
+        assert time.monotonic() - t0 < 1.0 + 2.0
+    finally:
+        for c in fill:
+            c.close()
+        server.close()
+
+
 def test_credentials_and_query_never_in_messages(faults, fault_files):
     base = f"127.0.0.1:{faults.port}/status/404/x.fits"
     with pytest.raises(FileNotFoundError, match="HTTP 404") as e:
