@@ -199,6 +199,12 @@ def test_http_cutout_header_info(nginx, files):
     for hdu in (0, 2, ("SCI", 2), "CAT"):
         assert tf.read_header(mef, hdu) == tf.read_header(files["mef.fits"], hdu)
     assert torch.equal(tf.read(mef, ("ERR", 2)), tf.read(files["mef.fits"], ("ERR", 2)))
+    # the raw operators take URLs too
+    assert ops.num_hdus(mef) == 8
+    assert torch.equal(ops.read(mef, 3, False), tf.read(files["mef.fits"], 3))
+    assert torch.equal(ops.read_cutout(url, 0, [0, 1, 2], [1, 5, 6], None, False),
+                       tf.read(files["cube.fits"])[0:1, 1:6, 2:8])
+    assert ops.read_header_cards(mef, 1) == ops.read_header_cards(files["mef.fits"], 1)
 
 
 def test_http_tables(nginx, files):
