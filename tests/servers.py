@@ -67,6 +67,18 @@ def wait_port(port, timeout=30.0, proc=None, what="server"):
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
 
 
+def _die_with_parent():
+    """preexec_fn: the server gets SIGTERM when the process that started it
+    dies, even by a crash (a segfault in the core under test would
+    otherwise leave nginx and weed running)."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _stop(proc, timeout=10):
     if proc is None or proc.poll() is not None:
         return
@@ -123,7 +135,8 @@ http {{
         with open(self.conf, "w") as f:
             f.write(conf)
         self.proc = subprocess.Popen([NGINX, "-c", self.conf, "-p", w, "-e", f"{w}/error.log"],
-                                     stdout=subprocess.DEVNULL, stderr=open(f"{w}/stderr.log", "w"))
+                                     stdout=subprocess.DEVNULL, stderr=open(f"{w}/stderr.log", "w"),
+                                     preexec_fn=_die_with_parent)
         try:
             wait_port(self.port, 15, self.proc, "nginx")
         except Exception:
@@ -207,7 +220,7 @@ class SeaweedS3:
                 "-s3.domainName=localhost", f"-bucket={self.bucket}"]
         self.log_path = os.path.join(self.workdir, "weed.log")
         self.proc = subprocess.Popen(args, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT,
-                                     cwd=self.workdir)
+                                     cwd=self.workdir, preexec_fn=_die_with_parent)
         try:
             self._wait(startup_timeout)
         except Exception:
@@ -579,7 +592,8 @@ def start_proxy_process(upstream_port, one_way=0.010):
     """A LatencyProxy in a process of its own (its threads then take no
     time from the process being measured): (Popen, url)."""
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "proxy",
-                             str(upstream_port), str(one_way)], stdout=subprocess.PIPE, text=True)
+                             str(upstream_port), str(one_way)], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_die_with_parent)
     line = proc.stdout.readline().strip()
     if not line.startswith("http://"):
         _stop(proc)
