@@ -132,6 +132,44 @@ def test_cutout_fits_needs_a_writer(files, tmp_path):
         assert "torchfits_ops.write" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_cutout_at_a_sky_position_is_cutout2d(tmp_path):
+    from astropy.io import fits
+    from astropy.nddata import Cutout2D
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [50.5, 40.5]
+    w.wcs.cdelt = [-0.001, 0.001]
+    data = np.random.default_rng(3).normal(size=(80, 100)).astype(np.float32)
+    path = tmp_path / "sky.fits"
+    fits.PrimaryHDU(data, header=w.to_header()).writeto(path)
+    ra, dec = 150.0123, 1.9871  # about pixel (38.3, 27.6)
+    out = tmp_path / "stamp.npy"
+    r = tf("cutout", path, "--sky", ra, dec, "--size", "11x16", "-o", out)
+    assert r.returncode == 0, r.stderr
+    x, y = w.all_world2pix([[ra, dec]], 0)[0]
+    want = Cutout2D(data, (x, y), (11, 16), wcs=w, mode="partial").data
+    got = np.load(out)
+    assert got.shape == (11, 16) and np.array_equal(got, want)
+    # Near the edge: padded with NaN, or refused with --strict.
+    ra0, dec0 = w.all_pix2world([[1.0, 1.0]], 0)[0]
+    r = tf("cutout", path, "--sky", ra0, dec0, "--size", "8", "-o", out)
+    assert r.returncode == 0, r.stderr
+    x0, y0 = w.all_world2pix([[ra0, dec0]], 0)[0]
+    want = Cutout2D(data, (x0, y0), (8, 8), wcs=w, mode="partial").data
+    got = np.load(out)
+    assert 0 < np.isnan(got).sum() < 64
+    assert np.array_equal(got, want, equal_nan=True)
+    r = tf("cutout", path, "--sky", ra0, dec0, "--size", "8", "--strict", "-o", out)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    r = tf("cutout", path, "--sky", ra, dec, "-o", out)
+    assert r.returncode == 1 and "--size" in r.stderr
+    r = tf("cutout", path, "0:4,0:4", "--sky", ra, dec, "--size", "4", "-o", out)
+    assert r.returncode == 1 and "not both" in r.stderr
+
+
 def test_cutout_bad_region(files, tmp_path):
     r = tf("cutout", files["good"], "0:8", "-e", "SCI", "-o", tmp_path / "x.npy")
     assert r.returncode == 1

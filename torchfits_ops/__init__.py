@@ -95,6 +95,7 @@ _ops = torch.ops.torchfits
 from . import _fake  # noqa: E402,F401  (fake kernels for torch.compile)
 from . import remote as _remote  # noqa: E402
 from .remote import remote_settings, remote_stats, set_remote  # noqa: E402,F401
+from .remote import shown as _shown  # noqa: E402
 
 # The settings' environment variables, read once, here, under the GIL:
 # the core never calls getenv (a read with the GIL released raced a
@@ -243,7 +244,7 @@ def _hdu_args(path: str, hdu: HDUKey) -> Tuple[Optional[int], Optional[str], int
     if index < 0:
         count = num_hdus(path)
         if index + count < 0:
-            raise IndexError(f"{path}: HDU {index} does not exist (the file has {count} HDUs)")
+            raise IndexError(f"{_shown(path)}: HDU {index} does not exist (the file has {count} HDUs)")
         index += count
     return index, None, 0
 
@@ -259,7 +260,7 @@ def _device_read(path: str, index: Optional[int], name: Optional[str], ver: int,
     asynchronous copy (non_blocking=True)."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"{path}: device {device} was asked for, but CUDA is not available "
+        raise RuntimeError(f"{_shown(path)}: device {device} was asked for, but CUDA is not available "
                            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})")
     if name is not None:
         index = _call(_ops.find_hdu, path, name, ver)

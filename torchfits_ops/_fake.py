@@ -23,6 +23,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from .remote import shown as _shown
+
 _register = getattr(torch.library, "register_fake", None) or getattr(torch.library, "impl_abstract", None)
 
 # What raw=True returns for each BITPIX: the stored values.
@@ -43,13 +45,13 @@ def _image(path: str, hdu: int, raw: bool):
     from . import info
     metas = info(path)
     if not 0 <= hdu < len(metas):
-        raise IndexError(f"{path}: HDU {hdu} does not exist (the file has {len(metas)} HDUs)")
+        raise IndexError(f"{_shown(path)}: HDU {hdu} does not exist (the file has {len(metas)} HDUs)")
     m = metas[hdu]
     if m.kind == "unsupported":
-        raise NotImplementedError(f"{path}: HDU {hdu} is valid FITS this reader does not read "
+        raise NotImplementedError(f"{_shown(path)}: HDU {hdu} is valid FITS this reader does not read "
                                   "(torchfits_ops.read names the cause) [TF_EUNSUPPORTED]")
     if m.kind != "image":
-        raise TypeError(f"{path}: HDU {hdu} is a {m.kind}, not an image")
+        raise TypeError(f"{_shown(path)}: HDU {hdu} is a {m.kind}, not an image")
     return list(m.shape), (_RAW_DTYPES[m.bitpix] if raw else m.dtype)
 
 
@@ -141,12 +143,12 @@ def _read_columns(path: str, hdu: int, columns: List[str], start_row: int = 0,
         by_name.setdefault(c.name.upper(), c)  # the first column of a name, any case
     rows = nrows - start_row if num_rows == -1 else num_rows
     if start_row < 0 or rows < 0 or start_row + rows > nrows:
-        raise IndexError(f"{path}: HDU {hdu}: rows {start_row} to {start_row + rows - 1} "
+        raise IndexError(f"{_shown(path)}: HDU {hdu}: rows {start_row} to {start_row + rows - 1} "
                          f"are outside the table's {nrows} rows")
     out = []
     for name in columns:
         c = by_name.get(name.upper())
         if c is None:
-            raise ValueError(f"{path}: HDU {hdu}: no column named '{name}'")
+            raise ValueError(f"{_shown(path)}: HDU {hdu}: no column named '{name}'")
         out.append(torch.empty([rows] + list(c.shape), dtype=c.dtype))
     return out

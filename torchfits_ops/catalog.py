@@ -36,7 +36,8 @@ def _key(ra: torch.Tensor, dec: torch.Tensor, bands: List[List[str]], hdu: List[
     h.update(repr((hdu, alt)).encode())
     for band in bands:
         for p in band:
-            st = os.stat(p) if not p.startswith("\0") else None  # "\0bytes:": see _fspath
+            # "\0bytes:": see _fspath; a URL's object is not stat'ed (cached by name)
+            st = os.stat(p) if not p.startswith(("\0", "http://", "https://", "s3://")) else None
             h.update(repr((p, st and st.st_size, st and st.st_mtime_ns)).encode())
         h.update(b"|")
     return h.hexdigest()

@@ -2,7 +2,8 @@
 
     torchfits info FILE...                      HDUs, kinds, shapes, dtypes, compression
     torchfits header FILE... [-e EXT] [-k KEY]  cards, or keywords across files (-t: a table)
-    torchfits cutout FILE REGION -o OUT         a region to .npy, .pt, .png (.fits with a writer)
+    torchfits cutout FILE REGION -o OUT         a region to .npy, .pt, .png or .fits
+    torchfits cutout FILE --sky RA DEC --size N -o OUT   the same at a sky position
     torchfits verify FILE...                    open and read every HDU; a summary of bad files
     torchfits bench [FILE]                      a quick speed check against installed readers
     torchfits preview FILE -o OUT.png           a PNG with an asinh or zscale stretch
@@ -315,13 +316,34 @@ def cmd_cutout(args) -> int:
     tf = _tf()
     ext = _hdu_key(args.extension)
     index = _first_image(args.file, ext)
-    h = tf.info(args.file)[index]
-    start, size, step = _parse_region(args.region, h.shape)
-    t = tf.read_cutout(args.file, index, start, size, step, raw=args.raw)
+    if (args.region is None) == (args.sky is None):
+        raise CliError("give a REGION (numpy slices) or --sky RA DEC with --size, not both")
+    if args.sky is not None:
+        if args.size is None:
+            raise CliError("--sky needs --size N (or NYxNX)")
+        t = tf.read_sky_cutout(args.file, index, args.sky[0], args.sky[1], _parse_size(args.size),
+                               mode="strict" if args.strict else "partial", raw=args.raw)
+    else:
+        h = tf.info(args.file)[index]
+        start, size, step = _parse_region(args.region, h.shape)
+        t = tf.read_cutout(args.file, index, start, size, step, raw=args.raw)
     _save(t, args.output, args.stretch)
     print(f"{args.output}: {tuple(t.shape)} {str(t.dtype).replace('torch.', '')} "
           f"from HDU {index} of {args.file}")
     return 0
+
+
+def _parse_size(text: str) -> Tuple[int, int]:
+    """"64" or "48x64" (ny x nx)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise CliError(f"--size {text!r}: give N or NYxNX, positive integers")
+    return parts[0], parts[1]
 
 
 def _first_image(path: str, ext) -> int:
@@ -619,8 +641,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("cutout", help="a region of an image to .npy, .pt, .png (or .fits)")
     s.add_argument("file", metavar="FILE")
-    s.add_argument("region", metavar="REGION",
+    s.add_argument("region", metavar="REGION", nargs="?",
                    help="numpy slices in C order, e.g. 100:164,200:264 or ::4,::4")
+    s.add_argument("--sky", nargs=2, type=float, metavar=("RA", "DEC"),
+                   help="instead of REGION: centred on this sky position (degrees, the "
+                        "image's WCS frame), as astropy's Cutout2D")
+    s.add_argument("--size", metavar="N|NYxNX", help="with --sky: the cutout's shape in pixels")
+    s.add_argument("--strict", action="store_true",
+                   help="with --sky: fail unless the cutout lies inside the image "
+                        "(default: pad what lies outside, NaN for float images)")
     s.add_argument("-o", "--output", required=True, help="output file: .npy, .pt, .png or .fits")
     s.add_argument("-e", "--extension", metavar="HDU", help="image HDU (default: the first with data)")
     s.add_argument("--raw", action="store_true", help="stored values, without BZERO/BSCALE")

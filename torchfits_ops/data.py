@@ -30,6 +30,7 @@ from torch.utils.data import SequentialSampler, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
 from . import PathLike, _call, _fspath, _ops, info, read
+from .remote import shown as _shown
 
 __all__ = [
     "SkyCutoutDataset",
@@ -247,18 +248,18 @@ class FitsCutoutDataset(Dataset):
         for path in self.files:
             meta = info(path)
             if self.hdu >= len(meta):
-                raise IndexError(f"{path}: HDU {self.hdu} does not exist (the file has "
+                raise IndexError(f"{_shown(path)}: HDU {self.hdu} does not exist (the file has "
                                  f"{len(meta)} HDUs)")
             if meta[self.hdu].kind == "unsupported":
                 read(path, self.hdu)  # raises NotImplementedError with the cause
             if meta[self.hdu].kind != "image" or not meta[self.hdu].shape:
-                raise TypeError(f"{path}: HDU {self.hdu} is not an image with data")
+                raise TypeError(f"{_shown(path)}: HDU {self.hdu} is not an image with data")
             self.shapes.append(tuple(meta[self.hdu].shape))
         ndim = len(self.shapes[0])
         self.size = [int(size)] * ndim if hasattr(size, "__index__") else [int(s) for s in size]
         for path, shape in zip(self.files, self.shapes):
             if len(shape) != len(self.size) or any(s > n for s, n in zip(self.size, shape)):
-                raise ValueError(f"{path}: HDU {self.hdu}: cutout size {tuple(self.size)} does "
+                raise ValueError(f"{_shown(path)}: HDU {self.hdu}: cutout size {tuple(self.size)} does "
                                  f"not fit the image of shape {shape}")
         self.transform = transform
         self.raw = raw

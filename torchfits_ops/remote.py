@@ -88,3 +88,19 @@ def remote_stats(reset: bool = False) -> Dict[str, int]:
     since import (or the last reset=True, which zeroes them)."""
     requests, nbytes = _ops.remote_stats(bool(reset))
     return {"requests": int(requests), "bytes": int(nbytes)}
+
+
+def shown(path: str) -> str:
+    """A path as messages show it: a URL without user:password@ and with
+    its query as "?..." (the core does the same), anything else as is."""
+    if not is_url(path):
+        return path
+    scheme, _, rest = path.partition("://")
+    cut = min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0], default=len(rest))
+    host, tail = rest[:cut], rest[cut:]
+    host = host.rpartition("@")[2]
+    for mark in ("?", "#"):
+        if mark in tail:
+            tail = tail[:tail.index(mark)] + "?..."
+            break
+    return f"{scheme}://{host}{tail}"

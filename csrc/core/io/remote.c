@@ -13,7 +13,8 @@
  * Bytes fetched are kept in a cache of extents (TF_OPT_REMOTE_CACHE_MB
  * per file, least recently used dropped first), so cfitsio's 2880-byte
  * reads, header scans and tile-table reads cost one request per
- * READAHEAD_BYTES, and a file kept open (torchfits_ops.open) does not
+ * READAHEAD_BYTES (growing to MAX_READAHEAD while reads go on in order),
+ * and a file kept open (torchfits_ops.open) does not
  * fetch the same bytes twice. A read of BIG_BYTES or more goes straight
  * into the caller's buffer. A caller that knows the ranges it is about to
  * read (a cutout's rows, the tiles it touches) hands them to prefetch
@@ -51,6 +52,7 @@
 
 #define FIRST_BYTES (64 * 1024)
 #define READAHEAD_BYTES (64 * 1024)
+#define MAX_READAHEAD (8 << 20)
 #define BIG_BYTES (1024 * 1024)
 /* Ranges closer than this are fetched as one: a round trip costs more
  * than this many bytes on any link worth reading from. */
@@ -142,6 +144,7 @@ struct tf_remote {
     int next, cap;
     size_t cached, cache_max;
     uint64_t tick;
+    int64_t last_off, last_end, readahead; /* the last fetch of remote_read */
     int fail_code; /* the last failure, for tf_fail (0: none) */
     char fail_msg[MSG_LEN];
 };
@@ -583,7 +586,16 @@ static int64_t remote_read(const tf_source *s, void *buf, size_t n, int64_t off,
         }
         return (int64_t)n;
     }
-    int64_t len = (int64_t)n > READAHEAD_BYTES ? (int64_t)n : READAHEAD_BYTES;
+    /* Reads that go on where the last fetch ended (tiles decoded in turn,
+     * table rows in blocks) double the readahead, up to MAX_READAHEAD;
+     * a read elsewhere starts again from READAHEAD_BYTES. */
+    pthread_mutex_lock(&r->lock);
+    int64_t ra = off >= r->last_off && off <= r->last_end + READAHEAD_BYTES
+                     ? (r->readahead * 2 < MAX_READAHEAD ? r->readahead * 2 : MAX_READAHEAD)
+                     : READAHEAD_BYTES;
+    r->readahead = ra;
+    pthread_mutex_unlock(&r->lock);
+    int64_t len = (int64_t)n > ra ? (int64_t)n : ra;
     if (len > r->size - off) len = r->size - off;
     char *data = malloc((size_t)len);
     if (!data) {
@@ -596,6 +608,10 @@ static int64_t remote_read(const tf_source *s, void *buf, size_t n, int64_t off,
         return -1;
     }
     memcpy(buf, data, n);
+    pthread_mutex_lock(&r->lock);
+    r->last_off = off;
+    r->last_end = off + len;
+    pthread_mutex_unlock(&r->lock);
     keep(r, off, len, data);
     return (int64_t)n;
 }
@@ -784,6 +800,7 @@ int tf_remote_open(const char *path, tf_remote **out, tf_source *src, char **who
     pthread_mutex_init(&r->lock, NULL);
     r->pid = getpid();
     r->size = -1;
+    r->readahead = READAHEAD_BYTES;
     r->connect_ms = (long)tf_get_option(TF_OPT_CONNECT_TIMEOUT_MS);
     r->read_s = (long)((tf_get_option(TF_OPT_READ_TIMEOUT_MS) + 999) / 1000);
     if (r->read_s < 1) r->read_s = 1;
