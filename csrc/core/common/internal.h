@@ -79,10 +79,14 @@ struct tf_file {
     int nskipped;
 };
 
-/* Whether f->src reads the file's bytes as stored (a plain local file, or
- * a remote object read by ranges), so the fast paths may read them
- * directly; else cfitsio reads an unpacked copy in memory. */
-static inline int tf_direct(const tf_file *f) { return f->fd >= 0 || f->remote; }
+/* Whether f->src reads the file's bytes as stored (a plain local file, a
+ * remote object read by ranges, or a plain remote object fetched whole
+ * into membuf: small, or from a server that ignored Range), so the fast
+ * paths may read them directly; else cfitsio reads an unpacked copy in
+ * memory. */
+static inline int tf_direct(const tf_file *f) {
+    return f->fd >= 0 || f->remote || (f->plain && f->membuf);
+}
 
 /* An HDU the core describes from its raw cards only (guard.c). */
 typedef struct tf_skip {

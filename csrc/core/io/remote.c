@@ -163,11 +163,36 @@ typedef struct answer {
     int64_t whole_cap, whole_max;
     long status;      /* of the last status line seen */
     int too_long, too_big, ignored;
+    int64_t last_ms;  /* when the last byte came (or the request began) */
+    int64_t stall_ms; /* no byte for this long: the transfer fails */
+    int stalled;
     char etag[256], lastmod[128], range[128];
 } answer;
 
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* libcurl's own low-speed check averages the speed over a window of about
+ * five seconds, so a server that sent some bytes and then stalled was
+ * dropped only read_timeout + ~5 s later. This checks the time since the
+ * last byte instead; libcurl calls it about once a second when idle. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    answer *a = arg;
+    if (now_ms() - a->last_ms >= a->stall_ms) {
+        a->stalled = 1;
+        return 1;
+    }
+    return 0;
+}
+
 static size_t on_header(char *b, size_t size, size_t n, void *arg) {
     answer *a = arg;
+    a->last_ms = now_ms();
     size_t len = size * n;
     char line[512];
     size_t k = len < sizeof line - 1 ? len : sizeof line - 1;
@@ -193,6 +218,7 @@ static size_t on_header(char *b, size_t size, size_t n, void *arg) {
 
 static size_t on_body(char *b, size_t size, size_t n, void *arg) {
     answer *a = arg;
+    a->last_ms = now_ms();
     size_t len = size * n;
     if (a->status == 206) {
         if ((int64_t)len > a->cap - a->got) {
@@ -326,7 +352,8 @@ static int fetch(tf_remote *r, int64_t off, int64_t n, char *dst, char **whole,
             return TF_ENOMEM;
         }
         answer a = {.dst = dst, .cap = n, .allow_whole = first,
-                    .whole_max = (int64_t)tf_option_bytes(TF_OPT_UNPACK_MAX_MB)};
+                    .whole_max = (int64_t)tf_option_bytes(TF_OPT_UNPACK_MAX_MB),
+                    .last_ms = now_ms(), .stall_ms = (int64_t)r->read_s * 1000};
         char errbuf[CURL_ERROR_SIZE] = "";
         curl_easy_reset(c);
         curl_easy_setopt(c, CURLOPT_URL, r->url);
@@ -339,6 +366,9 @@ static int fetch(tf_remote *r, int64_t off, int64_t n, char *dst, char **whole,
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, r->connect_ms);
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, r->read_s);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &a);
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, r->verify);
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, r->verify ? 2L : 0L);
         curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
@@ -356,6 +386,11 @@ static int fetch(tf_remote *r, int64_t off, int64_t n, char *dst, char **whole,
         atomic_fetch_add(&stat_bytes, a.got);
 
         int retry = attempt < r->retries;
+        if (a.stalled) {
+            tf_membuf_free(a.whole);
+            set_failure(r, TF_EIO, "timed out (no data for %ld s)", r->read_s);
+            return TF_EIO;
+        }
         if (a.too_big) {
             tf_membuf_free(a.whole);
             if (a.too_big == 2) {
