@@ -76,6 +76,8 @@ c10::Dict<std::string, at::Tensor> read_table_cfitsio(const std::string& path, i
                                                       int64_t start_row, int64_t num_rows);
 // The named fixed-width columns as a list, in the order asked: what
 // torch.compile can trace (it cannot trace an op returning a dict).
+// Row i of a variable-length column: values[offsets[i]:offsets[i+1]].
+std::vector<at::Tensor> split_rows(const at::Tensor& values, const at::Tensor& offsets);
 std::vector<at::Tensor> read_columns(const std::string& path, int64_t hdu,
                                      const std::vector<std::string>& columns, int64_t start_row,
                                      int64_t num_rows);
