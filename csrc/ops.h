@@ -106,6 +106,9 @@ WcsInfo wcs_info(const std::string& path, int64_t hdu, const std::string& alt);
 // The kernels on a handle already open: for the File class.
 InfoTuple info_open(tf_file* f);
 at::Tensor read_open(tf_file* f, int64_t hdu, bool raw);
+// Regions of one shape, starts flattened (N x ndim), into one [N, *shape].
+at::Tensor read_cutouts_open(tf_file* f, int64_t hdu, at::IntArrayRef starts,
+                             at::IntArrayRef shape, bool raw);
 at::Tensor read_cutout_open(tf_file* f, int64_t hdu, at::IntArrayRef start, at::IntArrayRef shape,
                             at::OptionalIntArrayRef step, bool raw);
 

@@ -46,6 +46,39 @@ def test_cutouts_match_astropy_and_pread(tmp_path, bitpix):
     f.close()
 
 
+@pytest.mark.parametrize("bitpix", sorted(BITPIX_DTYPES))
+def test_many_cutouts_in_one_call(tmp_path, bitpix):
+    """ImageHDU.cutouts (File.read_cutouts): [N, *shape], region i equal to
+    slicing and to astropy; starts as a list or a tensor; none gives [0,
+    *shape]; a region outside the image or a start of the wrong length is
+    refused."""
+    data = random_array((67, 45), bitpix, seed=bitpix + 1)
+    path = write_astropy(tmp_path / "img.fits", data)
+    rnd = random.Random(bitpix)
+    starts = [[rnd.randrange(67 - 8 + 1), rnd.randrange(45 - 5 + 1)] for _ in range(25)]
+    with tf.open(path) as f:
+        h = f[0]
+        got = h.cutouts(starts, [8, 5])
+        assert tuple(got.shape) == (25, 8, 5) and got.dtype == h.dtype
+        for g, (y, x) in zip(got, starts):
+            want = data[y:y + 8, x:x + 5]
+            np.testing.assert_array_equal(g.numpy(), want.astype(want.dtype.newbyteorder("=")))
+            np.testing.assert_array_equal(g.numpy(), h[y:y + 8, x:x + 5].numpy())
+        np.testing.assert_array_equal(h.cutouts(torch.tensor(starts), (8, 5)).numpy(), got.numpy())
+        none = h.cutouts([], [8, 5])
+        assert tuple(none.shape) == (0, 8, 5) and none.dtype == h.dtype
+        with pytest.raises(IndexError, match="region start 60, count 8"):
+            h.cutouts([[0, 0], [60, 0]], [8, 5])
+        with pytest.raises(ValueError, match="has 1 axes"):
+            h.cutouts([[0]], [8, 5])
+        with pytest.raises(ValueError, match=r"starts must be \[N, 2\]"):
+            h.cutouts(torch.zeros(3, 3, dtype=torch.long), [8, 5])
+        # after an error the handle still reads
+        np.testing.assert_array_equal(h.cutouts(starts[:2], [8, 5]).numpy(), got[:2].numpy())
+    with pytest.raises(ValueError, match="not a multiple of the 2 axes"):
+        File(path).read_cutouts(0, [1, 2, 3], [8, 5])
+
+
 def test_scaling_and_blank(tmp_path):
     data = np.arange(-600, 600, dtype=np.int16).reshape(30, 40)
     hdr = fits.Header([("BSCALE", 0.5), ("BZERO", 7.0), ("BLANK", 5)])

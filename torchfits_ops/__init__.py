@@ -505,6 +505,27 @@ class ImageHDU(HDU):
             t = t.reshape([count[a] for a in keep])
         return t.flip(flip) if flip else t
 
+    def cutouts(self, starts: Union[Sequence[Sequence[int]], torch.Tensor], shape: Sequence[int],
+                *, raw: bool = False) -> torch.Tensor:
+        """Many regions of one shape in one call: ``[len(starts), *shape]``,
+        region i from ``starts[i]`` (C order, 0-based; every region inside
+        the image, else IndexError). ``starts`` is a list of corners or an
+        integer tensor ``[N, ndim]``. One call into the open file for all of
+        them, where slicing pays that call per region."""
+        shape = [int(v) for v in shape]
+        if isinstance(starts, torch.Tensor):
+            if starts.dim() != 2 or starts.shape[1] != len(shape):
+                raise ValueError(f"starts must be [N, {len(shape)}], got {list(starts.shape)}")
+            flat = starts.reshape(-1).tolist()
+        else:
+            flat = []
+            for s in starts:
+                if len(s) != len(shape):
+                    raise ValueError(f"start {list(s)} has {len(s)} axes, shape {shape} has "
+                                     f"{len(shape)}")
+                flat.extend(int(v) for v in s)
+        return _call(self._file._handle().read_cutouts, self.index, flat, shape, raw)
+
 
 class UnsupportedHDU(HDU):
     """An HDU this reader lists but does not read (kind "unsupported"):
