@@ -42,6 +42,14 @@ class File : public torch::CustomClassHolder {
     return with([&](tf_file* f) { return read_cutout_open(f, hdu, start, shape, steps, raw); });
   }
 
+  // Many regions of one shape in one call (starts: N corners, flattened):
+  // the method call costs more than a small cutout's copy, so a batch of
+  // stamps pays it once.
+  at::Tensor read_cutouts(int64_t hdu, std::vector<int64_t> starts, std::vector<int64_t> shape,
+                          bool raw) {
+    return with([&](tf_file* f) { return read_cutouts_open(f, hdu, starts, shape, raw); });
+  }
+
   InfoTuple info() {
     return with([](tf_file* f) { return info_open(f); });
   }
@@ -100,6 +108,9 @@ void register_file_class(torch::Library& m) {
       .def("read_cutout", &File::read_cutout, "",
            {torch::arg("hdu"), torch::arg("start"), torch::arg("shape"),
             torch::arg("step") = c10::nullopt, torch::arg("raw") = false})
+      .def("read_cutouts", &File::read_cutouts, "",
+           {torch::arg("hdu"), torch::arg("starts"), torch::arg("shape"),
+            torch::arg("raw") = false})
       .def("info", &File::info)
       .def("close", &File::close)
       .def("closed", &File::closed)

@@ -43,6 +43,38 @@ at::Tensor read_cutout_open(tf_file* f, int64_t hdu, at::IntArrayRef start, at::
   return cutout(f, hdu_index(hdu), start, shape, step, raw, TF_PATH_AUTO);
 }
 
+at::Tensor read_cutouts_open(tf_file* f, int64_t hdu_arg, at::IntArrayRef starts,
+                             at::IntArrayRef shape, bool raw) {
+  const size_t ndim = shape.size();
+  TORCH_CHECK_VALUE(ndim >= 1 && starts.size() % ndim == 0, "starts has ", starts.size(),
+                    " entries, not a multiple of the ", ndim, " axes of shape");
+  const int64_t n = static_cast<int64_t>(starts.size() / ndim);
+  const int hdu = hdu_index(hdu_arg);
+  // The first region (or the origin, for none) sizes the output and picks
+  // its dtype; every region has that shape, so each fills one slice.
+  std::vector<int64_t> origin(ndim, 0);
+  tf_image_request req{};
+  req.raw = raw;
+  set_region(&req, n ? starts.slice(0, ndim) : at::IntArrayRef(origin), shape, c10::nullopt);
+  tf_dtype dtype = TF_DTYPE_AUTO;
+  int rdim = 0;
+  int64_t rshape[TF_MAX_DIMS];
+  check(tf_image_output(f, hdu, &req, &dtype, &rdim, rshape), f);
+  tf_dtype request = dtype;
+  at::ScalarType scalar = to_scalar_type(dtype, &request);
+  std::vector<int64_t> oshape{n};
+  oshape.insert(oshape.end(), rshape, rshape + rdim);
+  at::Tensor out = new_output(f, hdu, "the cutouts", oshape, scalar);
+  const size_t each = n ? out.nbytes() / static_cast<size_t>(n) : 0;
+  char* dst = static_cast<char*>(out.data_ptr());
+  for (int64_t i = 0; i < n; i++) {
+    set_region(&req, starts.slice(static_cast<size_t>(i) * ndim, ndim), shape, c10::nullopt);
+    req.dtype = request;
+    check(tf_image_read(f, hdu, &req, dst + static_cast<size_t>(i) * each, each), f);
+  }
+  return out;
+}
+
 at::Tensor read(const std::string& path, int64_t hdu, bool raw) {
   FileHandle f = open_file(path);
   return read_open(f.get(), hdu, raw);

@@ -135,6 +135,10 @@ TORCH_LIBRARY_FRAGMENT(torchfits, m) {
   m.def(
       "read_columns(str path, int hdu, str[] columns, int start_row=0, int num_rows=-1) "
       "-> Tensor[]");
+  // A variable-length column's values and offsets (as read_table gives
+  // them) as one tensor per row, each a copy of its own: row i is
+  // values[offsets[i]:offsets[i+1]].
+  m.def("split_rows(Tensor values, Tensor offsets) -> Tensor[]");
   // The same through cfitsio's column reads, for tests.
   m.def(
       "_read_table_cfitsio(str path, int hdu=1, str[]? columns=None, int start_row=0, "
@@ -157,6 +161,10 @@ TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
   m.impl("_read_table_cfitsio", TORCH_FN(torchfits::read_table_cfitsio));
   m.impl("table_info", TORCH_FN(torchfits::table_info));
   m.impl("table_info.name", TORCH_FN(torchfits::table_info_name));
+}
+
+TORCH_LIBRARY_IMPL(torchfits, CPU, m) {
+  m.impl("split_rows", TORCH_FN(torchfits::split_rows));
 }
 
 // ---- Sky coordinates, through wcslib ----

@@ -76,6 +76,8 @@ c10::Dict<std::string, at::Tensor> read_table_cfitsio(const std::string& path, i
                                                       int64_t start_row, int64_t num_rows);
 // The named fixed-width columns as a list, in the order asked: what
 // torch.compile can trace (it cannot trace an op returning a dict).
+// Row i of a variable-length column: values[offsets[i]:offsets[i+1]].
+std::vector<at::Tensor> split_rows(const at::Tensor& values, const at::Tensor& offsets);
 std::vector<at::Tensor> read_columns(const std::string& path, int64_t hdu,
                                      const std::vector<std::string>& columns, int64_t start_row,
                                      int64_t num_rows);
@@ -106,6 +108,9 @@ WcsInfo wcs_info(const std::string& path, int64_t hdu, const std::string& alt);
 // The kernels on a handle already open: for the File class.
 InfoTuple info_open(tf_file* f);
 at::Tensor read_open(tf_file* f, int64_t hdu, bool raw);
+// Regions of one shape, starts flattened (N x ndim), into one [N, *shape].
+at::Tensor read_cutouts_open(tf_file* f, int64_t hdu, at::IntArrayRef starts,
+                             at::IntArrayRef shape, bool raw);
 at::Tensor read_cutout_open(tf_file* f, int64_t hdu, at::IntArrayRef start, at::IntArrayRef shape,
                             at::OptionalIntArrayRef step, bool raw);
 

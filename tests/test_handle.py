@@ -46,6 +46,55 @@ def test_cutouts_match_astropy_and_pread(tmp_path, bitpix):
     f.close()
 
 
+@pytest.mark.parametrize("bitpix", sorted(BITPIX_DTYPES))
+def test_many_cutouts_in_one_call(tmp_path, bitpix):
+    """ImageHDU.cutouts (File.read_cutouts): [N, *shape], region i equal to
+    slicing and to astropy; starts as a list or a tensor; none gives [0,
+    *shape]; a region outside the image or a start of the wrong length is
+    refused."""
+    data = random_array((67, 45), bitpix, seed=bitpix + 1)
+    path = write_astropy(tmp_path / "img.fits", data)
+    rnd = random.Random(bitpix)
+    starts = [[rnd.randrange(67 - 8 + 1), rnd.randrange(45 - 5 + 1)] for _ in range(25)]
+    with tf.open(path) as f:
+        h = f[0]
+        got = h.cutouts(starts, [8, 5])
+        assert tuple(got.shape) == (25, 8, 5) and got.dtype == h.dtype
+        for g, (y, x) in zip(got, starts):
+            want = data[y:y + 8, x:x + 5]
+            np.testing.assert_array_equal(g.numpy(), want.astype(want.dtype.newbyteorder("=")))
+            np.testing.assert_array_equal(g.numpy(), h[y:y + 8, x:x + 5].numpy())
+        np.testing.assert_array_equal(h.cutouts(torch.tensor(starts), (8, 5)).numpy(), got.numpy())
+        none = h.cutouts([], [8, 5])
+        assert tuple(none.shape) == (0, 8, 5) and none.dtype == h.dtype
+        with pytest.raises(IndexError, match="region start 60, count 8"):
+            h.cutouts([[0, 0], [60, 0]], [8, 5])
+        with pytest.raises(ValueError, match="has 1 axes"):
+            h.cutouts([[0]], [8, 5])
+        with pytest.raises(ValueError, match=r"starts must be \[N, 2\]"):
+            h.cutouts(torch.zeros(3, 3, dtype=torch.long), [8, 5])
+        # after an error the handle still reads
+        np.testing.assert_array_equal(h.cutouts(starts[:2], [8, 5]).numpy(), got[:2].numpy())
+    with pytest.raises(ValueError, match="not a multiple of the 2 axes"):
+        File(path).read_cutouts(0, [1, 2, 3], [8, 5])
+
+
+def test_many_cutouts_of_a_compressed_image(tmp_path):
+    """cutouts on a tile-compressed HDU: the tiles each region touches, as
+    astropy decodes them."""
+    rng = np.random.default_rng(5)
+    data = rng.integers(-3000, 3000, (90, 70)).astype(np.int16)
+    path = tmp_path / "c.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, compression_type="RICE_1",
+                                                       tile_shape=(16, 16))]).writeto(path)
+    starts = [[0, 0], [74, 54], [13, 29], [40, 3]]
+    with tf.open(path) as f:
+        got = f[1].cutouts(starts, [16, 16])
+    assert got.dtype == torch.int16 and tuple(got.shape) == (4, 16, 16)
+    for g, (y, x) in zip(got, starts):
+        np.testing.assert_array_equal(g.numpy(), data[y:y + 16, x:x + 16])
+
+
 def test_scaling_and_blank(tmp_path):
     data = np.arange(-600, 600, dtype=np.int16).reshape(30, 40)
     hdr = fits.Header([("BSCALE", 0.5), ("BZERO", 7.0), ("BLANK", 5)])

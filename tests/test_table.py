@@ -231,6 +231,62 @@ def test_variable_length_arrays(tmp_path):
         np.testing.assert_array_equal(t.numpy(), want)
 
 
+def test_split_rows():
+    """One tensor per row, equal to tensor_split's, each a copy of its own
+    (writing to a row leaves the input and the other rows alone); bad
+    offsets are a ValueError naming the cause."""
+    values = torch.arange(12, dtype=torch.float64) * 1.5
+    offsets = torch.tensor([0, 3, 3, 7, 12])
+    rows = ops.split_rows(values, offsets)
+    want = torch.tensor_split(values, offsets[1:-1])
+    assert [r.dtype for r in rows] == [torch.float64] * 4
+    assert [r.tolist() for r in rows] == [w.tolist() for w in want]
+    assert [tuple(r.shape) for r in rows] == [(3,), (0,), (4,), (5,)]
+    rows[2][0] = -1.0
+    assert values[3].item() == 4.5 and rows[2][0].item() == -1.0
+    storage = [getattr(r, "untyped_storage", r.storage)() for r in rows if r.numel()]
+    assert len({s.data_ptr() for s in storage}) == 3  # torch 1.13 has no untyped_storage
+    # offsets that start inside the values, and a strided view as values
+    part = ops.split_rows(values[::2], torch.tensor([1, 2, 6]))
+    assert [r.tolist() for r in part] == [[3.0], [6.0, 9.0, 12.0, 15.0]]
+    assert ops.split_rows(values, torch.tensor([5])) == []
+    with pytest.raises(ValueError, match="offsets decrease at row 1"):
+        ops.split_rows(values, torch.tensor([0, 4, 2, 12]))
+    with pytest.raises(ValueError, match="outside the 12 values"):
+        ops.split_rows(values, torch.tensor([0, 13]))
+    with pytest.raises(ValueError, match="outside the 12 values"):
+        ops.split_rows(values, torch.tensor([-1, 2]))
+    with pytest.raises(ValueError, match="offsets must be int64"):
+        ops.split_rows(values, torch.tensor([0, 2], dtype=torch.int32))
+    with pytest.raises(ValueError, match="values must have one axis"):
+        ops.split_rows(values.reshape(3, 4), torch.tensor([0, 2]))
+
+
+@pytest.mark.parametrize("width", [3, 5, 7, 9, 15, 17, 20, 31, 33])
+def test_string_widths(tmp_path, width):
+    """Character columns of every width class the row gather copies in its
+    own way, beside a 2-byte column (rows of odd length): every stored byte,
+    as astropy reads them."""
+    rng = np.random.default_rng(width)
+    n = 300
+    raw = rng.integers(33, 127, (n, width), dtype=np.uint8)  # no blanks: astropy pads with NULs
+    words = raw.view(f"S{width}").ravel()
+    cols = [fits.Column(name="s", format=f"{width}A", array=words),
+            fits.Column(name="i", format="I", array=np.arange(n, dtype=np.int16)),
+            fits.Column(name="v", format=f"{width}B", array=raw)]
+    path = write_table_astropy(tmp_path / "w.fits", cols)
+    got = ops.read_table(str(path), 1, None, 0, -1)
+    assert got["s"].dtype == torch.uint8 and tuple(got["s"].shape) == (n, width)
+    np.testing.assert_array_equal(got["s"].numpy(), raw)
+    np.testing.assert_array_equal(got["v"].numpy(), raw)
+    np.testing.assert_array_equal(got["i"].numpy(), np.arange(n))
+    with fits.open(path) as f:
+        np.testing.assert_array_equal(np.asarray(f[1].data["v"]), got["v"].numpy())
+    cf = ops._read_table_cfitsio(str(path), 1, None, 7, 100)
+    for k in ("s", "v", "i"):
+        assert torch.equal(cf[k], got[k][7:107]), k
+
+
 def test_heap_gap(tmp_path):
     """THEAP past the end of the rows: a gap before the heap."""
     cols, (rows_j, *_rest) = vla_columns()

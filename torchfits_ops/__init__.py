@@ -412,22 +412,29 @@ def _infos(t) -> List[HDUInfo]:
     ]
 
 
+def _box(key: Any, shape: Tuple[int, ...]) -> Optional[Tuple[List[int], List[int]]]:
+    """(start, count) of the common cutout, a[y0:y1, x0:x1] with every bound
+    an int inside the image and no step; None for any other index. On the
+    path of every cutout, so it skips the general walk of _region."""
+    if type(key) is not tuple or len(key) != len(shape):
+        return None
+    start, count = [], []
+    for k, n in zip(key, shape):
+        if type(k) is not slice or k.step is not None:
+            return None
+        a, b = k.start, k.stop
+        if type(a) is not int or type(b) is not int or not 0 <= a < b <= n:
+            return None
+        start.append(a)
+        count.append(b - a)
+    return start, count
+
+
 def _region(key: Any, shape: Tuple[int, ...]):
     """numpy-style index -> (start, count, step, flip axes, kept axes)."""
-    if type(key) is tuple and len(key) == len(shape):
-        # The common cutout, a[y0:y1, x0:x1] inside the image, without the
-        # general walk below (this is on the path of every cutout).
-        start, count = [], []
-        for k, n in zip(key, shape):
-            if type(k) is not slice or k.step is not None:
-                break
-            a, b = k.start, k.stop
-            if type(a) is not int or type(b) is not int or not 0 <= a < b <= n:
-                break
-            start.append(a)
-            count.append(b - a)
-        else:
-            return start, count, [1] * len(shape), [], list(range(len(shape)))
+    box = _box(key, shape)
+    if box is not None:
+        return box[0], box[1], [1] * len(shape), [], list(range(len(shape)))
     if not isinstance(key, tuple):
         key = (key,)
     if sum(k is Ellipsis for k in key) > 1:
@@ -511,6 +518,9 @@ class ImageHDU(HDU):
         """numpy-style slicing (ints, slices with steps, negative indices,
         '...') that reads only the region asked for."""
         meta = self.info
+        box = _box(key, meta.shape)
+        if box is not None:  # no step (None: the call converts no list), no axis dropped
+            return _call(self._file._cutout(), meta.index, box[0], box[1], None, False)
         start, count, step, flip, keep = _region(key, meta.shape)
         if 0 in count:
             return torch.empty([count[a] for a in keep], dtype=meta.dtype)
@@ -518,6 +528,27 @@ class ImageHDU(HDU):
         if len(keep) != len(count):  # integer indices drop their axes
             t = t.reshape([count[a] for a in keep])
         return t.flip(flip) if flip else t
+
+    def cutouts(self, starts: Union[Sequence[Sequence[int]], torch.Tensor], shape: Sequence[int],
+                *, raw: bool = False) -> torch.Tensor:
+        """Many regions of one shape in one call: ``[len(starts), *shape]``,
+        region i from ``starts[i]`` (C order, 0-based; every region inside
+        the image, else IndexError). ``starts`` is a list of corners or an
+        integer tensor ``[N, ndim]``. One call into the open file for all of
+        them, where slicing pays that call per region."""
+        shape = [int(v) for v in shape]
+        if isinstance(starts, torch.Tensor):
+            if starts.dim() != 2 or starts.shape[1] != len(shape):
+                raise ValueError(f"starts must be [N, {len(shape)}], got {list(starts.shape)}")
+            flat = starts.reshape(-1).tolist()
+        else:
+            flat = []
+            for s in starts:
+                if len(s) != len(shape):
+                    raise ValueError(f"start {list(s)} has {len(s)} axes, shape {shape} has "
+                                     f"{len(shape)}")
+                flat.extend(int(v) for v in s)
+        return _call(self._file._handle().read_cutouts, self.index, flat, shape, raw)
 
 
 class UnsupportedHDU(HDU):

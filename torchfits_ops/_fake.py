@@ -152,3 +152,11 @@ def _read_columns(path: str, hdu: int, columns: List[str], start_row: int = 0,
             raise ValueError(f"{_shown(path)}: HDU {hdu}: no column named '{name}'")
         out.append(torch.empty([rows] + list(c.shape), dtype=c.dtype))
     return out
+
+
+@_fake("split_rows")
+def _split_rows(values: torch.Tensor, offsets: torch.Tensor) -> List[torch.Tensor]:
+    # Each row's length is in the data: a size the graph learns at run time.
+    ctx = torch.library.get_ctx()
+    size = getattr(ctx, "new_dynamic_size", None) or ctx.create_unbacked_symint
+    return [values.new_empty([size()]) for _ in range(offsets.shape[0] - 1)]

@@ -135,9 +135,7 @@ def _split_vla(values: torch.Tensor, offsets: torch.Tensor, strings: bool) -> li
         data, blanks = arr.tobytes(), _blanks(arr)
         o = offsets.tolist()
         return [_text(data[o[i]:o[i + 1]], blanks) for i in range(len(o) - 1)]
-    if offsets.numel() <= 1:
-        return []
-    return list(torch.tensor_split(values, offsets[1:-1]))
+    return _ops.split_rows(values, offsets)
 
 
 def _convert(raw: Dict[str, torch.Tensor], cols: Dict[str, ColumnInfo], step: int) -> Dict[str, Value]:

@@ -699,11 +699,22 @@ typedef struct block_job {
 } block_job;
 
 /* Copy `w` bytes at src + i * stride to dst + i * w, for i < n. Constant
- * widths let the compiler turn each copy into one load and store. */
+ * widths let the compiler turn each copy into one load and store. Other
+ * widths up to 32 bytes (strings such as 20A, vectors such as 3E) copy as
+ * two loads and stores of a constant size that overlap in the middle: a
+ * memcpy call of a variable size per row cost as much again as the loop. */
 static void gather(char *restrict dst, const char *restrict src, size_t stride, size_t w,
                    int64_t n) {
 #define GATHER_W(W) \
     for (int64_t i = 0; i < n; i++) memcpy(dst + i * (W), src + i * stride, (W)); \
+    return;
+#define GATHER_2X(H) \
+    for (int64_t i = 0; i < n; i++) { \
+        char *d = dst + i * w; \
+        const char *s = src + i * stride; \
+        memcpy(d, s, (H)); \
+        memcpy(d + w - (H), s + w - (H), (H)); \
+    } \
     return;
     switch (w) {
     case 1: for (int64_t i = 0; i < n; i++) dst[i] = src[i * stride]; return;
@@ -711,8 +722,14 @@ static void gather(char *restrict dst, const char *restrict src, size_t stride, 
     case 4: GATHER_W(4)
     case 8: GATHER_W(8)
     case 16: GATHER_W(16)
-    default: GATHER_W(w)
+    default:
+        if (w > 16 && w < 32) { GATHER_2X(16) }
+        if (w > 8 && w < 16) { GATHER_2X(8) }
+        if (w > 4 && w < 8) { GATHER_2X(4) }
+        if (w == 3) { GATHER_2X(2) }
+        GATHER_W(w)
     }
+#undef GATHER_2X
 #undef GATHER_W
 }
 
