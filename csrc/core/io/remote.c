@@ -21,7 +21,7 @@
  * first: ranges with small gaps are merged, and the merged ranges are
  * fetched at once on several connections, one round trip in all.
  *
- * Connections are reused: each file keeps a few idle curl handles. A
+ * Connections are reused: idle curl handles are shared by every file. A
  * failed request is retried (TF_OPT_REMOTE_RETRIES times, backoff from
  * 100 ms doubling) where retrying is right: 500, 502, 503, 504, a reset
  * or closed connection, a body cut short. A timeout is not retried: the
@@ -57,7 +57,7 @@
 /* Ranges closer than this are fetched as one: a round trip costs more
  * than this many bytes on any link worth reading from. */
 #define MERGE_GAP (256 * 1024)
-#define POOL 8
+#define POOL 16
 #define MAX_PARALLEL 8
 #define MSG_LEN 512
 
@@ -135,11 +135,8 @@ struct tf_remote {
     int retries;
     int64_t size;
     char etag[256], lastmod[128];
-    pid_t pid; /* the pool's connections belong to this process */
 
     pthread_mutex_t lock;
-    CURL *pool[POOL];
-    int npool;
     extent *ext;
     int next, cap;
     size_t cached, cache_max;
@@ -151,7 +148,13 @@ struct tf_remote {
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static int curl_ok;
-static void curl_start(void) { curl_ok = curl_global_init(CURL_GLOBAL_ALL) == CURLE_OK; }
+static void pool_before_fork(void);
+static void pool_parent(void);
+static void pool_child(void);
+static void curl_start(void) {
+    curl_ok = curl_global_init(CURL_GLOBAL_ALL) == CURLE_OK;
+    if (curl_ok) pthread_atfork(pool_before_fork, pool_parent, pool_child);
+}
 
 /* The answer to one request. */
 typedef struct answer {
@@ -257,25 +260,37 @@ static size_t on_body(char *b, size_t size, size_t n, void *arg) {
     return len;
 }
 
+/* Idle curl handles, shared by every remote file of the process: each
+ * keeps its connections open, so the next file on the same server (a
+ * DataLoader going through many small objects) skips the TCP and TLS
+ * handshakes. A forked child must not use the parent's connections: it
+ * forgets them (atfork), without closing them. */
+static CURL *pool[POOL];
+static int npool;
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void pool_before_fork(void) { pthread_mutex_lock(&pool_lock); }
+static void pool_parent(void) { pthread_mutex_unlock(&pool_lock); }
+static void pool_child(void) {
+    npool = 0;
+    pthread_mutex_unlock(&pool_lock);
+}
+
 static CURL *take_handle(tf_remote *r) {
     CURL *c = NULL;
-    pthread_mutex_lock(&r->lock);
-    if (r->pid != getpid()) { /* forked: the sockets are the parent's */
-        r->npool = 0;
-        r->pid = getpid();
-    }
-    if (r->npool) c = r->pool[--r->npool];
-    pthread_mutex_unlock(&r->lock);
+    pthread_mutex_lock(&pool_lock);
+    if (npool) c = pool[--npool];
+    pthread_mutex_unlock(&pool_lock);
     return c ? c : curl_easy_init();
 }
 
 static void give_handle(tf_remote *r, CURL *c) {
-    pthread_mutex_lock(&r->lock);
-    if (r->npool < POOL && r->pid == getpid()) {
-        r->pool[r->npool++] = c;
+    pthread_mutex_lock(&pool_lock);
+    if (npool < POOL) {
+        pool[npool++] = c;
         c = NULL;
     }
-    pthread_mutex_unlock(&r->lock);
+    pthread_mutex_unlock(&pool_lock);
     if (c) curl_easy_cleanup(c);
 }
 
@@ -771,8 +786,6 @@ static char *s3_url(const char *path, char **sigv4, char *msg, size_t msglen) {
 
 void tf_remote_close(tf_remote *r) {
     if (!r) return;
-    if (r->pid == getpid())
-        for (int i = 0; i < r->npool; i++) curl_easy_cleanup(r->pool[i]);
     for (int i = 0; i < r->next; i++) free(r->ext[i].data);
     free(r->ext);
     curl_slist_free_all(r->headers);
@@ -798,7 +811,6 @@ int tf_remote_open(const char *path, tf_remote **out, tf_source *src, char **who
     tf_remote *r = calloc(1, sizeof *r);
     if (!r) return TF_ENOMEM;
     pthread_mutex_init(&r->lock, NULL);
-    r->pid = getpid();
     r->size = -1;
     r->readahead = READAHEAD_BYTES;
     r->connect_ms = (long)tf_get_option(TF_OPT_CONNECT_TIMEOUT_MS);
