@@ -158,8 +158,8 @@ TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
 // primary WCS, or a letter A-Z. Points outside the projection give NaN.
 // Large N runs on several threads (the "threads" option).
 TORCH_LIBRARY_FRAGMENT(torchfits, m) {
-  m.def("world_to_pixel(str path, int hdu, Tensor world, str alt=\"\") -> Tensor");
-  m.def("pixel_to_world(str path, int hdu, Tensor pixel, str alt=\"\") -> Tensor");
+  m.def("world_to_pixel(str path, int hdu, Tensor world, str alt=\"\", bool wcslib=False) -> Tensor");
+  m.def("pixel_to_world(str path, int hdu, Tensor pixel, str alt=\"\", bool wcslib=False) -> Tensor");
   // CTYPE, CUNIT, CRVAL, CRPIX (1-based, as stored), pixel scale per pixel
   // axis (CUNIT per pixel), image NAXISn (FITS order), and the world
   // coordinates of the centres of the 4 corner pixels [4, naxis] (astropy's

@@ -89,11 +89,12 @@ int64_t get_option(const std::string& name);
 
 // wcs_ops.cpp: sky coordinates through wcslib. world and pixel are float64
 // [N, naxis]; pixel coordinates are 0-based (astropy's origin 0); alt is ""
-// for the primary WCS or a letter A-Z.
+// for the primary WCS or a letter A-Z; wcslib: every point through wcslib
+// (bit for bit astropy), not the closed form for TAN.
 at::Tensor world_to_pixel(const std::string& path, int64_t hdu, const at::Tensor& world,
-                          const std::string& alt);
+                          const std::string& alt, bool wcslib);
 at::Tensor pixel_to_world(const std::string& path, int64_t hdu, const at::Tensor& pixel,
-                          const std::string& alt);
+                          const std::string& alt, bool wcslib);
 // (CTYPE, CUNIT, CRVAL, CRPIX, pixel scale per pixel axis, image shape in
 // FITS order (NAXISn), footprint corners float64 [4, naxis])
 using WcsInfo = std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<double>,

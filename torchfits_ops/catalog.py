@@ -62,7 +62,8 @@ def build_index(ra: torch.Tensor, dec: torch.Tensor, bands: List[List[str]], hdu
             lng, lat = _celestial_axes(ctype)
             world = torch.zeros(n, len(ctype), dtype=torch.float64)
             world[:, lng], world[:, lat] = ra, dec
-            pix = torch.ops.torchfits.world_to_pixel(p, hdu[b], world, alt)
+            # wcslib itself: placed as read_sky_cutout and Cutout2D place it.
+            pix = torch.ops.torchfits.world_to_pixel(p, hdu[b], world, alt, True)
             x, y = pix[:, 0], pix[:, 1]
             nx, ny = float(img[0]), float(img[1])
             m = torch.minimum(torch.minimum(x + 0.5, nx - 0.5 - x), torch.minimum(y + 0.5, ny - 0.5 - y))

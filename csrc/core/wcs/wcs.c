@@ -32,10 +32,29 @@
 /* Below this many points per thread, one thread is faster. */
 #define MIN_PER_THREAD 20000
 
+/* The gnomonic (TAN) projection of a 2-axis celestial WCS without
+ * distortions, in closed form. wcslib goes world -> native spherical
+ * (phi, theta) -> projection plane, with an atan2, an asin and two sincos
+ * more per point than the composed formulas need; the common case of a
+ * survey image gets these instead (tan_s2p, tan_p2s), from the constants
+ * wcsset derived (Euler angles, the projection's r0 and offsets, CDELT*PC,
+ * CRPIX), and agrees with wcslib to rounding. */
+typedef struct tan_fast {
+    int on;
+    int lng, lat;          /* world axes */
+    double e0, s3, s4;     /* euler[0], cos and sin of euler[1] */
+    double e1;             /* euler[1], degrees */
+    double e2, sp, cp;     /* euler[2] (phi_p), its sin and cos */
+    double r0, x0, y0;     /* prj.r0, prj.x0, prj.y0 */
+    double m[4], inv[4];   /* CDELT*PC (world k, pixel i at [k*2+i]), its inverse */
+    double crpix[2];       /* 1-based */
+} tan_fast;
+
 struct tf_wcs {
     struct wcsprm wcs;      /* set (wcsset) */
     int img_naxis;
     int64_t img_shape[TF_MAX_DIMS]; /* NAXISn, FITS order */
+    tan_fast tan;
 };
 
 static pthread_once_t err_once = PTHREAD_ONCE_INIT;
@@ -139,6 +158,112 @@ static void ctypes(const struct wcsprm *w, char *out, size_t n) {
     }
 }
 
+#define D2R (3.141592653589793238462643 / 180.0)
+#define R2D (180.0 / 3.141592653589793238462643)
+
+/* Take the closed-form TAN path when the WCS is exactly what it covers:
+ * two celestial axes, TAN, no distortion, and a native pole that is not
+ * the celestial one (euler[4] != 0; wcslib handles that rotation apart,
+ * with its own longitude normalisation). */
+static void tan_setup(tf_wcs *t) {
+    struct wcsprm *w = &t->wcs;
+    tan_fast *f = &t->tan;
+    memset(f, 0, sizeof *f);
+    if (w->naxis != 2 || w->lng < 0 || w->lat < 0 || w->cubeface >= 0) return;
+    if (strcmp(w->cel.prj.code, "TAN") != 0 || w->lin.dispre || w->lin.disseq) return;
+    const double *e = w->cel.euler;
+    if (e[4] == 0.0) return;
+    const double *pc = w->lin.pc, *cd = w->lin.cdelt;
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 2; i++) f->m[k * 2 + i] = cd[k] * pc[k * 2 + i];
+    double det = f->m[0] * f->m[3] - f->m[1] * f->m[2];
+    if (det == 0.0 || !isfinite(det)) return;
+    f->inv[0] = f->m[3] / det;
+    f->inv[1] = -f->m[1] / det;
+    f->inv[2] = -f->m[2] / det;
+    f->inv[3] = f->m[0] / det;
+    f->lng = w->lng;
+    f->lat = w->lat;
+    f->e0 = e[0];
+    f->e1 = e[1];
+    f->s3 = e[3];
+    f->s4 = e[4];
+    f->e2 = e[2];
+    f->sp = sin(e[2] * D2R);
+    f->cp = cos(e[2] * D2R);
+    f->r0 = w->cel.prj.r0;
+    f->x0 = w->cel.prj.x0;
+    f->y0 = w->cel.prj.y0;
+    f->crpix[0] = w->lin.crpix[0];
+    f->crpix[1] = w->lin.crpix[1];
+    f->on = 1;
+}
+
+/* World -> 0-based pixel. The native direction of (lng, lat) is
+ * (X, Y, Z) = (cos theta cos(phi - phi_p), cos theta sin(phi - phi_p),
+ * sin theta), as in wcslib's sphs2x; TAN's r = r0 cot theta with
+ * phi = phi_p + atan2(Y, X) composes to the two lines below. theta <= 0
+ * is outside the projection (wcslib's bounds check): NaN. */
+static void tan_s2p(const tan_fast *f, const double *in, double *out, int64_t n) {
+    for (int64_t k = 0; k < n; k++) {
+        const double *wd = in + 2 * k;
+        double sl, cl, sa, ca;
+        double dl = (wd[f->lng] - f->e0) * D2R, la = wd[f->lat] * D2R;
+        sl = sin(dl);
+        cl = cos(dl);
+        sa = sin(la);
+        ca = cos(la);
+        double X = sa * f->s4 - ca * f->s3 * cl;
+        double Y = -ca * sl;
+        double Z = sa * f->s3 + ca * f->s4 * cl;
+        double *o = out + 2 * k;
+        if (!(Z > 0.0)) {
+            o[0] = o[1] = NAN;
+            continue;
+        }
+        double q = f->r0 / Z;
+        double img[2];
+        img[f->lng] = q * (f->sp * X + f->cp * Y) - f->x0;
+        img[f->lat] = -q * (f->cp * X - f->sp * Y) - f->y0;
+        o[0] = f->inv[0] * img[0] + f->inv[1] * img[1] + f->crpix[0] - 1.0;
+        o[1] = f->inv[2] * img[0] + f->inv[3] * img[1] + f->crpix[1] - 1.0;
+    }
+}
+
+/* 0-based pixel -> world: the inverse, with wcslib's longitude
+ * normalisation (sphx2s). */
+static void tan_p2s(const tan_fast *f, const double *in, double *out, int64_t n) {
+    for (int64_t k = 0; k < n; k++) {
+        const double *p = in + 2 * k;
+        double px = p[0] + 1.0 - f->crpix[0], py = p[1] + 1.0 - f->crpix[1];
+        double img[2] = {f->m[0] * px + f->m[1] * py, f->m[2] * px + f->m[3] * py};
+        double x = img[f->lng] + f->x0, y = img[f->lat] + f->y0;
+        /* The native direction, scaled by r0 / sin theta > 0. */
+        double n0 = -y, n1 = x, n2 = f->r0;
+        double a = n0 * f->cp + n1 * f->sp, b = n1 * f->cp - n0 * f->sp;
+        double c0 = -f->s3 * a + f->s4 * n2, c1 = -b, c2 = f->s4 * a + f->s3 * n2;
+        double dlng;
+        if (c0 != 0.0 || c1 != 0.0) {
+            dlng = atan2(c1, c0) * R2D;
+        } else {
+            /* At a pole: wcslib's change of origin of longitude. */
+            double phi = (x == 0.0 && y == 0.0) ? 0.0 : atan2(x, -y) * R2D;
+            dlng = f->e1 < 90.0 ? phi - f->e2 + 180.0 : -(phi - f->e2);
+        }
+        double lng = f->e0 + dlng;
+        if (f->e0 >= 0.0) {
+            if (lng < 0.0) lng += 360.0;
+        } else if (lng > 0.0) {
+            lng -= 360.0;
+        }
+        if (lng > 360.0) lng -= 360.0;
+        else if (lng < -360.0) lng += 360.0;
+        double *o = out + 2 * k;
+        o[f->lng] = lng;
+        o[f->lat] = atan2(c2, sqrt(c0 * c0 + c1 * c1)) * R2D;
+    }
+}
+
 int tf_wcs_load(tf_file *f, int hdu, const char *alt, tf_wcs **out) {
     int rc = TF_OK, ncards = 0, nrej = 0, nwcs = 0;
     char *header = NULL;
@@ -220,6 +345,7 @@ int tf_wcs_load(tf_file *f, int hdu, const char *alt, tf_wcs **out) {
                       "%s cannot be set up, check %s (%s): wcslib: %s", label, blame(st), types,
                       w->wcs.err ? w->wcs.err->msg : wcs_errmsg[st]);
     }
+    tan_setup(w);
     *out = w;
     w = NULL;
 cleanup:
@@ -268,6 +394,7 @@ int tf_wcs_axis(const tf_wcs *w, int i, const char **ctype, const char **cunit,
 
 typedef struct job {
     const struct wcsprm *src;
+    const tan_fast *tan;    /* on: the closed form instead of wcslib */
     int to_world;
     const double *in;
     double *out;
@@ -285,6 +412,12 @@ static void run_job(job *j, int copy) {
     double *scratch = NULL;
     int *stat = NULL;
     j->status = 0;
+    if (j->tan && j->tan->on) {
+        /* Reads only constants: no copy, no scratch. */
+        if (j->to_world) tan_p2s(j->tan, j->in, j->out, j->n);
+        else tan_s2p(j->tan, j->in, j->out, j->n);
+        return;
+    }
     if (copy) {
         memset(&local, 0, sizeof local);
         local.flag = -1;
@@ -343,7 +476,7 @@ static void *worker(void *arg) {
 }
 
 int tf_wcs_transform(tf_file *f, const tf_wcs *w, int to_world, const double *in,
-                     double *out, int64_t n, int threads) {
+                     double *out, int64_t n, int threads, int flags) {
     RETURN_ERROR_IF(!w || (n > 0 && (!in || !out)), f, TF_EINVAL, "tf_wcs_transform: NULL argument");
     if (n <= 0) return TF_OK;
     int nt = tf_auto_threads(threads);
@@ -356,7 +489,7 @@ int tf_wcs_transform(tf_file *f, const tf_wcs *w, int to_world, const double *in
     int64_t per = (n + nt - 1) / nt, at = 0;
     for (int t = 0; t < nt; t++) {
         int64_t k = n - at < per ? n - at : per;
-        jobs[t] = (job){.src = &w->wcs, .to_world = to_world, .in = in + at * nax,
+        jobs[t] = (job){.src = &w->wcs, .tan = (flags & TF_WCS_WCSLIB) ? NULL : &w->tan, .to_world = to_world, .in = in + at * nax,
                         .out = out + at * nax, .n = k};
         at += k;
     }
