@@ -54,6 +54,9 @@ std::tuple<at::Tensor, at::Tensor> read_batch(const std::vector<std::string>& pa
 at::Tensor read_batch_into(const std::vector<std::string>& paths, int64_t hdu, at::Tensor& out,
                            at::OptionalIntArrayRef start, at::OptionalIntArrayRef step, bool raw,
                            bool skip_errors, int64_t threads);
+at::Tensor read_cutouts(const std::vector<std::string>& paths, at::IntArrayRef hdus,
+                        const at::Tensor& items, at::IntArrayRef shape, double fill,
+                        c10::optional<at::ScalarType> dtype, int64_t threads);
 
 // table_ops.cpp
 // (rows, names, TFORM, TUNIT, TDIM, repeat, per-row shape, dtype, TSCAL,

@@ -361,6 +361,28 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
                   tf_dtype dtype, int ndim, const int64_t *shape, void *out, size_t out_bytes,
                   int threads, uint8_t *ok, char *errmsg, size_t errlen);
 
+/**
+ * Many cutouts of ny x nx pixels from the 2-d images of a few files, into
+ * one float buffer (out_dtype TF_FLOAT32 or TF_FLOAT64) of exactly n*ny*nx
+ * values (TF_EBUFSIZE otherwise): a batch of catalogue sources in several
+ * bands. items is [n, 3] int64: file (an index into paths and hdus, or -1
+ * for none), y, x: the 0-based C-order position of the cutout's first
+ * pixel, which may lie partly or wholly outside the image. Pixels outside
+ * the image, and every pixel of an item with file -1, are `fill`. Values
+ * are those tf_image_read gives (BZERO/BSCALE applied, BLANK as NaN),
+ * converted; only each cutout's overlap with the image is read (only the
+ * tiles it touches, for a tile-compressed image). The items are grouped by
+ * file, each group read with one handle, and the groups spread over up to
+ * `threads` threads (0: automatic). The first error (that of the lowest
+ * failing item) stops the read, with the file's message in errmsg: a file
+ * that cannot be read, an HDU that is not a 2-d image, a bool or complex
+ * image (TF_EUNSUPPORTED).
+ */
+int tf_cutouts_read(const char *const *paths, const int *hdus, int64_t npaths,
+                    const int64_t *items, int64_t n, int64_t ny, int64_t nx, tf_dtype out_dtype,
+                    double fill, void *out, size_t out_bytes, int threads, char *errmsg,
+                    size_t errlen);
+
 /* ---- tables ---- */
 
 /* How a table column comes back. */
