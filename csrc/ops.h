@@ -93,7 +93,7 @@ int64_t get_option(const std::string& name);
 // wcs_ops.cpp: sky coordinates through wcslib. world and pixel are float64
 // [N, naxis]; pixel coordinates are 0-based (astropy's origin 0); alt is ""
 // for the primary WCS or a letter A-Z; wcslib: every point through wcslib
-// (bit for bit astropy), not the closed form for TAN.
+// (bit for bit astropy), not the closed form for TAN and TAN-SIP.
 at::Tensor world_to_pixel(const std::string& path, int64_t hdu, const at::Tensor& world,
                           const std::string& alt, bool wcslib);
 at::Tensor pixel_to_world(const std::string& path, int64_t hdu, const at::Tensor& pixel,

@@ -521,6 +521,38 @@ def test_wcslib_flag_on_threads(tmp_path):
     torch.testing.assert_close(back, pix, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("order", [2, 3, 5])
+def test_sip_closed_form_matches_wcslib(tmp_path, order):
+    """TAN-SIP in closed form (the forward polynomial; Newton's method
+    back) against wcslib itself and astropy, over and around the image."""
+    hdr, nx, ny = _sip_header(2000, 1500)
+    for k in list(hdr):
+        if k[:2] in ("A_", "B_") and k[2:] != "ORDER":
+            p, q = (int(x) for x in k[2:].split("_"))
+            if p + q > order:
+                del hdr[k]
+    hdr["A_ORDER"] = hdr["B_ORDER"] = order
+    if order == 5:
+        hdr["A_5_0"], hdr["B_1_4"], hdr["A_2_2"] = 3e-16, -2e-16, 1e-15
+    hdr["AP_ORDER"], hdr["AP_1_0"] = 1, 1e-7   # inverse terms: used by neither
+    path = _write(tmp_path / f"sip{order}.fits", hdr, (8, 8))
+    w = _wcs(fits.getheader(path))
+    rng = np.random.default_rng(order)
+    pix = np.concatenate([_grid(nx, ny), rng.uniform(-300, 2300, (3000, 2))])
+    pt = torch.from_numpy(pix)
+    fast = tf.pixel_to_world(path, 0, pt).numpy()
+    ref = tf.pixel_to_world(path, 0, pt, wcslib=True).numpy()
+    assert not np.array_equal(fast, ref)  # the closed form ran
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-11)
+    _check_pix2world(path, w, pix)
+    wt = torch.from_numpy(ref)
+    back = tf.world_to_pixel(path, 0, wt).numpy()
+    np.testing.assert_allclose(back, tf.world_to_pixel(path, 0, wt, wcslib=True).numpy(),
+                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(back, pix, rtol=0, atol=1e-9)
+    _check_world2pix(path, w, ref)
+
+
 # ---- sky cutouts against Cutout2D ----
 
 def _image_file(tmp_path, name, dtype=np.float32, compressed=False, nx=61, ny=50, code="TAN"):

@@ -67,9 +67,9 @@ def world_to_pixel(path, hdu, world, alt: str = "", *, wcslib: bool = False) -> 
             axis in header order (RA, Dec in degrees for a celestial image).
         alt: ``""`` for the primary WCS, or an alternate WCS letter A-Z.
         wcslib: every point through wcslib's own code, bit for bit what
-            astropy.wcs computes. By default a 2-axis TAN WCS without
-            distortion is computed in closed form instead: several times
-            faster, the same values to about 1e-10 pixel.
+            astropy.wcs computes. By default a 2-axis TAN WCS, without
+            distortion or with SIP, is computed in closed form instead:
+            several times faster, the same values to about 1e-10 pixel.
 
     Returns:
         float64 ``[N, naxis]``: ``x`` (FITS axis 1) first, as astropy's

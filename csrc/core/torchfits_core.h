@@ -318,9 +318,9 @@ int tf_wcs_axis(const tf_wcs *w, int i, const char **ctype, const char **cunit,
  * (outside the projection) gives a row of NaN. Large n is split over up to
  * `threads` threads (0: automatic), each with its own copy of the wcsprm.
  *
- * A 2-axis celestial TAN WCS without distortions is computed in closed
- * form (several times faster than wcslib, the same values to about 1e-10
- * pixel and 1e-12 degree), unless `flags` has TF_WCS_WCSLIB: then every
+ * A 2-axis celestial TAN WCS, without distortion or with SIP, is computed
+ * in closed form (several times faster than wcslib, the same values to
+ * about 1e-10 pixel and 1e-12 degree), unless `flags` has TF_WCS_WCSLIB: then every
  * point goes through wcslib's own code, bit for bit what astropy.wcs
  * computes (what placing a cutout exactly as Cutout2D does needs, at a
  * position on a half-pixel boundary).
