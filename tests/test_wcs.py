@@ -795,6 +795,9 @@ def test_read_cutouts_errors(tmp_path):
     missing = str(tmp_path / "missing.fits")
     with pytest.raises(FileNotFoundError, match="missing.fits"):
         tf._call(ops.read_cutouts, [files[0], missing], [0, 0], it, [4, 4], 0.0)
+    os.mkfifo(tmp_path / "pipe.fits")  # refused at once, never opened for reading
+    with pytest.raises(OSError, match="pipe.fits: cannot open file: it is a FIFO"):
+        tf._call(ops.read_cutouts, [files[0], str(tmp_path / "pipe.fits")], [0, 0], it, [4, 4], 0.0)
     cube = _write(tmp_path / "cube.fits", fits.Header(), data=np.zeros((2, 5, 5), np.float32))
     with pytest.raises(ValueError, match=r"cube.fits.*2-d image, not 3 axes"):
         tf._call(ops.read_cutouts, [cube], [0], it[:1], [4, 4], 0.0)
