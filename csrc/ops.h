@@ -54,6 +54,9 @@ std::tuple<at::Tensor, at::Tensor> read_batch(const std::vector<std::string>& pa
 at::Tensor read_batch_into(const std::vector<std::string>& paths, int64_t hdu, at::Tensor& out,
                            at::OptionalIntArrayRef start, at::OptionalIntArrayRef step, bool raw,
                            bool skip_errors, int64_t threads);
+at::Tensor read_cutouts(const std::vector<std::string>& paths, at::IntArrayRef hdus,
+                        const at::Tensor& items, at::IntArrayRef shape, double fill,
+                        c10::optional<at::ScalarType> dtype, int64_t threads);
 
 // table_ops.cpp
 // (rows, names, TFORM, TUNIT, TDIM, repeat, per-row shape, dtype, TSCAL,
@@ -93,11 +96,12 @@ std::vector<int64_t> remote_stats(bool reset);
 
 // wcs_ops.cpp: sky coordinates through wcslib. world and pixel are float64
 // [N, naxis]; pixel coordinates are 0-based (astropy's origin 0); alt is ""
-// for the primary WCS or a letter A-Z.
+// for the primary WCS or a letter A-Z; wcslib: every point through wcslib
+// (bit for bit astropy), not the closed form for TAN and TAN-SIP.
 at::Tensor world_to_pixel(const std::string& path, int64_t hdu, const at::Tensor& world,
-                          const std::string& alt);
+                          const std::string& alt, bool wcslib);
 at::Tensor pixel_to_world(const std::string& path, int64_t hdu, const at::Tensor& pixel,
-                          const std::string& alt);
+                          const std::string& alt, bool wcslib);
 // (CTYPE, CUNIT, CRVAL, CRPIX, pixel scale per pixel axis, image shape in
 // FITS order (NAXISn), footprint corners float64 [4, naxis])
 using WcsInfo = std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<double>,

@@ -19,7 +19,7 @@ WcsHandle load(tf_file* f, int64_t hdu, const std::string& alt) {
 }
 
 at::Tensor transform(const std::string& path, int64_t hdu, const at::Tensor& in,
-                     const std::string& alt, int to_world, const char* what) {
+                     const std::string& alt, bool wcslib, int to_world, const char* what) {
   TORCH_CHECK_TYPE(in.scalar_type() == at::kDouble, what, " must be float64, not ",
                    in.scalar_type());
   TORCH_CHECK_VALUE(in.dim() == 2, what, " must be [N, naxis], not of shape ", in.sizes());
@@ -31,7 +31,8 @@ at::Tensor transform(const std::string& path, int64_t hdu, const at::Tensor& in,
   at::Tensor src = in.contiguous();
   at::Tensor out = at::empty(in.sizes(), in.options().memory_format(at::MemoryFormat::Contiguous));
   check(tf_wcs_transform(f.get(), w.get(), to_world, src.data_ptr<double>(),
-                         out.data_ptr<double>(), in.size(0), 0),
+                         out.data_ptr<double>(), in.size(0), 0,
+                         wcslib ? TF_WCS_WCSLIB : 0),
         f.get());
   return out;
 }
@@ -39,13 +40,13 @@ at::Tensor transform(const std::string& path, int64_t hdu, const at::Tensor& in,
 }  // namespace
 
 at::Tensor world_to_pixel(const std::string& path, int64_t hdu, const at::Tensor& world,
-                          const std::string& alt) {
-  return transform(path, hdu, world, alt, 0, "world");
+                          const std::string& alt, bool wcslib) {
+  return transform(path, hdu, world, alt, wcslib, 0, "world");
 }
 
 at::Tensor pixel_to_world(const std::string& path, int64_t hdu, const at::Tensor& pixel,
-                          const std::string& alt) {
-  return transform(path, hdu, pixel, alt, 1, "pixel");
+                          const std::string& alt, bool wcslib) {
+  return transform(path, hdu, pixel, alt, wcslib, 1, "pixel");
 }
 
 WcsInfo wcs_info(const std::string& path, int64_t hdu, const std::string& alt) {
@@ -83,7 +84,8 @@ WcsInfo wcs_info(const std::string& path, int64_t hdu, const std::string& alt) {
       p[k * nax + 1] = ys[k];
     }
     corners = at::empty({4, nax}, at::kDouble);
-    check(tf_wcs_transform(f.get(), w.get(), 1, p, corners.data_ptr<double>(), 4, 1), f.get());
+    check(tf_wcs_transform(f.get(), w.get(), 1, p, corners.data_ptr<double>(), 4, 1, 0),
+          f.get());
   }
   return {ctype, cunit, crval, crpix, scale, shape, corners};
 }

@@ -19,7 +19,8 @@ ops = torch.ops.torchfits
 
 # Every operator that returns tensors.
 TENSOR_OPS = ["read", "read.name", "read_cutout", "read_cutout.name", "_read_cfitsio", "read_into",
-              "read_cutout_into", "read_batch", "read_batch_into", "read_columns", "split_rows"]
+              "read_cutout_into", "read_batch", "read_batch_into", "read_cutouts", "read_columns",
+              "split_rows"]
 
 
 def test_fake_guard_follows_torch():
@@ -75,6 +76,11 @@ def _opcheck_cases(f):
         (ops.read_batch.default, ([f["other"], f["other"]], 0, None, None, None, False, False, 0)),
         (ops.read_batch.default, ([img, img], 1, [0, 0], [8, 8], None, False, False, 1)),
         (ops.read_batch_into.default, ([img, img], 1, torch.empty(2, 40, 50), None, None, False, False, 0)),
+        (ops.read_cutouts.default, ([img, f["other"], img], [1, 0, 3],
+                                    torch.tensor([[0, 0, 0], [1, -2, 45], [-1, 0, 0], [2, 60, 1]]),
+                                    [4, 6], 0.0, None, 0)),
+        (ops.read_cutouts.default, ([img], [2], torch.tensor([[0, 3, 3]]), [5, 5], -1.0,
+                                    torch.float64, 1)),
         (ops.read_columns.default, (f["cat"], 1, ["flux", "ID", "vec", "name"], 0, -1)),
         (ops.read_columns.default, (f["cat"], 1, ["vec"], 10, 20)),
         (ops.split_rows.default, (torch.arange(10.0), torch.tensor([0, 3, 3, 10]))),

@@ -425,6 +425,134 @@ def test_opcheck(tmp_path):
     torch.library.opcheck(torch.ops.torchfits.world_to_pixel.default, (path, 0, world, ""))
 
 
+# ---- the closed-form TAN path against wcslib itself ----
+
+def _tan_header(crval, cdelt=(-0.01, 0.012), angle=0.4, swap=False, lonpole=None, cd=None):
+    h = fits.Header()
+    lon, lat = ("RA---TAN", "DEC--TAN")
+    h["CTYPE1"], h["CTYPE2"] = (lat, lon) if swap else (lon, lat)
+    h["CRVAL1"], h["CRVAL2"] = (crval[1], crval[0]) if swap else crval
+    h["CRPIX1"], h["CRPIX2"] = 40.3, -12.7
+    if cd is not None:
+        h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = cd
+    else:
+        h["CDELT1"], h["CDELT2"] = cdelt
+        c, s = math.cos(angle), math.sin(angle)
+        h["PC1_1"], h["PC1_2"], h["PC2_1"], h["PC2_2"] = c, -s, s, c
+    if lonpole is not None:
+        h["LONPOLE"] = lonpole
+    return h
+
+
+TAN_CASES = {
+    "plain": dict(crval=(150.0, 20.0)),
+    "negative_lon": dict(crval=(-30.0, -45.0)),
+    "zero_lon": dict(crval=(0.0, 5.0)),
+    "lonpole": dict(crval=(210.0, -60.0), lonpole=150.0),
+    "swapped_axes": dict(crval=(75.0, 30.0), swap=True),
+    "near_pole": dict(crval=(10.0, 89.99)),
+    "at_pole": dict(crval=(10.0, 90.0)),       # wcslib's own rotation there
+    "south_pole": dict(crval=(300.0, -90.0)),
+    "skewed_cd": dict(crval=(3.0, 1.0), cd=(-2.8e-4, 1.1e-5, 1.7e-5, 2.9e-4)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAN_CASES))
+def test_tan_closed_form_matches_wcslib(tmp_path, case):
+    """The default path (closed form for TAN) against wcslib itself
+    (wcslib=True) and astropy, on pixels far beyond the image and on
+    world positions over the whole sphere (half of them behind the
+    projection's horizon: NaN in both)."""
+    path = _write(tmp_path / f"{case}.fits", _tan_header(**TAN_CASES[case]), (30, 40))
+    w = _wcs(fits.getheader(path))
+    rng = np.random.default_rng(11)
+    pix = np.concatenate([_grid(40, 30), rng.uniform(-5000, 5000, (2000, 2))])
+    pt = torch.from_numpy(pix)
+    fast = tf.pixel_to_world(path, 0, pt).numpy()
+    ref = tf.pixel_to_world(path, 0, pt, wcslib=True).numpy()
+    assert not np.isnan(fast).any() and not np.isnan(ref).any()
+    lng = w.wcs.lng
+    assert _lon_close(fast[:, lng], ref[:, lng]).max() < 1e-11
+    np.testing.assert_allclose(fast[:, 1 - lng], ref[:, 1 - lng], rtol=0, atol=1e-11)
+    _check_pix2world(path, w, pix)
+    # world -> pixel: the image's neighbourhood, and the whole sphere
+    near = ref[: len(_grid(40, 30))]
+    sphere = np.stack([rng.uniform(-360, 360, 4000), np.degrees(np.arcsin(rng.uniform(-1, 1, 4000)))], 1)
+    if lng == 1:
+        sphere = sphere[:, ::-1].copy()
+    for world in (near, sphere):
+        wt = torch.from_numpy(world)
+        fast = tf.world_to_pixel(path, 0, wt).numpy()
+        ref = tf.world_to_pixel(path, 0, wt, wcslib=True).numpy()
+        np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref))
+        ok = ~np.isnan(ref[:, 0])
+        # relative to the distance from the reference pixel: far out, a
+        # pixel coordinate of 1e6 carries 1e-10 of rounding in either
+        scale = np.maximum(1.0, np.abs(ref[ok]))
+        assert (np.abs(fast[ok] - ref[ok]) / scale).max() < 1e-10
+        near_ok = ok & (np.abs(ref).max(1) < 1e4)
+        _check_world2pix(path, w, world[near_ok])
+    assert 0.3 < ok.mean() < 0.7  # the sphere's far side is outside TAN
+    np.testing.assert_allclose(tf.world_to_pixel(path, 0, torch.from_numpy(near)).numpy(),
+                               pix[: len(near)], rtol=0, atol=1e-9)
+
+
+def test_wcslib_flag_on_threads(tmp_path):
+    """Both paths split over threads give what one thread gives, and the
+    flag changes the path (the closed form rounds differently somewhere in
+    200,000 points)."""
+    path = _write(tmp_path / "tan.fits", _tan_header((150.0, 20.0)), (30, 40))
+    rng = np.random.default_rng(2)
+    pix = torch.from_numpy(rng.uniform(-100, 100, (200_000, 2)))
+    old = tf.set_threads(2)
+    try:
+        many = [tf.pixel_to_world(path, 0, pix, wcslib=flag) for flag in (False, True)]
+        back = tf.world_to_pixel(path, 0, many[0])
+    finally:
+        tf.set_threads(old)
+    tf.set_threads(1)
+    try:
+        one = [tf.pixel_to_world(path, 0, pix, wcslib=flag) for flag in (False, True)]
+    finally:
+        tf.set_threads(old)
+    assert torch.equal(many[0], one[0]) and torch.equal(many[1], one[1])
+    assert not torch.equal(many[0], many[1])
+    torch.testing.assert_close(many[0], many[1], rtol=0, atol=1e-11)
+    torch.testing.assert_close(back, pix, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("order", [2, 3, 5])
+def test_sip_closed_form_matches_wcslib(tmp_path, order):
+    """TAN-SIP in closed form (the forward polynomial; Newton's method
+    back) against wcslib itself and astropy, over and around the image."""
+    hdr, nx, ny = _sip_header(2000, 1500)
+    for k in list(hdr):
+        if k[:2] in ("A_", "B_") and k[2:] != "ORDER":
+            p, q = (int(x) for x in k[2:].split("_"))
+            if p + q > order:
+                del hdr[k]
+    hdr["A_ORDER"] = hdr["B_ORDER"] = order
+    if order == 5:
+        hdr["A_5_0"], hdr["B_1_4"], hdr["A_2_2"] = 3e-16, -2e-16, 1e-15
+    hdr["AP_ORDER"], hdr["AP_1_0"] = 1, 1e-7   # inverse terms: used by neither
+    path = _write(tmp_path / f"sip{order}.fits", hdr, (8, 8))
+    w = _wcs(fits.getheader(path))
+    rng = np.random.default_rng(order)
+    pix = np.concatenate([_grid(nx, ny), rng.uniform(-300, 2300, (3000, 2))])
+    pt = torch.from_numpy(pix)
+    fast = tf.pixel_to_world(path, 0, pt).numpy()
+    ref = tf.pixel_to_world(path, 0, pt, wcslib=True).numpy()
+    assert not np.array_equal(fast, ref)  # the closed form ran
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-11)
+    _check_pix2world(path, w, pix)
+    wt = torch.from_numpy(ref)
+    back = tf.world_to_pixel(path, 0, wt).numpy()
+    np.testing.assert_allclose(back, tf.world_to_pixel(path, 0, wt, wcslib=True).numpy(),
+                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(back, pix, rtol=0, atol=1e-9)
+    _check_world2pix(path, w, ref)
+
+
 # ---- sky cutouts against Cutout2D ----
 
 def _image_file(tmp_path, name, dtype=np.float32, compressed=False, nx=61, ny=50, code="TAN"):
@@ -586,3 +714,164 @@ def test_sky_cutout_dataset(tmp_path):
     sampler = DistributedSampler(ds, num_replicas=2, rank=1, shuffle=False)
     got = [i for i in sampler]
     assert len(got) == 40
+
+
+# ---- many cutouts in one call (read_cutouts) and the batched Dataset ----
+
+def _ref_cutout(data, y, x, ny, nx, fill):
+    """The cutout with first pixel (y, x), `fill` outside: by hand."""
+    out = np.full((ny, nx), fill, dtype=np.float64)
+    for r in range(ny):
+        for c in range(nx):
+            if 0 <= y + r < data.shape[0] and 0 <= x + c < data.shape[1]:
+                out[r, c] = data[y + r, x + c]
+    return out
+
+
+def _cutout_files(tmp_path):
+    rng = np.random.default_rng(9)
+    files, datas, hdus = [], [], []
+    a = rng.uniform(-50, 50, (40, 33)).astype(np.float32)
+    files.append(_write(tmp_path / "f32.fits", fits.Header(), data=a))
+    datas.append(a.astype(np.float64)); hdus.append(0)
+    b = rng.integers(-3000, 3000, (25, 47)).astype(np.int16)
+    h = fits.Header()
+    h["BSCALE"], h["BZERO"] = 0.5, 100.0
+    p = str(tmp_path / "i16.fits")
+    fits.PrimaryHDU(data=b, header=h).writeto(p)
+    files.append(p); datas.append(fits.getdata(p).astype(np.float64)); hdus.append(0)
+    c = rng.uniform(-5, 5, (64, 48)).astype(np.float32)
+    p = str(tmp_path / "rice.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data=c, compression_type="RICE_1",
+                                                       tile_shape=(8, 16))]).writeto(p)
+    files.append(p); datas.append(fits.getdata(p, 1).astype(np.float64)); hdus.append(1)
+    return files, datas, hdus
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_read_cutouts_against_numpy(tmp_path, dtype):
+    files, datas, hdus = _cutout_files(tmp_path)
+    rng = np.random.default_rng(1)
+    ny, nx = 7, 9
+    items = []
+    for _ in range(300):
+        f = int(rng.integers(-1, 3))
+        h, w = datas[f].shape if f >= 0 else (10, 10)
+        items.append([f, int(rng.integers(-ny - 2, h + 2)), int(rng.integers(-nx - 2, w + 2))])
+    items[:3] = [[0, 0, 0], [1, -ny, 3], [2, 64 - ny, 48 - nx]]  # inside; just outside; corner
+    it = torch.tensor(items, dtype=torch.int64)
+    for threads in (1, 3):
+        out = torch.ops.torchfits.read_cutouts(files, hdus, it, [ny, nx], -7.5, dtype, threads)
+        assert out.shape == (300, ny, nx) and out.dtype == dtype
+        for k, (f, y, x) in enumerate(items):
+            ref = (np.full((ny, nx), -7.5) if f < 0 else _ref_cutout(datas[f], y, x, ny, nx, -7.5))
+            np.testing.assert_array_equal(out[k].numpy(), ref.astype(dtype_np(dtype)))
+    nan = torch.ops.torchfits.read_cutouts(files, hdus, it[:2], [ny, nx], math.nan)
+    assert nan.dtype == torch.float32 and torch.isnan(nan[1]).all()
+    empty = torch.ops.torchfits.read_cutouts([], [], torch.zeros(0, 3, dtype=torch.int64), [2, 2], 0.0)
+    assert empty.shape == (0, 2, 2)
+
+
+def dtype_np(dtype):
+    return np.float32 if dtype == torch.float32 else np.float64
+
+
+def test_read_cutouts_errors(tmp_path):
+    files, datas, hdus = _cutout_files(tmp_path)
+    it = torch.tensor([[0, 0, 0], [1, 0, 0]], dtype=torch.int64)
+    ops = torch.ops.torchfits
+    with pytest.raises(ValueError, match="names file 3; there are 3 files"):
+        ops.read_cutouts(files, hdus, torch.tensor([[3, 0, 0]]), [4, 4], 0.0)
+    with pytest.raises(TypeError, match="items must be int64"):
+        ops.read_cutouts(files, hdus, it.float(), [4, 4], 0.0)
+    with pytest.raises(ValueError, match=r"items must be \[n, 3\]"):
+        ops.read_cutouts(files, hdus, it[:, :2], [4, 4], 0.0)
+    with pytest.raises(ValueError, match="3 paths but 2 hdus"):
+        ops.read_cutouts(files, hdus[:2], it, [4, 4], 0.0)
+    with pytest.raises(ValueError, match="two positive sizes"):
+        ops.read_cutouts(files, hdus, it, [0, 4], 0.0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ops.read_cutouts(files, hdus, it, [4, 4], 0.0, torch.int16)
+    missing = str(tmp_path / "missing.fits")
+    with pytest.raises(FileNotFoundError, match="missing.fits"):
+        tf._call(ops.read_cutouts, [files[0], missing], [0, 0], it, [4, 4], 0.0)
+    os.mkfifo(tmp_path / "pipe.fits")  # refused at once, never opened for reading
+    with pytest.raises(OSError, match="pipe.fits: cannot open file: it is a FIFO"):
+        tf._call(ops.read_cutouts, [files[0], str(tmp_path / "pipe.fits")], [0, 0], it, [4, 4], 0.0)
+    cube = _write(tmp_path / "cube.fits", fits.Header(), data=np.zeros((2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match=r"cube.fits.*2-d image, not 3 axes"):
+        tf._call(ops.read_cutouts, [cube], [0], it[:1], [4, 4], 0.0)
+    with pytest.raises((IndexError, ValueError), match="i16.fits"):
+        tf._call(ops.read_cutouts, files, [0, 3, 1], it, [4, 4], 0.0)
+
+
+def test_sky_cutout_dataset_batches(tmp_path):
+    """A DataLoader batch is one read_cutouts call (__getitems__), with
+    workers and with a DistributedSampler, and equals the samples read one
+    by one."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+    from torchfits_ops.data import SkyCutoutDataset
+
+    files, datas, hdus = _cutout_files(tmp_path)
+    rng = np.random.default_rng(3)
+    bands, ws = [], []
+    for b in range(2):
+        paths = []
+        for k in range(2):
+            w = awcs.WCS(naxis=2)
+            w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+            w.wcs.crval = [150.0 + 0.1 * k, 20.0 + 0.05 * b]
+            w.wcs.crpix = [20.0, 16.0]
+            w.wcs.cdelt = [-0.004, 0.004]
+            paths.append(_write(tmp_path / f"s{b}{k}.fits", w.to_header(),
+                                data=rng.uniform(0, 1, (33, 41)).astype(np.float32)))
+            ws.append(w)
+        bands.append(paths)
+    ra, dec = ws[0].all_pix2world(np.stack([rng.uniform(-20, 60, 101), rng.uniform(-20, 50, 101)], 1), 0).T
+    ds = SkyCutoutDataset(ra, dec, bands, (6, 5))
+    one = [ds[i] for i in range(len(ds))]
+    x, cov = ds.read_batch([4, 0, -1, 4])
+    assert x.shape == (4, 2, 6, 5) and cov.shape == (4, 2) and cov.dtype == torch.bool
+    for k, i in enumerate([4, 0, 100, 4]):
+        torch.testing.assert_close(x[k], one[i][0], equal_nan=True, rtol=0, atol=0)
+        assert torch.equal(cov[k], one[i][1])
+    assert 0 < int(torch.stack([c for _, c in one]).sum()) < 202
+    with pytest.raises(IndexError, match="source 101 out of range"):
+        ds.read_batch([0, 101])
+    items = ds.__getitems__([3, 7])
+    assert len(items) == 2 and torch.equal(items[1][1], one[7][1])
+
+    # One op call per batch (counted in the main process: no workers).
+    import torchfits_ops
+    calls, real = [], torchfits_ops._call
+
+    def counting(op, *args):
+        calls.append(op)
+        return real(op, *args)
+
+    torchfits_ops._call = counting
+    try:
+        assert len(list(DataLoader(ds, batch_size=16))) == 7
+    finally:
+        torchfits_ops._call = real
+    assert calls == [torch.ops.torchfits.read_cutouts] * 7
+
+    loader = DataLoader(ds, batch_size=16, num_workers=2)
+    got = list(loader)
+    assert len(got) == 7
+    xs = torch.cat([b[0] for b in got])
+    covs = torch.cat([b[1] for b in got])
+    torch.testing.assert_close(xs, torch.stack([s[0] for s in one]), equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(covs, torch.stack([s[1] for s in one]))
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=5)
+        sampler.set_epoch(1)
+        order = list(sampler)
+        batches = list(DataLoader(ds, batch_size=8, sampler=sampler, num_workers=2))
+        xs = torch.cat([b[0] for b in batches])
+        torch.testing.assert_close(xs, torch.stack([one[i][0] for i in order]), equal_nan=True,
+                                   rtol=0, atol=0)
+        seen += order
+    assert sorted(set(seen)) == list(range(101))

@@ -133,6 +133,12 @@ def _read_batch_into(paths: List[str], hdu: int, out: torch.Tensor,
     return torch.empty([len(paths)], dtype=torch.bool)
 
 
+@_fake("read_cutouts")
+def _read_cutouts(paths: List[str], hdus: List[int], items: torch.Tensor, shape: Sequence[int],
+                  fill: float, dtype: Optional[torch.dtype] = None, threads: int = 0):
+    return items.new_empty([items.shape[0], shape[0], shape[1]], dtype=dtype or torch.float32)
+
+
 @_fake("read_columns")
 def _read_columns(path: str, hdu: int, columns: List[str], start_row: int = 0,
                   num_rows: int = -1) -> List[torch.Tensor]:

@@ -63,7 +63,8 @@ def build_index(ra: torch.Tensor, dec: torch.Tensor, bands: List[List[str]], hdu
             lng, lat = _celestial_axes(ctype)
             world = torch.zeros(n, len(ctype), dtype=torch.float64)
             world[:, lng], world[:, lat] = ra, dec
-            pix = torch.ops.torchfits.world_to_pixel(p, hdu[b], world, alt)
+            # wcslib itself: placed as read_sky_cutout and Cutout2D place it.
+            pix = torch.ops.torchfits.world_to_pixel(p, hdu[b], world, alt, True)
             x, y = pix[:, 0], pix[:, 1]
             nx, ny = float(img[0]), float(img[1])
             m = torch.minimum(torch.minimum(x + 0.5, nx - 0.5 - x), torch.minimum(y + 0.5, ny - 0.5 - y))
@@ -141,35 +142,64 @@ class SkyCutoutDataset(Dataset):
         return self.index["image"] >= 0
 
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        from .wcs import _overlap
         i = int(i)
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(f"source {i} out of range ({len(self)} sources)")
-        h, w = self.shape
-        out = torch.full((len(self.bands), h, w), self.fill, dtype=self.dtype)
-        covered = torch.zeros(len(self.bands), dtype=torch.bool)
-        image, xs, ys = self.index["image"], self.index["x"], self.index["y"]
-        for b, paths in enumerate(self.bands):
-            k = int(image[b, i])
-            if k < 0:
-                continue
-            p = paths[k]
-            shp = self._image_shape(b, k)
-            y0, yc, yn = _overlap(float(ys[b, i]), h, shp[0], "partial")
-            x0, xc, xn = _overlap(float(xs[b, i]), w, shp[1], "partial")
-            part = torch.ops.torchfits.read_cutout(p, self.hdu[b], [y0, x0], [yn, xn], None, False)
-            out[b, yc:yc + yn, xc:xc + xn] = part.to(self.dtype)
-            covered[b] = True
-        return out, covered
+        out, covered = self._read([i])
+        return out[0], covered[0]
 
-    def _image_shape(self, b: int, k: int) -> Tuple[int, int]:
-        """(NAXIS2, NAXIS1) of image k of band b, from the header, kept."""
-        shapes = self.__dict__.setdefault("_shapes", {})
-        s = shapes.get((b, k))
-        if s is None:
-            from . import info
-            s = tuple(info(self.bands[b][k])[self.hdu[b]].shape)
-            shapes[(b, k)] = s
-        return s
+    def __getitems__(self, indices: Sequence[int]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """A batch as a list of samples, read by one ``read_cutouts`` call
+        (the DataLoader of torch 2.x calls this with the batch's indices)."""
+        out, covered = self._read(indices)
+        return list(zip(out.unbind(0), covered.unbind(0)))
+
+    def read_batch(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Samples ``indices`` stacked: ``(cutouts [B, C, H, W], covered
+        bool [B, C])``, read by one ``read_cutouts`` call: every band's
+        cutouts, grouped by image, on several threads (one inside a
+        DataLoader worker, where the workers are the parallelism)."""
+        return self._read(indices)
+
+    def _read(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        from torch.utils.data import get_worker_info
+        from . import _call
+        idx = torch.as_tensor(list(indices) if not isinstance(indices, torch.Tensor) else indices,
+                              dtype=torch.int64).reshape(-1)
+        n = len(self)
+        if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
+            bad = int(idx[(idx < -n) | (idx >= n)][0])
+            raise IndexError(f"source {bad} out of range ({n} sources)")
+        idx = torch.where(idx < 0, idx + n, idx)
+        h, w = self.shape
+        image = self.index["image"][:, idx]                       # [C, B]
+        files = image + self._offsets().unsqueeze(1)
+        files = torch.where(image >= 0, files, torch.full_like(files, -1))
+        # Cutout2D's placement: the first pixel at ceil(p - size / 2).
+        y0 = torch.ceil(self.index["y"][:, idx] - h / 2.0)
+        x0 = torch.ceil(self.index["x"][:, idx] - w / 2.0)
+        y0 = torch.nan_to_num(y0, nan=0.0).to(torch.int64)
+        x0 = torch.nan_to_num(x0, nan=0.0).to(torch.int64)
+        items = torch.stack([files.t(), y0.t(), x0.t()], dim=2).reshape(-1, 3)  # [B*C, 3]
+        dtype = self.dtype if self.dtype in (torch.float32, torch.float64) else torch.float64
+        threads = 1 if get_worker_info() is not None else 0
+        paths, hdus = self._flat()
+        out = _call(torch.ops.torchfits.read_cutouts, paths, hdus, items, [h, w], self.fill, dtype,
+                    threads)
+        out = out.reshape(idx.numel(), len(self.bands), h, w)
+        if out.dtype != self.dtype:
+            out = out.to(self.dtype)
+        return out, (image >= 0).t().contiguous()
+
+    def _flat(self) -> Tuple[List[str], List[int]]:
+        """Every band's paths in one list, and the HDU of each."""
+        paths = [p for band in self.bands for p in band]
+        hdus = [self.hdu[b] for b, band in enumerate(self.bands) for _ in band]
+        return paths, hdus
+
+    def _offsets(self) -> torch.Tensor:
+        """The first file number of each band in ``_flat``'s list."""
+        sizes = torch.tensor([0] + [len(b) for b in self.bands[:-1]], dtype=torch.int64)
+        return torch.cumsum(sizes, 0)

@@ -57,7 +57,7 @@ def _coords(x, what: str) -> Tuple[torch.Tensor, bool]:
     return t, single
 
 
-def world_to_pixel(path, hdu, world, alt: str = "") -> torch.Tensor:
+def world_to_pixel(path, hdu, world, alt: str = "", *, wcslib: bool = False) -> torch.Tensor:
     """World coordinates to 0-based pixel coordinates.
 
     Args:
@@ -66,6 +66,10 @@ def world_to_pixel(path, hdu, world, alt: str = "") -> torch.Tensor:
         world: float64 ``[N, naxis]`` (or ``[naxis]``), one column per WCS
             axis in header order (RA, Dec in degrees for a celestial image).
         alt: ``""`` for the primary WCS, or an alternate WCS letter A-Z.
+        wcslib: every point through wcslib's own code, bit for bit what
+            astropy.wcs computes. By default a 2-axis TAN WCS, without
+            distortion or with SIP, is computed in closed form instead:
+            several times faster, the same values to about 1e-10 pixel.
 
     Returns:
         float64 ``[N, naxis]``: ``x`` (FITS axis 1) first, as astropy's
@@ -74,17 +78,18 @@ def world_to_pixel(path, hdu, world, alt: str = "") -> torch.Tensor:
     _call, _fspath, _ = _pkg()
     path = _fspath(path)
     t, single = _coords(world, "world")
-    out = _call(torch.ops.torchfits.world_to_pixel, path, _index(path, hdu), t, _alt(alt))
+    out = _call(torch.ops.torchfits.world_to_pixel, path, _index(path, hdu), t, _alt(alt), bool(wcslib))
     return out[0] if single else out
 
 
-def pixel_to_world(path, hdu, pixel, alt: str = "") -> torch.Tensor:
+def pixel_to_world(path, hdu, pixel, alt: str = "", *, wcslib: bool = False) -> torch.Tensor:
     """0-based pixel coordinates to world coordinates: the inverse of
-    :func:`world_to_pixel`, as astropy's ``all_pix2world(pixel, 0)``."""
+    :func:`world_to_pixel`, as astropy's ``all_pix2world(pixel, 0)``
+    (``wcslib`` as there; the closed form agrees to about 1e-12 degree)."""
     _call, _fspath, _ = _pkg()
     path = _fspath(path)
     t, single = _coords(pixel, "pixel")
-    out = _call(torch.ops.torchfits.pixel_to_world, path, _index(path, hdu), t, _alt(alt))
+    out = _call(torch.ops.torchfits.pixel_to_world, path, _index(path, hdu), t, _alt(alt), bool(wcslib))
     return out[0] if single else out
 
 
@@ -115,12 +120,14 @@ def wcs_info(path, hdu=0, alt: str = "") -> WCSInfo:
 
 
 @_fake("world_to_pixel")
-def _world_to_pixel_fake(path: str, hdu: int, world: torch.Tensor, alt: str = "") -> torch.Tensor:
+def _world_to_pixel_fake(path: str, hdu: int, world: torch.Tensor, alt: str = "",
+                         wcslib: bool = False) -> torch.Tensor:
     return torch.empty_like(world)
 
 
 @_fake("pixel_to_world")
-def _pixel_to_world_fake(path: str, hdu: int, pixel: torch.Tensor, alt: str = "") -> torch.Tensor:
+def _pixel_to_world_fake(path: str, hdu: int, pixel: torch.Tensor, alt: str = "",
+                         wcslib: bool = False) -> torch.Tensor:
     return torch.empty_like(pixel)
 
 
@@ -206,7 +213,9 @@ def read_sky_cutout(path, hdu, ra: float, dec: float, shape, mode: str = "partia
     lng, lat = _celestial_axes(ctype)
     world = torch.zeros(1, len(ctype), dtype=torch.float64)
     world[0, lng], world[0, lat] = float(ra), float(dec)
-    pix = _call(torch.ops.torchfits.world_to_pixel, path, index, world, a)[0]
+    # wcslib itself: placed exactly as Cutout2D places it, even at a
+    # position on a half-pixel boundary.
+    pix = _call(torch.ops.torchfits.world_to_pixel, path, index, world, a, True)[0]
     x, y = float(pix[0]), float(pix[1])
     if not (math.isfinite(x) and math.isfinite(y)):
         raise ValueError(f"{path}: HDU {index}: ({ra}, {dec}) is outside the projection")

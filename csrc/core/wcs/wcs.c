@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <wcslib/dis.h>
 #include <wcslib/wcs.h>
 #include <wcslib/wcserr.h>
 #include <wcslib/wcsfix.h>
@@ -27,15 +28,42 @@
 #include "../common/internal.h"
 
 #define KEYREC 80
+/* Highest SIP order the closed form takes (wcslib's own limit is 9). */
+#define SIP_MAX 9
 /* Points per wcslib call: its scratch arrays stay in cache. */
 #define CHUNK 4096
 /* Below this many points per thread, one thread is faster. */
 #define MIN_PER_THREAD 20000
 
+/* The gnomonic (TAN) projection of a 2-axis celestial WCS, without
+ * distortion or with SIP, in closed form. wcslib goes world -> native spherical
+ * (phi, theta) -> projection plane, with an atan2, an asin and two sincos
+ * more per point than the composed formulas need; the common case of a
+ * survey image gets these instead (tan_s2p, tan_p2s), from the constants
+ * wcsset derived (Euler angles, the projection's r0 and offsets, CDELT*PC,
+ * CRPIX), and agrees with wcslib to rounding. SIP's inverse is Newton's
+ * method with the polynomials' exact derivatives, where wcslib's general
+ * distortion code iterates with finite differences. */
+typedef struct tan_fast {
+    int on;
+    int lng, lat;          /* world axes */
+    double e0, s3, s4;     /* euler[0], cos and sin of euler[1] */
+    double e1;             /* euler[1], degrees */
+    double e2, sp, cp;     /* euler[2] (phi_p), its sin and cos */
+    double r0, x0, y0;     /* prj.r0, prj.x0, prj.y0 */
+    double m[4], inv[4];   /* CDELT*PC (world k, pixel i at [k*2+i]), its inverse */
+    double crpix[2];       /* 1-based */
+    /* SIP (TAN-SIP): u + A(u, v), v + B(u, v) on pixel offsets from CRPIX
+     * before CDELT*PC; world -> pixel solves it by Newton's method. */
+    int sip, sip_order;
+    double sa[SIP_MAX + 1][SIP_MAX + 1], sb[SIP_MAX + 1][SIP_MAX + 1];
+} tan_fast;
+
 struct tf_wcs {
     struct wcsprm wcs;      /* set (wcsset) */
     int img_naxis;
     int64_t img_shape[TF_MAX_DIMS]; /* NAXISn, FITS order */
+    tan_fast tan;
 };
 
 static pthread_once_t err_once = PTHREAD_ONCE_INIT;
@@ -139,6 +167,245 @@ static void ctypes(const struct wcsprm *w, char *out, size_t n) {
     }
 }
 
+#define D2R (3.141592653589793238462643 / 180.0)
+#define R2D (180.0 / 3.141592653589793238462643)
+
+/* SIP coefficients from the header cards, when wcslib's prior distortion
+ * is SIP on both axes, relative to CRPIX and unscaled (as wcspih sets it
+ * up), and of order SIP_MAX at most. 0: not for the closed form. */
+static int sip_setup(tan_fast *f, const struct wcsprm *w, tf_file *file, int ncards) {
+    const struct disprm *d = w->lin.dispre;
+    if (w->alt[0] && w->alt[0] != ' ') return 0;
+    if (d->naxis != 2 || !d->dtype || !d->offset || !d->scale) return 0;
+    for (int i = 0; i < 2; i++) {
+        if (strcmp(d->dtype[i], "SIP") != 0) return 0;
+        for (int j = 0; j < 2; j++)
+            if (d->offset[i][j] != w->lin.crpix[j] || d->scale[i][j] != 1.0) return 0;
+    }
+    int order[2] = {-1, -1};
+    for (int i = 0; i < ncards; i++) {
+        const char *key, *value, *comment;
+        char type;
+        int p, q, n = 0;
+        tf_header_card(file, i, &key, &value, &comment, &type);
+        if (key[0] != 'A' && key[0] != 'B') continue;
+        int b = key[0] == 'B';
+        if (strcmp(key + 1, "_ORDER") == 0) {
+            order[b] = atoi(value);
+        } else if (sscanf(key + 1, "_%d_%d%n", &p, &q, &n) == 2 && key[1 + n] == 0) {
+            if (p < 0 || q < 0 || p > SIP_MAX || q > SIP_MAX) return 0;
+            char *end;
+            double v = strtod(value, &end);
+            if (end == value || !isfinite(v)) return 0;
+            (b ? f->sb : f->sa)[p][q] = v;
+        }
+    }
+    if (order[0] < 0 || order[1] < 0 || order[0] > SIP_MAX || order[1] > SIP_MAX) return 0;
+    f->sip_order = order[0] > order[1] ? order[0] : order[1];
+    /* wcslib ignores terms above A_ORDER / B_ORDER: so do we. */
+    for (int p = 0; p <= SIP_MAX; p++)
+        for (int q = 0; q <= SIP_MAX; q++) {
+            if (p + q > order[0]) f->sa[p][q] = 0.0;
+            if (p + q > order[1]) f->sb[p][q] = 0.0;
+        }
+    f->sip = 1;
+    return 1;
+}
+
+/* A(u, v) and B(u, v), and with d their partial derivatives. */
+static inline void sip_eval(const tan_fast *f, double u, double v, double *a, double *b,
+                            double *d) {
+    double up[SIP_MAX + 1], vp[SIP_MAX + 1];
+    int n = f->sip_order;
+    up[0] = vp[0] = 1.0;
+    for (int k = 1; k <= n; k++) {
+        up[k] = up[k - 1] * u;
+        vp[k] = vp[k - 1] * v;
+    }
+    double fa = 0, fb = 0, au = 0, av = 0, bu = 0, bv = 0;
+    for (int p = 0; p <= n; p++)
+        for (int q = 0; p + q <= n; q++) {
+            double ca = f->sa[p][q], cb = f->sb[p][q];
+            if (ca == 0.0 && cb == 0.0) continue;
+            double m = up[p] * vp[q];
+            fa += ca * m;
+            fb += cb * m;
+            if (d) {
+                double mu = p ? p * up[p - 1] * vp[q] : 0.0;
+                double mv = q ? q * up[p] * vp[q - 1] : 0.0;
+                au += ca * mu;
+                av += ca * mv;
+                bu += cb * mu;
+                bv += cb * mv;
+            }
+        }
+    *a = fa;
+    *b = fb;
+    if (d) {
+        d[0] = au;
+        d[1] = av;
+        d[2] = bu;
+        d[3] = bv;
+    }
+}
+
+/* Solve u + A(u, v) = U, v + B(u, v) = V by Newton's method from (U, V).
+ * 0 when it does not converge (far outside where the polynomial is
+ * meant to hold). */
+static int sip_invert(const tan_fast *f, double U, double V, double *pu, double *pv) {
+    double u = U, v = V;
+    for (int it = 0; it < 50; it++) {
+        double a, b, d[4];
+        sip_eval(f, u, v, &a, &b, d);
+        double r1 = u + a - U, r2 = v + b - V;
+        double j11 = 1.0 + d[0], j12 = d[1], j21 = d[2], j22 = 1.0 + d[3];
+        double det = j11 * j22 - j12 * j21;
+        if (det == 0.0 || !isfinite(det)) return 0;
+        double du = (r1 * j22 - r2 * j12) / det, dv = (j11 * r2 - j21 * r1) / det;
+        u -= du;
+        v -= dv;
+        if (!isfinite(u) || !isfinite(v)) return 0;
+        if (fabs(du) + fabs(dv) <= 1e-13 * (1.0 + fabs(u) + fabs(v))) {
+            *pu = u;
+            *pv = v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Take the closed-form TAN path when the WCS is exactly what it covers:
+ * two celestial axes, TAN, no distortion but SIP, and a native pole that is not
+ * the celestial one (euler[4] != 0; wcslib handles that rotation apart,
+ * with its own longitude normalisation). */
+static void tan_setup(tf_wcs *t, tf_file *file, int ncards) {
+    struct wcsprm *w = &t->wcs;
+    tan_fast *f = &t->tan;
+    memset(f, 0, sizeof *f);
+    if (w->naxis != 2 || w->lng < 0 || w->lat < 0 || w->cubeface >= 0) return;
+    if (strcmp(w->cel.prj.code, "TAN") != 0 || w->lin.disseq) return;
+    if (w->lin.dispre && !sip_setup(f, w, file, ncards)) return;
+    const double *e = w->cel.euler;
+    if (e[4] == 0.0) return;
+    const double *pc = w->lin.pc, *cd = w->lin.cdelt;
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 2; i++) f->m[k * 2 + i] = cd[k] * pc[k * 2 + i];
+    double det = f->m[0] * f->m[3] - f->m[1] * f->m[2];
+    if (det == 0.0 || !isfinite(det)) return;
+    f->inv[0] = f->m[3] / det;
+    f->inv[1] = -f->m[1] / det;
+    f->inv[2] = -f->m[2] / det;
+    f->inv[3] = f->m[0] / det;
+    f->lng = w->lng;
+    f->lat = w->lat;
+    f->e0 = e[0];
+    f->e1 = e[1];
+    f->s3 = e[3];
+    f->s4 = e[4];
+    f->e2 = e[2];
+    f->sp = sin(e[2] * D2R);
+    f->cp = cos(e[2] * D2R);
+    f->r0 = w->cel.prj.r0;
+    f->x0 = w->cel.prj.x0;
+    f->y0 = w->cel.prj.y0;
+    f->crpix[0] = w->lin.crpix[0];
+    f->crpix[1] = w->lin.crpix[1];
+    f->on = 1;
+}
+
+/* World -> 0-based pixel. The native direction of (lng, lat) is
+ * (X, Y, Z) = (cos theta cos(phi - phi_p), cos theta sin(phi - phi_p),
+ * sin theta), as in wcslib's sphs2x; TAN's r = r0 cot theta with
+ * phi = phi_p + atan2(Y, X) composes to the two lines below. theta <= 0
+ * is outside the projection (wcslib's bounds check): NaN. */
+static void tan_s2p(const tan_fast *f, const double *in, double *out, int64_t n) {
+    for (int64_t k = 0; k < n; k++) {
+        const double *wd = in + 2 * k;
+        double sl, cl, sa, ca;
+        double dl = (wd[f->lng] - f->e0) * D2R, la = wd[f->lat] * D2R;
+        sl = sin(dl);
+        cl = cos(dl);
+        sa = sin(la);
+        ca = cos(la);
+        double X = sa * f->s4 - ca * f->s3 * cl;
+        double Y = -ca * sl;
+        double Z = sa * f->s3 + ca * f->s4 * cl;
+        double *o = out + 2 * k;
+        if (!(Z > 0.0)) {
+            o[0] = o[1] = NAN;
+            continue;
+        }
+        double q = f->r0 / Z;
+        double img[2];
+        img[f->lng] = q * (f->sp * X + f->cp * Y) - f->x0;
+        img[f->lat] = -q * (f->cp * X - f->sp * Y) - f->y0;
+        double u = f->inv[0] * img[0] + f->inv[1] * img[1];
+        double v = f->inv[2] * img[0] + f->inv[3] * img[1];
+        if (f->sip && !sip_invert(f, u, v, &u, &v)) {
+            o[0] = o[1] = NAN;
+            continue;
+        }
+        o[0] = u + f->crpix[0] - 1.0;
+        o[1] = v + f->crpix[1] - 1.0;
+    }
+}
+
+/* atan2 through atan of a ratio at most 1 in size: glibc's atan2 costs
+ * about twice its atan (callgrind), and the quotient's rounding moves the
+ * angle by about one unit in the last place. atan2's sign conventions for
+ * zeros do not matter here: y = -0 with x < 0 gives +pi, the same
+ * longitude after normalisation. */
+static inline double atan2_via_atan(double y, double x) {
+    const double pi = 3.141592653589793238462643;
+    if (fabs(x) >= fabs(y)) {
+        if (x == 0.0) return 0.0; /* both zero */
+        double a = atan(y / x);
+        if (x < 0.0) a += y >= 0.0 ? pi : -pi;
+        return a;
+    }
+    return (y > 0.0 ? pi / 2 : -pi / 2) - atan(x / y);
+}
+
+/* 0-based pixel -> world: the inverse, with wcslib's longitude
+ * normalisation (sphx2s). */
+static void tan_p2s(const tan_fast *f, const double *in, double *out, int64_t n) {
+    for (int64_t k = 0; k < n; k++) {
+        const double *p = in + 2 * k;
+        double px = p[0] + 1.0 - f->crpix[0], py = p[1] + 1.0 - f->crpix[1];
+        if (f->sip) {
+            double a, b;
+            sip_eval(f, px, py, &a, &b, NULL);
+            px += a;
+            py += b;
+        }
+        double img[2] = {f->m[0] * px + f->m[1] * py, f->m[2] * px + f->m[3] * py};
+        double x = img[f->lng] + f->x0, y = img[f->lat] + f->y0;
+        /* The native direction, scaled by r0 / sin theta > 0. */
+        double n0 = -y, n1 = x, n2 = f->r0;
+        double a = n0 * f->cp + n1 * f->sp, b = n1 * f->cp - n0 * f->sp;
+        double c0 = -f->s3 * a + f->s4 * n2, c1 = -b, c2 = f->s4 * a + f->s3 * n2;
+        double dlng;
+        if (c0 != 0.0 || c1 != 0.0) {
+            dlng = atan2_via_atan(c1, c0) * R2D;
+        } else {
+            /* At a pole: wcslib's change of origin of longitude. */
+            double phi = (x == 0.0 && y == 0.0) ? 0.0 : atan2(x, -y) * R2D;
+            dlng = f->e1 < 90.0 ? phi - f->e2 + 180.0 : -(phi - f->e2);
+        }
+        double lng = f->e0 + dlng;
+        if (f->e0 >= 0.0) {
+            if (lng < 0.0) lng += 360.0;
+        } else if (lng > 0.0) {
+            lng -= 360.0;
+        }
+        if (lng > 360.0) lng -= 360.0;
+        else if (lng < -360.0) lng += 360.0;
+        double *o = out + 2 * k;
+        o[f->lng] = lng;
+        o[f->lat] = atan2_via_atan(c2, sqrt(c0 * c0 + c1 * c1)) * R2D;
+    }
+}
+
 int tf_wcs_load(tf_file *f, int hdu, const char *alt, tf_wcs **out) {
     int rc = TF_OK, ncards = 0, nrej = 0, nwcs = 0;
     char *header = NULL;
@@ -220,6 +487,7 @@ int tf_wcs_load(tf_file *f, int hdu, const char *alt, tf_wcs **out) {
                       "%s cannot be set up, check %s (%s): wcslib: %s", label, blame(st), types,
                       w->wcs.err ? w->wcs.err->msg : wcs_errmsg[st]);
     }
+    tan_setup(w, f, ncards);
     *out = w;
     w = NULL;
 cleanup:
@@ -268,6 +536,7 @@ int tf_wcs_axis(const tf_wcs *w, int i, const char **ctype, const char **cunit,
 
 typedef struct job {
     const struct wcsprm *src;
+    const tan_fast *tan;    /* on: the closed form instead of wcslib */
     int to_world;
     const double *in;
     double *out;
@@ -285,6 +554,12 @@ static void run_job(job *j, int copy) {
     double *scratch = NULL;
     int *stat = NULL;
     j->status = 0;
+    if (j->tan && j->tan->on) {
+        /* Reads only constants: no copy, no scratch. */
+        if (j->to_world) tan_p2s(j->tan, j->in, j->out, j->n);
+        else tan_s2p(j->tan, j->in, j->out, j->n);
+        return;
+    }
     if (copy) {
         memset(&local, 0, sizeof local);
         local.flag = -1;
@@ -343,7 +618,7 @@ static void *worker(void *arg) {
 }
 
 int tf_wcs_transform(tf_file *f, const tf_wcs *w, int to_world, const double *in,
-                     double *out, int64_t n, int threads) {
+                     double *out, int64_t n, int threads, int flags) {
     RETURN_ERROR_IF(!w || (n > 0 && (!in || !out)), f, TF_EINVAL, "tf_wcs_transform: NULL argument");
     if (n <= 0) return TF_OK;
     int nt = tf_auto_threads(threads);
@@ -356,7 +631,7 @@ int tf_wcs_transform(tf_file *f, const tf_wcs *w, int to_world, const double *in
     int64_t per = (n + nt - 1) / nt, at = 0;
     for (int t = 0; t < nt; t++) {
         int64_t k = n - at < per ? n - at : per;
-        jobs[t] = (job){.src = &w->wcs, .to_world = to_world, .in = in + at * nax,
+        jobs[t] = (job){.src = &w->wcs, .tan = (flags & TF_WCS_WCSLIB) ? NULL : &w->tan, .to_world = to_world, .in = in + at * nax,
                         .out = out + at * nax, .n = k};
         at += k;
     }
