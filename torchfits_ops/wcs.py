@@ -22,6 +22,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 
 from ._fake import _fake
+from .remote import shown as _shown
 
 __all__ = ["WCSInfo", "pixel_to_world", "read_sky_cutout", "wcs_info", "world_to_pixel"]
 
@@ -208,7 +209,7 @@ def read_sky_cutout(path, hdu, ra: float, dec: float, shape, mode: str = "partia
     w = _call(torch.ops.torchfits.wcs_info, path, index, a)
     ctype, img = w[0], w[5]
     if len(img) != 2:
-        raise ValueError(f"{path}: HDU {index}: read_sky_cutout needs a 2-D image, "
+        raise ValueError(f"{_shown(path)}: HDU {index}: read_sky_cutout needs a 2-D image, "
                          f"this HDU has NAXISn {list(img)}")
     lng, lat = _celestial_axes(ctype)
     world = torch.zeros(1, len(ctype), dtype=torch.float64)
@@ -218,7 +219,7 @@ def read_sky_cutout(path, hdu, ra: float, dec: float, shape, mode: str = "partia
     pix = _call(torch.ops.torchfits.world_to_pixel, path, index, world, a, True)[0]
     x, y = float(pix[0]), float(pix[1])
     if not (math.isfinite(x) and math.isfinite(y)):
-        raise ValueError(f"{path}: HDU {index}: ({ra}, {dec}) is outside the projection")
+        raise ValueError(f"{_shown(path)}: HDU {index}: ({ra}, {dec}) is outside the projection")
     ys, yc, yn = _overlap(y, ny, int(img[1]), mode)
     xs, xc, xn = _overlap(x, nx, int(img[0]), mode)
     part = read_cutout(path, index, [ys, xs], [yn, xn], raw=raw)
