@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import harness  # noqa: E402
 
-ORDER = ["images", "compressed", "cold", "tables", "data", "memory", "wcs", "remote"]
+ORDER = ["images", "compressed", "cold", "tables", "data", "memory", "write", "wcs", "remote"]
 
 
 def fmt(t, unit="s"):
