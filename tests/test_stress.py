@@ -130,7 +130,9 @@ def test_ten_thousand_reads_leak_nothing(files):
     fds, rss = open_fds(), rss_bytes()
     for i in range(10000):
         one(i)
-    assert open_fds() == fds
+    # No growth: a leak adds descriptors. One may close meanwhile (a server
+    # that the remote tests run in this process drops an idle connection).
+    assert open_fds() <= fds
     grown = rss_bytes() - rss
     assert grown < 8 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 10,000 reads"
     assert {p: stamp(p) for p in files.values()} == before
