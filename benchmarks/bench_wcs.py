@@ -315,18 +315,5 @@ def run(workdir, quick):
     yield catalogue_case(workdir, quick)
 
 
-def main():
-    import tempfile
-    quick = "--quick" in sys.argv
-    with tempfile.TemporaryDirectory(prefix="bench-wcs-") as d:
-        for r in run(d, quick):
-            ts = ", ".join(f"{k} {v:.4g}" for k, v in r["times"].items())
-            ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
-            print(f"{r['case']} ({r['unit']}): {ts}\n  best rival {r['best']}, ours/rival "
-                  f"{ratio} {r['target_text'] or ''}"
-                  + "".join(f"\n  finding: {f}" for f in r["findings"])
-                  + "".join(f"\n  note: {x}" for x in r["notes"]), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    harness.standalone(run, "bench-wcs-")

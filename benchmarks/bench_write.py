@@ -107,16 +107,5 @@ def run(workdir, quick):
                                       "no fsync"])
 
 
-def main():
-    import tempfile
-    quick = "--quick" in sys.argv
-    with tempfile.TemporaryDirectory(prefix="bench-write-") as d:
-        for r in run(d, quick):
-            ts = ", ".join(f"{k} {v:.4g}" for k, v in r["times"].items())
-            ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
-            print(f"{r['case']} ({r['unit']}): {ts}\n  best rival {r['best']}, ours/rival {ratio}"
-                  + "".join(f"\n  finding: {f}" for f in r["findings"]), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    harness.standalone(run, "bench-write-")

@@ -30,6 +30,7 @@ import platform
 import random
 import statistics
 import subprocess
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -426,3 +427,19 @@ def load() -> str:
         return f"load average {' '.join(la)}"
     except OSError:
         return ""
+
+
+def standalone(run, prefix: str) -> None:
+    """A bench module run by itself (`python benchmarks/bench_X.py
+    [--quick]`): its cases in a temporary folder, each printed as it
+    finishes; RESULTS.md is left alone (benchmarks/run.py writes it)."""
+    import sys
+    quick = "--quick" in sys.argv
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        for r in run(d, quick):
+            ts = ", ".join(f"{k} {v:.4g}" for k, v in r["times"].items())
+            ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
+            print(f"{r['case']} ({r['unit']}): {ts}\n  best rival {r['best']}, ours/rival "
+                  f"{ratio} {r['target_text'] or ''}"
+                  + "".join(f"\n  finding: {f}" for f in r["findings"])
+                  + "".join(f"\n  note: {x}" for x in r["notes"]), flush=True)
