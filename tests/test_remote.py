@@ -412,6 +412,17 @@ def test_fault_no_range_on_first_request_downloads_whole(faults, fault_files):
                            tf.read_cutout(fault_files[name], 0, [3, 4], [5, 6]))
 
 
+def test_fault_no_range_gzip_downloads_whole_and_unpacks(faults, fault_files, files):
+    """A .fits.gz the server sends whole: unpacked from those bytes."""
+    with open(files["img.fits.gz"], "rb") as f:
+        faults.add("img.fits.gz", f.read())
+    url = fault_url(faults, "norange", "img.fits.gz")
+    want = tf.read(files["astropy_-32.fits"])
+    assert torch.equal(tf.read(url), want)
+    with tf.open(url) as f:
+        assert torch.equal(f[0][3:9, 4:10], want[3:9, 4:10])
+
+
 def test_fault_no_range_beyond_unpack_limit(faults, fault_files):
     """A whole-file answer beyond the unpack limit fails as a .gz bomb does."""
     tf.set_unpack_max_mb(4)

@@ -143,6 +143,10 @@ int tf_open(tf_file *f, const char *path) {
         f->fd = -1;
         tf_remote_close(f->remote);
         f->remote = NULL;
+        /* A remote object the server sent whole: its packed bytes, read
+         * by the unpack, are not needed any more. */
+        tf_membuf_free(f->membuf);
+        f->membuf = NULL;
         FORWARD_IF_ERROR(rc);
         f->membuf = buf;
         f->membuf_size = len;
