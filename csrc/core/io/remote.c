@@ -532,18 +532,23 @@ static int fetch(tf_remote *r, int64_t off, int64_t n, char *dst, char **whole,
 
 /* ---- the cache ---- */
 
-/* Copy [off, off + n) from a cached extent holding all of it; 1 if done.
- * Under r->lock. */
-static int from_cache(tf_remote *r, void *buf, int64_t n, int64_t off) {
+/* The cached extent holding all of [off, off + n), or NULL. Under
+ * r->lock. */
+static extent *cached(tf_remote *r, int64_t off, int64_t n) {
     for (int i = 0; i < r->next; i++) {
         extent *e = &r->ext[i];
-        if (e->data && off >= e->off && off + n <= e->off + e->len) {
-            memcpy(buf, e->data + (off - e->off), (size_t)n);
-            e->used = ++r->tick;
-            return 1;
-        }
+        if (e->data && off >= e->off && off + n <= e->off + e->len) return e;
     }
-    return 0;
+    return NULL;
+}
+
+/* Copy [off, off + n) from such an extent; 1 if done. Under r->lock. */
+static int from_cache(tf_remote *r, void *buf, int64_t n, int64_t off) {
+    extent *e = cached(r, off, n);
+    if (!e) return 0;
+    memcpy(buf, e->data + (off - e->off), (size_t)n);
+    e->used = ++r->tick;
+    return 1;
 }
 
 /* Keep `data` (len bytes at off, malloc'ed) in the cache, or free it. */
@@ -695,11 +700,7 @@ static void remote_prefetch(const tf_source *s, const int64_t *ranges, int n) {
     int64_t total = 0;
     pthread_mutex_lock(&r->lock);
     for (int i = 0; i < k; i++) {
-        int hit = 0;
-        for (int e = 0; e < r->next && !hit; e++)
-            hit = r->ext[e].data && sp[i].off >= r->ext[e].off &&
-                  sp[i].off + sp[i].len <= r->ext[e].off + r->ext[e].len;
-        if (!hit && total + sp[i].len <= (int64_t)r->cache_max / 2) {
+        if (!cached(r, sp[i].off, sp[i].len) && total + sp[i].len <= (int64_t)r->cache_max / 2) {
             total += sp[i].len;
             sp[w++] = sp[i];
         }
