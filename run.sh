@@ -43,7 +43,7 @@ BENCH_REQUIREMENTS=(
 # Debian torch line's Python packages.
 PACKAGES=(
   libcfitsio-dev ninja-build build-essential python3-dev python3-venv clang-14
-  libclang-rt-14-dev ncompress wcslib-dev libcurl4-openssl-dev nginx curl openssl fitsverify
+  libclang-rt-14-dev ncompress wcslib-dev libdeflate-dev libcurl4-openssl-dev nginx curl openssl fitsverify
 )
 DEBIAN_LINE_PACKAGES=(
   python3-torch libtorch-dev python3-setuptools python3-numpy python3-pytest

@@ -45,7 +45,7 @@ CXX_STD = "-std=c++20" if TORCH_VERSION >= (2, 10) else "-std=c++17"
 shim = CppExtension(
     f"torchfits_ops._C_{TORCH_TAG}",
     sorted(glob.glob("csrc/*.cpp")),
-    libraries=["torchfits_core", "wcs", "cfitsio", "curl", "z", "pthread", "m"],
+    libraries=["torchfits_core", "wcs", "cfitsio", "curl", "deflate", "z", "pthread", "m"],
     # The shim is not instrumented: -fsanitize=undefined breaks static asserts
     # in torch's registration headers. The link brings the sanitizer runtime.
     extra_compile_args=[CXX_STD, f"-DTORCHFITS_HAS_UINT16={has_uint16}"] + OPT,

@@ -64,10 +64,9 @@ PROFILES = {
         "about 15.5 ms for torchfits' `read_torch`; `limit`, the pread of the rows alone, is "
         "most of either. 0.5x would need ours at the limit with a rival at twice it."),
     r"^compressed: .*GZIP": (
-        "Both ours and the rivals decode GZIP tiles with zlib's inflate, which is most of "
-        "the time; ours decodes tiles on both cores, so the bound is about half of a "
-        "one-thread inflate of every tile: 0.5x of a rival that runs one thread is the "
-        "bound itself, reached only on an idle machine."),
+        "The rivals inflate GZIP tiles with zlib on one thread, which is most of their "
+        "time; ours inflates them with libdeflate (about half zlib's time per tile) on "
+        "both cores."),
     r"^compressed: .*PLIO": (
         "A PLIO mask decodes in a few ms; ours' fixed costs (the tile index, thread start-up "
         "for two threads) are a large part of it. One thread is shown beside it."),

@@ -25,7 +25,7 @@ mkdir -p "$B"/corpus "$B"/artifacts
 
 CFLAGS=(-std=c11 -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined -Wall -Wextra -Wno-unused-parameter)
 SRC=(csrc/core/*/*.c fuzz/fuzz_walk.c)
-LIBS=(-lwcs -lcfitsio -lcurl -lz -lm -lpthread)
+LIBS=(-lwcs -lcfitsio -lcurl -ldeflate -lz -lm -lpthread)
 
 build_replay() {
   "$CC" "${CFLAGS[@]}" -fsanitize=address,undefined "${SRC[@]}" fuzz/replay_main.c \
