@@ -34,19 +34,10 @@ PROFILES = {
         "change for the benchmarks. Opening the file per cutout, ours is faster than "
         "torchfits' one-shot `read_subset` (both rows are in the table)."),
     r"^tables: fixed-width strings": (
-        "Ours reads string columns through the row-block path (pread of 256 KiB of rows into a "
-        "block, then a gather per column) and then ends each string at its first NUL, as "
-        "cfitsio does (FITS 4.0, 7.3.3.1): a `memchr` and a `memset` per string. perf: "
-        "`memchr` 39%, `memset` 15%, the gather (`memmove` and `gather`) 17%, the kernel's "
-        "copy 14% (a loop of 400 reads on one thread, import excluded). Files written by astropy and fitsio pad strings with "
-        "NULs, so every string takes that path. torchfits preads the rows straight into the "
-        "output and leaves the bytes as stored (no NUL normalization): 4-5 ms of CPU against "
-        "our 16-17 ms for 1M x 20A. Tried: one `memchr` over the whole block to skip blocks "
-        "with no NUL, and one `memcpy` when the column fills the row; 10% at most, since "
-        "these files are all NUL-padded, so not kept. What would close it "
-        "(csrc/core/table/table.c, scatter_col, case 'A'): a word-at-a-time scan for the "
-        "first NUL that leaves strings whose tail is already NUL untouched, and reading a "
-        "column that fills the row straight into the output."),
+        "Ours keeps every stored byte of a string column (no NUL handling in the operator) and "
+        "reads a column that is the whole row straight into the output, one pread per "
+        "256 KiB on each core, as `limit` does; what is left is the output's first-touch "
+        "page faults and the thread start-up."),
     r"^tables: 3 of 8 columns": (
         "A selection must still read every row (the columns interleave in each 46-byte row): "
         "`limit` is that pread alone, on as many threads as ours. Ours is within a small "

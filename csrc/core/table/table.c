@@ -796,10 +796,31 @@ static int block_run(block_job *j) {
         free(scratch);
         return TF_ENOMEM;
     }
+    /* One column that is the whole row, stored as it is returned (bytes,
+     * or values converted in place): its rows are read straight into the
+     * output, the copy through the block saved (a 20A table of one column
+     * spent as long in that copy as in the read). */
+    const block_col *one = j->ncols == 1 ? &j->cols[0] : NULL;
+    const int direct =
+        j->use_fd && one && one->ci->offset == 0 && (size_t)one->out_row == rowlen &&
+        (one->ci->code == 'A' ||
+         (one->ci->kind == TF_COL_FIXED && one->ci->code != 'L' && one->ci->code != 'X' &&
+          tf_conv_inplace(&one->conv)));
     int rc = TF_OK;
     for (int64_t r = 0; r < j->nrows; r += per_block) {
         int64_t k = j->nrows - r < per_block ? j->nrows - r : per_block;
         size_t bytes = (size_t)k * rowlen;
+        if (direct) {
+            char *dst = one->dst + (j->out_first + r) * one->out_row;
+            rc = tf_read_full(f, dst, bytes, g->data_offset + (j->first + r) * (int64_t)rowlen);
+            if (rc) break;
+            if (one->ci->code != 'A') {
+                char c = one->ci->code;
+                size_t n = (size_t)(k * one->ci->repeat) * (c == 'C' || c == 'M' ? 2 : 1);
+                tf_convert(&one->conv, dst, dst, n);
+            }
+            continue;
+        }
         if (j->use_fd) {
             rc = tf_read_full(f, buf, bytes, g->data_offset + (j->first + r) * (int64_t)rowlen);
         } else if (bytes) {
