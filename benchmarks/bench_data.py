@@ -5,7 +5,10 @@ batch op.
 Every loader has the same options (batch size, 2 workers, no shuffle,
 worker start-up included in the epoch). Each contender uses its own
 dataset class where it has one: ours ``torchfits_ops.data.FitsDataset``
-(whose ``__getitems__`` reads a batch of files in one op call), torchfits'
+with its ``batch_loader`` (each batch read by one op call straight into
+shared memory; a plain DataLoader over the same dataset, whose
+``__getitems__`` reads a batch in one call and whose default collate then
+copies it, is shown beside it), torchfits'
 ``FitsImageDataset`` with its ``make_loader`` (its default collate), and a
 plain ``Dataset`` calling ``fitsio.read`` or astropy ``getdata`` for the
 others. `limit (DataLoader, no read)` is the loader's own cost: a dataset
@@ -86,7 +89,9 @@ def loaders(files, batch, shape, dtype, hdu=0):
         return DataLoader(ds, batch_size=batch, num_workers=2, shuffle=False, timeout=600)
 
     return {
-        "torchfits_ops": lambda: plain(tfd.FitsDataset(files, hdu=hdu)),
+        "torchfits_ops": lambda: tfd.batch_loader(tfd.FitsDataset(files, hdu=hdu),
+                                                  batch_size=batch, num_workers=2, timeout=600),
+        "torchfits_ops plain DataLoader": lambda: plain(tfd.FitsDataset(files, hdu=hdu)),
         "torchfits": lambda: torchfits.data.make_loader(
             torchfits.data.FitsImageDataset(files, hdu=hdu), batch_size=batch, num_workers=2,
             shuffle=False, timeout=600),

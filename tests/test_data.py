@@ -221,6 +221,52 @@ def test_dataset_batch_indexing_and_batch_loader(files):
     assert labels.tolist() == [2, 9] and torch.equal(images[1], expected(files[9]))
 
 
+class SharedFlag(FitsDataset):
+    """A FitsDataset whose batches say whether the worker made them in
+    shared memory (module level: workers unpickle it)."""
+
+    def _batch(self, indices):
+        out = super()._batch(indices)
+        return out, torch.tensor(out.is_shared())
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_batch_loader_reads_batches_into_shared_memory(tmp_path, raw):
+    """In a worker a batch is read straight into shared memory (no copy on
+    its way to the main process): the same values as astropy, scaled or
+    raw, plain and tile-compressed; a file that fails is skipped and
+    counted; a first file that cannot be read falls back to the ordinary
+    read, which names it."""
+    # uint16: stored as int16 with BZERO 32768
+    scaled = [write_astropy(tmp_path / f"s_{i}.fits",
+                            random_array((20, 30), 16, seed=i).astype(np.uint16))
+              for i in range(5)]
+    ds = SharedFlag(scaled, raw=raw)
+    got = list(batch_loader(ds, batch_size=2, **loader_kwargs(2)))
+    assert all(bool(flag) for _, flag in got)
+    batch = torch.cat([b for b, _ in got])
+    assert batch.dtype == (torch.int16 if raw else tf.read(scaled[0]).dtype)
+    want = torch.stack([tf.read(p, raw=raw) for p in scaled])
+    assert torch.equal(batch, want)
+    if not raw:
+        np.testing.assert_array_equal(batch.numpy().astype(np.int64),
+                                      np.stack([fits.getdata(p) for p in scaled]).astype(np.int64))
+    rice = tmp_path / "rice.fits"
+    data = random_array((32, 24), 32, seed=9)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, compression_type="RICE_1")]).writeto(rice)
+    got = list(batch_loader(SharedFlag([str(rice)] * 3, hdu=1), batch_size=3, **loader_kwargs(2)))
+    assert bool(got[0][1]) and torch.equal(got[0][0], torch.from_numpy(np.stack([data] * 3)))
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"SIMPLE  =                    T" + b" " * 2850)
+    skipping = FitsDataset(scaled[:2] + [str(bad)] + scaled[2:], skip_errors=True)
+    batch = torch.cat(list(batch_loader(skipping, batch_size=3, **loader_kwargs(2))))
+    assert torch.equal(batch, torch.stack([tf.read(p) for p in scaled]))
+    assert skipping.num_skipped == 1
+    first_bad = FitsDataset([str(bad)] + scaled[:2])
+    with pytest.raises(tf.FitsError, match=r"bad\.fits: cannot read the primary header"):
+        list(batch_loader(first_bad, batch_size=3, **loader_kwargs(2)))
+
+
 def test_dataset_pickles_without_open_files(files):
     ds = FitsDataset(files, hdu=0, label_fn=label_of, skip_errors=True)
     clone = pickle.loads(pickle.dumps(ds))

@@ -29,7 +29,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset,
 from torch.utils.data import SequentialSampler, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-from . import PathLike, _call, _fspath, _ops, info, read
+from . import _RAW_DTYPES, PathLike, _call, _fspath, _ops, info, read
 from .remote import shown as _shown
 
 __all__ = [
@@ -187,6 +187,41 @@ class FitsDataset(Dataset):
             paths = [paths[i] for i in keep.tolist()]
         return batch, paths
 
+    def _read_shared(self, indices: List[int]) -> Optional[torch.Tensor]:
+        """A worker's batch read straight into shared memory, where the
+        DataLoader hands it to the main process without a copy (a batch in
+        ordinary memory is copied into shared memory on its way, as the
+        default collate copies samples into it). The first file's header
+        gives the batch's shape and dtype; None where that cannot be known
+        (the read then goes the ordinary way, and says why it fails)."""
+        paths = [self.files[i] for i in indices]
+        if not paths:
+            return None
+        try:
+            metas = info(paths[0])
+        except (RuntimeError, OSError, ValueError):
+            return None
+        if not 0 <= self.hdu < len(metas) or metas[self.hdu].kind != "image":
+            return None
+        meta = metas[self.hdu]
+        dtype = _RAW_DTYPES.get(meta.bitpix) if self.raw else meta.dtype
+        if dtype is None or not meta.shape:
+            return None
+        shape = self.shape if self.shape is not None else list(meta.shape)
+        out = _shared_empty([len(paths)] + shape, dtype)
+        try:
+            ok = _call(_ops.read_batch_into, paths, self.hdu, out, self.start, None, self.raw,
+                       self.skip_errors, 1)
+        except (RuntimeError, OSError):
+            if not self.skip_errors:
+                raise
+            self._skipped.add(len(paths))  # none could be read
+            return torch.empty(0)
+        if self.skip_errors and not bool(ok.all()):
+            self._skipped.add(int((~ok).sum()))
+            out = out.index_select(0, ok.nonzero().flatten())
+        return out
+
     def __getitems__(self, indices: List[int]) -> List[Any]:
         """A batch as a list of samples, read by one read_batch call (the
         DataLoader of torch 2.x uses this). Skipped files are left out."""
@@ -195,11 +230,26 @@ class FitsDataset(Dataset):
 
     def _batch(self, indices: List[int]) -> Any:
         """A collated batch: the stacked images (and the collated labels)."""
+        if self.transform is None and self.label_fn is None and get_worker_info() is not None:
+            shared = self._read_shared(indices)
+            if shared is not None:
+                return shared
         batch, paths = self._read_batch(indices)
         if self.transform is None and self.label_fn is None:
             return batch
         return default_collate([self._sample(image, path)
                                 for image, path in zip(batch.unbind(0), paths)])
+
+
+def _shared_empty(shape: List[int], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor in shared memory, made as the default collate
+    makes a worker's batch."""
+    numel = 1
+    for n in shape:
+        numel *= n
+    proto = torch.empty(0, dtype=dtype)
+    typed = proto._typed_storage() if hasattr(proto, "_typed_storage") else proto.storage()
+    return proto.new(typed._new_shared(numel)).resize_(shape)
 
 
 def batch_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False,
