@@ -79,14 +79,12 @@ PROFILES = {
         "0.5x would need the best rival at twice the limit or more."),
     r"^data loading: DataLoader": (
         "An epoch includes the DataLoader's own cost: `limit (DataLoader, no read)` is a "
-        "dataset that returns zeros of the same shape, so worker start-up, collation into "
-        "shared memory and the transfer to the main process cost that much with no read at "
-        "all. Where the best rival is within 1.5x of that floor, no reader can be 1.5x "
-        "faster than it (the bound sentence above says so). Otherwise what ours adds over "
-        "the floor is its reads: one `read_batch` op per batch in each worker; on a machine "
-        "whose two cores also run other work, the two workers and the main process compete "
-        "for them, and the margin over fitsio (whose reads cost more over the floor) "
-        "shrinks."),
+        "dataset that returns zeros of the same shape, so worker start-up, the default "
+        "collate's copy into shared memory and the transfer to the main process cost that "
+        "much with no read at all. Ours (`batch_loader`) reads each batch straight into "
+        "shared memory, one `read_batch_into` per batch in each worker, so it skips that "
+        "copy, which every rival and the floor pay; what is left is the read and the "
+        "transfer, and on two cores the two workers and the main process compete for them."),
 }
 
 
