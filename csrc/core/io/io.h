@@ -74,6 +74,16 @@ int tf_remote_open(const char *url, tf_remote **out, tf_source *src, char **whol
                    int64_t *whole_len, char *msg, size_t msglen);
 void tf_remote_close(tf_remote *r);
 
+/* For an object opened from the metadata cache that made no request yet:
+ * one conditional request checks that the object is the cached version.
+ * TF_OK (also for any other object), or a TF_ code with the cause in msg
+ * (tf_remote_is_stale then set where the object changed). */
+int tf_remote_check(tf_remote *r, char *msg, size_t msglen);
+
+/* Whether a request found the object opened from the metadata cache
+ * changed (the operation must be redone on a fresh open). */
+int tf_remote_is_stale(const tf_remote *r);
+
 /* A source reading descriptor fd (owned by the caller) of `size` bytes. */
 void tf_source_fd(tf_source *s, int fd, int64_t size);
 
