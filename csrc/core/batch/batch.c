@@ -131,7 +131,7 @@ int tf_batch_output(const char *const *paths, int64_t n, int hdu, const tf_image
         set_msg(errmsg, errlen, "a batch needs at least one file");
         return TF_EINVAL;
     }
-    int first_rc = TF_OK;
+    int first_rc = TF_OK, stale_once = 0;
     for (int64_t i = 0; i < n; i++) {
         tf_file *f = tf_create();
         if (!f) {
@@ -140,6 +140,15 @@ int tf_batch_output(const char *const *paths, int64_t n, int hdu, const tf_image
         }
         int rc = tf_open(f, paths[i]);
         if (rc == TF_OK) rc = tf_image_output(f, hdu, req, dtype, ndim, shape);
+        /* The plan must be the object's current version, not a cached one. */
+        if (rc == TF_OK) rc = tf_remote_confirm(f);
+        if (rc != TF_OK && tf_remote_stale(f) && !stale_once) {
+            stale_once = 1;
+            tf_close(f);
+            i--;
+            continue;
+        }
+        stale_once = 0;
         if (rc != TF_OK && first_rc == TF_OK) {
             first_rc = rc;
             set_msg(errmsg, errlen, tf_errmsg(f));
