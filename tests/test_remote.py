@@ -813,6 +813,12 @@ def test_http_rewritten_between_opens_is_read_anew(nginx, served_dir, tmp_path):
     replace_file(dest, tmp_path / "v4.fits", lambda p: rice_file(p, 15, shape=(512, 768)))
     got, ok = ops.read_batch([url], 1, [100, 200], [64, 64], None, False, False, 0)
     assert ok.all() and torch.equal(got[0], tf.read_cutout(str(dest), 1, [100, 200], [64, 64]))
+    # and read_cutouts its group of cutouts
+    replace_file(dest, tmp_path / "v5.fits", lambda p: rice_file(p, 16, shape=(512, 768)))
+    items = torch.tensor([[0, 10, 20], [0, 300, 600]])
+    got = ops.read_cutouts([url], [1], items, [32, 32], 0.0)
+    local = tf.read(str(dest), 1)
+    assert torch.equal(got[0], local[10:42, 20:52]) and torch.equal(got[1], local[300:332, 600:632])
 
 
 def test_fault_changed_object_is_read_anew(faults, fault_files):
@@ -869,3 +875,20 @@ def test_http_batch_of_urls_is_fetched_at_once(nginx, files):
         assert fast < slow / 3, (fast, slow)
     finally:
         proxy.stop()
+
+
+def test_http_metadata_cache_keeps_the_most_recent_within_its_size(nginx, served_dir):
+    """1 MiB holds 16 first blocks of 64 KiB: of 20 URLs opened in turn,
+    the last 16 are known, the first 4 were dropped."""
+    rice_file(served_dir / "meta_lru.fits", 17)
+    urls = [f"{nginx.url}/meta_lru.fits?copy={i}" for i in range(20)]  # one key each
+    tf.set_remote(meta_cache_mb=1)
+    for u in urls:
+        tf.read_cutout(u, 1, [900, 900], [8, 8])
+    counts = []
+    for u in (urls[0], urls[3], urls[4], urls[19]):
+        _, n, _ = stats_of(lambda: tf.read_cutout(u, 1, [900, 900], [8, 8]))
+        counts.append(n)
+    # urls[0] and urls[3], opened afresh, push out urls[4] and urls[5]
+    # before urls[4] is read
+    assert counts == [2, 2, 2, 1], counts
