@@ -42,7 +42,8 @@
  * readers do). An operation that needed no request at all (everything it
  * read was cached) confirms the version with one conditional request
  * (tf_remote_check: 304 Not Modified, or an answer of the same version).
- * Without a strong ETag or a Last-Modified nothing is cached.
+ * Without a strong ETag or a Last-Modified nothing is cached. The cache
+ * itself is metacache.c.
  *
  * s3://bucket/key becomes an https (or the endpoint's) URL, path-style or
  * virtual-host style, signed with SigV4 by libcurl when a key is set
@@ -167,112 +168,14 @@ struct tf_remote {
     char fail_msg[MSG_LEN];
 };
 
-/* ---- the metadata cache: what opens learnt, across opens ---- */
-
-typedef struct meta_entry {
-    char *key;
-    int64_t size;
-    char etag[256], lastmod[128];
-    char *first; /* the first `len` bytes of the object */
-    int64_t len;
-    uint64_t used;
-} meta_entry;
-
-static meta_entry *meta;
-static int nmeta, meta_cap;
-static size_t meta_bytes;
-static uint64_t meta_tick;
-static pthread_mutex_t meta_lock = PTHREAD_MUTEX_INITIALIZER;
-
 /* A validator the server can check: a strong ETag (a weak one never
  * matches If-Match), or a Last-Modified. */
 static int strong_etag(const char *etag) { return etag[0] == '"'; }
 
-/* Under meta_lock. */
-static void meta_remove(int i) {
-    meta_bytes -= (size_t)meta[i].len;
-    free(meta[i].key);
-    free(meta[i].first);
-    meta[i] = meta[--nmeta];
-}
-
-static int meta_index(const char *key) {
-    for (int i = 0; i < nmeta; i++)
-        if (strcmp(meta[i].key, key) == 0) return i;
-    return -1;
-}
-
-static void meta_drop(const char *key) {
-    if (!key) return;
-    pthread_mutex_lock(&meta_lock);
-    int i = meta_index(key);
-    if (i >= 0) meta_remove(i);
-    pthread_mutex_unlock(&meta_lock);
-}
-
 /* Keep what r's first request learnt: its first `len` bytes at `first`. */
 static void meta_put(const tf_remote *r, const char *first, int64_t len) {
-    size_t max = tf_option_bytes(TF_OPT_REMOTE_META_MB);
-    if (!r->key || len <= 0 || (size_t)len > max || !(strong_etag(r->etag) || r->lastmod[0]))
-        return;
-    char *key = strdup(r->key), *copy = malloc((size_t)len);
-    if (!key || !copy) {
-        free(key);
-        free(copy);
-        return;
-    }
-    memcpy(copy, first, (size_t)len);
-    pthread_mutex_lock(&meta_lock);
-    int i = meta_index(key);
-    if (i >= 0) meta_remove(i);
-    while (nmeta && meta_bytes + (size_t)len > max) { /* the least recently used */
-        int lru = 0;
-        for (int k = 1; k < nmeta; k++)
-            if (meta[k].used < meta[lru].used) lru = k;
-        meta_remove(lru);
-    }
-    if (nmeta == meta_cap) {
-        int cap = meta_cap ? 2 * meta_cap : 64;
-        meta_entry *m = realloc(meta, (size_t)cap * sizeof *m);
-        if (!m) {
-            pthread_mutex_unlock(&meta_lock);
-            free(key);
-            free(copy);
-            return;
-        }
-        meta = m;
-        meta_cap = cap;
-    }
-    meta_entry *e = &meta[nmeta++];
-    *e = (meta_entry){.key = key, .size = r->size, .first = copy, .len = len,
-                      .used = ++meta_tick};
-    memcpy(e->etag, r->etag, sizeof e->etag);
-    memcpy(e->lastmod, r->lastmod, sizeof e->lastmod);
-    meta_bytes += (size_t)len;
-    pthread_mutex_unlock(&meta_lock);
-}
-
-/* What the cache holds for r->key: r's size and validators set, a copy of
- * the first bytes returned (*len of them; free() it), or NULL. With the
- * cache turned off, empties it. */
-static char *meta_get(tf_remote *r, int64_t *len) {
-    size_t max = tf_option_bytes(TF_OPT_REMOTE_META_MB);
-    char *copy = NULL;
-    pthread_mutex_lock(&meta_lock);
-    if (!max)
-        while (nmeta) meta_remove(nmeta - 1);
-    int i = r->key ? meta_index(r->key) : -1;
-    if (i >= 0 && (copy = malloc((size_t)meta[i].len))) {
-        meta_entry *e = &meta[i];
-        memcpy(copy, e->first, (size_t)e->len);
-        *len = e->len;
-        r->size = e->size;
-        memcpy(r->etag, e->etag, sizeof r->etag);
-        memcpy(r->lastmod, e->lastmod, sizeof r->lastmod);
-        e->used = ++meta_tick;
-    }
-    pthread_mutex_unlock(&meta_lock);
-    return copy;
+    if (r->key && (strong_etag(r->etag) || r->lastmod[0]))
+        tf_meta_put(r->key, r->size, r->etag, r->lastmod, first, len);
 }
 
 /* r's request headers and one more line; NULL when out of memory. */
@@ -291,7 +194,7 @@ fail:
 /* The object is not the version cached: forget it, and have the caller
  * redo its operation where this file was opened from the cache. */
 static void changed(tf_remote *r) {
-    meta_drop(r->key);
+    if (r->key) tf_meta_drop(r->key);
     if (r->from_cache) atomic_store(&r->stale, 1);
 }
 
@@ -418,18 +321,11 @@ static CURL *pool[POOL];
 static int npool;
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void pool_before_fork(void) {
-    pthread_mutex_lock(&meta_lock);
-    pthread_mutex_lock(&pool_lock);
-}
-static void pool_parent(void) {
-    pthread_mutex_unlock(&pool_lock);
-    pthread_mutex_unlock(&meta_lock);
-}
+static void pool_before_fork(void) { pthread_mutex_lock(&pool_lock); }
+static void pool_parent(void) { pthread_mutex_unlock(&pool_lock); }
 static void pool_child(void) {
     npool = 0;
     pthread_mutex_unlock(&pool_lock);
-    pthread_mutex_unlock(&meta_lock);
 }
 
 static CURL *take_handle(tf_remote *r) {
@@ -1051,7 +947,8 @@ int tf_remote_open(const char *path, tf_remote **out, tf_source *src, char **who
     }
 
     int64_t known = 0;
-    char *first = meta_get(r, &known);
+    char *first = tf_meta_get(r->key, &r->size, r->etag, sizeof r->etag, r->lastmod,
+                              sizeof r->lastmod, &known);
     if (first) { /* known: no request now; the data requests are conditional */
         char cond[300], confirm[300];
         if (strong_etag(r->etag)) {
