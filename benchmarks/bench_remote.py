@@ -16,7 +16,10 @@ then ``.section`` for cutouts; fsspec's HTTP file reads ahead in blocks
 of its default size), astropy's own download (``fits.getdata(url,
 cache=False)``) for the full read, and the PyPI torchfits 1.3.1 where it
 is installed (.venv-bench) and reads URLs. Each case's notes give our
-requests and bytes per call (``torchfits_ops.remote_stats()``).
+requests and bytes per call (``torchfits_ops.remote_stats()``). After
+the warm-up run a URL is known to the metadata cache (docs/remote.md),
+so a cutout opening it afresh makes one conditional request, its tiles;
+the first open of a URL makes one more.
 No target is set: these cases are measured, not yet judged.
 """
 import os

@@ -30,16 +30,17 @@ void check_out(const at::Tensor& out, const std::string& what, at::ScalarType sc
 // Ask the core what the read gives, check `out` against it, read into it.
 at::Tensor image_into(const std::string& path, int64_t hdu, tf_image_request* req,
                       at::Tensor& out) {
-  FileHandle f = open_file(path);
-  int index = hdu_index(hdu);
-  tf_dtype dtype = TF_DTYPE_AUTO;
-  int ndim = 0;
-  int64_t shape[TF_MAX_DIMS];
-  check(tf_image_output(f.get(), index, req, &dtype, &ndim, shape), f.get());
-  at::ScalarType scalar = to_scalar_type(dtype, &req->dtype);
-  check_out(out, path + ": HDU " + std::to_string(hdu), scalar, at::IntArrayRef(shape, ndim), -1);
-  check(tf_image_read(f.get(), index, req, out.data_ptr(), out.nbytes()), f.get());
-  return out;
+  return with_file(path, [&](tf_file* h) {
+    int index = hdu_index(hdu);
+    tf_dtype dtype = TF_DTYPE_AUTO;
+    int ndim = 0;
+    int64_t shape[TF_MAX_DIMS];
+    check(tf_image_output(h, index, req, &dtype, &ndim, shape), h);
+    at::ScalarType scalar = to_scalar_type(dtype, &req->dtype);
+    check_out(out, path + ": HDU " + std::to_string(hdu), scalar, at::IntArrayRef(shape, ndim), -1);
+    check(tf_image_read(h, index, req, out.data_ptr(), out.nbytes()), h);
+    return out;
+  });
 }
 
 // What a batch read gives: the first readable file's dtype and shape.

@@ -71,15 +71,14 @@ class File : public torch::CustomClassHolder {
     std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
     TORCH_CHECK_VALUE(!closed_, path_, ": the file is closed");
     if (!lock.owns_lock()) {  // another thread is reading: a handle for this call
-      FileHandle own = open_file(path_);
-      return fn(own.get());
+      return with_file(path_, fn);
     }
     if (pid_ != getpid()) {  // inherited across fork: leave it to the parent
       f_ = nullptr;
       pid_ = getpid();
     }
     if (!f_) {
-      FileHandle h = open_file(path_);
+      FileHandle h = open_confirmed(path_);
       check(tf_map_file(h.get()), h.get());
       f_ = h.release();
     }

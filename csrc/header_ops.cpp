@@ -42,54 +42,62 @@ const char* kind_name(const tf_hdu_info& info) {
 }  // namespace
 
 c10::Dict<std::string, std::string> read_header(const std::string& path, int64_t hdu) {
-  FileHandle f = open_file(path);
-  return header_dict(f.get(), hdu_index(hdu));
+  return with_file(path, [&](tf_file* h) {
+    return header_dict(h, hdu_index(hdu));
+  });
 }
 
 c10::Dict<std::string, std::string> read_header_name(const std::string& path,
                                                      const std::string& hdu, int64_t extver) {
-  FileHandle f = open_file(path);
-  return header_dict(f.get(), find_hdu(f.get(), hdu, extver));
+  return with_file(path, [&](tf_file* h) {
+    return header_dict(h, find_hdu(h, hdu, extver));
+  });
 }
 
 std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<std::string>,
            std::vector<std::string>>
 read_header_cards(const std::string& path, int64_t hdu) {
-  FileHandle f = open_file(path);
-  int n = 0;
-  check(tf_header_load(f.get(), hdu_index(hdu), &n), f.get());
-  std::vector<std::string> keys, values, comments, types;
-  keys.reserve(n);
-  values.reserve(n);
-  comments.reserve(n);
-  types.reserve(n);
-  for (int i = 0; i < n; i++) {
-    const char *key, *value, *comment;
-    char type;
-    tf_header_card(f.get(), i, &key, &value, &comment, &type);
-    keys.emplace_back(key);
-    values.emplace_back(value);
-    comments.emplace_back(comment);
-    types.emplace_back(1, type);
-  }
-  return {keys, values, comments, types};
+  using Cards = std::tuple<std::vector<std::string>, std::vector<std::string>,
+                           std::vector<std::string>, std::vector<std::string>>;
+  return with_file(path, [&](tf_file* h) -> Cards {
+    int n = 0;
+    check(tf_header_load(h, hdu_index(hdu), &n), h);
+    std::vector<std::string> keys, values, comments, types;
+    keys.reserve(n);
+    values.reserve(n);
+    comments.reserve(n);
+    types.reserve(n);
+    for (int i = 0; i < n; i++) {
+      const char *key, *value, *comment;
+      char type;
+      tf_header_card(h, i, &key, &value, &comment, &type);
+      keys.emplace_back(key);
+      values.emplace_back(value);
+      comments.emplace_back(comment);
+      types.emplace_back(1, type);
+    }
+    return {keys, values, comments, types};
+  });
 }
 
 int64_t num_hdus(const std::string& path) {
-  FileHandle f = open_file(path);
-  int n = 0;
-  check(tf_num_hdus(f.get(), &n), f.get());
-  return n;
+  return with_file(path, [&](tf_file* h) {
+    int n = 0;
+    check(tf_num_hdus(h, &n), h);
+    return n;
+  });
 }
 
 int64_t find_hdu_op(const std::string& path, const std::string& extname, int64_t extver) {
-  FileHandle f = open_file(path);
-  return find_hdu(f.get(), extname, extver);
+  return with_file(path, [&](tf_file* h) {
+    return find_hdu(h, extname, extver);
+  });
 }
 
 InfoTuple info(const std::string& path) {
-  FileHandle f = open_file(path);
-  return info_open(f.get());
+  return with_file(path, [&](tf_file* h) {
+    return info_open(h);
+  });
 }
 
 InfoTuple info_open(tf_file* f) {

@@ -76,40 +76,45 @@ at::Tensor read_cutouts_open(tf_file* f, int64_t hdu_arg, at::IntArrayRef starts
 }
 
 at::Tensor read(const std::string& path, int64_t hdu, bool raw) {
-  FileHandle f = open_file(path);
-  return read_open(f.get(), hdu, raw);
+  return with_file(path, [&](tf_file* h) {
+    return read_open(h, hdu, raw);
+  });
 }
 
 at::Tensor read_name(const std::string& path, const std::string& hdu, int64_t extver, bool raw) {
-  FileHandle f = open_file(path);
-  tf_image_request req{};
-  req.raw = raw;
-  return read_image(f.get(), find_hdu(f.get(), hdu, extver), &req);
+  return with_file(path, [&](tf_file* h) {
+    tf_image_request req{};
+    req.raw = raw;
+    return read_image(h, find_hdu(h, hdu, extver), &req);
+  });
 }
 
 at::Tensor read_cutout(const std::string& path, int64_t hdu, at::IntArrayRef start,
                        at::IntArrayRef shape, at::OptionalIntArrayRef step, bool raw) {
-  FileHandle f = open_file(path);
-  return read_cutout_open(f.get(), hdu, start, shape, step, raw);
+  return with_file(path, [&](tf_file* h) {
+    return read_cutout_open(h, hdu, start, shape, step, raw);
+  });
 }
 
 at::Tensor read_cutout_name(const std::string& path, const std::string& hdu, int64_t extver,
                             at::IntArrayRef start, at::IntArrayRef shape,
                             at::OptionalIntArrayRef step, bool raw) {
-  FileHandle f = open_file(path);
-  return cutout(f.get(), find_hdu(f.get(), hdu, extver), start, shape, step, raw, TF_PATH_AUTO);
+  return with_file(path, [&](tf_file* h) {
+    return cutout(h, find_hdu(h, hdu, extver), start, shape, step, raw, TF_PATH_AUTO);
+  });
 }
 
 at::Tensor read_cfitsio(const std::string& path, int64_t hdu, at::IntArrayRef start,
                         at::IntArrayRef shape, at::OptionalIntArrayRef step, bool raw) {
-  FileHandle f = open_file(path);
-  if (start.empty() && shape.empty()) {
-    tf_image_request req{};
-    req.raw = raw;
-    req.path = TF_PATH_CFITSIO;
-    return read_image(f.get(), hdu_index(hdu), &req);
-  }
-  return cutout(f.get(), hdu_index(hdu), start, shape, step, raw, TF_PATH_CFITSIO);
+  return with_file(path, [&](tf_file* h) {
+    if (start.empty() && shape.empty()) {
+      tf_image_request req{};
+      req.raw = raw;
+      req.path = TF_PATH_CFITSIO;
+      return read_image(h, hdu_index(hdu), &req);
+    }
+    return cutout(h, hdu_index(hdu), start, shape, step, raw, TF_PATH_CFITSIO);
+  });
 }
 
 }  // namespace torchfits

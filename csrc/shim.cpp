@@ -115,15 +115,38 @@ const char* c_name(const std::string& name, const char* what) {
   return name.c_str();
 }
 
-FileHandle open_file(const std::string& path) {
+FileHandle try_open(const std::string& path, int* status, FileHandle* failed) {
   static const int reentrant = tf_check_reentrant();
   TORCH_CHECK(reentrant == TF_OK,
               "torchfits: the cfitsio library linked is not the thread-safe "
               "(reentrant) build; rebuild cfitsio with --enable-reentrant");
   FileHandle f(tf_create());
   TORCH_CHECK(f, path, ": out of memory");
-  check(tf_open(f.get(), os_path(path).c_str()), f.get());
+  *status = tf_open(f.get(), os_path(path).c_str());
+  if (*status == TF_OK) return f;
+  *failed = std::move(f);
+  return nullptr;
+}
+
+FileHandle open_file(const std::string& path) {
+  int status = TF_OK;
+  FileHandle failed;
+  FileHandle f = try_open(path, &status, &failed);
+  check(status, failed.get());
   return f;
+}
+
+FileHandle open_confirmed(const std::string& path) {
+  for (int attempt = 0;; attempt++) {
+    int status = TF_OK;
+    FileHandle failed;
+    FileHandle f = try_open(path, &status, &failed);
+    if (f) status = tf_remote_confirm(f.get());
+    else f = std::move(failed);
+    if (status != TF_OK && attempt == 0 && tf_remote_stale(f.get())) continue;
+    check(status, f.get());
+    return f;
+  }
 }
 
 int hdu_index(int64_t hdu) {

@@ -48,6 +48,42 @@ const char* c_name(const std::string& name, const char* what);
 // failure.
 FileHandle open_file(const std::string& path);
 
+// Open `path` into a new handle: nullptr and a status where the open failed
+// (the handle, with its message, in *failed).
+FileHandle try_open(const std::string& path, int* status, FileHandle* failed);
+
+// Run fn on a handle opened on `path` and return what it returns. A URL
+// opened from the core's metadata cache may turn out to have changed
+// since (tf_remote_stale): the whole call is then redone once on a fresh
+// open, so no result mixes two versions of a file. Where fn made no
+// request, one conditional request confirms the version
+// (tf_remote_confirm).
+template <class Fn>
+auto with_file(const std::string& path, Fn&& fn) -> decltype(fn(static_cast<tf_file*>(nullptr))) {
+  for (int attempt = 0;; attempt++) {
+    int status = TF_OK;
+    FileHandle failed;
+    FileHandle f = try_open(path, &status, &failed);
+    if (!f) {
+      if (attempt == 0 && tf_remote_stale(failed.get())) continue;
+      check(status, failed.get());
+    }
+    try {
+      auto out = fn(f.get());
+      check(tf_remote_confirm(f.get()), f.get());
+      return out;
+    } catch (...) {
+      if (attempt == 0 && tf_remote_stale(f.get())) continue;
+      throw;
+    }
+  }
+}
+
+// open_file, with the version of a URL opened from the metadata cache
+// confirmed at once (for a handle kept open, whose later calls cannot be
+// redone).
+FileHandle open_confirmed(const std::string& path);
+
 // HDU number from an int64 op argument; HDU -1 and such get the core's
 // "does not exist" message.
 int hdu_index(int64_t hdu);

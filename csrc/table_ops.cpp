@@ -130,36 +130,40 @@ TableInfo table_info_of(tf_file* f, int hdu) {
 
 TableDict read_table(const std::string& path, int64_t hdu, const c10::optional<std::vector<std::string>>& columns,
                      int64_t start_row, int64_t num_rows) {
-  FileHandle f = open_file(path);
-  return read_dict(f.get(), hdu_index(hdu), columns, start_row, num_rows, TF_PATH_AUTO);
+  return with_file(path, [&](tf_file* h) {
+    return read_dict(h, hdu_index(hdu), columns, start_row, num_rows, TF_PATH_AUTO);
+  });
 }
 
 TableDict read_table_name(const std::string& path, const std::string& hdu,
                           const c10::optional<std::vector<std::string>>& columns, int64_t start_row,
                           int64_t num_rows, int64_t extver) {
-  FileHandle f = open_file(path);
-  return read_dict(f.get(), find_hdu(f.get(), hdu, extver), columns, start_row, num_rows,
-                      TF_PATH_AUTO);
+  return with_file(path, [&](tf_file* h) {
+    return read_dict(h, find_hdu(h, hdu, extver), columns, start_row, num_rows,
+                        TF_PATH_AUTO);
+  });
 }
 
 TableDict read_table_cfitsio(const std::string& path, int64_t hdu,
                              const c10::optional<std::vector<std::string>>& columns, int64_t start_row,
                              int64_t num_rows) {
-  FileHandle f = open_file(path);
-  return read_dict(f.get(), hdu_index(hdu), columns, start_row, num_rows, TF_PATH_CFITSIO);
+  return with_file(path, [&](tf_file* h) {
+    return read_dict(h, hdu_index(hdu), columns, start_row, num_rows, TF_PATH_CFITSIO);
+  });
 }
 
 std::vector<at::Tensor> read_columns(const std::string& path, int64_t hdu,
                                      const std::vector<std::string>& columns, int64_t start_row,
                                      int64_t num_rows) {
   TORCH_CHECK_VALUE(!columns.empty(), path, ": read_columns needs at least one column name");
-  FileHandle f = open_file(path);
-  std::vector<at::Tensor> out;
-  for (auto& kv : read_tensors(f.get(), hdu_index(hdu), columns, start_row, num_rows,
-                               TF_PATH_AUTO, true)) {
-    out.push_back(kv.second);
-  }
-  return out;
+  return with_file(path, [&](tf_file* h) {
+    std::vector<at::Tensor> out;
+    for (auto& kv : read_tensors(h, hdu_index(hdu), columns, start_row, num_rows,
+                                 TF_PATH_AUTO, true)) {
+      out.push_back(kv.second);
+    }
+    return out;
+  });
 }
 
 // One tensor per row, each a copy with a storage of its own (as fitsio and
@@ -202,13 +206,15 @@ std::vector<at::Tensor> split_rows(const at::Tensor& values, const at::Tensor& o
 }
 
 TableInfo table_info(const std::string& path, int64_t hdu) {
-  FileHandle f = open_file(path);
-  return table_info_of(f.get(), hdu_index(hdu));
+  return with_file(path, [&](tf_file* h) {
+    return table_info_of(h, hdu_index(hdu));
+  });
 }
 
 TableInfo table_info_name(const std::string& path, const std::string& hdu, int64_t extver) {
-  FileHandle f = open_file(path);
-  return table_info_of(f.get(), find_hdu(f.get(), hdu, extver));
+  return with_file(path, [&](tf_file* h) {
+    return table_info_of(h, find_hdu(h, hdu, extver));
+  });
 }
 
 }  // namespace torchfits

@@ -739,3 +739,156 @@ def test_s3_credentials_are_read_on_every_call(monkeypatch, s3_env, s3_objects, 
         tf.read(url)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
     assert torch.equal(tf.read(url), tf.read(files["astropy_32.fits"]))
+
+
+# ---- what an open learnt, kept across opens (set_remote(meta_cache_mb=...)) ----
+
+def rice_file(path, seed, shape=(1024, 1024)):
+    """A RICE_1 image of 128 x 128 tiles in HDU 1: about 2 MiB, so a read
+    of it needs more than the first 64 KiB."""
+    return write_fitsio(path, sky(shape, seed), compress="RICE", tile_dims=[128, 128],
+                        qlevel=4.0, qmethod="SUBTRACTIVE_DITHER_1")
+
+
+def replace_file(dest, new, make):
+    """A new version of `dest`: written by make(new), moved over dest, and
+    dated 10 s after the old one (nginx's ETag is the time and the size,
+    and a rewrite within the same second could keep both)."""
+    old = os.stat(dest).st_mtime
+    make(new)
+    os.replace(new, dest)
+    os.utime(dest, (old + 10, old + 10))
+
+
+def test_http_second_open_of_rice_url_makes_one_request(nginx, served_dir):
+    path = rice_file(served_dir / "meta_rice.fits", 11)
+    url = f"{nginx.url}/meta_rice.fits"
+    cut, n, _ = stats_of(lambda: tf.read_cutout(url, 1, [300, 500], [64, 64]))
+    assert n == 2, n  # the first 64 KiB, then the tiles
+    assert torch.equal(cut, tf.read_cutout(path, 1, [300, 500], [64, 64]))
+    for start in ([10, 900], [700, 100], [900, 950]):
+        cut, n, _ = stats_of(lambda: tf.read_cutout(url, 1, start, [64, 64]))
+        assert n == 1, (start, n)  # the tiles only, conditional on the version
+        assert torch.equal(cut, tf.read_cutout(path, 1, start, [64, 64])), start
+    # a call that needs no data request confirms the version: one request,
+    # answered 304 without a body
+    hdr, n, nbytes = stats_of(lambda: tf.read_header(url, 1))
+    assert (n, nbytes) == (1, 0)
+    assert hdr == tf.read_header(path, 1)
+    assert [s for m, u, s, *_ in nginx.log() if u == "/meta_rice.fits"][-1] == 304
+    # a batch and a kept-open file use the cache too
+    got, ok = ops.read_batch([url, url], 1, [64, 64], [32, 32], None, False, False, 0)
+    assert ok.all() and torch.equal(got[1], tf.read_cutout(path, 1, [64, 64], [32, 32]))
+    with tf.open(url) as f:
+        assert torch.equal(f[1][5:9, 7:11], tf.read_cutout(path, 1, [5, 7], [4, 4]))
+    # turned off: the open makes its own request again, and nothing is kept
+    tf.set_remote(meta_cache_mb=0)
+    _, n, _ = stats_of(lambda: tf.read_cutout(url, 1, [10, 900], [64, 64]))
+    assert n == 2, n
+    tf.set_remote(meta_cache_mb=16)
+    _, n, _ = stats_of(lambda: tf.read_cutout(url, 1, [10, 900], [64, 64]))
+    assert n == 2, n
+
+
+def test_http_rewritten_between_opens_is_read_anew(nginx, served_dir, tmp_path):
+    dest = served_dir / "meta_rewrite.fits"
+    rice_file(dest, 12)
+    url = f"{nginx.url}/meta_rewrite.fits"
+    tf.read_cutout(url, 1, [0, 0], [64, 64])  # known now
+    replace_file(dest, tmp_path / "v2.fits", lambda p: rice_file(p, 13))
+    want = tf.read_cutout(str(dest), 1, [600, 600], [64, 64])
+    cut, n, _ = stats_of(lambda: tf.read_cutout(url, 1, [600, 600], [64, 64]))
+    assert torch.equal(cut, want)
+    # the tiles asked for the old version (412), then a fresh open: the
+    # first 64 KiB, the tiles
+    assert n == 3, n
+    assert 412 in [s for m, u, s, *_ in nginx.log() if u == "/meta_rewrite.fits"]
+    # a header alone: its confirming request finds the new version, and
+    # the call is redone
+    replace_file(dest, tmp_path / "v3.fits", lambda p: rice_file(p, 14, shape=(512, 768)))
+    hdr, n, _ = stats_of(lambda: tf.read_header(url, 1))
+    assert hdr == tf.read_header(str(dest), 1) and hdr["NAXIS1"] == 768, hdr
+    assert n == 2, n
+    # a batch read redoes its file too
+    replace_file(dest, tmp_path / "v4.fits", lambda p: rice_file(p, 15, shape=(512, 768)))
+    got, ok = ops.read_batch([url], 1, [100, 200], [64, 64], None, False, False, 0)
+    assert ok.all() and torch.equal(got[0], tf.read_cutout(str(dest), 1, [100, 200], [64, 64]))
+    # and read_cutouts its group of cutouts
+    replace_file(dest, tmp_path / "v5.fits", lambda p: rice_file(p, 16, shape=(512, 768)))
+    items = torch.tensor([[0, 10, 20], [0, 300, 600]])
+    got = ops.read_cutouts([url], [1], items, [32, 32], 0.0)
+    local = tf.read(str(dest), 1)
+    assert torch.equal(got[0], local[10:42, 20:52]) and torch.equal(got[1], local[300:332, 600:632])
+
+
+def test_fault_changed_object_is_read_anew(faults, fault_files):
+    """The fault server ignores If-Match: its answer's other ETag is the
+    sign, and the call is redone on the new version."""
+    url = fault_url(faults, "changing/again", "mid.fits")
+    tf.read_header(url)  # the first version, known now
+    cut = tf.read_cutout(url, 0, [0, 0], [4, 2048])
+    with open(fault_files["mid.fits"], "rb") as f:
+        data = f.read()
+    new = data[:2880] + bytes(b ^ 0xFF for b in data[2880:5760]) + data[5760:]
+    want = np.frombuffer(new[2880:2880 + 4 * 2048 * 4], ">f4").reshape(4, 2048).astype("f4")
+    old = np.frombuffer(data[2880:2880 + 4 * 2048 * 4], ">f4").reshape(4, 2048).astype("f4")
+    assert not np.array_equal(want, old)
+    assert np.array_equal(cut.numpy(), want)
+
+
+def test_s3_rewritten_object_is_read_anew(s3_env, seaweed, tmp_path):
+    a = rice_file(tmp_path / "a.fits", 21)
+    b = rice_file(tmp_path / "b.fits", 22)
+    url = seaweed.put(a, "data/meta_rewrite.fits")
+    assert torch.equal(tf.read_cutout(url, 1, [500, 500], [64, 64]),
+                       tf.read_cutout(a, 1, [500, 500], [64, 64]))
+    cut, n, _ = stats_of(lambda: tf.read_cutout(url, 1, [100, 100], [64, 64]))
+    assert n == 1, n
+    assert torch.equal(cut, tf.read_cutout(a, 1, [100, 100], [64, 64]))
+    seaweed.put(b, "data/meta_rewrite.fits")
+    cut, n, _ = stats_of(lambda: tf.read_cutout(url, 1, [500, 500], [64, 64]))
+    assert torch.equal(cut, tf.read_cutout(b, 1, [500, 500], [64, 64]))
+    assert n == 3, n
+
+
+def test_http_batch_of_urls_is_fetched_at_once(nginx, files):
+    """Through a proxy adding 100 ms each way, 12 files one after another
+    take 12 round trips (2.4 s and more); on 16 threads about one."""
+    proxy = LatencyProxy(nginx.port, one_way=0.1)
+    try:
+        urls = [f"{proxy.url}/stamp_{i}.fits" for i in range(12)]
+        want = torch.stack([tf.read(files[f"stamp_{i}.fits"]) for i in range(12)])
+        tf.remote_stats(reset=True)
+        t0 = time.monotonic()
+        got, ok = ops.read_batch(urls, 0, None, None, None, False, False, 1)
+        fast = time.monotonic() - t0
+        assert ok.all() and torch.equal(got, want)
+        # one each, and the first file once more before: it gives the
+        # batch's dtype and shape
+        assert tf.remote_stats()["requests"] == 13
+        tf.set_remote(batch_threads=1)
+        t0 = time.monotonic()
+        got, ok = ops.read_batch(urls, 0, None, None, None, False, False, 1)
+        slow = time.monotonic() - t0
+        assert ok.all() and torch.equal(got, want)
+        assert slow >= 12 * 0.2, slow
+        assert fast < slow / 3, (fast, slow)
+    finally:
+        proxy.stop()
+
+
+def test_http_metadata_cache_keeps_the_most_recent_within_its_size(nginx, served_dir):
+    """1 MiB holds 16 first blocks of 64 KiB: of 20 URLs opened in turn,
+    the last 16 are known, the first 4 were dropped."""
+    rice_file(served_dir / "meta_lru.fits", 17)
+    urls = [f"{nginx.url}/meta_lru.fits?copy={i}" for i in range(20)]  # one key each
+    tf.set_remote(meta_cache_mb=1)
+    for u in urls:
+        tf.read_cutout(u, 1, [900, 900], [8, 8])
+    counts = []
+    for u in (urls[0], urls[3], urls[4], urls[19]):
+        _, n, _ = stats_of(lambda: tf.read_cutout(u, 1, [900, 900], [8, 8]))
+        counts.append(n)
+    # urls[0] and urls[3], opened afresh, push out urls[4] and urls[5]
+    # before urls[4] is read
+    assert counts == [2, 2, 2, 1], counts

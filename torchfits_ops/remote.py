@@ -22,6 +22,8 @@ _SETTINGS = {
     "cache_mb": ("remote_cache_mb", int, int),
     "verify_tls": ("verify_tls", lambda b: 1 if b else 0, bool),
     "s3_addressing": ("s3_addressing", lambda s: _ADDRESSING.index(s), lambda v: _ADDRESSING[v]),
+    "meta_cache_mb": ("remote_meta_mb", int, int),
+    "batch_threads": ("remote_threads", int, int),
 }
 _ADDRESSING = ("auto", "path", "virtual")
 
@@ -60,7 +62,11 @@ def set_remote(**settings) -> Dict[str, object]:
     a broken connection, 3, backoff 0.1 s doubling), cache_mb (bytes kept
     per open file, 64), verify_tls (True), s3_addressing ("auto": virtual-
     host style on AWS, path style for a custom AWS_ENDPOINT_URL; "path";
-    "virtual"). Affects files opened after the call."""
+    "virtual"), meta_cache_mb (MiB of what opens learnt about URLs, kept
+    across opens so a later open of the same URL sends only its data
+    request, conditional on the version; 16; 0 turns it off and empties
+    it), batch_threads (threads that open the URLs of one batch at once,
+    16). Affects files opened after the call."""
     previous = remote_settings()
     for name, value in settings.items():
         if name not in _SETTINGS:

@@ -146,6 +146,13 @@ typedef enum tf_option {
     TF_OPT_S3_ADDRESSING,      /* s3:// URLs: 0 auto (virtual-host for AWS,
                                   path-style for a custom endpoint), 1 path,
                                   2 virtual-host */
+    TF_OPT_REMOTE_META_MB,     /* remote: MiB of the process-wide cache of what
+                                  an open learnt about a URL (size, ETag or
+                                  Last-Modified, the first block: headers and
+                                  tile table), so a later open of the same URL
+                                  sends no request of its own (16; 0: off) */
+    TF_OPT_REMOTE_THREADS,     /* remote: threads that open the URLs of one
+                                  batch at once (16) */
     TF_OPT_COUNT
 } tf_option;
 
@@ -159,6 +166,21 @@ int tf_remote_set(const char *key, const char *value);
 /** Requests made and bytes received by remote reads in this process
  *  (since the last reset, when `reset` is set: then zeroed). */
 void tf_remote_stats(int64_t *requests, int64_t *bytes, int reset);
+
+/** A file opened on a URL from the metadata cache (TF_OPT_REMOTE_META_MB)
+ *  makes no request at open: its first request for data asks the server
+ *  for the cached version only (If-Match, or If-Unmodified-Since). Call
+ *  this when an operation on f has succeeded: where f made no request yet
+ *  (all it read was cached), one conditional request checks the version.
+ *  @return TF_OK, or TF_EIO with tf_remote_stale(f) set when the object
+ *  changed. No-op for any other file. */
+int tf_remote_confirm(tf_file *f);
+
+/** Whether a request of f, opened from the metadata cache, found that the
+ *  object changed since it was cached: what f read may mix versions, and
+ *  the operation must be redone on a fresh handle (the entry is dropped,
+ *  so that open fetches anew). 0 for any other file. */
+int tf_remote_stale(const tf_file *f);
 
 /** Set an option. @return TF_OK, or TF_EINVAL for an unknown option or a
  *  negative value. */

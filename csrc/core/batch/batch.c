@@ -37,6 +37,8 @@ static void describe(char *buf, size_t len, tf_dtype dtype, int ndim, const int6
 static int read_one(const char *path, int hdu, const tf_image_request *req, tf_dtype dtype,
                     int ndim, const int64_t *shape, char *dst, size_t item, char **msg) {
     *msg = NULL;
+    int stale_once = 0;
+redo:;
     tf_file *f = tf_create();
     if (!f) return TF_ENOMEM;
     tf_dtype got = TF_DTYPE_AUTO;
@@ -52,6 +54,14 @@ static int read_one(const char *path, int hdu, const tf_image_request *req, tf_d
         rc = tf_fail(f, TF_EINVAL, 0, "the image is %s but the batch is %s", have, want);
     }
     if (rc == TF_OK) rc = tf_image_read(f, hdu, req, dst, item);
+    if (rc == TF_OK) rc = tf_remote_confirm(f);
+    if (rc != TF_OK && tf_remote_stale(f) && !stale_once) {
+        /* A URL opened from the metadata cache had changed: once more,
+         * on a fresh open. */
+        stale_once = 1;
+        tf_close(f);
+        goto redo;
+    }
     if (rc != TF_OK) *msg = strdup(tf_errmsg(f));
     tf_close(f);
     return rc;
@@ -121,7 +131,7 @@ int tf_batch_output(const char *const *paths, int64_t n, int hdu, const tf_image
         set_msg(errmsg, errlen, "a batch needs at least one file");
         return TF_EINVAL;
     }
-    int first_rc = TF_OK;
+    int first_rc = TF_OK, stale_once = 0;
     for (int64_t i = 0; i < n; i++) {
         tf_file *f = tf_create();
         if (!f) {
@@ -130,6 +140,15 @@ int tf_batch_output(const char *const *paths, int64_t n, int hdu, const tf_image
         }
         int rc = tf_open(f, paths[i]);
         if (rc == TF_OK) rc = tf_image_output(f, hdu, req, dtype, ndim, shape);
+        /* The plan must be the object's current version, not a cached one. */
+        if (rc == TF_OK) rc = tf_remote_confirm(f);
+        if (rc != TF_OK && tf_remote_stale(f) && !stale_once) {
+            stale_once = 1;
+            tf_close(f);
+            i--;
+            continue;
+        }
+        stale_once = 0;
         if (rc != TF_OK && first_rc == TF_OK) {
             first_rc = rc;
             set_msg(errmsg, errlen, tf_errmsg(f));
@@ -170,7 +189,7 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
     atomic_init(&job.next, 0);
     atomic_init(&job.stop, 0);
 
-    int nt = auto_threads(threads, n);
+    int nt = tf_batch_threads(paths, n, auto_threads(threads, n), n);
     batch_worker *workers = calloc((size_t)nt, sizeof *workers);
     if (!workers) {
         set_msg(errmsg, errlen, "out of memory");

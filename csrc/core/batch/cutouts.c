@@ -161,6 +161,8 @@ static void read_group(cut_worker *wk, int64_t g) {
     int64_t file = j->order[a].file;
     int hdu = j->hdus[file];
     size_t slot_bytes = (size_t)(j->ny * j->nx) * tf_dtype_size(j->out_dtype);
+    int stale_once = 0;
+redo:;
     tf_file *f = tf_create();
     if (!f) {
         fail(wk, j->order[a].index, TF_ENOMEM, "out of memory");
@@ -177,21 +179,23 @@ static void read_group(cut_worker *wk, int64_t g) {
                         info.dtype == TF_COMPLEX128))
         rc = tf_fail(f, TF_EUNSUPPORTED, 0, "HDU %d: cutouts are float; the image is %s", hdu,
                      tf_dtype_name(info.dtype));
-    if (rc != TF_OK) {
-        fail(wk, j->order[a].index, rc, tf_errmsg(f));
-        tf_close(f);
-        return;
-    }
-    for (int64_t k = a; k < b; k++) {
+    int64_t failed = j->order[a].index;
+    for (int64_t k = a; k < b && rc == TF_OK; k++) {
         int64_t i = j->order[k].index;
         const int64_t *it = j->items + 3 * i;
+        failed = i;
         rc = read_item(f, hdu, info.dtype, info.shape[0], info.shape[1], wk, it[1], it[2],
                        j->out + (size_t)i * slot_bytes);
-        if (rc != TF_OK) {
-            fail(wk, i, rc, tf_errmsg(f));
-            break;
-        }
     }
+    if (rc == TF_OK) rc = tf_remote_confirm(f);
+    if (rc != TF_OK && tf_remote_stale(f) && !stale_once) {
+        /* A URL opened from the metadata cache had changed: the group
+         * again, on a fresh open. */
+        stale_once = 1;
+        tf_close(f);
+        goto redo;
+    }
+    if (rc != TF_OK) fail(wk, failed, rc, tf_errmsg(f));
     tf_close(f);
 }
 
@@ -261,7 +265,7 @@ int tf_cutouts_read(const char *const *paths, const int *hdus, int64_t npaths,
     atomic_init(&job.next, 0);
     int nt = tf_auto_threads(threads);
     if (nt > CUT_MAX_THREADS) nt = CUT_MAX_THREADS;
-    if (nt > ngroups) nt = ngroups > 0 ? (int)ngroups : 1;
+    nt = tf_batch_threads(paths, npaths, nt, ngroups);
     cut_worker *workers = calloc((size_t)nt, sizeof *workers);
     if (!workers) {
         free(order);

@@ -215,6 +215,14 @@ size_t tf_option_bytes(tf_option opt);
 
 /* Most threads one read is split across. */
 #define TF_MAX_THREADS 16
+/* Most threads a batch of remote files is opened on: they wait on the
+ * network, not on a core. */
+#define TF_MAX_IO_THREADS 64
+
+/* Threads for a batch of `n` files, `usual` of them for local files: for
+ * a batch with a URL, TF_OPT_REMOTE_THREADS where that is more (at most
+ * TF_MAX_IO_THREADS); never more than n (threads.c). */
+int tf_batch_threads(const char *const *paths, int64_t npaths, int usual, int64_t n);
 
 /* Threads for a large read: TF_OPT_THREADS when set (> 0),
  * else `requested` (> 0), else the number of online CPUs; at most

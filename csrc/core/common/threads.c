@@ -53,11 +53,21 @@ int tf_idle_cpus(void) {
     return idle < 0 ? 0 : idle;
 }
 
+int tf_batch_threads(const char *const *paths, int64_t npaths, int usual, int64_t n) {
+    int remote = 0;
+    for (int64_t i = 0; i < npaths && !remote; i++) remote = tf_is_url(paths[i]);
+    int64_t io = remote ? tf_get_option(TF_OPT_REMOTE_THREADS) : 0;
+    if (io > TF_MAX_IO_THREADS) io = TF_MAX_IO_THREADS;
+    int nt = io > usual ? (int)io : usual;
+    if (nt > n) nt = n > 0 ? (int)n : 1;
+    return nt < 1 ? 1 : nt;
+}
+
 void tf_run_jobs(void *(*worker)(void *), void *jobs, size_t job_size, int njobs) {
-    pthread_t tids[TF_MAX_THREADS];
-    int started[TF_MAX_THREADS] = {0};
+    pthread_t tids[TF_MAX_IO_THREADS];
+    int started[TF_MAX_IO_THREADS] = {0};
     char *job = jobs;
-    if (njobs > TF_MAX_THREADS) njobs = TF_MAX_THREADS;
+    if (njobs > TF_MAX_IO_THREADS) njobs = TF_MAX_IO_THREADS;
     for (int t = 1; t < njobs; t++)
         started[t] = pthread_create(&tids[t], NULL, worker, job + t * job_size) == 0;
     for (int t = 1; t < njobs; t++)

@@ -84,6 +84,15 @@ static int open_remote(tf_file *f, const char *url) {
     return TF_OK;
 }
 
+int tf_remote_confirm(tf_file *f) {
+    if (!f || !f->remote) return TF_OK;
+    char msg[512];
+    int rc = tf_remote_check(f->remote, msg, sizeof msg);
+    return rc == TF_OK ? TF_OK : tf_fail(f, rc, 0, "%s", msg[0] ? msg : "out of memory");
+}
+
+int tf_remote_stale(const tf_file *f) { return f && tf_remote_is_stale(f->remote); }
+
 int tf_open(tf_file *f, const char *path) {
     if (!f) return TF_EINVAL;
     if (!path) return tf_fail(f, TF_EINVAL, 0, "no path given");

@@ -74,6 +74,33 @@ int tf_remote_open(const char *url, tf_remote **out, tf_source *src, char **whol
                    int64_t *whole_len, char *msg, size_t msglen);
 void tf_remote_close(tf_remote *r);
 
+/* For an object opened from the metadata cache that made no request yet:
+ * one conditional request checks that the object is the cached version.
+ * TF_OK (also for any other object), or a TF_ code with the cause in msg
+ * (tf_remote_is_stale then set where the object changed). */
+int tf_remote_check(tf_remote *r, char *msg, size_t msglen);
+
+/* Whether a request found the object opened from the metadata cache
+ * changed (the operation must be redone on a fresh open). */
+int tf_remote_is_stale(const tf_remote *r);
+
+/* ---- what opens of URLs learnt, across opens (metacache.c) ---- */
+
+/* Keep an object's size, validators (ETag, Last-Modified: "" for none)
+ * and first `len` bytes under `key`, replacing its entry, within
+ * TF_OPT_REMOTE_META_MB (least recently used dropped first). */
+void tf_meta_put(const char *key, int64_t size, const char *etag, const char *lastmod,
+                 const char *first, int64_t len);
+
+/* The entry under `key`: *size, etag, lastmod set and a copy of its first
+ * bytes returned (*len of them; free() it); NULL for none. With
+ * TF_OPT_REMOTE_META_MB 0, empties the cache first. */
+char *tf_meta_get(const char *key, int64_t *size, char *etag, size_t etag_len, char *lastmod,
+                  size_t lastmod_len, int64_t *len);
+
+/* Forget the entry under `key`, if any. */
+void tf_meta_drop(const char *key);
+
 /* A source reading descriptor fd (owned by the caller) of `size` bytes. */
 void tf_source_fd(tf_source *s, int fd, int64_t size);
 

@@ -29,6 +29,22 @@
  * redirects too, and never from https down to http; certificates are
  * verified unless TF_OPT_VERIFY_TLS is 0.
  *
+ * What an open learnt (the size, ETag and Last-Modified, the first
+ * FIRST_BYTES: the primary header and, for a tile-compressed image, the
+ * tile table) is kept in a process-wide cache keyed by the resolved URL
+ * and the identity that signs it (TF_OPT_REMOTE_META_MB in all, least
+ * recently used dropped first). A later open of the same URL then makes
+ * no request of its own: its requests for data carry the cached version
+ * as a condition (If-Match with a strong ETag, else If-Unmodified-Since),
+ * and any answer that shows another version (412, another ETag, any 4xx)
+ * drops the entry and marks the object stale, so that the caller redoes
+ * its operation on a fresh open (tf_remote_stale; the shim and the batch
+ * readers do). An operation that needed no request at all (everything it
+ * read was cached) confirms the version with one conditional request
+ * (tf_remote_check: 304 Not Modified, or an answer of the same version).
+ * Without a strong ETag or a Last-Modified nothing is cached. The cache
+ * itself is metacache.c.
+ *
  * s3://bucket/key becomes an https (or the endpoint's) URL, path-style or
  * virtual-host style, signed with SigV4 by libcurl when a key is set
  * (tf_remote_set: Python copies AWS_* from its environment; the core
@@ -135,6 +151,12 @@ struct tf_remote {
     int retries;
     int64_t size;
     char etag[256], lastmod[128];
+    char *key;                   /* in the metadata cache: URL, identity */
+    int from_cache;              /* opened from it, without a request */
+    struct curl_slist *cond;     /* headers + If-Match (from_cache) */
+    struct curl_slist *confirm;  /* headers + If-None-Match (from_cache) */
+    atomic_int validated;        /* a request confirmed the cached version */
+    atomic_int stale;            /* a request found another version */
 
     pthread_mutex_t lock;
     extent *ext;
@@ -145,6 +167,36 @@ struct tf_remote {
     int fail_code; /* the last failure, for tf_fail (0: none) */
     char fail_msg[MSG_LEN];
 };
+
+/* A validator the server can check: a strong ETag (a weak one never
+ * matches If-Match), or a Last-Modified. */
+static int strong_etag(const char *etag) { return etag[0] == '"'; }
+
+/* Keep what r's first request learnt: its first `len` bytes at `first`. */
+static void meta_put(const tf_remote *r, const char *first, int64_t len) {
+    if (r->key && (strong_etag(r->etag) || r->lastmod[0]))
+        tf_meta_put(r->key, r->size, r->etag, r->lastmod, first, len);
+}
+
+/* r's request headers and one more line; NULL when out of memory. */
+static struct curl_slist *headers_and(const struct curl_slist *base, const char *line) {
+    struct curl_slist *h = NULL, *n;
+    for (const struct curl_slist *p = base; p; p = p->next) {
+        if (!(n = curl_slist_append(h, p->data))) goto fail;
+        h = n;
+    }
+    if ((n = curl_slist_append(h, line))) return n;
+fail:
+    curl_slist_free_all(h);
+    return NULL;
+}
+
+/* The object is not the version cached: forget it, and have the caller
+ * redo its operation where this file was opened from the cache. */
+static void changed(tf_remote *r) {
+    if (r->key) tf_meta_drop(r->key);
+    if (r->from_cache) atomic_store(&r->stale, 1);
+}
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static int curl_ok;
@@ -341,11 +393,12 @@ static int parse_range(const char *s, int64_t *a, int64_t *b, int64_t *total) {
 /*
  * One ranged GET of [off, off + n) into dst (n > 0), with retries. On the
  * first request (r->size < 0) the size is learnt, and a 200 answer may
- * bring the whole object into *whole. Returns TF_OK or a TF_ code, the
- * failure recorded on r.
+ * bring the whole object into *whole. `confirm`: the request asks for the
+ * bytes only if the object is not the cached version (304 Not Modified:
+ * it is). Returns TF_OK or a TF_ code, the failure recorded on r.
  */
 static int fetch(tf_remote *r, int64_t off, int64_t n, char *dst, char **whole,
-                 int64_t *whole_len) {
+                 int64_t *whole_len, int confirm) {
     int first = r->size < 0;
     char range[64];
     snprintf(range, sizeof range, "%lld-%lld", (long long)off, (long long)(off + n - 1));
@@ -392,7 +445,8 @@ static int fetch(tf_remote *r, int64_t off, int64_t n, char *dst, char **whole,
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &a);
         curl_easy_setopt(c, CURLOPT_USERAGENT, "torchfits");
-        if (r->headers) curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->headers);
+        struct curl_slist *headers = confirm ? r->confirm : r->from_cache ? r->cond : r->headers;
+        if (headers) curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
         if (r->sigv4) curl_easy_setopt(c, CURLOPT_AWS_SIGV4, r->sigv4);
         if (r->userpwd) curl_easy_setopt(c, CURLOPT_USERPWD, r->userpwd);
         CURLcode cc = curl_easy_perform(c);
@@ -461,6 +515,18 @@ static int fetch(tf_remote *r, int64_t off, int64_t n, char *dst, char **whole,
             }
         }
         long status = a.status;
+        if (confirm && status == 304) {
+            atomic_store(&r->validated, 1);
+            return TF_OK;
+        }
+        if (r->from_cache && status >= 400 && status < 500) {
+            /* 412: not the version asked for; any other refusal (a 404
+             * for a deleted object, a 403) is for the fresh open to say. */
+            changed(r);
+            set_failure(r, TF_EIO, "the object changed since it was opened before (HTTP %ld "
+                                   "%s)", status, reason(status));
+            return TF_EIO;
+        }
         if (status == 200 && first) {
             r->size = a.got;
             snprintf(r->etag, sizeof r->etag, "%s", a.etag);
@@ -493,7 +559,16 @@ static int fetch(tf_remote *r, int64_t off, int64_t n, char *dst, char **whole,
                 set_failure(r, code, "%sHTTP %ld %s", errno_text, status, reason(status));
             return code;
         }
-        /* 206: the range asked for, of the same object. */
+        /* 206: the same object (a changed one may have another size, so
+         * this comes before the Content-Range), and the range asked for. */
+        if (!first && (strcmp(r->etag, a.etag) != 0 || strcmp(r->lastmod, a.lastmod) != 0)) {
+            changed(r);
+            set_failure(r, TF_EIO, "the object changed between requests (ETag %s -> %s, "
+                                   "Last-Modified '%s' -> '%s')",
+                        r->etag[0] ? r->etag : "none", a.etag[0] ? a.etag : "none",
+                        r->lastmod, a.lastmod);
+            return TF_EIO;
+        }
         int64_t ra, rb, total;
         if (!parse_range(a.range, &ra, &rb, &total) || ra != off || rb < ra ||
             (total >= 0 && rb >= total) || (!first && total != r->size) ||
@@ -519,12 +594,8 @@ static int fetch(tf_remote *r, int64_t off, int64_t n, char *dst, char **whole,
             snprintf(r->etag, sizeof r->etag, "%s", a.etag);
             snprintf(r->lastmod, sizeof r->lastmod, "%s", a.lastmod);
             *whole_len = a.got;
-        } else if (strcmp(r->etag, a.etag) != 0 || strcmp(r->lastmod, a.lastmod) != 0) {
-            set_failure(r, TF_EIO, "the object changed between requests (ETag %s -> %s, "
-                                   "Last-Modified '%s' -> '%s')",
-                        r->etag[0] ? r->etag : "none", a.etag[0] ? a.etag : "none",
-                        r->lastmod, a.lastmod);
-            return TF_EIO;
+        } else {
+            atomic_store(&r->validated, 1);
         }
         return TF_OK;
     }
@@ -599,8 +670,13 @@ static int64_t remote_read(const tf_source *s, void *buf, size_t n, int64_t off,
     int hit = from_cache(r, buf, (int64_t)n, off);
     pthread_mutex_unlock(&r->lock);
     if (hit) return (int64_t)n;
+    if (atomic_load(&r->stale)) { /* known changed: no more requests */
+        set_failure(r, TF_EIO, "the object changed since it was opened before");
+        *err = EIO;
+        return -1;
+    }
     if (n >= BIG_BYTES) {
-        if (fetch(r, off, (int64_t)n, buf, NULL, NULL) != TF_OK) {
+        if (fetch(r, off, (int64_t)n, buf, NULL, NULL, 0) != TF_OK) {
             *err = EIO;
             return -1;
         }
@@ -622,7 +698,7 @@ static int64_t remote_read(const tf_source *s, void *buf, size_t n, int64_t off,
         *err = ENOMEM;
         return -1;
     }
-    if (fetch(r, off, len, data, NULL, NULL) != TF_OK) {
+    if (fetch(r, off, len, data, NULL, NULL, 0) != TF_OK) {
         free(data);
         *err = EIO;
         return -1;
@@ -658,7 +734,7 @@ static void *prefetch_worker(void *arg) {
         span *s = &j->spans[i];
         char *data = malloc((size_t)s->len);
         if (!data) continue;
-        if (fetch(j->r, s->off, s->len, data, NULL, NULL) != TF_OK) {
+        if (fetch(j->r, s->off, s->len, data, NULL, NULL, 0) != TF_OK) {
             /* The read that needs it fetches it again, and fails there,
              * with its own message. */
             free(data);
@@ -790,6 +866,9 @@ void tf_remote_close(tf_remote *r) {
     for (int i = 0; i < r->next; i++) free(r->ext[i].data);
     free(r->ext);
     curl_slist_free_all(r->headers);
+    curl_slist_free_all(r->cond);
+    curl_slist_free_all(r->confirm);
+    free(r->key);
     free(r->url);
     free(r->shown);
     free(r->userpwd);
@@ -821,6 +900,7 @@ int tf_remote_open(const char *path, tf_remote **out, tf_source *src, char **who
     r->retries = (int)tf_get_option(TF_OPT_REMOTE_RETRIES);
     r->cache_max = tf_option_bytes(TF_OPT_REMOTE_CACHE_MB);
     int rc = TF_ENOMEM;
+    char *identity = NULL; /* who signs: part of the metadata cache's key */
     if (strncmp(path, "s3://", 5) == 0) {
         r->url = s3_url(path, &r->sigv4, msg, msglen);
         if (!r->url) {
@@ -831,6 +911,7 @@ int tf_remote_open(const char *path, tf_remote **out, tf_source *src, char **who
         int have_key = settings[K_KEY] && settings[K_SECRET];
         if (have_key && asprintf(&r->userpwd, "%s:%s", settings[K_KEY], settings[K_SECRET]) < 0)
             r->userpwd = NULL;
+        if (have_key) identity = strdup(settings[K_KEY]);
         char *token = NULL;
         if (have_key && settings[K_TOKEN] &&
             asprintf(&token, "x-amz-security-token: %s", settings[K_TOKEN]) < 0)
@@ -860,10 +941,36 @@ int tf_remote_open(const char *path, tf_remote **out, tf_source *src, char **who
     r->https = strncmp(r->url, "https://", 8) == 0;
     r->shown = tf_url_shown(path);
     if (!r->shown) goto fail;
+    if (asprintf(&r->key, "%s\n%s", r->url, identity ? identity : "") < 0) {
+        r->key = NULL;
+        goto fail;
+    }
 
-    char *first = malloc(FIRST_BYTES);
+    int64_t known = 0;
+    char *first = tf_meta_get(r->key, &r->size, r->etag, sizeof r->etag, r->lastmod,
+                              sizeof r->lastmod, &known);
+    if (first) { /* known: no request now; the data requests are conditional */
+        char cond[300], confirm[300];
+        if (strong_etag(r->etag)) {
+            snprintf(cond, sizeof cond, "If-Match: %s", r->etag);
+            snprintf(confirm, sizeof confirm, "If-None-Match: %s", r->etag);
+        } else {
+            snprintf(cond, sizeof cond, "If-Unmodified-Since: %s", r->lastmod);
+            snprintf(confirm, sizeof confirm, "If-Modified-Since: %s", r->lastmod);
+        }
+        r->cond = headers_and(r->headers, cond);
+        r->confirm = headers_and(r->headers, confirm);
+        if (!r->cond || !r->confirm) {
+            free(first);
+            goto fail;
+        }
+        r->from_cache = 1;
+        keep(r, 0, known, first);
+        goto opened;
+    }
+    first = malloc(FIRST_BYTES);
     if (!first) goto fail;
-    rc = fetch(r, 0, FIRST_BYTES, first, whole, whole_len);
+    rc = fetch(r, 0, FIRST_BYTES, first, whole, whole_len, 0);
     if (rc != TF_OK) {
         free(first);
         char why[MSG_LEN];
@@ -873,8 +980,16 @@ int tf_remote_open(const char *path, tf_remote **out, tf_source *src, char **who
         snprintf(msg, msglen, "%s", why);
         goto fail;
     }
-    if (*whole || r->size == 0) free(first); /* read whole, or empty */
-    else keep(r, 0, *whole_len, first);
+    if (*whole || r->size == 0) {
+        free(first); /* read whole, or empty */
+    } else {
+        /* An object that came whole in the first answer needs no cache:
+         * its next open makes one request either way. */
+        if (*whole_len < r->size) meta_put(r, first, *whole_len);
+        keep(r, 0, *whole_len, first);
+    }
+opened:
+    free(identity);
     *src = (tf_source){.read = remote_read, .ctx = r, .size = r->size};
     src->prefetch = remote_prefetch;
     src->failure = remote_failure;
@@ -882,6 +997,28 @@ int tf_remote_open(const char *path, tf_remote **out, tf_source *src, char **who
     *out = r;
     return TF_OK;
 fail:
+    free(identity);
     tf_remote_close(r);
+    return rc;
+}
+
+int tf_remote_is_stale(const tf_remote *r) { return r && atomic_load(&r->stale); }
+
+int tf_remote_check(tf_remote *r, char *msg, size_t msglen) {
+    msg[0] = 0;
+    if (!r || !r->from_cache || atomic_load(&r->validated)) return TF_OK;
+    if (atomic_load(&r->stale)) {
+        snprintf(msg, msglen, "the object changed since it was opened before");
+        return TF_EIO;
+    }
+    int64_t n = r->size < FIRST_BYTES ? r->size : FIRST_BYTES;
+    char *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (!buf) return TF_ENOMEM;
+    int rc = n > 0 ? fetch(r, 0, n, buf, NULL, NULL, 1) : TF_OK;
+    free(buf);
+    if (rc != TF_OK) {
+        tf_source tmp = {.ctx = r};
+        remote_failure(&tmp, msg, msglen);
+    }
     return rc;
 }
