@@ -77,6 +77,13 @@ PROFILES = {
     r"^cold page cache: .*warm page cache": (
         "The warm read is the whole-image case (memory bandwidth): ours is at the limit; "
         "0.5x would need the best rival at twice the limit or more."),
+    r"^remote: 100 random 64x64 cutouts.*each opening": (
+        "Each cutout opens the URL anew. The first open of a URL learns its size, its "
+        "validators and its first 64 KiB (the header and the tile table); a later open of "
+        "the same URL reuses them and sends only the request for the tiles' bytes, "
+        "conditional on the object being the same version (If-Match), so each cutout is one "
+        "round trip. `limit (one request per cutout)` is those round trips alone, with no "
+        "decoding: no reader that checks the object has not changed can take less."),
     r"^data loading: DataLoader": (
         "An epoch includes the DataLoader's own cost: `limit (DataLoader, no read)` is a "
         "dataset that returns zeros of the same shape, so worker start-up, the default "
