@@ -677,6 +677,14 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
  *  appending leaves the old HDUs' bytes as they are. */
 int tf_writer_set_checksum(tf_writer *w, int on);
 
+/** Make the commit durable (on != 0): fsync the temporary file before the
+ *  rename and the directory after it. Off (the default), the commit is
+ *  still atomic for every reader and against a crash of the process, but
+ *  not against a power loss or a kernel crash, after which the target may
+ *  hold the old file, the new one, or (on some file systems) an empty or
+ *  partial one. */
+int tf_writer_set_sync(tf_writer *w, int on);
+
 /** Write the file: temporary file, fsync, rename (or, without overwrite,
  *  link so that a file made meanwhile is not replaced). *bytes (may be NULL)
  *  gets the file's size. @return TF_OK, TF_EOPEN, TF_EIO (disk full, a

@@ -37,6 +37,7 @@ struct tf_writer {
     char *path;         /* the target, as given */
     int overwrite;
     int checksum;
+    int sync;           /* fsync the file before the rename, the directory after */
     int nhdu;           /* HDUs added (an automatic empty primary counts) */
     int failed;         /* a cfitsio error left the memory file unusable */
     /* Appending: the old file, open through the core's reader until the
@@ -242,6 +243,12 @@ void tf_writer_free(tf_writer *w) {
 int tf_writer_set_checksum(tf_writer *w, int on) {
     if (!w) return TF_EINVAL;
     w->checksum = on != 0;
+    return TF_OK;
+}
+
+int tf_writer_set_sync(tf_writer *w, int on) {
+    if (!w) return TF_EINVAL;
+    w->sync = on != 0;
     return TF_OK;
 }
 
@@ -687,7 +694,7 @@ static int put_on_disk(tf_writer *w, const char *data, size_t size) {
     }
     if (write_all(fd, data, size) != 0) {
         err = errno;
-    } else if (fsync(fd) != 0) {
+    } else if (w->sync && fsync(fd) != 0) {
         err = errno;
         step = "fsync";
     }
@@ -736,7 +743,7 @@ static int put_on_disk(tf_writer *w, const char *data, size_t size) {
         return wfail(w, code, 0, "%s failed: %s (nothing was written under this name)", step,
                      strerror(err));
     }
-    fsync_dir(w->path);  /* best effort: the data itself is synced */
+    if (w->sync) fsync_dir(w->path);  /* best effort: the data itself is synced */
     return TF_OK;
 }
 
