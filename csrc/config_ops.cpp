@@ -23,6 +23,7 @@ constexpr OptionName kOptions[] = {
     {"remote_cache_mb", TF_OPT_REMOTE_CACHE_MB},
     {"verify_tls", TF_OPT_VERIFY_TLS},
     {"s3_addressing", TF_OPT_S3_ADDRESSING},
+    {"write_cfitsio", TF_OPT_WRITE_CFITSIO},
 };
 
 tf_option option_named(const std::string& name) {
@@ -32,7 +33,7 @@ tf_option option_named(const std::string& name) {
   TORCH_CHECK_VALUE(false, "torchfits: no option named '", name,
                     "' (options: threads, keep_mb, unpack_max_mb, table_max_mb, ",
                     "connect_timeout_ms, read_timeout_ms, remote_retries, remote_cache_mb, ",
-                    "verify_tls, s3_addressing)");
+                    "verify_tls, s3_addressing, write_cfitsio)");
 }
 
 }  // namespace

@@ -1,0 +1,124 @@
+"""The writer's fast paths (uncompressed image data stored straight from
+the tensor, tiles compressed on every core) against cfitsio's own writer
+(option write_cfitsio=1: every HDU built by cfitsio in memory), byte for
+byte, and their checksums against astropy, fitsio and fitsverify."""
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+
+import torchfits_ops as tf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_write import DTYPES, fitsverify, sample, to_torch  # noqa: E402
+
+fitsio = pytest.importorskip("fitsio")
+ops = torch.ops.torchfits
+IDS = lambda d: str(d).replace("torch.", "")  # noqa: E731
+
+
+def both_ways(tmp_path, hdus, **kw):
+    """The same write through cfitsio's writer and the fast one; the bytes
+    of each. CHECKSUM/DATASUM comments hold the time to the second: both
+    writes are retried until they fall in the same second."""
+    ref, fast = tmp_path / "cfitsio.fits", tmp_path / "fast.fits"
+    for _ in range(10):
+        t0 = int(time.time())
+        previous = ops.set_option("write_cfitsio", 1)
+        try:
+            tf.write(ref, hdus, overwrite=True, **kw)
+        finally:
+            ops.set_option("write_cfitsio", previous)
+        tf.write(fast, hdus, overwrite=True, **kw)
+        if int(time.time()) == t0:
+            break
+    return ref.read_bytes(), fast.read_bytes()
+
+
+@pytest.mark.parametrize("checksum", [False, True], ids=["plain", "checksum"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_uncompressed_bytes_as_cfitsio(tmp_path, dtype, checksum):
+    """Every dtype, as the primary, as extensions between a table and a
+    compressed image, with odd sizes (a partial last block, for uint8 a
+    partial last checksum word)."""
+    a = to_torch(sample(dtype, (37, 53), seed=1), dtype)
+    b = to_torch(sample(dtype, (3, 5, 7), seed=2), dtype)
+    for hdus in (a, [a, (b, {"EXTNAME": "B", "OBJECT": "x"}), {"n": torch.arange(5)}, a],
+                 [None, {"data": torch.arange(600, dtype=torch.int16).reshape(20, 30),
+                         "compress": "RICE_1"}, b]):
+        ref, fast = both_ways(tmp_path, hdus, checksum=checksum)
+        assert len(ref) % 2880 == 0
+        assert fast == ref
+    if checksum:
+        assert all(s == (True, True) for s in tf.verify_checksum(tmp_path / "fast.fits"))
+        with fits.open(tmp_path / "fast.fits", checksum=True, disable_image_compression=True) as hl:
+            for h in hl:
+                assert h._checksum_valid and h._datasum_valid
+        fitsverify(tmp_path / "fast.fits")
+
+
+@pytest.mark.parametrize("fill", [0.0, -0.0, 1.0], ids=["zeros", "negzeros", "ones"])
+def test_checksum_edge_data(tmp_path, fill):
+    """All-zero data (DATASUM 0, which cfitsio writes as '         0'),
+    -0.0 (top bits only) and ones, in a size that is many blocks."""
+    t = torch.full((300, 301), fill, dtype=torch.float32)
+    ref, fast = both_ways(tmp_path, [t, t.double()], checksum=True)
+    assert fast == ref
+    assert tf.verify_checksum(tmp_path / "fast.fits") == [(True, True), (True, True)]
+    with fitsio.FITS(str(tmp_path / "fast.fits")) as f:
+        for h in f:
+            h.verify_checksum()  # raises on a mismatch
+    b = bytearray((tmp_path / "fast.fits").read_bytes())
+    b[2 * 2880 + 5] ^= 0x40
+    (tmp_path / "fast.fits").write_bytes(bytes(b))
+    assert tf.verify_checksum(tmp_path / "fast.fits") == [(False, False), (True, True)]
+    with fitsio.FITS(str(tmp_path / "fast.fits")) as f:
+        with pytest.raises(ValueError):
+            f[0].verify_checksum()
+
+
+def test_large_image_and_append(tmp_path):
+    """Data larger than the store chunk (several chunks and a tail), and an
+    append behind an existing file, both as cfitsio writes them."""
+    t = torch.from_numpy(np.random.default_rng(3).standard_normal((700, 1031)).astype(np.float32))
+    ref, fast = both_ways(tmp_path, [t, (t[:100].double(), {"EXTNAME": "D"})], checksum=True)
+    assert fast == ref
+    base = tmp_path / "base.fits"
+    tf.write(base, torch.arange(10, dtype=torch.int16))
+    for mode in (1, 0):
+        p = tmp_path / f"app{mode}.fits"
+        p.write_bytes(base.read_bytes())
+        previous = ops.set_option("write_cfitsio", mode)
+        try:
+            tf.write(p, [t[:50], {"x": torch.arange(3)}, t[:7, :9].to(torch.int32)], append=True)
+        finally:
+            ops.set_option("write_cfitsio", previous)
+    assert (tmp_path / "app1.fits").read_bytes() == (tmp_path / "app0.fits").read_bytes()
+    with fits.open(tmp_path / "app0.fits") as hl:
+        assert len(hl) == 4
+        np.testing.assert_array_equal(hl[1].data, t[:50].numpy())
+
+
+def test_data_read_until_commit_only(tmp_path):
+    """The tensor may change after write returns: the file holds the
+    values as they were."""
+    t = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    p = tmp_path / "x.fits"
+    tf.write(p, t)
+    t.fill_(-1)
+    assert torch.equal(tf.read(p), torch.arange(12, dtype=torch.float32).reshape(3, 4))
+
+
+def test_write_cfitsio_option():
+    previous = ops.set_option("write_cfitsio", 1)
+    try:
+        assert ops.get_option("write_cfitsio") == 1
+    finally:
+        ops.set_option("write_cfitsio", previous)
+    assert previous == 0
+    with pytest.raises(ValueError, match="write_cfitsio"):
+        ops.set_option("no_such_option", 1)
