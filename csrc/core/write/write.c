@@ -38,6 +38,7 @@
 
 #include "../common/convert.h"
 #include "../common/internal.h"
+#include "compress_tiles.h"
 
 #define W_ERRLEN 1024
 
@@ -727,6 +728,46 @@ static int finish_direct(tf_writer *w, const tf_write_image *img) {
     return rc;
 }
 
+/* A RICE_1 image of uint8, int16 or int32 (no BZERO, no quantizing): its
+ * tiles compressed on every core (compress_tiles.c), then given to cfitsio in tile
+ * order, as fits_write_img gives them; the tile shape and block size are
+ * read from the header cfitsio made. */
+static int write_rice_tiles(tf_writer *w, const tf_write_image *img) {
+    tf_wtiles t;
+    memset(&t, 0, sizeof t);
+    t.data = img->data;
+    t.elsize = wtypes[img->dtype].size;
+    t.ndim = img->ndim;
+    int st = 0;
+    for (int d = 0; d < img->ndim; d++) {
+        char key[FLEN_KEYWORD];
+        long v = 0;
+        snprintf(key, sizeof key, "ZTILE%d", img->ndim - d);
+        fits_read_key_lng(w->fp, key, &v, NULL, &st);
+        t.shape[d] = img->shape[d];
+        t.tile[d] = v;
+    }
+    long blocksize = 0;
+    fits_read_key_lng(w->fp, "ZVAL1", &blocksize, NULL, &st);
+    int col = 0;
+    fits_get_colnum(w->fp, CASESEN, "COMPRESSED_DATA", &col, &st);
+    W_CFITSIO(st, w, "HDU %d: cannot read back the tiling cfitsio chose", HDU_NO(w));
+    t.blocksize = (int)blocksize;
+    int rc = tf_wtiles_rice(&t);
+    if (rc == TF_OK) {
+        for (int64_t k = 0; k < t.ntiles && st <= 0; k++)
+            fits_write_col_byt(w->fp, col, (LONGLONG)k + 1, 1, (LONGLONG)t.lens[k], t.bytes[k],
+                               &st);
+    }
+    int64_t bad = t.failed_tile;
+    tf_wtiles_free(&t);
+    if (rc == TF_ENOMEM) return wfail(w, TF_ENOMEM, 0, "out of memory");
+    W_CHECK(rc == TF_OK, w, rc, "HDU %d: tile %lld could not be compressed", HDU_NO(w),
+            (long long)bad);
+    W_CFITSIO(st, w, "HDU %d: cannot write the data", HDU_NO(w));
+    return TF_OK;
+}
+
 int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_card *cards,
                         int ncards) {
     if (!w) return TF_EINVAL;
@@ -781,7 +822,16 @@ int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_
         w->nhdu++;
         return TF_OK;
     }
-    if (n) {
+    const int rice_tiles = img->codec == TF_CODEC_RICE_1 && !w->via_cfitsio &&
+                           (img->dtype == TF_W_UINT8 || img->dtype == TF_W_INT16 ||
+                            img->dtype == TF_W_INT32);
+    if (n && rice_tiles) {
+        rc = write_rice_tiles(w, img);
+        if (rc) {
+            w->failed = 1;
+            return rc;
+        }
+    } else if (n) {
         /* cfitsio's prototype is not const; it does not write to the data. */
         fits_write_img(w->fp, wtypes[img->dtype].datatype, 1, (LONGLONG)n, (void *)img->data,
                        &st);
