@@ -124,25 +124,27 @@ def test_write_cfitsio_option():
         ops.set_option("no_such_option", 1)
 
 
-RICE_DTYPES = [torch.uint8, torch.int16, torch.int32, torch.int8]
+TILE_DTYPES = [torch.uint8, torch.int16, torch.int32, torch.int8]
 if hasattr(torch, "uint16"):
-    RICE_DTYPES += [torch.uint16, torch.uint32]
+    TILE_DTYPES += [torch.uint16, torch.uint32]
 
 
 @pytest.mark.parametrize("checksum", [False, True], ids=["plain", "checksum"])
-@pytest.mark.parametrize("dtype", RICE_DTYPES, ids=IDS)
-def test_rice_bytes_as_cfitsio(tmp_path, dtype, checksum):
-    """RICE_1 tiles compressed on every core: the file is cfitsio's, for
-    row tiles, tiles that do not divide the image (partial edge tiles), 3-d
-    tiles, a 1-d image, and among other HDUs."""
+@pytest.mark.parametrize("codec", ["RICE_1", "GZIP_1", "GZIP_2"])
+@pytest.mark.parametrize("dtype", TILE_DTYPES, ids=IDS)
+def test_tiles_bytes_as_cfitsio(tmp_path, dtype, codec, checksum):
+    """Tiles compressed on every core (uint8, int16, int32; the others go
+    through cfitsio): the file is cfitsio's, for row tiles, tiles that do
+    not divide the image (partial edge tiles), 3-d tiles, a 1-d image, and
+    among other HDUs."""
     rng = np.random.default_rng(4)
     for shape, tile in (((300, 257), None), ((300, 257), [7, 50]), ((5, 30, 41), [2, 4, 9]),
                         ((1000,), None), ((1024, 1024), [16, 1024])):
         a = rng.poisson(100, shape) - (50 if dtype in (torch.int8, torch.int16, torch.int32) else 0)
         x = torch.from_numpy(a.astype(np.int64)).clamp(-128 if dtype == torch.int8 else 0,
                                                       127 if dtype == torch.int8 else 255).to(dtype)
-        hdus = [torch.ones(3), {"data": x, "compress": "RICE_1", "tile": tile},
-                {"c": torch.arange(4)}, {"data": x, "compress": "RICE_1", "tile": tile}]
+        hdus = [torch.ones(3), {"data": x, "compress": codec, "tile": tile},
+                {"c": torch.arange(4)}, {"data": x, "compress": codec, "tile": tile}]
         ref, fast = both_ways(tmp_path, hdus, checksum=checksum)
         assert fast == ref, (shape, tile)
         back = tf.read(tmp_path / "fast.fits", hdu=3)
@@ -152,7 +154,8 @@ def test_rice_bytes_as_cfitsio(tmp_path, dtype, checksum):
         fitsverify(tmp_path / "fast.fits")
 
 
-def test_rice_threads_agree(tmp_path):
+@pytest.mark.parametrize("codec", ["RICE_1", "GZIP_2"])
+def test_tile_threads_agree(tmp_path, codec):
     """One thread or many: the same bytes (tiles are handed to cfitsio in
     order whatever order they were compressed in)."""
     x = torch.from_numpy(np.random.default_rng(5).poisson(30, (512, 700)).astype(np.int16))
@@ -160,7 +163,7 @@ def test_rice_threads_agree(tmp_path):
     for threads in (1, 3, 0):
         previous = ops.set_option("threads", threads)
         try:
-            tf.write(tmp_path / f"t{threads}.fits", x, compress="RICE_1", tile=[3, 700])
+            tf.write(tmp_path / f"t{threads}.fits", x, compress=codec, tile=[3, 700])
         finally:
             ops.set_option("threads", previous)
         out[threads] = (tmp_path / f"t{threads}.fits").read_bytes()

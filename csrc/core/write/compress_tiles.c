@@ -3,7 +3,8 @@
  *
  * cfitsio's fits_write_img compresses tile after tile on the calling
  * thread. Its codecs are plain functions of a buffer (exported by
- * libcfitsio: fits_rcomp, fits_rcomp_short, fits_rcomp_byte), so workers
+ * libcfitsio: fits_rcomp, fits_rcomp_short, fits_rcomp_byte,
+ * compress2mem_from_mem), so workers
  * here gather each tile's pixels in cfitsio's order (the first FITS axis
  * fastest), call the same codec with the same buffer size, and keep the
  * bytes; write.c then hands them to cfitsio in tile order, which writes
@@ -17,11 +18,14 @@
 #include "../common/internal.h"
 #include "compress_tiles.h"
 
-/* libcfitsio's exported Rice codecs (ricecomp.c); fitsio.h does not
- * declare them. */
+/* libcfitsio's exported per-tile codecs (ricecomp.c, zcompress.c);
+ * fitsio.h does not declare them. */
 int fits_rcomp(int a[], int nx, unsigned char *c, int clen, int nblock);
 int fits_rcomp_short(short a[], int nx, unsigned char *c, int clen, int nblock);
 int fits_rcomp_byte(signed char a[], int nx, unsigned char *c, int clen, int nblock);
+int compress2mem_from_mem(char *inmemptr, size_t inmemsize, char **buffptr, size_t *buffsize,
+                          void *(*mem_realloc)(void *p, size_t newsize), size_t *filesize,
+                          int *status);
 
 typedef struct {
     tf_wtiles *t;
@@ -40,7 +44,7 @@ typedef struct {
 /* Tile k's pixels, the first FITS axis fastest, into buf; its count. */
 static int64_t gather(const shared_t *s, int64_t k, char *buf) {
     const tf_wtiles *t = s->t;
-    int64_t start[TF_MAX_DIMS], len[TF_MAX_DIMS], n = 1;
+    int64_t start[TF_MAX_DIMS] = {0}, len[TF_MAX_DIMS] = {0}, n = 1;
     for (int i = 0; i < s->fd; i++) {
         int64_t ti = k % s->ntile[i];
         k /= s->ntile[i];
@@ -70,14 +74,42 @@ static int64_t gather(const shared_t *s, int64_t k, char *buf) {
     return n;
 }
 
+/* GZIP: the n values of pix made big-endian in place and, for GZIP_2,
+ * their bytes shuffled by significance into shuf (cfitsio's
+ * fits_shuffle_2bytes/4bytes); the bytes to compress. */
+static char *gzip_input(const tf_wtiles *t, char *pix, char *shuf, int64_t n) {
+    const size_t es = t->elsize;
+    for (int64_t i = 0; i < n && es > 1; i++) {
+        char *v = pix + (size_t)i * es;
+        if (es == 2) {
+            char a = v[0];
+            v[0] = v[1];
+            v[1] = a;
+        } else {
+            char a = v[0], b = v[1];
+            v[0] = v[3];
+            v[1] = v[2];
+            v[2] = b;
+            v[3] = a;
+        }
+    }
+    if (t->codec != TF_CODEC_GZIP_2 || es == 1) return pix;
+    for (int64_t i = 0; i < n; i++)
+        for (size_t b = 0; b < es; b++) shuf[(size_t)b * (size_t)n + (size_t)i] = pix[(size_t)i * es + b];
+    return shuf;
+}
+
 static void *worker(void *arg) {
     shared_t *s = ((job_t *)arg)->s;
     tf_wtiles *t = s->t;
+    const int gzip = t->codec != TF_CODEC_RICE_1;
     char *pix = malloc((size_t)s->maxtile * t->elsize);
-    unsigned char *cbuf = calloc((size_t)s->clen, 1);
-    if (!pix || !cbuf) {
+    char *shuf = gzip ? malloc((size_t)s->maxtile * t->elsize) : NULL;
+    unsigned char *cbuf = gzip ? NULL : calloc((size_t)s->clen, 1);
+    if (!pix || (gzip ? !shuf : !cbuf)) {
         atomic_store(&s->status, TF_ENOMEM);
         free(pix);
+        free(shuf);
         free(cbuf);
         return NULL;
     }
@@ -86,6 +118,29 @@ static void *worker(void *arg) {
         int64_t k = atomic_fetch_add(&s->next, 1);
         if (k >= t->ntiles) break;
         int64_t n = gather(s, k, pix);
+        if (gzip) {
+            /* Into a buffer of cfitsio's size, which it grows as it needs. */
+            size_t size = (size_t)s->clen, out = 0;
+            char *g = malloc(size);
+            int st = 0;
+            if (!g) {
+                atomic_store(&s->status, TF_ENOMEM);
+                break;
+            }
+            compress2mem_from_mem(gzip_input(t, pix, shuf, n), (size_t)n * t->elsize, &g, &size,
+                                  realloc, &out, &st);
+            if (st) {
+                int code = g ? TF_EINVAL : TF_ENOMEM;  /* NULL: its realloc failed */
+                free(g);
+                int expected = TF_OK;
+                if (atomic_compare_exchange_strong(&s->status, &expected, code))
+                    t->failed_tile = k;
+                break;
+            }
+            t->bytes[k] = (unsigned char *)g;
+            t->lens[k] = out;
+            continue;
+        }
         int nel;
         if (t->elsize == 2)
             nel = fits_rcomp_short((short *)pix, (int)n, cbuf, s->clen, t->blocksize);
@@ -109,16 +164,20 @@ static void *worker(void *arg) {
         t->lens[k] = (size_t)nel;
     }
     free(pix);
+    free(shuf);
     free(cbuf);
     return NULL;
 }
 
-int tf_wtiles_rice(tf_wtiles *t) {
+int tf_wtiles_compress(tf_wtiles *t) {
     t->ntiles = 0;
     t->bytes = NULL;
     t->lens = NULL;
     t->failed_tile = -1;
-    if (t->ndim < 1 || t->ndim > TF_MAX_DIMS || t->blocksize < 1) return TF_EINVAL;
+    if (t->ndim < 1 || t->ndim > TF_MAX_DIMS) return TF_EINVAL;
+    if (t->codec == TF_CODEC_RICE_1 ? t->blocksize < 1
+                                    : t->codec != TF_CODEC_GZIP_1 && t->codec != TF_CODEC_GZIP_2)
+        return TF_EINVAL;
     if (t->elsize != 1 && t->elsize != 2 && t->elsize != 4) return TF_EINVAL;
     shared_t *s = calloc(1, sizeof *s);
     if (!s) return TF_ENOMEM;
@@ -138,8 +197,10 @@ int tf_wtiles_rice(tf_wtiles *t) {
         s->maxtile *= s->tdim[i];
         total *= s->dims[i];
     }
-    /* imcomp_calc_max_elem for RICE_1 */
-    int64_t clen = (t->elsize == 2 ? 2 : 4) * s->maxtile + s->maxtile / t->blocksize + 2 + 4;
+    /* imcomp_calc_max_elem: RICE_1; GZIP (the output does not depend on it) */
+    int64_t clen = t->codec == TF_CODEC_RICE_1
+                       ? (t->elsize == 2 ? 2 : 4) * s->maxtile + s->maxtile / t->blocksize + 2 + 4
+                       : (int64_t)t->elsize * s->maxtile + 601;
     if (s->maxtile > INT32_MAX / 8 || clen > INT32_MAX) {
         free(s);
         return TF_EINVAL;

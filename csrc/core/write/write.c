@@ -728,16 +728,17 @@ static int finish_direct(tf_writer *w, const tf_write_image *img) {
     return rc;
 }
 
-/* A RICE_1 image of uint8, int16 or int32 (no BZERO, no quantizing): its
- * tiles compressed on every core (compress_tiles.c), then given to cfitsio in tile
- * order, as fits_write_img gives them; the tile shape and block size are
- * read from the header cfitsio made. */
-static int write_rice_tiles(tf_writer *w, const tf_write_image *img) {
+/* A RICE_1, GZIP_1 or GZIP_2 image of uint8, int16 or int32 (no BZERO,
+ * no quantizing): its tiles compressed on every core (compress_tiles.c),
+ * then given to cfitsio in tile order, as fits_write_img gives them; the
+ * tile shape and Rice block size are read from the header cfitsio made. */
+static int write_tiles(tf_writer *w, const tf_write_image *img) {
     tf_wtiles t;
     memset(&t, 0, sizeof t);
     t.data = img->data;
     t.elsize = wtypes[img->dtype].size;
     t.ndim = img->ndim;
+    t.codec = img->codec;
     int st = 0;
     for (int d = 0; d < img->ndim; d++) {
         char key[FLEN_KEYWORD];
@@ -748,12 +749,12 @@ static int write_rice_tiles(tf_writer *w, const tf_write_image *img) {
         t.tile[d] = v;
     }
     long blocksize = 0;
-    fits_read_key_lng(w->fp, "ZVAL1", &blocksize, NULL, &st);
+    if (img->codec == TF_CODEC_RICE_1) fits_read_key_lng(w->fp, "ZVAL1", &blocksize, NULL, &st);
     int col = 0;
     fits_get_colnum(w->fp, CASESEN, "COMPRESSED_DATA", &col, &st);
     W_CFITSIO(st, w, "HDU %d: cannot read back the tiling cfitsio chose", HDU_NO(w));
     t.blocksize = (int)blocksize;
-    int rc = tf_wtiles_rice(&t);
+    int rc = tf_wtiles_compress(&t);
     if (rc == TF_OK) {
         for (int64_t k = 0; k < t.ntiles && st <= 0; k++)
             fits_write_col_byt(w->fp, col, (LONGLONG)k + 1, 1, (LONGLONG)t.lens[k], t.bytes[k],
@@ -822,11 +823,13 @@ int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_
         w->nhdu++;
         return TF_OK;
     }
-    const int rice_tiles = img->codec == TF_CODEC_RICE_1 && !w->via_cfitsio &&
-                           (img->dtype == TF_W_UINT8 || img->dtype == TF_W_INT16 ||
-                            img->dtype == TF_W_INT32);
-    if (n && rice_tiles) {
-        rc = write_rice_tiles(w, img);
+    const int parallel_tiles =
+        (img->codec == TF_CODEC_RICE_1 || img->codec == TF_CODEC_GZIP_1 ||
+         img->codec == TF_CODEC_GZIP_2) &&
+        !w->via_cfitsio &&
+        (img->dtype == TF_W_UINT8 || img->dtype == TF_W_INT16 || img->dtype == TF_W_INT32);
+    if (n && parallel_tiles) {
+        rc = write_tiles(w, img);
         if (rc) {
             w->failed = 1;
             return rc;
