@@ -653,16 +653,44 @@ static int is_offset_type(tf_wtype t) {
 }
 
 /* The 1's complement sum of n native values as stored (big-endian, BZERO
- * types with the top bit flipped), the zero padding adding nothing. */
-static uint32_t data_sum(const void *data, size_t nbytes, size_t es, int flip) {
+ * types with the top bit flipped), the zero padding adding nothing; split
+ * over threads for large images (sums of parts add up). */
+typedef struct {
+    const char *data;
+    size_t nbytes, es;
+    int flip;
+    uint32_t sum;
+} sum_job;
+
+static void *sum_worker(void *arg) {
+    sum_job *j = arg;
     enum { CHUNK = 64 << 10 };
     unsigned char tmp[CHUNK];
     uint32_t sum = 0;
-    for (size_t off = 0; off < nbytes; off += CHUNK) {
-        size_t take = nbytes - off < CHUNK ? nbytes - off : CHUNK;
-        tf_store_be((const char *)data + off, tmp, take / es, es, flip);
+    for (size_t off = 0; off < j->nbytes; off += CHUNK) {
+        size_t take = j->nbytes - off < CHUNK ? j->nbytes - off : CHUNK;
+        tf_store_be(j->data + off, tmp, take / j->es, j->es, j->flip);
         sum = tf_ones_sum(sum, tmp, take);
     }
+    j->sum = sum;
+    return NULL;
+}
+
+static uint32_t data_sum(const void *data, size_t nbytes, size_t es, int flip) {
+    sum_job jobs[TF_MAX_THREADS];
+    int n = tf_auto_threads(0);
+    if ((size_t)n > nbytes / (4 << 20)) n = (int)(nbytes / (4 << 20));
+    if (n < 1) n = 1;
+    /* Parts of whole 64 KiB chunks (a multiple of 4 bytes and of es). */
+    size_t per = (nbytes / (size_t)n + (64 << 10) - 1) / (64 << 10) * (64 << 10);
+    int used = 0;
+    for (size_t off = 0; off < nbytes && used < n; used++, off += per) {
+        jobs[used] = (sum_job){(const char *)data + off, nbytes - off < per ? nbytes - off : per,
+                               es, flip, 0};
+    }
+    tf_run_jobs(sum_worker, jobs, sizeof jobs[0], used);
+    uint32_t sum = 0;
+    for (int i = 0; i < used; i++) sum = tf_ones_add(sum, jobs[i].sum);
     return sum;
 }
 
