@@ -190,3 +190,29 @@ def test_checksum_of_data_split_over_threads(tmp_path, dtype):
 
 
 NP_OF = {torch.uint8: np.uint8, torch.int16: np.int16, torch.float32: np.float32}
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32], ids=IDS)
+def test_rice_coder_edge_data(tmp_path, dtype):
+    """The Rice coder against cfitsio's on data that reaches each of its
+    cases: all zeros (fs 0 alone), constants, full-range noise (raw
+    blocks), lone outliers in quiet blocks (long unary codes), the extreme
+    values, wrap-around differences, and tiles of 1 to 33 pixels."""
+    info = np.iinfo(NP_OF_INT[dtype])
+    rng = np.random.default_rng(7)
+    quiet = rng.integers(0, 3, 4096)
+    outliers = quiet.copy()
+    outliers[::97] = info.max
+    outliers[5::89] = info.min
+    images = [np.zeros(4096), np.full(4096, 7), rng.integers(info.min, info.max, 4096, endpoint=True),
+              outliers, np.resize([info.min, info.max], 4096), np.resize([0, info.max, 1], 4096),
+              np.cumsum(rng.integers(-3, 4, 4096)) % (info.max + 1)]
+    for a in images:
+        x = torch.from_numpy(a.astype(np.int64).clip(info.min, info.max).astype(NP_OF_INT[dtype]))
+        for tile in ([4096], [1], [31], [32], [33], [1000]):
+            ref, fast = both_ways(tmp_path, [None, {"data": x, "compress": "RICE_1", "tile": tile}])
+            assert fast == ref, tile
+    assert torch.equal(tf.read(tmp_path / "fast.fits", hdu=1), x)
+
+
+NP_OF_INT = {torch.uint8: np.uint8, torch.int16: np.int16, torch.int32: np.int32}

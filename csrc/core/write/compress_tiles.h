@@ -29,9 +29,9 @@ typedef struct tf_wtiles {
 } tf_wtiles;
 
 /* Compress every tile, as cfitsio's imcomp_compress_tile does for
- * fits_write_img of the same values: RICE_1 by one call of
- * fits_rcomp_byte, fits_rcomp_short or fits_rcomp per tile, in cfitsio's
- * buffer size; GZIP_1 and GZIP_2 by cfitsio's compress2mem_from_mem of the
+ * fits_write_img of the same values: RICE_1 as fits_rcomp_byte,
+ * fits_rcomp_short or fits_rcomp code a tile (the same bytes, by a faster
+ * writer of the same bitstream), in cfitsio's buffer size; GZIP_1 and GZIP_2 by cfitsio's compress2mem_from_mem of the
  * big-endian tile (GZIP_2: its bytes shuffled by significance first).
  * TF_OK, TF_ENOMEM, or TF_EINVAL (a codec error: failed_tile). Free the
  * outputs with tf_wtiles_free, also after an error. */
