@@ -120,22 +120,30 @@ static inline __attribute__((always_inline)) int rice_encode(const void *data, s
     put_bits(&b, last, 8 * (int)es);
     for (int i = 0; i < nx; i += nblock) {
         const int nb = nx - i < nblock ? nx - i : nblock;
+        /* pdiff in the value's width, mapped: 2d for d >= 0, -2d - 1 else
+         * (branch-free, so that the loops vectorize) */
+#define LOAD(k) (es == 1 ? (uint32_t)((const uint8_t *)data)[k]                       \
+                 : es == 2 ? (uint32_t)((const uint16_t *)data)[k]                    \
+                           : ((const uint32_t *)data)[k])
+#define MAP(d) ((((d) << 1) ^ (0u - (((d) & vmask) >> (8 * es - 1)))) & vmask)
+        {
+            uint32_t d0 = (LOAD(i) - last) & vmask;
+            diff[0] = MAP(d0);
+        }
+        for (int j = 1; j < nb; j++) {
+            uint32_t d = (LOAD(i + j) - LOAD(i + j - 1)) & vmask;
+            diff[j] = MAP(d);
+        }
+#undef MAP
+#undef LOAD
+        last = es == 1 ? ((const uint8_t *)data)[i + nb - 1]
+               : es == 2 ? ((const uint16_t *)data)[i + nb - 1]
+                         : ((const uint32_t *)data)[i + nb - 1];
         uint64_t sum = 0;
         uint32_t big = 0;
         for (int j = 0; j < nb; j++) {
-            uint32_t next;
-            if (es == 1) next = ((const uint8_t *)data)[i + j];
-            else if (es == 2) next = ((const uint16_t *)data)[i + j];
-            else next = ((const uint32_t *)data)[i + j];
-            /* pdiff in the value's width, mapped: 2d for d >= 0, -2d - 1 else */
-            uint32_t d = (next - last) & vmask;
-            uint32_t sign = es == 1 ? d >> 7 : es == 2 ? d >> 15 : d >> 31;
-            uint32_t v = sign ? ~(d << 1) & vmask : (d << 1) & vmask;
-            if (es == 4) v = sign ? ~(d << 1) : d << 1;
-            diff[j] = v;
-            sum += v;
-            big |= v;
-            last = next;
+            sum += diff[j];
+            big |= diff[j];
         }
         /* dpsum = (sum - nb/2 - 1) / nb, 0 when negative; psum >> 1 bits */
         int64_t num = (int64_t)sum - nb / 2 - 1;
