@@ -7,8 +7,9 @@ format (benchmarks/write.py has more cases, standalone):
   beforehand) written with one os.write, as `dd` would, to the same
   folder; no fsync, as the rivals make none.
 
-Ours writes to a temporary name, fsyncs it and renames it into place (see
-docs/writing.md); the rivals write in place without fsync. Each
+Ours writes to a temporary name and renames it into place, without fsync
+(sync=False, the default; see docs/writing.md); the rivals write in place,
+without fsync either. Each
 contender's file is read back by astropy and compared with the tensor.
 
     python benchmarks/bench_write.py [--quick]
@@ -103,8 +104,8 @@ def run(workdir, quick):
         yield harness.run_case(GROUP, name, c, check=check, unit="s/write",
                                repeat=3 if quick else 7, warmup=1, target=target,
                                target_text=f"<= {target}x",
-                               notes=["ours: temporary file, fsync, rename; rivals: in place, "
-                                      "no fsync"])
+                               notes=["ours: temporary file, rename, no fsync (sync=False); "
+                                      "rivals: in place, no fsync"])
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ constexpr OptionName kOptions[] = {
     {"s3_addressing", TF_OPT_S3_ADDRESSING},
     {"remote_meta_mb", TF_OPT_REMOTE_META_MB},
     {"remote_threads", TF_OPT_REMOTE_THREADS},
+    {"write_cfitsio", TF_OPT_WRITE_CFITSIO},
 };
 
 tf_option option_named(const std::string& name) {
@@ -34,7 +35,7 @@ tf_option option_named(const std::string& name) {
   TORCH_CHECK_VALUE(false, "torchfits: no option named '", name,
                     "' (options: threads, keep_mb, unpack_max_mb, table_max_mb, ",
                     "connect_timeout_ms, read_timeout_ms, remote_retries, remote_cache_mb, ",
-                    "verify_tls, s3_addressing, remote_meta_mb, remote_threads)");
+                    "verify_tls, s3_addressing, remote_meta_mb, remote_threads, write_cfitsio)");
 }
 
 }  // namespace

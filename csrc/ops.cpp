@@ -204,8 +204,8 @@ TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
 }
 
 // ---- Writing ----
-// The file is built in memory by cfitsio and then written to a temporary
-// file beside the target, fsynced and renamed into place (csrc/core/write/):
+// The file is written to a temporary file beside the target and renamed
+// into place (csrc/core/write/):
 // an error at any point leaves no file under the name and an existing one
 // untouched. data holds one image HDU per entry (None: an HDU without data,
 // e.g. an empty primary); a compressed first image gets an empty primary
@@ -218,7 +218,9 @@ TORCH_LIBRARY_IMPL(torchfits, BackendSelect, m) {
 // quantize_method (-1 NO_DITHER, 1 SUBTRACTIVE_DITHER_1, 2
 // SUBTRACTIVE_DITHER_2); dither_seed (0: from the clock, 1..10000);
 // hcomp_scale; the tiles flattened, tile_ndim[h] axes each (0: cfitsio's
-// row tiles). checksum writes CHECKSUM and DATASUM. Returns the bytes
+// row tiles). checksum writes CHECKSUM and DATASUM; sync fsyncs the file
+// before the rename and its directory after (off: atomic, not durable
+// across a power loss). Returns the bytes
 // written. Registered under BackendSelect like the reads, so that a tensor
 // on any device reaches the one kernel, which copies it to the CPU; and
 // with CONSERVATIVE alias analysis: the op's effect is the file, and
@@ -228,7 +230,7 @@ TORCH_LIBRARY_FRAGMENT(torchfits, m) {
       "write(str path, Tensor?[] data, int[] ncards, str[] keys, str[] values, "
       "str[] comments, str[] types, bool overwrite=False, bool checksum=False, "
       "str[]? compress=None, int[] tile=[], int[] tile_ndim=[], float[] quantize_level=[], "
-      "int[] quantize_method=[], int[] dither_seed=[], float[] hcomp_scale=[]) -> int",
+      "int[] quantize_method=[], int[] dither_seed=[], float[] hcomp_scale=[], bool sync=False) -> int",
       c10::AliasAnalysisKind::CONSERVATIVE));
   // An empty primary HDU and one binary table: columns [rows, *cell]
   // (TDIM for cells of 2 or more axes), named by names; kinds per column:
@@ -238,7 +240,7 @@ TORCH_LIBRARY_FRAGMENT(torchfits, m) {
   m.def(torch::schema(
       "write_table(str path, str[] names, Tensor[] columns, str[] kinds, str[] units, "
       "str[] keys, str[] values, str[] comments, str[] types, bool overwrite=False, "
-      "bool checksum=False) -> int",
+      "bool checksum=False, bool sync=False) -> int",
       c10::AliasAnalysisKind::CONSERVATIVE));
   // Images and binary tables mixed, in order, to a new file, or with
   // append after the last HDU of an existing one (a new file made of its
@@ -262,7 +264,7 @@ TORCH_LIBRARY_FRAGMENT(torchfits, m) {
       "float[] tscal, float[] tzero, int[] tnull, int[] col_flags, "
       "str[] compress, int[] tile, int[] tile_ndim, float[] quantize_level, "
       "int[] quantize_method, int[] dither_seed, float[] hcomp_scale, "
-      "bool overwrite=False, bool append=False, bool checksum=False) -> int",
+      "bool overwrite=False, bool append=False, bool checksum=False, bool sync=False) -> int",
       c10::AliasAnalysisKind::CONSERVATIVE));
   // Per HDU of any FITS file: DATASUM and CHECKSUM status, each 1 (matches),
   // 0 (keyword absent) or -1 (does not match), as fits_verify_chksum.

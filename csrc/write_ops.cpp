@@ -53,7 +53,7 @@ tf_codec codec_of(const std::string& name, size_t hdu) {
 }
 
 // A writer for `path` (an op's argument, see os_path).
-WriterHandle create_writer(const std::string& path, bool overwrite, bool checksum,
+WriterHandle create_writer(const std::string& path, bool overwrite, bool checksum, bool sync,
                            bool append = false) {
   TORCH_CHECK_VALUE(!(overwrite && append),
                     "overwrite and append exclude each other: append keeps the file's HDUs");
@@ -64,6 +64,7 @@ WriterHandle create_writer(const std::string& path, bool overwrite, bool checksu
   TORCH_CHECK(w, "out of memory");
   wcheck(rc, w.get());
   wcheck(tf_writer_set_checksum(w.get(), checksum ? 1 : 0), w.get());
+  wcheck(tf_writer_set_sync(w.get(), sync ? 1 : 0), w.get());
   return w;
 }
 
@@ -283,7 +284,7 @@ int64_t write(const std::string& path, const c10::List<c10::optional<at::Tensor>
               const c10::optional<std::vector<std::string>>& compress_opt, at::IntArrayRef tile,
               at::IntArrayRef tile_ndim, at::ArrayRef<double> quantize_level,
               at::IntArrayRef quantize_method, at::IntArrayRef dither_seed,
-              at::ArrayRef<double> hcomp_scale) {
+              at::ArrayRef<double> hcomp_scale, bool sync) {
   const size_t nhdu = data.size();
   // Every argument is checked before the core builds anything.
   const size_t total = sum_counts(ncards, nhdu, "ncards");
@@ -299,7 +300,7 @@ int64_t write(const std::string& path, const c10::List<c10::optional<at::Tensor>
   size_t tile_at = 0;
   for (size_t h = 0; h < nhdu; h++) prepare_image(data.get(h), h, ca, tile_at, host[h], images[h]);
 
-  WriterHandle w = create_writer(path, overwrite, checksum);
+  WriterHandle w = create_writer(path, overwrite, checksum, sync);
   size_t first = 0;
   for (size_t h = 0; h < nhdu; h++) {
     wcheck(tf_writer_add_image(w.get(), &images[h], total ? cards.data() + first : nullptr,
@@ -316,7 +317,8 @@ int64_t write_table(const std::string& path, const std::vector<std::string>& nam
                     const std::vector<at::Tensor>& columns, const std::vector<std::string>& kinds,
                     const std::vector<std::string>& units, const std::vector<std::string>& keys,
                     const std::vector<std::string>& values, const std::vector<std::string>& comments,
-                    const std::vector<std::string>& types, bool overwrite, bool checksum) {
+                    const std::vector<std::string>& types, bool overwrite, bool checksum,
+                    bool sync) {
   const size_t ncols = columns.size();
   TORCH_CHECK_VALUE(names.size() == ncols, "names has ", names.size(), " entries for ", ncols,
                     " columns");
@@ -332,7 +334,7 @@ int64_t write_table(const std::string& path, const std::vector<std::string>& nam
   std::vector<at::Tensor> host;
   std::vector<tf_write_column> cols;
   int64_t nrows = prepare_columns(ca, 0, ncols, host, cols);
-  WriterHandle w = create_writer(path, overwrite, checksum);
+  WriterHandle w = create_writer(path, overwrite, checksum, sync);
   wcheck(tf_writer_add_table(w.get(), nrows, cols.data(), static_cast<int>(ncols),
                              cards.data(), static_cast<int>(total)),
          w.get());
@@ -354,7 +356,7 @@ int64_t write_hdus(const std::string& path, const std::vector<std::string>& hdu_
                    at::IntArrayRef tile, at::IntArrayRef tile_ndim,
                    at::ArrayRef<double> quantize_level, at::IntArrayRef quantize_method,
                    at::IntArrayRef dither_seed, at::ArrayRef<double> hcomp_scale, bool overwrite,
-                   bool append, bool checksum) {
+                   bool append, bool checksum, bool sync) {
   const size_t nhdu = hdu_kinds.size();
   TORCH_CHECK_VALUE(nhdu >= 1, "no HDU given");
   TORCH_CHECK_VALUE(images.size() == nhdu, "images has ", images.size(), " entries for ", nhdu,
@@ -415,7 +417,7 @@ int64_t write_hdus(const std::string& path, const std::vector<std::string>& hdu_
     col_at += static_cast<size_t>(ncols[h]);
   }
 
-  WriterHandle w = create_writer(path, overwrite, checksum, append);
+  WriterHandle w = create_writer(path, overwrite, checksum, sync, append);
   size_t first = 0;
   for (size_t h = 0; h < nhdu; h++) {
     const tf_write_card* c = total ? cards.data() + first : nullptr;

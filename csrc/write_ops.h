@@ -21,7 +21,7 @@ int64_t write(const std::string& path, const c10::List<c10::optional<at::Tensor>
               const c10::optional<std::vector<std::string>>& compress_opt, at::IntArrayRef tile,
               at::IntArrayRef tile_ndim, at::ArrayRef<double> quantize_level,
               at::IntArrayRef quantize_method, at::IntArrayRef dither_seed,
-              at::ArrayRef<double> hcomp_scale);
+              at::ArrayRef<double> hcomp_scale, bool sync);
 
 // An empty primary and a binary table of the columns ([rows, *cell] each;
 // kinds[c] "" from the dtype, bool as L, or "A": uint8 [rows, width] strings).
@@ -29,7 +29,8 @@ int64_t write_table(const std::string& path, const std::vector<std::string>& nam
                     const std::vector<at::Tensor>& columns, const std::vector<std::string>& kinds,
                     const std::vector<std::string>& units, const std::vector<std::string>& keys,
                     const std::vector<std::string>& values, const std::vector<std::string>& comments,
-                    const std::vector<std::string>& types, bool overwrite, bool checksum);
+                    const std::vector<std::string>& types, bool overwrite, bool checksum,
+                    bool sync);
 
 // Images and tables mixed (hdu_kinds[h] "image" or "table"), to a new
 // file or (append) after the HDUs of an existing one. See ops.cpp.
@@ -46,7 +47,7 @@ int64_t write_hdus(const std::string& path, const std::vector<std::string>& hdu_
                    at::IntArrayRef tile, at::IntArrayRef tile_ndim,
                    at::ArrayRef<double> quantize_level, at::IntArrayRef quantize_method,
                    at::IntArrayRef dither_seed, at::ArrayRef<double> hcomp_scale, bool overwrite,
-                   bool append, bool checksum);
+                   bool append, bool checksum, bool sync);
 
 // Per HDU: (DATASUM status, CHECKSUM status), each 1, 0 or -1.
 std::tuple<std::vector<int64_t>, std::vector<int64_t>> verify_checksum(const std::string& path);

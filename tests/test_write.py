@@ -317,6 +317,39 @@ def test_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.fits"]
 
 
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to see the fsyncs")
+def test_sync_fsyncs_only_when_asked(tmp_path):
+    """sync=False (the default) makes no fsync; sync=True fsyncs the file
+    before the rename and the folder after. Both leave the same bytes."""
+    script = textwrap.dedent("""
+        import sys, torch, torchfits_ops as tf
+        tf.write(sys.argv[1], torch.arange(5000, dtype=torch.float32), overwrite=True,
+                 sync=sys.argv[2] == "1")
+    """)
+    calls = {}
+    for sync in ("0", "1"):
+        log = tmp_path / f"strace-{sync}.txt"
+        r = subprocess.run(["strace", "-f", "-e", "trace=fsync,fdatasync,rename,renameat,"
+                            "renameat2,link,linkat", "-o", str(log), sys.executable, "-c", script,
+                            str(tmp_path / f"s{sync}.fits"), sync],
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0 and "ptrace" in r.stderr:
+            pytest.skip("ptrace is not allowed here")
+        assert r.returncode == 0, r.stderr
+        calls[sync] = [ln.split(None, 1)[1].split("(")[0] for ln in log.read_text().splitlines()
+                       if "(" in ln and "resumed" not in ln and "+++" not in ln]
+    assert "fsync" not in calls["0"] and "fdatasync" not in calls["0"]
+    assert calls["1"].count("fsync") == 2
+    # The file's fsync comes before its rename, the folder's after.
+    first = next(i for i, c in enumerate(calls["1"]) if c in ("rename", "renameat", "renameat2",
+                                                                "link", "linkat"))
+    assert calls["1"][first - 1] == "fsync" and calls["1"][-1] == "fsync"
+    assert (tmp_path / "s0.fits").read_bytes() == (tmp_path / "s1.fits").read_bytes()
+    with pytest.raises(TypeError, match="sync must be a bool"):
+        tf.write(tmp_path / "s2.fits", torch.zeros(2), sync=1)
+
+
 def test_bytes_and_non_utf8_paths(tmp_path):
     p = os.path.join(os.fsencode(tmp_path), b"caf\xe9.fits")
     tf.write(p, torch.arange(3, dtype=torch.int16))

@@ -340,7 +340,8 @@ class _Args:
             self.flags.append((1 if scal is not None else 0) | (2 if zero is not None else 0)
                               | (4 if null is not None else 0))
 
-    def call(self, path: str, overwrite: bool, append: bool, checksum: bool) -> int:
+    def call(self, path: str, overwrite: bool, append: bool, checksum: bool,
+             sync: bool) -> int:
         if any(self.codecs):
             compress = [self.codecs, [x for tl in self.tiles for x in tl],
                         [len(tl) for tl in self.tiles], self.levels, self.methods, self.seeds,
@@ -351,7 +352,7 @@ class _Args:
                           self.values, self.comments, self.types, self.ncols, self.names,
                           self.columns, self.offsets, self.col_kinds, self.units, self.tscal,
                           self.tzero, self.tnull, self.flags, *compress, overwrite, append,
-                          checksum))
+                          checksum, sync))
 
 
 def _varlen_column(name: str, rows: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -370,8 +371,9 @@ def _varlen_column(name: str, rows: Sequence[torch.Tensor]) -> Tuple[torch.Tenso
     return values, offsets
 
 
-def _check_flags(overwrite: Any, append: Any, checksum: Any) -> None:
-    for name, v in (("overwrite", overwrite), ("append", append), ("checksum", checksum)):
+def _check_flags(overwrite: Any, append: Any, checksum: Any, sync: Any) -> None:
+    for name, v in (("overwrite", overwrite), ("append", append), ("checksum", checksum),
+                    ("sync", sync)):
         if not isinstance(v, bool):
             raise TypeError(f"{name} must be a bool, not {type(v).__name__}")
     if overwrite and append:
@@ -387,7 +389,7 @@ def write(path: PathLike, data: Union[ImageData, Mapping[str, Any], Sequence[Any
           compress: Optional[str] = None, tile: Optional[Sequence[int]] = None,
           quantize_level: Optional[float] = None, quantize_method: Optional[str] = None,
           dither_seed: Optional[int] = None, hcomp_scale: Optional[float] = None,
-          checksum: bool = False) -> int:
+          checksum: bool = False, sync: bool = False) -> int:
     """Write image and table HDUs to a FITS file; returns its size in bytes.
 
     data: one HDU or a list of HDUs, in order. An HDU is
@@ -420,8 +422,11 @@ def write(path: PathLike, data: Union[ImageData, Mapping[str, Any], Sequence[Any
     file when none is there. The old HDUs are kept byte for byte: a new
     file (the old bytes, then the new HDUs) replaces the old one atomically.
     checksum: write CHECKSUM and DATASUM in every HDU written.
+    sync: fsync the file before it is renamed into place, and its folder
+    after (durable across a power loss; default False: the write is still
+    atomic, see docs/writing.md).
     """
-    _check_flags(overwrite, append, checksum)
+    _check_flags(overwrite, append, checksum, sync)
     p = _fspath(path)
     defaults = dict(compress=compress, tile=tile, quantize_level=quantize_level,
                     quantize_method=quantize_method, dither_seed=dither_seed,
@@ -469,7 +474,7 @@ def write(path: PathLike, data: Union[ImageData, Mapping[str, Any], Sequence[Any
         else:
             raise TypeError(f"{where} must be a tensor, None, a dict (of columns, or an HDU "
                             f"with 'data' or 'columns') or (data, header), not {type(h).__name__}")
-    return args.call(p, overwrite, append, checksum)
+    return args.call(p, overwrite, append, checksum, sync)
 
 
 def _string_column(name: str, value: Sequence[str]) -> torch.Tensor:
@@ -493,7 +498,7 @@ def write_table(path: PathLike, columns: Mapping[str, Any], header: Header = Non
                 tnull: Optional[Mapping[str, int]] = None,
                 tscal: Optional[Mapping[str, float]] = None,
                 tzero: Optional[Mapping[str, float]] = None, overwrite: bool = False,
-                append: bool = False, checksum: bool = False) -> int:
+                append: bool = False, checksum: bool = False, sync: bool = False) -> int:
     """Write one binary table (after an empty primary, or with append after
     the last HDU of an existing file); returns the file's size.
 
@@ -513,15 +518,15 @@ def write_table(path: PathLike, columns: Mapping[str, Any], header: Header = Non
     stored * TSCAL + TZERO (not for int8, uint16, uint32, uint64, whose
     TZERO FITS fixes). tnull: {name: int} for integer columns, the value
     that marks a null as the tensor holds it (written as TNULLn in the
-    stored domain). header, overwrite, append, checksum: as for
+    stored domain). header, overwrite, append, checksum, sync: as for
     :func:`write`."""
     if not isinstance(columns, Mapping):
         raise TypeError(f"columns must be a dict of name to values, not {type(columns).__name__}")
-    _check_flags(overwrite, append, checksum)
+    _check_flags(overwrite, append, checksum, sync)
     args = _Args()
     args.table(dict(columns=columns, header=header, units=units, strings=strings, tnull=tnull,
                     tscal=tscal, tzero=tzero), "columns")
-    return args.call(_fspath(path), overwrite, append, checksum)
+    return args.call(_fspath(path), overwrite, append, checksum, sync)
 
 
 class ChecksumStatus(NamedTuple):

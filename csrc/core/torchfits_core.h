@@ -153,6 +153,12 @@ typedef enum tf_option {
                                   sends no request of its own (16; 0: off) */
     TF_OPT_REMOTE_THREADS,     /* remote: threads that open the URLs of one
                                   batch at once (16) */
+    TF_OPT_WRITE_CFITSIO,      /* writers: 1 builds every HDU with cfitsio in
+                                  memory (its own writer, the reference the
+                                  tests compare with); 0 (default) stores
+                                  uncompressed image data straight from the
+                                  caller's buffer and compresses tiles on
+                                  every core */
     TF_OPT_COUNT
 } tf_option;
 
@@ -542,10 +548,12 @@ int tf_table_read(tf_file *f, int hdu, int64_t start, int64_t nrows, tf_table_ou
 /* ---- writing (csrc/core/write/) ---- */
 
 /*
- * A tf_writer builds a whole FITS file in memory with cfitsio
- * (fits_create_memfile: cfitsio never sees the caller's path), then
- * tf_writer_commit writes the bytes to a new temporary file in the target's
- * directory (O_CREAT|O_EXCL, mode 0666 less the umask), fsyncs it and
+ * A tf_writer builds headers, tables and compressed images in memory with
+ * cfitsio (fits_create_memfile: cfitsio never sees the caller's path);
+ * uncompressed image data stays in the caller's buffer. tf_writer_commit
+ * writes the file to a new temporary file in the target's directory
+ * (O_CREAT|O_EXCL, mode 0666 less the umask), storing image data chunk by
+ * chunk (byte swapped), fsyncs it when asked (tf_writer_set_sync) and
  * renames it into place. On any error the temporary file is removed and an
  * existing target is left as it was. Create with tf_writer_create, add HDUs
  * in order, commit, and always tf_writer_free (which discards an
@@ -602,7 +610,8 @@ typedef struct tf_write_image {
     tf_wtype dtype;
     int ndim;                     /* 0: no data (an empty primary or extension) */
     int64_t shape[TF_MAX_DIMS];   /* C order, each >= 1 */
-    const void *data;             /* C-contiguous, native byte order; not modified */
+    const void *data;             /* C-contiguous, native byte order; not modified,
+                                     and read until tf_writer_commit returns */
     size_t nbytes;                /* exactly prod(shape) * element size */
     tf_codec codec;
     int tile_ndim;                /* 0: cfitsio's default tiles (one row each) */
@@ -695,9 +704,18 @@ typedef struct tf_write_column {
 int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols, int ncols,
                         const tf_write_card *cards, int ncards);
 
-/** Write CHECKSUM and DATASUM into every HDU added (on != 0), at commit;
- *  appending leaves the old HDUs' bytes as they are. */
+/** Write CHECKSUM and DATASUM into every HDU added (on != 0); set before
+ *  adding HDUs (TF_EINVAL after). Appending leaves the old HDUs' bytes as
+ *  they are. */
 int tf_writer_set_checksum(tf_writer *w, int on);
+
+/** Make the commit durable (on != 0): fsync the temporary file before the
+ *  rename and the directory after it. Off (the default), the commit is
+ *  still atomic for every reader and against a crash of the process, but
+ *  not against a power loss or a kernel crash, after which the target may
+ *  hold the old file, the new one, or (on some file systems) an empty or
+ *  partial one. */
+int tf_writer_set_sync(tf_writer *w, int on);
 
 /** Write the file: temporary file, fsync, rename (or, without overwrite,
  *  link so that a file made meanwhile is not replaced). *bytes (may be NULL)

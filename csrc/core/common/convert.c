@@ -254,3 +254,66 @@ int tf_convert_strided(const tf_conv *c, const void *src, size_t stride, void *d
     default: return 0;
     }
 }
+
+/* ---- the write direction: native values to stored big-endian ones ---- */
+
+#define DEFINE_STORE(name, T, BSWAP, TOP)                                                 \
+    TF_MULTIVERSION static void name(const void *restrict src, void *restrict dst,        \
+                                     size_t n, T flip) {                                 \
+        const T *s = src;                                                                \
+        T *d = dst;                                                                      \
+        for (size_t i = 0; i < n; i++) d[i] = BSWAP((T)(s[i] ^ flip));                   \
+    }
+#define NOSWAP8(v) (v)
+DEFINE_STORE(store8, uint8_t, NOSWAP8, 0x80u)
+DEFINE_STORE(store16, uint16_t, __builtin_bswap16, 0x8000u)
+DEFINE_STORE(store32, uint32_t, __builtin_bswap32, 0x80000000u)
+DEFINE_STORE(store64, uint64_t, __builtin_bswap64, UINT64_C(0x8000000000000000))
+
+void tf_store_be(const void *src, void *dst, size_t n, size_t size, int flip) {
+    switch (size) {
+    case 1:
+        if (flip) store8(src, dst, n, 0x80u);
+        else memcpy(dst, src, n);
+        return;
+    case 2: store16(src, dst, n, flip ? 0x8000u : 0); return;
+    case 4: store32(src, dst, n, flip ? 0x80000000u : 0); return;
+    default: store64(src, dst, n, flip ? UINT64_C(0x8000000000000000) : 0); return;
+    }
+}
+
+/* Sum of big-endian 32-bit words, wide (the caller folds). n a multiple
+ * of 4. 2^32 words of at most 2^32 - 1 fit in 64 bits, and no caller
+ * passes that many. */
+TF_MULTIVERSION static uint64_t sum_be32(const void *p, size_t n) {
+    const uint32_t *q = p;
+    uint64_t s = 0;
+    for (size_t i = 0; i < n / 4; i++) s += __builtin_bswap32(q[i]);
+    return s;
+}
+
+uint32_t tf_ones_sum(uint32_t sum, const void *p, size_t n) {
+    uint64_t s = sum;
+    const unsigned char *c = p;
+    for (size_t done = 0; done + 4 <= n;) {
+        size_t take = (n - done) & ~(size_t)3;
+        if (take > ((size_t)1 << 30)) take = (size_t)1 << 30;
+        s += sum_be32(c + done, take);
+        s = (s & 0xFFFFFFFFu) + (s >> 32);
+        done += take;
+    }
+    size_t tail = n & 3;
+    if (tail) {
+        unsigned char last[4] = {0, 0, 0, 0};
+        memcpy(last, c + n - tail, tail);
+        s += ((uint32_t)last[0] << 24) | ((uint32_t)last[1] << 16) | ((uint32_t)last[2] << 8) |
+             last[3];
+    }
+    while (s >> 32) s = (s & 0xFFFFFFFFu) + (s >> 32);
+    return (uint32_t)s;
+}
+
+uint32_t tf_ones_add(uint32_t a, uint32_t b) {
+    uint64_t s = (uint64_t)a + b;
+    return (uint32_t)((s & 0xFFFFFFFFu) + (s >> 32));
+}

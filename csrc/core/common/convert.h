@@ -45,4 +45,17 @@ void tf_convert(const tf_conv *c, const void *src, void *dst, size_t n);
  * (doing nothing) for other conversions, which the caller gathers first. */
 int tf_convert_strided(const tf_conv *c, const void *src, size_t stride, void *dst, size_t n);
 
+/* The write direction: n native values of `size` bytes (1, 2, 4, 8) into
+ * their stored big-endian form in dst, the top bit flipped first when
+ * `flip` (int8, uint16, uint32, uint64: FITS stores them offset by
+ * BZERO). src and dst must not overlap. */
+void tf_store_be(const void *src, void *dst, size_t n, size_t size, int flip);
+
+/* The 32-bit 1's complement sum of FITS checksums (cfitsio's ffcsum, Rob
+ * Seaman's algorithm) of n stored bytes taken as big-endian 32-bit words,
+ * added to `sum`; a partial last word is padded with zeros. Sums of parts
+ * that start at multiples of 4 bytes combine with tf_ones_add. */
+uint32_t tf_ones_sum(uint32_t sum, const void *p, size_t n);
+uint32_t tf_ones_add(uint32_t a, uint32_t b);
+
 #endif /* TORCHFITS_CONVERT_H */

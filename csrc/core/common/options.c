@@ -21,6 +21,7 @@ static _Atomic int64_t options[TF_OPT_COUNT] = {
     [TF_OPT_S3_ADDRESSING] = 0,
     [TF_OPT_REMOTE_META_MB] = 16,
     [TF_OPT_REMOTE_THREADS] = 16,
+    [TF_OPT_WRITE_CFITSIO] = 0,
 };
 
 int tf_set_option(tf_option opt, int64_t value) {

@@ -1,15 +1,25 @@
 /*
- * write.c - the writer: a whole FITS file built in memory by cfitsio, then
- * put on disk safely.
+ * write.c - the writer: headers, tables and compressed images built in
+ * memory by cfitsio, uncompressed image data stored straight from the
+ * caller's buffer, then all put on disk safely.
  *
  * Why in memory: cfitsio writing a disk file in place leaves a half-written
  * file under the target's name when anything fails (a full disk, a bad card
  * in the third HDU, a crash), and it would have to be given the user's
- * path. Built with fits_create_memfile, the file exists only as bytes until
- * tf_writer_commit, which writes them to a fresh temporary file in the same
- * directory, fsyncs, and renames (or links, without overwrite) it into
- * place: the target name holds either the old file or the whole new one.
- * The cost is one copy of the file in memory.
+ * path. Built with fits_create_memfile, the file exists only as parts
+ * until tf_writer_commit, which writes them to a fresh temporary file in
+ * the same directory, fsyncs it when asked, and renames (or links, without
+ * overwrite) it into place: the target name holds either the old file or
+ * the whole new one.
+ *
+ * Why not the data: cfitsio copies an image into its memory file through
+ * its 2880-byte buffers, growing the file as it goes, and the commit then
+ * copies it again. An uncompressed image instead gets a memory file of its
+ * own for its header (cut out as a part, the memory file closed as if the
+ * image had no data), and the commit swaps its values chunk by chunk from
+ * the caller's buffer into the file. The bytes are cfitsio's: the tests
+ * compare every dtype, with and without checksums, with a writer that
+ * builds everything with cfitsio (TF_OPT_WRITE_CFITSIO).
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -26,22 +36,46 @@
 
 #include <fitsio.h>
 
+#include "../common/convert.h"
 #include "../common/internal.h"
+#include "compress_tiles.h"
 
 #define W_ERRLEN 1024
 
+/* A piece of the file, in order: bytes (a finished memory file's HDUs, or
+ * the header of a directly written image), then optionally an image's
+ * data, stored from the caller's native values at commit. */
+typedef struct wpart {
+    void *buf;          /* owned: buf_free (a memory file's buffer) or free */
+    int from_memfile;   /* buf came from buf_realloc */
+    size_t off, len;    /* the bytes of buf to write */
+    const void *data;   /* NULL, or native values (the caller's, not owned) */
+    size_t nbytes;      /* of data; padded with zeros to 2880 */
+    size_t elsize;
+    int flip;           /* stored with the top bit flipped (BZERO types) */
+} wpart;
+
 struct tf_writer {
-    fitsfile *fp;       /* the memory file; NULL until the first HDU */
+    fitsfile *fp;       /* the memory file being built; NULL when none */
     void *buf;          /* its bytes (owned through buf_realloc) */
     size_t bufsize;     /* what cfitsio believes the buffer holds */
+    int mem_hdus;       /* HDUs in it, a placeholder primary included */
+    int mem_skip;       /* 1: its first HDU is a placeholder primary, not
+                           written (the HDUs after it are extensions) */
+    wpart *parts;       /* finished pieces, in file order */
+    int nparts, capparts;
     char *path;         /* the target, as given */
     int overwrite;
     int checksum;
-    int nhdu;           /* HDUs added (an automatic empty primary counts) */
+    int sync;           /* fsync the file before the rename, the directory after */
+    int via_cfitsio;    /* TF_OPT_WRITE_CFITSIO when created: every HDU
+                           through cfitsio's memory file */
+    int nhdu;           /* HDUs added (an automatic empty primary counts;
+                           an appended file's old HDUs do not) */
     int failed;         /* a cfitsio error left the memory file unusable */
     /* Appending: the old file, open through the core's reader until the
-     * commit copies its bytes; the memory file then holds a placeholder
-     * primary (HDU 0 there, dropped at commit) and the new extensions. */
+     * commit copies its bytes; the new HDUs are all extensions (built
+     * behind placeholder primaries). */
     tf_file *old;
     int64_t old_size;
     int old_hdus;
@@ -50,7 +84,9 @@ struct tf_writer {
 };
 
 /* The HDU being added, numbered as in the file on disk. */
-#define HDU_NO(w) ((w)->nhdu + ((w)->old ? (w)->old_hdus - 1 : 0))
+#define HDU_NO(w) ((w)->nhdu + ((w)->old ? (w)->old_hdus : 0))
+/* Whether the HDU being added is the file's primary. */
+#define IS_PRIMARY(w) ((w)->nhdu == 0 && !(w)->old)
 
 /* ---- errors ---- */
 
@@ -174,11 +210,6 @@ static int open_old(tf_writer *w) {
             (long long)(f->file_size - end), n - 1);
     w->old_size = f->file_size;
     w->old_hdus = n;
-    rc = ensure_open(w);
-    if (rc) return rc;
-    fits_create_img(w->fp, BYTE_IMG, 0, NULL, &st);
-    W_CFITSIO(st, w, "cannot start the new HDUs in memory");
-    w->nhdu = 1;
     return TF_OK;
 }
 
@@ -193,6 +224,7 @@ int tf_writer_create(tf_writer **out, const char *path, int mode) {
     W_CHECK(mode == TF_WRITE_NEW || mode == TF_WRITE_OVERWRITE || mode == TF_WRITE_APPEND, w,
             TF_EINVAL, "unknown write mode %d", mode);
     w->overwrite = mode == TF_WRITE_OVERWRITE;
+    w->via_cfitsio = tf_get_option(TF_OPT_WRITE_CFITSIO) != 0;
     size_t len = strlen(path);
     W_CHECK(path[len - 1] != '/', w, TF_EINVAL, "path names a directory");
 
@@ -234,6 +266,11 @@ void tf_writer_free(tf_writer *w) {
         fits_clear_errmsg();
     }
     buf_free(w->buf);
+    for (int i = 0; i < w->nparts; i++) {
+        if (w->parts[i].from_memfile) buf_free(w->parts[i].buf);
+        else free(w->parts[i].buf);
+    }
+    free(w->parts);
     tf_close(w->old);
     free(w->path);
     free(w);
@@ -241,10 +278,21 @@ void tf_writer_free(tf_writer *w) {
 
 int tf_writer_set_checksum(tf_writer *w, int on) {
     if (!w) return TF_EINVAL;
+    /* A directly written image's checksum is made when it is added. */
+    W_CHECK(w->nhdu == 0, w, TF_EINVAL, "set the checksum before adding HDUs");
     w->checksum = on != 0;
     return TF_OK;
 }
 
+int tf_writer_set_sync(tf_writer *w, int on) {
+    if (!w) return TF_EINVAL;
+    w->sync = on != 0;
+    return TF_OK;
+}
+
+/* A memory file for the next HDUs. Unless the next HDU is the file's
+ * primary, it starts with a placeholder primary (dropped when written) so
+ * that they are built as extensions. */
 static int ensure_open(tf_writer *w) {
     if (w->fp) return TF_OK;
     int st = 0;
@@ -252,9 +300,33 @@ static int ensure_open(tf_writer *w) {
     w->buf = buf_realloc(NULL, 2880);
     if (!w->buf) return wfail(w, TF_ENOMEM, 0, "out of memory");
     w->bufsize = 2880;
+    w->mem_hdus = w->mem_skip = 0;
     fits_create_memfile(&w->fp, &w->buf, &w->bufsize, 2880, buf_realloc, &st);
     W_CFITSIO(st, w, "cannot create the file in memory");
+    if (!IS_PRIMARY(w)) {
+        fits_create_img(w->fp, BYTE_IMG, 0, NULL, &st);
+        W_CFITSIO(st, w, "cannot start the new HDUs in memory");
+        w->mem_hdus = w->mem_skip = 1;
+    }
     return TF_OK;
+}
+
+static int push_part(tf_writer *w, const wpart *p) {
+    if (w->nparts == w->capparts) {
+        int cap = w->capparts ? 2 * w->capparts : 8;
+        wpart *np = realloc(w->parts, (size_t)cap * sizeof *np);
+        if (!np) return wfail(w, TF_ENOMEM, 0, "out of memory");
+        w->parts = np;
+        w->capparts = cap;
+    }
+    w->parts[w->nparts++] = *p;
+    return TF_OK;
+}
+
+/* An HDU was added to the memory file. */
+static void added(tf_writer *w) {
+    w->nhdu++;
+    w->mem_hdus++;
 }
 
 /* ---- header cards ---- */
@@ -529,6 +601,202 @@ static int check_image(tf_writer *w, const tf_write_image *img, const tf_write_c
     return TF_OK;
 }
 
+/* Closes the memory file and keeps its new HDUs' bytes as a part: their
+ * checksums first (cfitsio's own), then the flush that closes the last
+ * HDU properly (a compressed image's heap and PCOUNT are only final then). */
+static int finish_mem(tf_writer *w) {
+    if (!w->fp) return TF_OK;
+    int st = 0;
+    if (w->mem_hdus == w->mem_skip) {
+        /* Only a placeholder primary: nothing to write. */
+        fits_close_file(w->fp, &st);
+        fits_clear_errmsg();
+        w->fp = NULL;
+        buf_free(w->buf);
+        w->buf = NULL;
+        return TF_OK;
+    }
+    if (w->checksum) {
+        for (int h = w->mem_skip + 1; h <= w->mem_hdus; h++) {
+            fits_movabs_hdu(w->fp, h, NULL, &st);
+            fits_write_chksum(w->fp, &st);
+            W_CFITSIO(st, w, "HDU %d: cannot write CHECKSUM", HDU_NO(w) - 1 - (w->mem_hdus - h));
+        }
+    }
+    fits_flush_file(w->fp, &st);
+    fits_movabs_hdu(w->fp, w->mem_hdus, NULL, &st);
+    LONGLONG head = 0, data = 0, end = 0, start = 0;
+    fits_get_hduaddrll(w->fp, &head, &data, &end, &st);
+    if (w->mem_skip) {
+        /* The new HDUs start where the placeholder primary ends. */
+        LONGLONG d1 = 0, e1 = 0;
+        fits_movabs_hdu(w->fp, 2, NULL, &st);
+        fits_get_hduaddrll(w->fp, &start, &d1, &e1, &st);
+    }
+    fits_close_file(w->fp, &st);
+    w->fp = NULL;
+    W_CFITSIO(st, w, "cannot finish the file in memory");
+    W_CHECK(end > 0 && end % 2880 == 0 && (size_t)end <= w->bufsize, w, TF_EINVAL,
+            "the file in memory has an unexpected size (%lld of %zu bytes)", (long long)end,
+            w->bufsize);
+    W_CHECK(start >= 0 && start % 2880 == 0 && start < end, w, TF_EINVAL,
+            "the new HDUs in memory start at an unexpected byte (%lld)", (long long)start);
+    wpart p = {.buf = w->buf, .from_memfile = 1, .off = (size_t)start,
+               .len = (size_t)(end - start)};
+    int rc = push_part(w, &p);
+    if (rc == TF_OK) w->buf = NULL;  /* else freed with the writer */
+    return rc;
+}
+
+static int is_offset_type(tf_wtype t) {
+    return t == TF_W_INT8 || t == TF_W_UINT16 || t == TF_W_UINT32 || t == TF_W_UINT64;
+}
+
+/* The 1's complement sum of n native values as stored (big-endian, BZERO
+ * types with the top bit flipped), the zero padding adding nothing; split
+ * over threads for large images (sums of parts add up). */
+typedef struct {
+    const char *data;
+    size_t nbytes, es;
+    int flip;
+    uint32_t sum;
+} sum_job;
+
+static void *sum_worker(void *arg) {
+    sum_job *j = arg;
+    enum { CHUNK = 64 << 10 };
+    unsigned char tmp[CHUNK];
+    uint32_t sum = 0;
+    for (size_t off = 0; off < j->nbytes; off += CHUNK) {
+        size_t take = j->nbytes - off < CHUNK ? j->nbytes - off : CHUNK;
+        tf_store_be(j->data + off, tmp, take / j->es, j->es, j->flip);
+        sum = tf_ones_sum(sum, tmp, take);
+    }
+    j->sum = sum;
+    return NULL;
+}
+
+static uint32_t data_sum(const void *data, size_t nbytes, size_t es, int flip) {
+    sum_job jobs[TF_MAX_THREADS];
+    int n = tf_auto_threads(0);
+    if ((size_t)n > nbytes / (4 << 20)) n = (int)(nbytes / (4 << 20));
+    if (n < 1) n = 1;
+    /* Parts of whole 64 KiB chunks (a multiple of 4 bytes and of es). */
+    size_t per = (nbytes / (size_t)n + (64 << 10) - 1) / (64 << 10) * (64 << 10);
+    int used = 0;
+    for (size_t off = 0; off < nbytes && used < n; used++, off += per) {
+        jobs[used] = (sum_job){(const char *)data + off, nbytes - off < per ? nbytes - off : per,
+                               es, flip, 0};
+    }
+    tf_run_jobs(sum_worker, jobs, sizeof jobs[0], used);
+    uint32_t sum = 0;
+    for (int i = 0; i < used; i++) sum = tf_ones_add(sum, jobs[i].sum);
+    return sum;
+}
+
+/* The header of an image whose data is stored directly: written by
+ * cfitsio in its own memory file, with CHECKSUM and DATASUM as cfitsio's
+ * fits_write_chksum makes them (same cards, same order, same comments; the
+ * data's sum computed here from the caller's values), then kept as a part
+ * followed by the data. The memory file is closed as an HDU without data,
+ * so that cfitsio never fills the data it was not given. */
+static int finish_direct(tf_writer *w, const tf_write_image *img) {
+    int st = 0;
+    const size_t es = wtypes[img->dtype].size;
+    const int flip = is_offset_type(img->dtype);
+    uint32_t dsum = 0;
+    char chkcomm[FLEN_COMMENT], datacomm[FLEN_COMMENT];
+    if (w->checksum) {
+        dsum = data_sum(img->data, img->nbytes, es, flip);
+        char datestr[32] = "";
+        int timeref = 0;
+        fits_get_system_time(datestr, &timeref, &st);
+        snprintf(chkcomm, sizeof chkcomm, "HDU checksum updated %s", datestr);
+        snprintf(datacomm, sizeof datacomm, "data unit checksum updated %s", datestr);
+        fits_write_key_str(w->fp, "CHECKSUM", "0000000000000000", chkcomm, &st);
+        fits_write_key_str(w->fp, "DATASUM", "         0", datacomm, &st);
+    }
+    fits_set_hdustruc(w->fp, &st);  /* END, and the header's final size */
+    if (w->checksum && dsum != 0) {
+        char v[32];
+        snprintf(v, sizeof v, "%lu", (unsigned long)dsum);
+        fits_modify_key_str(w->fp, "DATASUM", v, datacomm, &st);
+    }
+    fits_flush_buffer(w->fp, 0, &st);
+    LONGLONG head = 0, data = 0, end = 0;
+    fits_get_hduaddrll(w->fp, &head, &data, &end, &st);
+    W_CFITSIO(st, w, "HDU %d: cannot write the header", HDU_NO(w));
+    W_CHECK(head >= 0 && head % 2880 == 0 && data > head && data % 2880 == 0 &&
+                (size_t)data <= w->bufsize,
+            w, TF_EINVAL, "HDU %d: the header in memory has an unexpected size", HDU_NO(w));
+    if (w->checksum) {
+        uint32_t sum = tf_ones_sum(dsum, (const char *)w->buf + head, (size_t)(data - head));
+        char chk[FLEN_VALUE];
+        fits_encode_chksum(sum, 1, chk);
+        fits_modify_key_str(w->fp, "CHECKSUM", chk, "&", &st);
+        fits_flush_buffer(w->fp, 0, &st);
+        W_CFITSIO(st, w, "HDU %d: cannot write CHECKSUM", HDU_NO(w));
+    }
+    size_t hlen = (size_t)(data - head);
+    char *hdr = malloc(hlen);
+    if (!hdr) return wfail(w, TF_ENOMEM, 0, "out of memory");
+    memcpy(hdr, (const char *)w->buf + head, hlen);
+    fits_modify_key_lng(w->fp, "NAXIS", 0, "&", &st);
+    fits_set_hdustruc(w->fp, &st);
+    fits_close_file(w->fp, &st);
+    w->fp = NULL;
+    buf_free(w->buf);
+    w->buf = NULL;
+    if (st > 0) free(hdr);
+    W_CFITSIO(st, w, "HDU %d: cannot finish the header in memory", HDU_NO(w));
+    wpart p = {.buf = hdr, .len = hlen, .data = img->data, .nbytes = img->nbytes, .elsize = es,
+               .flip = flip};
+    int rc = push_part(w, &p);
+    if (rc) free(hdr);
+    return rc;
+}
+
+/* A RICE_1, GZIP_1 or GZIP_2 image of uint8, int16 or int32 (no BZERO,
+ * no quantizing): its tiles compressed on every core (compress_tiles.c),
+ * then given to cfitsio in tile order, as fits_write_img gives them; the
+ * tile shape and Rice block size are read from the header cfitsio made. */
+static int write_tiles(tf_writer *w, const tf_write_image *img) {
+    tf_wtiles t;
+    memset(&t, 0, sizeof t);
+    t.data = img->data;
+    t.elsize = wtypes[img->dtype].size;
+    t.ndim = img->ndim;
+    t.codec = img->codec;
+    int st = 0;
+    for (int d = 0; d < img->ndim; d++) {
+        char key[FLEN_KEYWORD];
+        long v = 0;
+        snprintf(key, sizeof key, "ZTILE%d", img->ndim - d);
+        fits_read_key_lng(w->fp, key, &v, NULL, &st);
+        t.shape[d] = img->shape[d];
+        t.tile[d] = v;
+    }
+    long blocksize = 0;
+    if (img->codec == TF_CODEC_RICE_1) fits_read_key_lng(w->fp, "ZVAL1", &blocksize, NULL, &st);
+    int col = 0;
+    fits_get_colnum(w->fp, CASESEN, "COMPRESSED_DATA", &col, &st);
+    W_CFITSIO(st, w, "HDU %d: cannot read back the tiling cfitsio chose", HDU_NO(w));
+    t.blocksize = (int)blocksize;
+    int rc = tf_wtiles_compress(&t);
+    if (rc == TF_OK) {
+        for (int64_t k = 0; k < t.ntiles && st <= 0; k++)
+            fits_write_col_byt(w->fp, col, (LONGLONG)k + 1, 1, (LONGLONG)t.lens[k], t.bytes[k],
+                               &st);
+    }
+    int64_t bad = t.failed_tile;
+    tf_wtiles_free(&t);
+    if (rc == TF_ENOMEM) return wfail(w, TF_ENOMEM, 0, "out of memory");
+    W_CHECK(rc == TF_OK, w, rc, "HDU %d: tile %lld could not be compressed", HDU_NO(w),
+            (long long)bad);
+    W_CFITSIO(st, w, "HDU %d: cannot write the data", HDU_NO(w));
+    return TF_OK;
+}
+
 int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_card *cards,
                         int ncards) {
     if (!w) return TF_EINVAL;
@@ -541,11 +809,22 @@ int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_
 
     int st = 0;
     const int is_float = wtypes[img->dtype].is_float;
-    if (img->codec && w->nhdu == 0) {
+    size_t n = img->ndim ? img->nbytes / wtypes[img->dtype].size : 0;
+    /* Uncompressed data is not copied into the memory file: the image gets
+     * a memory file of its own for its header, and its data is stored
+     * straight from the caller's buffer at commit. */
+    const int direct = !img->codec && n && !w->via_cfitsio;
+    if (direct) {
+        rc = finish_mem(w);
+        if (rc) return rc;
+        rc = ensure_open(w);
+        if (rc) return rc;
+    }
+    if (img->codec && IS_PRIMARY(w)) {
         fits_create_img(w->fp, BYTE_IMG, 0, NULL, &st);
         W_CFITSIO(st, w, "HDU 0: cannot write the empty primary HDU");
         drop_cfitsio_comments(w->fp);
-        w->nhdu++;
+        added(w);
     }
     if (img->codec) {
         rc = set_compression(w, img);
@@ -558,7 +837,7 @@ int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_
     int st2 = 0;
     if (img->codec) fits_set_compression_type(w->fp, 0, &st2);
     W_CFITSIO(st, w, "HDU %d: cannot create the image", HDU_NO(w));
-    if (w->nhdu == 0) drop_cfitsio_comments(w->fp);
+    if (IS_PRIMARY(w)) drop_cfitsio_comments(w->fp);
     for (int i = 0; i < ncards; i++) {
         rc = write_card(w, i, &cards[i], is_float, img->codec != TF_CODEC_NONE);
         if (rc) {
@@ -566,14 +845,30 @@ int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_
             return rc;
         }
     }
-    size_t n = img->ndim ? img->nbytes / wtypes[img->dtype].size : 0;
-    if (n) {
+    if (direct) {
+        rc = finish_direct(w, img);
+        if (rc) return rc;
+        w->nhdu++;
+        return TF_OK;
+    }
+    const int parallel_tiles =
+        (img->codec == TF_CODEC_RICE_1 || img->codec == TF_CODEC_GZIP_1 ||
+         img->codec == TF_CODEC_GZIP_2) &&
+        !w->via_cfitsio &&
+        (img->dtype == TF_W_UINT8 || img->dtype == TF_W_INT16 || img->dtype == TF_W_INT32);
+    if (n && parallel_tiles) {
+        rc = write_tiles(w, img);
+        if (rc) {
+            w->failed = 1;
+            return rc;
+        }
+    } else if (n) {
         /* cfitsio's prototype is not const; it does not write to the data. */
         fits_write_img(w->fp, wtypes[img->dtype].datatype, 1, (LONGLONG)n, (void *)img->data,
                        &st);
         W_CFITSIO(st, w, "HDU %d: cannot write the data", HDU_NO(w));
     }
-    w->nhdu++;
+    added(w);
     return TF_OK;
 }
 
@@ -663,7 +958,73 @@ static int old_unchanged(const tf_writer *w) {
            now.st_mtim.tv_nsec == was->st_mtim.tv_nsec;
 }
 
-static int put_on_disk(tf_writer *w, const char *data, size_t size) {
+/* Puts the finished temporary file in the target's place, atomically: a
+ * reader sees the old file or the new one. Without sync, an existing
+ * target is exchanged with it (renameat2 RENAME_EXCHANGE) and the old file,
+ * now under the temporary name, unlinked: a plain rename over a file makes
+ * ext4 start writing the new file out then and there (its auto_da_alloc
+ * heuristic, for programs that replace files without fsync), about 30 ms
+ * per 64 MiB, and that durability is what sync asks for. With sync, or
+ * where the exchange is not available (no target, another file system,
+ * an old kernel), rename. 0, or -1 with errno. */
+static int replace_target(const char *tmp, const char *path, int sync) {
+#ifdef RENAME_EXCHANGE
+    if (!sync && renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE) == 0) {
+        if (unlink(tmp) == 0) return 0;
+        /* Not a file there (a directory made meanwhile): put it back, and
+         * fail as rename would. */
+        int err = errno;
+        (void)renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE);
+        errno = err;
+        return -1;
+    }
+#endif
+    return rename(tmp, path);
+}
+
+/* An image's data, stored (swapped, BZERO types flipped) chunk by chunk
+ * into `chunk` and written, then the zeros up to its last 2880-byte block.
+ * 0, or -1 with errno. */
+static int write_data(int fd, const wpart *p, char *chunk, size_t cap) {
+    cap -= cap % p->elsize;
+    for (size_t off = 0; off < p->nbytes;) {
+        size_t take = p->nbytes - off < cap ? p->nbytes - off : cap;
+        tf_store_be((const char *)p->data + off, chunk, take / p->elsize, p->elsize, p->flip);
+        if (write_all(fd, chunk, take) != 0) return -1;
+        off += take;
+    }
+    size_t pad = (2880 - p->nbytes % 2880) % 2880;
+    memset(chunk, 0, pad);
+    return write_all(fd, chunk, pad);
+}
+
+/* The parts, in order. 0, or -1 with errno. */
+static int write_parts(tf_writer *w, int fd, int64_t *total) {
+    enum { CHUNK = 1 << 20 };
+    char *chunk = NULL;
+    int rc = 0;
+    *total = 0;
+    for (int i = 0; i < w->nparts && rc == 0; i++) {
+        const wpart *p = &w->parts[i];
+        rc = write_all(fd, (const char *)p->buf + p->off, p->len);
+        *total += (int64_t)p->len;
+        if (rc == 0 && p->data) {
+            if (!chunk && !(chunk = malloc(CHUNK))) {
+                errno = ENOMEM;
+                rc = -1;
+                break;
+            }
+            rc = write_data(fd, p, chunk, CHUNK);
+            *total += (int64_t)((p->nbytes + 2879) / 2880 * 2880);
+        }
+    }
+    int err = errno;
+    free(chunk);
+    errno = err;
+    return rc;
+}
+
+static int put_on_disk(tf_writer *w, int64_t *total) {
     char tmp[4096 + 256];
     int fd = open_temp(w->path, tmp, sizeof tmp);
     if (fd < 0)
@@ -685,9 +1046,9 @@ static int put_on_disk(tf_writer *w, const char *data, size_t size) {
                          "cannot copy its bytes: %s (nothing was changed)", strerror(err));
         }
     }
-    if (write_all(fd, data, size) != 0) {
+    if (write_parts(w, fd, total) != 0) {
         err = errno;
-    } else if (fsync(fd) != 0) {
+    } else if (w->sync && fsync(fd) != 0) {
         err = errno;
         step = "fsync";
     }
@@ -702,7 +1063,7 @@ static int put_on_disk(tf_writer *w, const char *data, size_t size) {
     }
     if (!err) {
         if (w->overwrite || w->old) {
-            if (rename(tmp, w->path) != 0) {
+            if (replace_target(tmp, w->path, w->sync) != 0) {
                 err = errno;
                 step = "rename";
             }
@@ -732,11 +1093,13 @@ static int put_on_disk(tf_writer *w, const char *data, size_t size) {
     }
     if (err) {
         unlink(tmp);
+        if (err == ENOMEM) return wfail(w, TF_ENOMEM, 0, "out of memory (nothing was written "
+                                        "under this name)");
         int code = (err == ENOSPC || err == EFBIG || err == EDQUOT || err == EIO) ? TF_EIO : TF_EOPEN;
         return wfail(w, code, 0, "%s failed: %s (nothing was written under this name)", step,
                      strerror(err));
     }
-    fsync_dir(w->path);  /* best effort: the data itself is synced */
+    if (w->sync) fsync_dir(w->path);  /* best effort: the data itself is synced */
     return TF_OK;
 }
 
@@ -745,8 +1108,8 @@ int tf_writer_commit(tf_writer *w, int64_t *bytes) {
     W_CHECK(!w->failed, w, TF_EINVAL, "an earlier error left this writer unusable");
     W_CHECK(w->path, w, TF_EINVAL, "no path");
     int rc;
-    W_CHECK(!w->old || w->nhdu >= 2, w, TF_EINVAL, "append: no HDU was given");
-    if (!w->fp) {
+    W_CHECK(!w->old || w->nhdu >= 1, w, TF_EINVAL, "append: no HDU was given");
+    if (w->nhdu == 0) {
         /* No HDU added: an empty primary. */
         rc = ensure_open(w);
         if (rc) return rc;
@@ -754,45 +1117,14 @@ int tf_writer_commit(tf_writer *w, int64_t *bytes) {
         fits_create_img(w->fp, BYTE_IMG, 0, NULL, &st);
         W_CFITSIO(st, w, "HDU 0: cannot write the empty primary HDU");
         drop_cfitsio_comments(w->fp);
-        w->nhdu = 1;
+        added(w);
     }
-    int st = 0;
-    /* Appending: HDU 1 in memory is the placeholder primary, not written. */
-    const int first = w->old ? 2 : 1;
-    if (w->checksum) {
-        for (int h = first; h <= w->nhdu; h++) {
-            fits_movabs_hdu(w->fp, h, NULL, &st);
-            fits_write_chksum(w->fp, &st);
-            W_CFITSIO(st, w, "HDU %d: cannot write CHECKSUM",
-                      h - 1 + (w->old ? w->old_hdus - 1 : 0));
-        }
-    }
-    /* The flush closes the current HDU properly (a compressed image's heap
-     * and PCOUNT are only final then), so that its end is the file's. */
-    fits_flush_file(w->fp, &st);
-    fits_movabs_hdu(w->fp, w->nhdu, NULL, &st);
-    LONGLONG head = 0, data = 0, end = 0, start = 0;
-    fits_get_hduaddrll(w->fp, &head, &data, &end, &st);
-    if (w->old && w->nhdu >= 2) {
-        /* The new HDUs start where the placeholder primary ends. */
-        LONGLONG d1 = 0, e1 = 0;
-        fits_movabs_hdu(w->fp, 2, NULL, &st);
-        fits_get_hduaddrll(w->fp, &start, &d1, &e1, &st);
-    }
-    fits_close_file(w->fp, &st);
-    w->fp = NULL;
-    W_CFITSIO(st, w, "cannot finish the file in memory");
-    W_CHECK(end > 0 && end % 2880 == 0 && (size_t)end <= w->bufsize, w, TF_EINVAL,
-            "the file in memory has an unexpected size (%lld of %zu bytes)", (long long)end,
-            w->bufsize);
-    if (w->old) {
-        W_CHECK(w->nhdu >= 2, w, TF_EINVAL, "append: no HDU was added");
-        W_CHECK(start > 0 && start % 2880 == 0 && start < end, w, TF_EINVAL,
-                "the new HDUs in memory start at an unexpected byte (%lld)", (long long)start);
-    }
-    rc = put_on_disk(w, (const char *)w->buf + start, (size_t)(end - start));
+    rc = finish_mem(w);
     if (rc) return rc;
-    if (bytes) *bytes = (int64_t)end - (int64_t)start + (w->old ? w->old_size : 0);
+    int64_t total = 0;
+    rc = put_on_disk(w, &total);
+    if (rc) return rc;
+    if (bytes) *bytes = total + (w->old ? w->old_size : 0);
     w->failed = 1;  /* committed: nothing more can be added */
     return TF_OK;
 }
@@ -1005,7 +1337,7 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
     rc = ensure_open(w);
     if (rc) goto done;
     int st = 0;
-    if (w->nhdu == 0) {
+    if (IS_PRIMARY(w)) {
         fits_create_img(w->fp, BYTE_IMG, 0, NULL, &st);
         if (st > 0) {
             w->failed = 1;
@@ -1013,7 +1345,7 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
             goto done;
         }
         drop_cfitsio_comments(w->fp);
-        w->nhdu++;
+        added(w);
     }
     fits_create_tbl(w->fp, BINARY_TBL, (LONGLONG)nrows, ncols, ttype, tformp, tunit, NULL,
                     &st);
@@ -1112,7 +1444,7 @@ int tf_writer_add_table(tf_writer *w, int64_t nrows, const tf_write_column *cols
             goto done;
         }
     }
-    w->nhdu++;
+    added(w);
 done:
     free(tform);
     free(ttype);
