@@ -110,7 +110,7 @@ def probe(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("probe") / "fast_open_probe")
     sources = sorted(glob.glob(os.path.join(ROOT, "csrc/core/**/*.c"), recursive=True))
     res = subprocess.run([CC, "-std=c11", "-O1", os.path.join(ROOT, "tests/c/fast_open_probe.c"),
-                          *sources, "-o", out, "-lwcs", "-lcfitsio", "-lcurl", "-lz", "-lpthread", "-lm"],
+                          *sources, "-o", out, "-lwcs", "-lcfitsio", "-lcurl", "-ldeflate", "-lz", "-lpthread", "-lm"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
 
