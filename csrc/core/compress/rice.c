@@ -175,7 +175,7 @@ int tf_rice_decode_marked(const unsigned char *in, size_t len, int bytepix, int 
     if (len < (size_t)bytepix) return TF_RICE_SHORT;
     if (marks && (stride < 1 || stride % nblock != 0 || nmarks < 0)) return TF_RICE_ARG;
     if (from && (from->pix < 0 || from->pix % nblock != 0 || from->pix > nout ||
-                 from->bit < 8 * bytepix || from->bit >= 8 * (int64_t)len))
+                 from->bit < 0 || from->bit >= 8 * (int64_t)len))
         return TF_RICE_ARG;
     switch (bytepix) {
     case 1: return decode1(in, len, nblock, nout, out, from, marks, stride, nmarks);

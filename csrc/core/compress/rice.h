@@ -47,7 +47,8 @@ typedef struct tf_rice_mark {
  * start gives there. With `marks`, the state at each block start that is
  * a multiple of `stride` pixels (stride a multiple of nblock) is recorded
  * in marks[pix / stride], for pix / stride < nmarks; others are left
- * alone. A `from` that does not lie inside the stream is TF_RICE_ARG; a
+ * alone. `in` may begin anywhere before the mark: from->bit counts from
+ * in[0], and so do the marks recorded. A `from` that does not lie inside the stream is TF_RICE_ARG; a
  * mark from another stream gives garbage, never an access outside in[] or
  * out[].
  */

@@ -261,7 +261,6 @@ typedef struct scratch {
     unsigned char *raw; /* GZIP_2: the inflated, still shuffled bytes */
     void *work;     /* HCOMPRESS_1: the decoder's work area for max_tile */
     size_t work_len;
-    int64_t off;    /* heap offset of the last tile_bytes cell; -1: read by cfitsio */
 } scratch;
 
 static void free_scratch(scratch *s) {
@@ -298,14 +297,12 @@ static int tile_bytes(const reader *r, fitsfile *fp, int col, int64_t row, scrat
     int st = 0, anynul = 0;
     fits_read_descriptll(fp, col, row, &n, &off, &st);
     *len = st ? 0 : n;
-    s->off = -1;
     if (st || n == 0) return st;
     if ((st = grow(s, n)) != 0) return st;
     if (col != r->cn_compressed || !r->pread_ok) {
         fits_read_col(fp, TBYTE, col, row, 1, n, NULL, s->in, &anynul, &st);
         return st;
     }
-    s->off = off;
     return pread_heap(r, s->in, n, off);
 }
 
@@ -736,15 +733,16 @@ static int gunzip_tile(const reader *r, scratch *s, int64_t len, int64_t tilelen
  * identity (device, inode, size, mtime) and the tile's heap offset; the
  * next partial decode of that tile starts at the last mark before its
  * first pixel, and gives the same bits (rice.h). A direct-mapped table of
- * MARK_SLOTS tiles (about 10 MB), allocated at the first partial decode,
- * where a collision replaces; one lock, held for a copy. Whole-tile reads
- * never use it. */
-#define MARK_SLOTS 32768
-#define MARK_MAX 32
+ * MARK_SLOTS tiles (48 MB of address space, 184 bytes a tile as used;
+ * 2^18 slots hold a band of 16 images of 4096 rows with few collisions),
+ * allocated at the first partial decode, where a collision replaces; one
+ * lock, held for a copy. Whole-tile reads never use it. */
+#define MARK_SLOTS (1 << 18)
+#define MARK_MAX 16
 
 typedef struct mark_slot {
     uint64_t dev, ino;
-    int64_t size, mtime_ns, off, stride; /* off < 0: empty */
+    int64_t size, mtime_ns, off, stride; /* stride 0: empty */
     int32_t nblock, bytepix;
     uint32_t bit[MARK_MAX], last[MARK_MAX]; /* bit 0: no mark */
 } mark_slot;
@@ -784,8 +782,7 @@ static int marks_get(const reader *r, int64_t off, int64_t stride, tf_rice_mark 
 
 static void marks_put(const reader *r, int64_t off, int64_t stride, const tf_rice_mark *m) {
     pthread_mutex_lock(&mark_lock);
-    if (!mark_table && (mark_table = malloc(MARK_SLOTS * sizeof *mark_table)) != NULL)
-        for (size_t k = 0; k < MARK_SLOTS; k++) mark_table[k].off = -1;
+    if (!mark_table) mark_table = calloc(MARK_SLOTS, sizeof *mark_table);
     if (mark_table) {
         mark_slot *e = &mark_table[mark_index(&r->id, off)];
         if (!mark_match(e, &r->id, off, stride, r)) {
@@ -801,27 +798,52 @@ static void marks_put(const reader *r, int64_t off, int64_t stride, const tf_ric
     pthread_mutex_unlock(&mark_lock);
 }
 
-/* Decode a RICE_1 tile of tilelen pixels far enough for pixels
- * [first, nout), from the last recorded mark at or before `first`, and
- * record the marks it passes. TF_RICE_ status or MEMORY_ALLOCATION. */
-static int rice_decode_part(const reader *r, scratch *s, int64_t len, int64_t first,
+/* Decode the RICE_1 tile of `len` bytes at heap offset `off` far enough
+ * for pixels [first, nout), from the last recorded mark at or before
+ * `first`, and record the marks it passes. From a mark only the bytes the
+ * pixels up to nout take from an encoder that picks each block's code
+ * well are read (8 * bytepix + 1 bits a pixel at most, and a block code
+ * per block); a stream that needs more there, or disagrees with the
+ * marks, is decoded again from its start, whole bytes. TF_RICE_ status,
+ * MEMORY_ALLOCATION or READ_ERROR. */
+static int rice_decode_part(const reader *r, scratch *s, int64_t off, int64_t len, int64_t first,
                             int64_t nout, int64_t tilelen) {
     if (!s->pix && !(s->pix = malloc((size_t)r->tiles->max_tile * 4))) return MEMORY_ALLOCATION;
     int64_t nb = r->rice_nblock, blocks = (tilelen + nb - 1) / nb;
     int64_t stride = nb * ((blocks + MARK_MAX - 1) / MARK_MAX);
     tf_rice_mark m[MARK_MAX];
     const tf_rice_mark *from = NULL;
-    if (marks_get(r, s->off, stride, m))
+    if (marks_get(r, off, stride, m))
         for (int64_t k = first / stride; k > 0 && !from; k--)
-            if (k < MARK_MAX && m[k].bit > 0 && m[k].pix <= first) from = &m[k];
-    tf_rice_mark start;
-    if (from) start = *from; /* the decoder writes m[] */
-    int e = tf_rice_decode_marked(s->in, (size_t)len, r->rice_bytepix, r->rice_nblock, nout,
-                                  s->pix, from ? &start : NULL, m, stride, MARK_MAX);
-    if (e == TF_RICE_ARG && from) /* a mark from a stream that is not this one */
-        e = tf_rice_decode_marked(s->in, (size_t)len, r->rice_bytepix, r->rice_nblock, nout,
-                                  s->pix, NULL, m, stride, MARK_MAX);
-    if (e == TF_RICE_OK) marks_put(r, s->off, stride, m);
+            if (k < MARK_MAX && m[k].bit > 0 && m[k].pix <= first && m[k].bit < 8 * len)
+                from = &m[k];
+    int e;
+    if (from) {
+        int64_t lo = from->bit / 8, n = nout - from->pix, bp = r->rice_bytepix;
+        int64_t bits = n * (8 * bp + 1) + (n / nb + 2) * 8 * (bp == 1 ? 3 : bp == 2 ? 4 : 5);
+        int64_t hi = lo + bits / 8 + 16;
+        if (hi > len) hi = len;
+        if ((e = grow(s, hi - lo)) != 0) return e;
+        if ((e = pread_heap(r, s->in, hi - lo, off + lo)) != 0) return e;
+        tf_rice_mark start = *from;
+        start.bit -= 8 * lo;
+        tf_rice_mark sub[MARK_MAX]; /* marks relative to lo */
+        memset(sub, 0, sizeof sub);
+        e = tf_rice_decode_marked(s->in, (size_t)(hi - lo), r->rice_bytepix, r->rice_nblock,
+                                  nout, s->pix, &start, sub, stride, MARK_MAX);
+        if (e == TF_RICE_OK) {
+            for (int k = 0; k < MARK_MAX; k++)
+                if (sub[k].bit > 0) m[k] = (tf_rice_mark){sub[k].pix, sub[k].bit + 8 * lo, sub[k].last};
+            marks_put(r, off, stride, m);
+            return e;
+        }
+        /* not what the marks said: the whole tile, from its start */
+    }
+    if ((e = grow(s, len)) != 0) return e;
+    if ((e = pread_heap(r, s->in, len, off)) != 0) return e;
+    e = tf_rice_decode_marked(s->in, (size_t)len, r->rice_bytepix, r->rice_nblock, nout, s->pix,
+                              NULL, m, stride, MARK_MAX);
+    if (e == TF_RICE_OK) marks_put(r, off, stride, m);
     return e;
 }
 
@@ -886,17 +908,23 @@ static int own_unit(reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s,
         }
 
         int64_t row = tile_row(&t, idx), len = 0;
-        int st = tile_bytes(r, fp, r->cn_compressed, row, s, &len);
-        if (st) return st;
-        if (len == 0) return 1;
-        if (r->codec == RICE_1 && r->id.on && s->off >= 0 && first >= 2 * r->rice_nblock) {
-            /* a cutout: from the tile's marks */
-            st = rice_decode_part(r, s, len, first, last + 1, tilelen);
-            if (st != TF_RICE_OK && st != MEMORY_ALLOCATION) {
+        int st;
+        if (r->codec == RICE_1 && r->id.on && first >= 2 * r->rice_nblock) {
+            /* a cutout: from the tile's marks (id.on: the cells are read
+             * with pread) */
+            LONGLONG n = 0, off = 0;
+            fits_read_descriptll(fp, r->cn_compressed, row, &n, &off, &st);
+            if (st) return st;
+            if (n == 0) return 1;
+            st = rice_decode_part(r, s, (int64_t)off, (int64_t)n, first, last + 1, tilelen);
+            if (st != TF_RICE_OK && st != MEMORY_ALLOCATION && st != READ_ERROR) {
                 *why = tf_rice_strerror(st);
                 st = -1;
             }
         } else {
+            st = tile_bytes(r, fp, r->cn_compressed, row, s, &len);
+            if (st) return st;
+            if (len == 0) return 1;
             st = decode_tile(r, s, len, last + 1, tilelen, why);
         }
         if (st != 0) {
