@@ -749,6 +749,13 @@ typedef struct mark_slot {
 
 static mark_slot *mark_table;
 static pthread_mutex_t mark_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t mark_once = PTHREAD_ONCE_INIT;
+
+/* A DataLoader forks its workers: never while another thread holds the
+ * lock, which the child could then not take. */
+static void mark_prefork(void) { pthread_mutex_lock(&mark_lock); }
+static void mark_postfork(void) { pthread_mutex_unlock(&mark_lock); }
+static void mark_init(void) { pthread_atfork(mark_prefork, mark_postfork, mark_postfork); }
 
 static size_t mark_index(const file_id *id, int64_t off) {
     uint64_t h = id->dev * 0x9E3779B97F4A7C15ull ^ id->ino * 0xC2B2AE3D27D4EB4Full ^
@@ -769,6 +776,7 @@ static int mark_match(const mark_slot *m, const file_id *id, int64_t off, int64_
 static int marks_get(const reader *r, int64_t off, int64_t stride, tf_rice_mark *m) {
     int found = 0;
     memset(m, 0, MARK_MAX * sizeof *m);
+    pthread_once(&mark_once, mark_init);
     pthread_mutex_lock(&mark_lock);
     if (mark_table) {
         const mark_slot *e = &mark_table[mark_index(&r->id, off)];
