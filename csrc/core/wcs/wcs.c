@@ -374,21 +374,21 @@ tpv_eval_n(const tan_fast *f, double x, double y, double *p, double *d, const in
     double m[TPV_NM];
     const int nm = mono(n + 1, 0);
     m[0] = 1.0;
-    for (int dg = 1; dg <= n; dg++) {
+    _Pragma("GCC unroll 8") for (int dg = 1; dg <= n; dg++) {
         const double *prev = m + mono(dg - 1, 0);
         double *cur = m + mono(dg, 0);
-        for (int b = 0; b < dg; b++) cur[b] = prev[b] * x;
+        _Pragma("GCC unroll 8") for (int b = 0; b < dg; b++) cur[b] = prev[b] * x;
         cur[dg] = prev[dg - 1] * y;
     }
     double p0 = 0, p1 = 0;
-    for (int i = 0; i < nm; i++) {
+    _Pragma("GCC unroll 36") for (int i = 0; i < nm; i++) {
         p0 += f->tc[0][i] * m[i];
         p1 += f->tc[1][i] * m[i];
     }
     if (d) {
         int nd = mono(n, 0);
         double d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-        for (int i = 0; i < nd; i++) {
+        _Pragma("GCC unroll 36") for (int i = 0; i < nd; i++) {
             d0 += f->tdx[0][i] * m[i];
             d1 += f->tdy[0][i] * m[i];
             d2 += f->tdx[1][i] * m[i];
