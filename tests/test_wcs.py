@@ -553,6 +553,132 @@ def test_sip_closed_form_matches_wcslib(tmp_path, order):
     _check_world2pix(path, w, ref)
 
 
+def _tpv_header(pv, swap=False, cd=True, crval=(35.2, -4.9)):
+    """A TPV header written by astropy.wcs (WCS.to_header): CD (or CDELT
+    and PC), and the PVi_m given, as {axis: {m: value}}. With the
+    longitude second, astropy writes TPD records instead: that header is
+    written card by card."""
+    if swap:
+        h = fits.Header()
+        h["CTYPE1"], h["CTYPE2"] = "DEC--TPV", "RA---TPV"
+        h["CRVAL1"], h["CRVAL2"] = crval[::-1]
+        h["CRPIX1"], h["CRPIX2"] = 1024.5, 2048.5
+        h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = 1.1e-6, -7.3e-5, 7.3e-5, 2.1e-6
+        for ax, terms in pv.items():
+            for m, v in terms.items():
+                h[f"PV{ax}_{m}"] = v
+        return h
+    w = awcs.WCS(naxis=2)
+    w.wcs.ctype = ["RA---TPV", "DEC--TPV"]
+    w.wcs.crval = list(crval)
+    w.wcs.crpix = [1024.5, 2048.5]
+    if cd:
+        w.wcs.cd = [[1.1e-6, -7.3e-5], [7.3e-5, 2.1e-6]]
+    else:
+        w.wcs.cdelt = [-7.3e-5, 8.0e-5]
+        c, s = math.cos(0.3), math.sin(0.3)
+        w.wcs.pc = [[c, -s], [s, c]]
+    w.wcs.set_pv([(ax, m, v) for ax, terms in pv.items() for m, v in terms.items()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = w.to_header()
+    assert any(k.startswith("PV1_") for k in h) and h["CTYPE1"].endswith("TPV")
+    return h
+
+
+# Several polynomial orders: first degree only, third with PVi_3 and
+# PVi_11 (r and r^3), fifth with some terms only, seventh with r^7.
+TPV_CASES = {
+    "linear": dict(pv={1: {1: 1.01, 2: 0.01}, 2: {1: 0.99}}),
+    "cubic_r": dict(pv={1: {0: 1.2e-4, 1: 1.0003, 2: 1.5e-4, 3: 2e-3, 4: 2.1e-3, 5: -1.7e-3,
+                            6: 3.3e-4, 7: -1.1e-2, 8: 2.2e-3, 9: -4.1e-3, 10: 1.3e-3, 11: 5e-3},
+                        2: {0: -2.2e-4, 1: 0.9998, 2: -3.1e-4, 3: -1e-3, 4: -1.8e-3, 5: 2.4e-3,
+                            6: -3.9e-4, 7: 9.1e-3, 8: -2.9e-3, 9: 3.4e-3, 10: -1.6e-3}}),
+    "quintic_some": dict(pv={1: {1: 1.0, 4: 2e-3, 17: 1e-2, 20: -3e-2},
+                             2: {1: 1.0, 6: -1e-3, 22: 2e-2, 23: 0.5}}),
+    "septic_r7_pc": dict(cd=False, pv={1: {1: 1.0, 4: 1e-5, 3: 1e-4, 31: 1e-24, 39: 2e-25},
+                                       2: {1: 1.0, 5: 2e-5, 38: -1e-24, 36: 3e-25}}),
+    "swapped_axes": dict(swap=True, pv={1: {1: 1.0, 4: 2e-3, 7: 3e-2},
+                                        2: {1: 1.0, 6: -1e-3, 10: 2e-2}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TPV_CASES))
+def test_tpv_closed_form_matches_wcslib(tmp_path, case):
+    """TPV in closed form (the polynomial forward; Newton's method back)
+    against wcslib itself (wcslib=True) and astropy, over and around a
+    2048x4096 image."""
+    path = _write(tmp_path / f"{case}.fits", _tpv_header(**TPV_CASES[case]), (8, 8))
+    w = _wcs(fits.getheader(path))
+    rng = np.random.default_rng(5)
+    pix = np.concatenate([_grid(2048, 4096, 15), rng.uniform(-200, 4300, (3000, 2))])
+    pt = torch.from_numpy(pix)
+    fast = tf.pixel_to_world(path, 0, pt).numpy()
+    ref = tf.pixel_to_world(path, 0, pt, wcslib=True).numpy()
+    assert not np.array_equal(fast, ref)  # the closed form ran
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-12)
+    _check_pix2world(path, w, pix)
+    wt = torch.from_numpy(ref)
+    back = tf.world_to_pixel(path, 0, wt).numpy()
+    np.testing.assert_allclose(back, pix, rtol=0, atol=1e-9)
+    slow = tf.world_to_pixel(path, 0, wt, wcslib=True).numpy()
+    ok = np.isfinite(slow).all(1)
+    if case == "swapped_axes":
+        # wcslib's iteration assumes each axis's polynomial depends mostly on
+        # its own axis; TPV's fixed axis map breaks that when the longitude
+        # is the second axis, and wcslib (so astropy) returns inf or NaN for
+        # many points. The closed form still inverts them.
+        assert 0.2 < (~ok).mean() < 0.9
+    else:
+        assert ok.all()
+    np.testing.assert_allclose(back[ok], slow[ok], rtol=0, atol=PIX_TOL)
+    _check_world2pix(path, w, ref[ok])
+
+
+def test_tpv_without_a_pixel(tmp_path):
+    """A sky position the polynomial never reaches (P = x + x^2 has no value
+    below -1/4 degree): Newton's method cannot converge, wcslib takes the
+    point over and gives NaN, as astropy does; the other points are
+    unaffected, on one thread or two."""
+    h = _tpv_header({1: {1: 1.0, 4: 1.0}, 2: {1: 1.0}}, crval=(0.0, 0.0))
+    path = _write(tmp_path / "fold.fits", h, (8, 8))
+    w = _wcs(fits.getheader(path))
+    world = w.all_pix2world(np.random.default_rng(1).uniform(0, 2000, (40_000, 2)), 0)
+    world[7] = [359.0, 0.1]   # 1 degree west: nothing maps there
+    ref = w.all_world2pix(world, 0)
+    assert np.isnan(ref[7]).all() and np.isfinite(np.delete(ref, 7, 0)).all()
+    old = tf.set_threads(2)
+    try:
+        for threads in (1, 2):
+            tf.set_threads(threads)
+            ours = tf.world_to_pixel(path, 0, torch.from_numpy(world)).numpy()
+            assert np.isnan(ours[7]).all()
+            np.testing.assert_allclose(np.delete(ours, 7, 0), np.delete(ref, 7, 0), rtol=0,
+                                       atol=PIX_TOL)
+    finally:
+        tf.set_threads(old)
+
+
+def test_tpd_goes_through_wcslib(tmp_path):
+    """The same polynomial as TPD records (astropy writes a TPV with the
+    longitude second that way) is not the closed form's: wcslib alone,
+    bit for bit."""
+    w = awcs.WCS(naxis=2)
+    w.wcs.ctype = ["DEC--TPV", "RA---TPV"]
+    w.wcs.crval, w.wcs.crpix = [-4.9, 35.2], [1024.5, 2048.5]
+    w.wcs.cd = [[1.1e-6, -7.3e-5], [7.3e-5, 2.1e-6]]
+    w.wcs.set_pv([(1, 1, 1.0), (1, 4, 2e-3), (2, 1, 1.0), (2, 6, -1e-3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = w.to_header()
+    assert h["CQDIS1"] == "TPD"
+    path = _write(tmp_path / "tpd.fits", h, (8, 8))
+    pt = torch.from_numpy(_grid(2048, 4096, 9))
+    world = tf.pixel_to_world(path, 0, pt, wcslib=True)
+    assert torch.equal(tf.pixel_to_world(path, 0, pt), world)
+    assert torch.equal(tf.world_to_pixel(path, 0, world), tf.world_to_pixel(path, 0, world, wcslib=True))
+
+
 # ---- sky cutouts against Cutout2D ----
 
 def _image_file(tmp_path, name, dtype=np.float32, compressed=False, nx=61, ny=50, code="TAN"):

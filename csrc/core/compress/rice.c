@@ -74,9 +74,26 @@ static inline int64_t unary(bits *b) {
     do {                                                                         \
         T *o = out;                                                              \
         uint32_t last = 0;                                                       \
-        for (int j = 0; j < bytepix; j++) last = last << 8 | in[j];              \
+        int64_t i = 0;                                                           \
         bits b = {in + bytepix, in + len, 0, 0};                                 \
-        for (int64_t i = 0; i < nout;) {                                         \
+        if (from) {                                                              \
+            i = from->pix;                                                       \
+            last = from->last;                                                   \
+            b.p = in + from->bit / 8;                                            \
+            refill(&b);                                                          \
+            if (b.nb < (int)(from->bit % 8)) return TF_RICE_SHORT;              \
+            skip(&b, (int)(from->bit % 8));                                      \
+        } else {                                                                 \
+            for (int j = 0; j < bytepix; j++) last = last << 8 | in[j];          \
+        }                                                                        \
+        for (; i < nout;) {                                                      \
+            if (marks && i % stride == 0 && i / stride < nmarks) {               \
+                /* a block starts here: where the stream is, for later */        \
+                tf_rice_mark *m = &marks[i / stride];                            \
+                m->pix = i;                                                      \
+                m->bit = (int64_t)(b.p - in) * 8 - b.nb;                         \
+                m->last = last;                                                  \
+            }                                                                    \
             if (b.nb < FSBITS) refill(&b);                                       \
             if (b.nb < FSBITS) return TF_RICE_SHORT;                             \
             int fs = (int)peek(&b, FSBITS) - 1;                                  \
@@ -98,18 +115,19 @@ static inline int64_t unary(bits *b) {
                 return TF_RICE_BAD;                                              \
             } else {                                                             \
                 for (; i < imax; i++) {                                          \
-                    refill(&b);                                                  \
+                    /* a code is mostly a few bits: refill at half empty */      \
+                    if (b.nb < 32) refill(&b);                                   \
                     /* fast: the whole code lies in the valid bits */            \
-                    int nz = b.buf ? __builtin_clzll(b.buf) : 64;                \
+                    /* (no valid bit set: nz 63, longer than nb) */              \
+                    int nz = __builtin_clzll(b.buf | 1);                         \
                     int used = nz + 1 + fs;                                      \
                     if (__builtin_expect(used <= b.nb, 1)) {                     \
-                        uint64_t y = b.buf << (nz + 1);                          \
+                        uint64_t y = b.buf << nz << 1;                           \
                         uint32_t d = (uint32_t)nz << fs | (uint32_t)((y >> 1) >> (63 - fs)); \
                         b.buf <<= used;                                          \
                         b.nb -= used;                                            \
-                        d = (d & 1) ? ~(d >> 1) : d >> 1;                        \
-                        o[i] = (T)(last += d);                                   \
-                        last = o[i];                                             \
+                        last = (T)(last + ((d >> 1) ^ (0u - (d & 1))));          \
+                        o[i] = (T)last;                                          \
                         continue;                                                \
                     }                                                            \
                     int64_t hi = unary(&b);                                      \
@@ -130,32 +148,45 @@ static inline int64_t unary(bits *b) {
         return TF_RICE_OK;                                                       \
     } while (0)
 
-static int decode1(const unsigned char *in, size_t len, int nblock, int64_t nout, void *out) {
+static int decode1(const unsigned char *in, size_t len, int nblock, int64_t nout, void *out,
+                   const tf_rice_mark *from, tf_rice_mark *marks, int64_t stride, int64_t nmarks) {
     const int bytepix = 1;
     DECODE_BODY(uint8_t, 3, 6, 8);
 }
 
-static int decode2(const unsigned char *in, size_t len, int nblock, int64_t nout, void *out) {
+static int decode2(const unsigned char *in, size_t len, int nblock, int64_t nout, void *out,
+                   const tf_rice_mark *from, tf_rice_mark *marks, int64_t stride, int64_t nmarks) {
     const int bytepix = 2;
     DECODE_BODY(uint16_t, 4, 14, 16);
 }
 
-static int decode4(const unsigned char *in, size_t len, int nblock, int64_t nout, void *out) {
+static int decode4(const unsigned char *in, size_t len, int nblock, int64_t nout, void *out,
+                   const tf_rice_mark *from, tf_rice_mark *marks, int64_t stride, int64_t nmarks) {
     const int bytepix = 4;
     DECODE_BODY(uint32_t, 5, 25, 32);
 }
 
-int tf_rice_decode(const unsigned char *in, size_t len, int bytepix, int nblock, int64_t nout,
-                   void *out) {
+int tf_rice_decode_marked(const unsigned char *in, size_t len, int bytepix, int nblock,
+                          int64_t nout, void *out, const tf_rice_mark *from,
+                          tf_rice_mark *marks, int64_t stride, int64_t nmarks) {
     if (nblock < 1 || nout < 0) return TF_RICE_ARG;
     if (nout == 0) return TF_RICE_OK;
     if (bytepix != 1 && bytepix != 2 && bytepix != 4) return TF_RICE_ARG;
     if (len < (size_t)bytepix) return TF_RICE_SHORT;
+    if (marks && (stride < 1 || stride % nblock != 0 || nmarks < 0)) return TF_RICE_ARG;
+    if (from && (from->pix < 0 || from->pix % nblock != 0 || from->pix > nout ||
+                 from->bit < 0 || from->bit >= 8 * (int64_t)len))
+        return TF_RICE_ARG;
     switch (bytepix) {
-    case 1: return decode1(in, len, nblock, nout, out);
-    case 2: return decode2(in, len, nblock, nout, out);
-    default: return decode4(in, len, nblock, nout, out);
+    case 1: return decode1(in, len, nblock, nout, out, from, marks, stride, nmarks);
+    case 2: return decode2(in, len, nblock, nout, out, from, marks, stride, nmarks);
+    default: return decode4(in, len, nblock, nout, out, from, marks, stride, nmarks);
     }
+}
+
+int tf_rice_decode(const unsigned char *in, size_t len, int bytepix, int nblock, int64_t nout,
+                   void *out) {
+    return tf_rice_decode_marked(in, len, bytepix, nblock, nout, out, NULL, NULL, 1, 0);
 }
 
 const char *tf_rice_strerror(int status) {

@@ -32,6 +32,30 @@ enum {
 int tf_rice_decode(const unsigned char *in, size_t len, int bytepix, int nblock, int64_t nout,
                    void *out);
 
+/* Where a stream is at the start of a block: its pixel number (a multiple
+ * of nblock), the bits consumed before it, and the previous pixel's value
+ * (as the decoder keeps it, unsigned). */
+typedef struct tf_rice_mark {
+    int64_t pix, bit;
+    uint32_t last;
+} tf_rice_mark;
+
+/*
+ * tf_rice_decode, resumable: with `from` (a mark an earlier decode of the
+ * same stream recorded), decoding starts at pixel from->pix and writes
+ * out[from->pix .. nout - 1] only, bit for bit what a decode from the
+ * start gives there. With `marks`, the state at each block start that is
+ * a multiple of `stride` pixels (stride a multiple of nblock) is recorded
+ * in marks[pix / stride], for pix / stride < nmarks; others are left
+ * alone. `in` may begin anywhere before the mark: from->bit counts from
+ * in[0], and so do the marks recorded. A `from` that does not lie inside the stream is TF_RICE_ARG; a
+ * mark from another stream gives garbage, never an access outside in[] or
+ * out[].
+ */
+int tf_rice_decode_marked(const unsigned char *in, size_t len, int bytepix, int nblock,
+                          int64_t nout, void *out, const tf_rice_mark *from,
+                          tf_rice_mark *marks, int64_t stride, int64_t nmarks);
+
 /* Words for a TF_RICE_ status. */
 const char *tf_rice_strerror(int status);
 

@@ -48,6 +48,7 @@
 #include <errno.h>
 #include <libdeflate.h>
 #include <zlib.h>
+#include <sys/stat.h>
 
 #include "compress.h"
 #include "hcompress.h"
@@ -74,6 +75,13 @@ typedef struct tiling {
     int64_t lo[TF_MAX_DIMS], hi[TF_MAX_DIMS]; /* tiles overlapping a box, inclusive */
     int64_t max_tile;           /* pixels in a whole tile */
 } tiling;
+
+/* A plain local file as it is now: what the RICE marks are kept for. */
+typedef struct file_id {
+    int on;
+    uint64_t dev, ino;
+    int64_t size, mtime_ns;
+} file_id;
 
 typedef struct reader {
     /* fixed for the read */
@@ -121,6 +129,7 @@ typedef struct reader {
     int cn_zscale, cn_zzero, cn_zblank, zblank; /* as cfitsio's FITSfile */
     double zscale, zzero;
     int zbitpix;
+    file_id id;               /* RICE_1 from a plain local file: for the marks */
 } reader;
 
 enum { OWN_INT = 1, OWN_FLOAT = 2 };
@@ -714,6 +723,139 @@ static int gunzip_tile(const reader *r, scratch *s, int64_t len, int64_t tilelen
     return 0;
 }
 
+/* ---- where RICE_1 tiles' streams were, for cutouts ----
+ * A cutout takes a few pixels from the middle of each tile it crosses
+ * (of a row-tiled image: 64 pixels of a 4096-pixel row), and RICE is
+ * sequential: every pixel before them is decoded too, half a row on
+ * average. A catalogue epoch comes back to each tile many times (each row
+ * of a 4096x4096 image by about ten 64x64 cutouts). So a partial decode
+ * records where the stream stood every `stride` pixels (a few blocks: the
+ * bit offset and the previous value), in a table keyed by the file's
+ * identity (device, inode, size, mtime) and the tile's heap offset; the
+ * next partial decode of that tile starts at the last mark before its
+ * first pixel, and gives the same bits (rice.h). A direct-mapped table of
+ * MARK_SLOTS tiles (48 MB of address space, 184 bytes a tile as used;
+ * 2^18 slots hold a band of 16 images of 4096 rows with few collisions),
+ * allocated at the first partial decode, where a collision replaces; one
+ * lock, held for a copy. Whole-tile reads never use it. */
+#define MARK_SLOTS (1 << 18)
+#define MARK_MAX 16
+
+typedef struct mark_slot {
+    uint64_t dev, ino;
+    int64_t size, mtime_ns, off, stride; /* stride 0: empty */
+    int32_t nblock, bytepix;
+    uint32_t bit[MARK_MAX], last[MARK_MAX]; /* bit 0: no mark */
+} mark_slot;
+
+static mark_slot *mark_table;
+static pthread_mutex_t mark_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t mark_once = PTHREAD_ONCE_INIT;
+
+/* A DataLoader forks its workers: never while another thread holds the
+ * lock, which the child could then not take. */
+static void mark_prefork(void) { pthread_mutex_lock(&mark_lock); }
+static void mark_postfork(void) { pthread_mutex_unlock(&mark_lock); }
+static void mark_init(void) { pthread_atfork(mark_prefork, mark_postfork, mark_postfork); }
+
+static size_t mark_index(const file_id *id, int64_t off) {
+    uint64_t h = id->dev * 0x9E3779B97F4A7C15ull ^ id->ino * 0xC2B2AE3D27D4EB4Full ^
+                 (uint64_t)off * 0x165667B19E3779F9ull ^ (uint64_t)id->mtime_ns;
+    h ^= h >> 29;
+    return (size_t)(h % MARK_SLOTS);
+}
+
+static int mark_match(const mark_slot *m, const file_id *id, int64_t off, int64_t stride,
+                      const reader *r) {
+    return m->off == off && m->dev == id->dev && m->ino == id->ino && m->size == id->size &&
+           m->mtime_ns == id->mtime_ns && m->stride == stride && m->nblock == r->rice_nblock &&
+           m->bytepix == r->rice_bytepix;
+}
+
+/* The tile's marks into m[MARK_MAX] (bit 0 where none); 0 when the table
+ * has none for it. */
+static int marks_get(const reader *r, int64_t off, int64_t stride, tf_rice_mark *m) {
+    int found = 0;
+    memset(m, 0, MARK_MAX * sizeof *m);
+    pthread_once(&mark_once, mark_init);
+    pthread_mutex_lock(&mark_lock);
+    if (mark_table) {
+        const mark_slot *e = &mark_table[mark_index(&r->id, off)];
+        if ((found = mark_match(e, &r->id, off, stride, r)))
+            for (int k = 0; k < MARK_MAX; k++)
+                m[k] = (tf_rice_mark){k * stride, e->bit[k], e->last[k]};
+    }
+    pthread_mutex_unlock(&mark_lock);
+    return found;
+}
+
+static void marks_put(const reader *r, int64_t off, int64_t stride, const tf_rice_mark *m) {
+    pthread_mutex_lock(&mark_lock);
+    if (!mark_table) mark_table = calloc(MARK_SLOTS, sizeof *mark_table);
+    if (mark_table) {
+        mark_slot *e = &mark_table[mark_index(&r->id, off)];
+        if (!mark_match(e, &r->id, off, stride, r)) {
+            *e = (mark_slot){r->id.dev, r->id.ino, r->id.size, r->id.mtime_ns, off, stride,
+                             r->rice_nblock, r->rice_bytepix, {0}, {0}};
+        }
+        for (int k = 0; k < MARK_MAX; k++)
+            if (m[k].bit > 0 && m[k].bit <= UINT32_MAX && m[k].pix == k * stride) {
+                e->bit[k] = (uint32_t)m[k].bit;
+                e->last[k] = m[k].last;
+            }
+    }
+    pthread_mutex_unlock(&mark_lock);
+}
+
+/* Decode the RICE_1 tile of `len` bytes at heap offset `off` far enough
+ * for pixels [first, nout), from the last recorded mark at or before
+ * `first`, and record the marks it passes. From a mark only the bytes the
+ * pixels up to nout take from an encoder that picks each block's code
+ * well are read (8 * bytepix + 1 bits a pixel at most, and a block code
+ * per block); a stream that needs more there, or disagrees with the
+ * marks, is decoded again from its start, whole bytes. TF_RICE_ status,
+ * MEMORY_ALLOCATION or READ_ERROR. */
+static int rice_decode_part(const reader *r, scratch *s, int64_t off, int64_t len, int64_t first,
+                            int64_t nout, int64_t tilelen) {
+    if (!s->pix && !(s->pix = malloc((size_t)r->tiles->max_tile * 4))) return MEMORY_ALLOCATION;
+    int64_t nb = r->rice_nblock, blocks = (tilelen + nb - 1) / nb;
+    int64_t stride = nb * ((blocks + MARK_MAX - 1) / MARK_MAX);
+    tf_rice_mark m[MARK_MAX];
+    const tf_rice_mark *from = NULL;
+    if (marks_get(r, off, stride, m))
+        for (int64_t k = first / stride; k > 0 && !from; k--)
+            if (k < MARK_MAX && m[k].bit > 0 && m[k].pix <= first && m[k].bit < 8 * len)
+                from = &m[k];
+    int e;
+    if (from) {
+        int64_t lo = from->bit / 8, n = nout - from->pix, bp = r->rice_bytepix;
+        int64_t bits = n * (8 * bp + 1) + (n / nb + 2) * 8 * (bp == 1 ? 3 : bp == 2 ? 4 : 5);
+        int64_t hi = lo + bits / 8 + 16;
+        if (hi > len) hi = len;
+        if ((e = grow(s, hi - lo)) != 0) return e;
+        if ((e = pread_heap(r, s->in, hi - lo, off + lo)) != 0) return e;
+        tf_rice_mark start = *from;
+        start.bit -= 8 * lo;
+        tf_rice_mark sub[MARK_MAX]; /* marks relative to lo */
+        memset(sub, 0, sizeof sub);
+        e = tf_rice_decode_marked(s->in, (size_t)(hi - lo), r->rice_bytepix, r->rice_nblock,
+                                  nout, s->pix, &start, sub, stride, MARK_MAX);
+        if (e == TF_RICE_OK) {
+            for (int k = 0; k < MARK_MAX; k++)
+                if (sub[k].bit > 0) m[k] = (tf_rice_mark){sub[k].pix, sub[k].bit + 8 * lo, sub[k].last};
+            marks_put(r, off, stride, m);
+            return e;
+        }
+        /* not what the marks said: the whole tile, from its start */
+    }
+    if ((e = grow(s, len)) != 0) return e;
+    if ((e = pread_heap(r, s->in, len, off)) != 0) return e;
+    e = tf_rice_decode_marked(s->in, (size_t)len, r->rice_bytepix, r->rice_nblock, nout, s->pix,
+                              NULL, m, stride, MARK_MAX);
+    if (e == TF_RICE_OK) marks_put(r, off, stride, m);
+    return e;
+}
+
 /* Decode a tile's first nout pixels (RICE_1; GZIP and HCOMPRESS tiles
  * whole) into s->pix. 0, 1 (cfitsio decodes), -1 with *why, or a cfitsio
  * status. */
@@ -768,15 +910,33 @@ static int own_unit(reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s,
         if (empty) continue;
         tstride[nd - 1] = 1;
         for (int d = nd - 2; d >= 0; d--) tstride[d] = tstride[d + 1] * extent[d + 1];
-        int64_t last = 0; /* the tile's last pixel the region takes */
-        for (int d = 0; d < nd; d++)
+        int64_t last = 0, first = 0; /* the tile's last and first pixels the region takes */
+        for (int d = 0; d < nd; d++) {
             last += (r->start[d] + (b[d] - 1) * r->step[d] - origin[d]) * tstride[d];
+            first += (r->start[d] + a[d] * r->step[d] - origin[d]) * tstride[d];
+        }
 
         int64_t row = tile_row(&t, idx), len = 0;
-        int st = tile_bytes(r, fp, r->cn_compressed, row, s, &len);
-        if (st) return st;
-        if (len == 0) return 1;
-        if ((st = decode_tile(r, s, len, last + 1, tilelen, why)) != 0) {
+        int st;
+        if (r->codec == RICE_1 && r->id.on && first >= 2 * r->rice_nblock) {
+            /* a cutout: from the tile's marks (id.on: the cells are read
+             * with pread) */
+            LONGLONG n = 0, off = 0;
+            fits_read_descriptll(fp, r->cn_compressed, row, &n, &off, &st);
+            if (st) return st;
+            if (n == 0) return 1;
+            st = rice_decode_part(r, s, (int64_t)off, (int64_t)n, first, last + 1, tilelen);
+            if (st != TF_RICE_OK && st != MEMORY_ALLOCATION && st != READ_ERROR) {
+                *why = tf_rice_strerror(st);
+                st = -1;
+            }
+        } else {
+            st = tile_bytes(r, fp, r->cn_compressed, row, s, &len);
+            if (st) return st;
+            if (len == 0) return 1;
+            st = decode_tile(r, s, len, last + 1, tilelen, why);
+        }
+        if (st != 0) {
             if (st == -1) memcpy(bad, idx, sizeof idx);
             return st;
         }
@@ -1217,7 +1377,13 @@ static int prepare_reader(tf_file *f, const tf_hdu_info *in, const int64_t *star
     r->step = step;
     r->tile0 = t->tile[0];
     r->tiles = t;
-    return set_codecs(r, f, in, t);
+    FORWARD_IF_ERROR(set_codecs(r, f, in, t));
+    struct stat sb;
+    if (r->rice && r->pread_ok && f->fd >= 0 && fstat(f->fd, &sb) == 0 &&
+        S_ISREG(sb.st_mode))
+        r->id = (file_id){1, (uint64_t)sb.st_dev, (uint64_t)sb.st_ino, (int64_t)sb.st_size,
+                          (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec};
+    return TF_OK;
 }
 
 void tf_forget_tiles(fitsfile *fp) {

@@ -30,6 +30,11 @@
 #define KEYREC 80
 /* Highest SIP order the closed form takes (wcslib's own limit is 9). */
 #define SIP_MAX 9
+/* TPV's highest degree (PVi_0 .. PVi_39) and its monomials x0^a x1^b,
+ * a + b <= 7, at mono(a + b, b). */
+#define TPV_DEG 7
+#define TPV_NM ((TPV_DEG + 1) * (TPV_DEG + 2) / 2)
+#define mono(d, b) ((d) * ((d) + 1) / 2 + (b))
 /* Points per wcslib call: its scratch arrays stay in cache. */
 #define CHUNK 4096
 /* Below this many points per thread, one thread is faster. */
@@ -57,6 +62,15 @@ typedef struct tan_fast {
      * before CDELT*PC; world -> pixel solves it by Newton's method. */
     int sip, sip_order;
     double sa[SIP_MAX + 1][SIP_MAX + 1], sb[SIP_MAX + 1][SIP_MAX + 1];
+    /* TPV (TAN with wcslib's sequent TPV distortion): m and inv are PC
+     * alone, and intermediate world coordinate k is tcdelt[k] * P_k(x0, x1)
+     * with (x0, x1) = PC (p - CRPIX). P_k's coefficient of x0^a x1^b sits
+     * at mono(a + b, b); tdx / tdy are the coefficients of its
+     * derivatives, tr those of r, r^3, r^5, r^7 (r^2 = x0^2 + x1^2), and
+     * tlin the inverse of the polynomials' linear part, Newton's start. */
+    int tpv, tpv_deg, tpv_rad;
+    double tc[2][TPV_NM], tdx[2][TPV_NM], tdy[2][TPV_NM], tr[2][4];
+    double tcdelt[2], tlin[4];
 } tan_fast;
 
 struct tf_wcs {
@@ -274,22 +288,204 @@ static int sip_invert(const tan_fast *f, double U, double V, double *pu, double 
     return 0;
 }
 
+/* TPV from what wcsset made of it: the PVi_m of a TPV header become
+ * wcslib's sequent distortion "TPV" on both celestial axes, evaluated as
+ * its TPD polynomial of PVi_0 .. PVi_39 (dis.c, tpvset and tpd1..tpd7).
+ * TPD orders a degree d's terms u^d, u^(d-1) v, ..., v^d, and an odd
+ * degree's r^d after them: index tpd_base[d] + b for u^(d-b) v^b. Axis
+ * k's variables (u, v) are the intermediate coordinates its axis map
+ * names: (x0, x1) for the longitude, (x1, x0) for the latitude. 0: not
+ * for the closed form (any offset, scale, auxiliary variables or inverse
+ * polynomial: a DQia record set by hand, which wcslib takes as it is). */
+static int tpv_setup(tan_fast *f, const struct wcsprm *w) {
+    static const int tpd_base[TPV_DEG + 1] = {0, 1, 4, 7, 12, 17, 24, 31};
+    static const int tpd_rad[4] = {3, 11, 23, 39};
+    const struct disprm *d = w->lin.disseq;
+    if (w->lin.dispre || d->naxis != 2 || !d->dtype || !d->Nhat || !d->axmap || !d->offset ||
+        !d->scale || !d->iparm || !d->dparm || !d->docorr)
+        return 0;
+    int deg = 0;
+    for (int k = 0; k < 2; k++) {
+        if (strcmp(d->dtype[k], "TPV") != 0 || d->Nhat[k] != 2 || d->docorr[k] != 0) return 0;
+        const int *ip = d->iparm[k];
+        const double *p = d->dparm[k];
+        if (!ip || !p || !d->axmap[k]) return 0;
+        /* iparm: type, length, coefficient count, then TPD's forward and
+         * inverse counts, auxiliary and radial flags (dis.c, I_TPD*). */
+        int nco = ip[2];
+        if (ip[1] < 7 || nco < 1 || nco > 40 || ip[3] != nco || ip[4] != 0 || ip[5] != 0) return 0;
+        int a0 = d->axmap[k][0], a1 = d->axmap[k][1];
+        if (!((a0 == 0 && a1 == 1) || (a0 == 1 && a1 == 0))) return 0;
+        for (int j = 0; j < 2; j++)
+            if (d->offset[k][j] != 0.0 || d->scale[k][j] != 1.0) return 0;
+        for (int i = 0; i < nco; i++)
+            if (!isfinite(p[i])) return 0;
+        for (int dg = 0; dg <= TPV_DEG; dg++)
+            for (int b = 0; b <= dg; b++) {
+                int i = tpd_base[dg] + b;
+                double c = i < nco ? p[i] : 0.0;
+                if (c == 0.0) continue;
+                /* u^(dg-b) v^b: with (u, v) = (x1, x0), x0^b x1^(dg-b). */
+                f->tc[k][mono(dg, a0 == 0 ? b : dg - b)] = c;
+                if (dg > deg) deg = dg;
+            }
+        for (int r = 0; r < 4; r++) {
+            double c = tpd_rad[r] < nco ? p[tpd_rad[r]] : 0.0;
+            f->tr[k][r] = c;
+            if (c != 0.0) f->tpv_rad = 1;
+        }
+    }
+    f->tpv_deg = deg;
+    for (int k = 0; k < 2; k++)
+        for (int dg = 1; dg <= deg; dg++)
+            for (int b = 0; b <= dg; b++) {
+                double c = f->tc[k][mono(dg, b)];
+                int a = dg - b;
+                if (a > 0) f->tdx[k][mono(dg - 1, b)] += a * c;
+                if (b > 0) f->tdy[k][mono(dg - 1, b - 1)] += b * c;
+            }
+    /* Newton's start: the linear part (without r) solved exactly; the
+     * identity when it is singular. */
+    double a11 = f->tc[0][mono(1, 0)], a12 = f->tc[0][mono(1, 1)];
+    double a21 = f->tc[1][mono(1, 0)], a22 = f->tc[1][mono(1, 1)];
+    double det = a11 * a22 - a12 * a21;
+    if (det != 0.0 && isfinite(det)) {
+        f->tlin[0] = a22 / det;
+        f->tlin[1] = -a12 / det;
+        f->tlin[2] = -a21 / det;
+        f->tlin[3] = a11 / det;
+    } else {
+        f->tlin[0] = f->tlin[3] = 1.0;
+        f->tlin[1] = f->tlin[2] = 0.0;
+    }
+    f->tcdelt[0] = w->lin.cdelt[0];
+    f->tcdelt[1] = w->lin.cdelt[1];
+    if (f->tcdelt[0] == 0.0 || f->tcdelt[1] == 0.0) return 0;
+    f->tpv = 1;
+    return 1;
+}
+
+/* P_0 and P_1 at (x, y), and with d their partial derivatives
+ * (dP0/dx, dP0/dy, dP1/dx, dP1/dy), for a polynomial of degree n. Inlined
+ * for each n (tpv_eval), so that the loops unroll: a third of the
+ * instructions of one loop for every degree. */
+static inline __attribute__((always_inline)) void
+tpv_eval_n(const tan_fast *f, double x, double y, double *p, double *d, const int n) {
+    double m[TPV_NM];
+    const int nm = mono(n + 1, 0);
+    m[0] = 1.0;
+    _Pragma("GCC unroll 8") for (int dg = 1; dg <= n; dg++) {
+        const double *prev = m + mono(dg - 1, 0);
+        double *cur = m + mono(dg, 0);
+        _Pragma("GCC unroll 8") for (int b = 0; b < dg; b++) cur[b] = prev[b] * x;
+        cur[dg] = prev[dg - 1] * y;
+    }
+    double p0 = 0, p1 = 0;
+    _Pragma("GCC unroll 36") for (int i = 0; i < nm; i++) {
+        p0 += f->tc[0][i] * m[i];
+        p1 += f->tc[1][i] * m[i];
+    }
+    if (d) {
+        int nd = mono(n, 0);
+        double d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+        _Pragma("GCC unroll 36") for (int i = 0; i < nd; i++) {
+            d0 += f->tdx[0][i] * m[i];
+            d1 += f->tdy[0][i] * m[i];
+            d2 += f->tdx[1][i] * m[i];
+            d3 += f->tdy[1][i] * m[i];
+        }
+        d[0] = d0;
+        d[1] = d1;
+        d[2] = d2;
+        d[3] = d3;
+    }
+    if (f->tpv_rad) {
+        double s = x * x + y * y, r = sqrt(s);
+        const double *c0 = f->tr[0], *c1 = f->tr[1];
+        p0 += r * (c0[0] + s * (c0[1] + s * (c0[2] + s * c0[3])));
+        p1 += r * (c1[0] + s * (c1[1] + s * (c1[2] + s * c1[3])));
+        if (d && r > 0.0) {
+            /* d r^n / dx = n r^(n-2) x; at r = 0 the derivative of r has
+             * no value, and Newton's step uses the polynomial's alone. */
+            double g0 = (c0[0] + s * (3 * c0[1] + s * (5 * c0[2] + s * 7 * c0[3]))) / r;
+            double g1 = (c1[0] + s * (3 * c1[1] + s * (5 * c1[2] + s * 7 * c1[3]))) / r;
+            d[0] += g0 * x;
+            d[1] += g0 * y;
+            d[2] += g1 * x;
+            d[3] += g1 * y;
+        }
+    }
+    p[0] = p0;
+    p[1] = p1;
+}
+
+static void tpv_eval(const tan_fast *f, double x, double y, double *p, double *d) {
+    switch (f->tpv_deg) {
+    case 0: case 1: tpv_eval_n(f, x, y, p, d, 1); break;
+    case 2: tpv_eval_n(f, x, y, p, d, 2); break;
+    case 3: tpv_eval_n(f, x, y, p, d, 3); break;
+    case 4: tpv_eval_n(f, x, y, p, d, 4); break;
+    case 5: tpv_eval_n(f, x, y, p, d, 5); break;
+    case 6: tpv_eval_n(f, x, y, p, d, 6); break;
+    default: tpv_eval_n(f, x, y, p, d, 7); break;
+    }
+}
+
+/* Intermediate world coordinates (img, lin axis order) -> pixel offsets
+ * from CRPIX: solve P(x, y) = img / cdelt by Newton's method from the
+ * linear part's solution, then (u, v) = PC^-1 (x, y). Converged when the
+ * pixel is within about 1e-12 (plus rounding far out), or a step moves it
+ * by at most 1e-10; 0 when that does not happen within 30 steps. */
+static int tpv_invert(const tan_fast *f, const double *img, double *pu, double *pv) {
+    double X = img[0] / f->tcdelt[0], Y = img[1] / f->tcdelt[1];
+    double bx = X - f->tc[0][0], by = Y - f->tc[1][0];
+    double x = f->tlin[0] * bx + f->tlin[1] * by, y = f->tlin[2] * bx + f->tlin[3] * by;
+    double prev = 0.0;
+    for (int it = 0; it < 30; it++) {
+        double p[2], d[4];
+        tpv_eval(f, x, y, p, d);
+        double r1 = p[0] - X, r2 = p[1] - Y;
+        double det = d[0] * d[3] - d[1] * d[2];
+        if (det == 0.0 || !isfinite(det)) return 0;
+        double dx = (r1 * d[3] - r2 * d[1]) / det, dy = (d[0] * r2 - d[2] * r1) / det;
+        x -= dx;
+        y -= dy;
+        if (!isfinite(x) || !isfinite(y)) return 0;
+        double su = f->inv[0] * dx + f->inv[1] * dy, sv = f->inv[2] * dx + f->inv[3] * dy;
+        double u = f->inv[0] * x + f->inv[1] * y, v = f->inv[2] * x + f->inv[3] * y;
+        /* Converging quadratically, the error left after a step of h is
+         * about K h^2, K = h / h_prev^2: done when that or h is small. */
+        double h = fabs(su) + fabs(sv), tol = 1e-10 + 1e-15 * (fabs(u) + fabs(v));
+        int done = h <= tol || (it > 0 && h < 1e-3 * prev && h * (h / (prev * prev)) * h <= 0.01 * tol);
+        prev = h;
+        if (done) {
+            *pu = u;
+            *pv = v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Take the closed-form TAN path when the WCS is exactly what it covers:
- * two celestial axes, TAN, no distortion but SIP, and a native pole that is not
- * the celestial one (euler[4] != 0; wcslib handles that rotation apart,
- * with its own longitude normalisation). */
+ * two celestial axes, TAN, no distortion but SIP or TPV (alone), and a
+ * native pole that is not the celestial one (euler[4] != 0; wcslib
+ * handles that rotation apart, with its own longitude normalisation). */
 static void tan_setup(tf_wcs *t, tf_file *file, int ncards) {
     struct wcsprm *w = &t->wcs;
     tan_fast *f = &t->tan;
     memset(f, 0, sizeof *f);
     if (w->naxis != 2 || w->lng < 0 || w->lat < 0 || w->cubeface >= 0) return;
-    if (strcmp(w->cel.prj.code, "TAN") != 0 || w->lin.disseq) return;
-    if (w->lin.dispre && !sip_setup(f, w, file, ncards)) return;
+    /* wcsset turned a TPV projection into TAN and a sequent distortion. */
+    if (strcmp(w->cel.prj.code, "TAN") != 0) return;
+    if (w->lin.disseq ? !tpv_setup(f, w) : w->lin.dispre && !sip_setup(f, w, file, ncards))
+        return;
     const double *e = w->cel.euler;
     if (e[4] == 0.0) return;
+    /* With a sequent distortion wcslib applies CDELT after it. */
     const double *pc = w->lin.pc, *cd = w->lin.cdelt;
     for (int k = 0; k < 2; k++)
-        for (int i = 0; i < 2; i++) f->m[k * 2 + i] = cd[k] * pc[k * 2 + i];
+        for (int i = 0; i < 2; i++) f->m[k * 2 + i] = (f->tpv ? 1.0 : cd[k]) * pc[k * 2 + i];
     double det = f->m[0] * f->m[3] - f->m[1] * f->m[2];
     if (det == 0.0 || !isfinite(det)) return;
     f->inv[0] = f->m[3] / det;
@@ -317,8 +513,12 @@ static void tan_setup(tf_wcs *t, tf_file *file, int ncards) {
  * (X, Y, Z) = (cos theta cos(phi - phi_p), cos theta sin(phi - phi_p),
  * sin theta), as in wcslib's sphs2x; TAN's r = r0 cot theta with
  * phi = phi_p + atan2(Y, X) composes to the two lines below. theta <= 0
- * is outside the projection (wcslib's bounds check): NaN. */
-static void tan_s2p(const tan_fast *f, const double *in, double *out, int64_t n) {
+ * is outside the projection (wcslib's bounds check): NaN. A TPV point
+ * whose Newton iteration fails is left NaN, listed in retry and counted
+ * in the return value. */
+static int64_t tan_s2p(const tan_fast *f, const double *in, double *out, int64_t n,
+                       int64_t *retry) {
+    int64_t nretry = 0;
     for (int64_t k = 0; k < n; k++) {
         const double *wd = in + 2 * k;
         double sl, cl, sa, ca;
@@ -339,15 +539,27 @@ static void tan_s2p(const tan_fast *f, const double *in, double *out, int64_t n)
         double img[2];
         img[f->lng] = q * (f->sp * X + f->cp * Y) - f->x0;
         img[f->lat] = -q * (f->cp * X - f->sp * Y) - f->y0;
-        double u = f->inv[0] * img[0] + f->inv[1] * img[1];
-        double v = f->inv[2] * img[0] + f->inv[3] * img[1];
-        if (f->sip && !sip_invert(f, u, v, &u, &v)) {
-            o[0] = o[1] = NAN;
-            continue;
+        double u, v;
+        if (f->tpv) {
+            if (!tpv_invert(f, img, &u, &v)) {
+                /* wcslib's own iteration decides (run_job). */
+                o[0] = o[1] = NAN;
+                if (retry) retry[nretry] = k;
+                nretry++;
+                continue;
+            }
+        } else {
+            u = f->inv[0] * img[0] + f->inv[1] * img[1];
+            v = f->inv[2] * img[0] + f->inv[3] * img[1];
+            if (f->sip && !sip_invert(f, u, v, &u, &v)) {
+                o[0] = o[1] = NAN;
+                continue;
+            }
         }
         o[0] = u + f->crpix[0] - 1.0;
         o[1] = v + f->crpix[1] - 1.0;
     }
+    return nretry;
 }
 
 /* atan2 through atan of a ratio at most 1 in size: glibc's atan2 costs
@@ -379,6 +591,12 @@ static void tan_p2s(const tan_fast *f, const double *in, double *out, int64_t n)
             py += b;
         }
         double img[2] = {f->m[0] * px + f->m[1] * py, f->m[2] * px + f->m[3] * py};
+        if (f->tpv) {
+            double t[2];
+            tpv_eval(f, img[0], img[1], t, NULL);
+            img[0] = f->tcdelt[0] * t[0];
+            img[1] = f->tcdelt[1] * t[1];
+        }
         double x = img[f->lng] + f->x0, y = img[f->lat] + f->y0;
         /* The native direction, scaled by r0 / sin theta > 0. */
         double n0 = -y, n1 = x, n2 = f->r0;
@@ -545,6 +763,19 @@ typedef struct job {
     char msg[512];
 } job;
 
+/* A thread's own copy of the wcsprm, set up; 0 with job->status set. */
+static int copy_wcs(job *j, struct wcsprm *local) {
+    memset(local, 0, sizeof *local);
+    local->flag = -1;
+    if ((j->status = wcssub(1, j->src, NULL, NULL, local)) != 0 ||
+        (j->status = wcsset(local)) != 0) {
+        snprintf(j->msg, sizeof j->msg, "%s", local->err ? local->err->msg : wcs_errmsg[j->status]);
+        wcsfree(local);
+        return 0;
+    }
+    return 1;
+}
+
 /* Transform job->n points with a private copy of the wcsprm when `copy`,
  * else with src itself (cast: the single-threaded path owns it). */
 static void run_job(job *j, int copy) {
@@ -553,23 +784,51 @@ static void run_job(job *j, int copy) {
     int nax = j->src->naxis;
     double *scratch = NULL;
     int *stat = NULL;
+    int64_t *retry = NULL;
     j->status = 0;
-    if (j->tan && j->tan->on) {
+    if (j->tan && j->tan->on && (j->to_world || !j->tan->tpv)) {
         /* Reads only constants: no copy, no scratch. */
         if (j->to_world) tan_p2s(j->tan, j->in, j->out, j->n);
-        else tan_s2p(j->tan, j->in, j->out, j->n);
+        else tan_s2p(j->tan, j->in, j->out, j->n, NULL);
+        return;
+    }
+    if (j->tan && j->tan->on) {
+        /* TPV back from the sky: the points Newton's method leaves go to
+         * wcslib one by one, which converges or fails as in astropy. */
+        if (!(retry = malloc(CHUNK * sizeof *retry))) {
+            j->status = WCSERR_MEMORY;
+            snprintf(j->msg, sizeof j->msg, "no memory for the transformation");
+            return;
+        }
+        for (int64_t s = 0; s < j->n && !j->status; s += CHUNK) {
+            int64_t m = j->n - s < CHUNK ? j->n - s : CHUNK;
+            const double *in = j->in + 2 * s;
+            double *out = j->out + 2 * s;
+            int64_t nr = tan_s2p(j->tan, in, out, m, retry);
+            for (int64_t r = 0; r < nr && !j->status; r++) {
+                if (copy && wp == j->src && !copy_wcs(j, &local)) break;
+                if (copy) wp = &local;
+                double phi, theta, img[2];
+                int stat;
+                int64_t k = retry[r];
+                int st = wcss2p(wp, 1, 2, in + 2 * k, &phi, &theta, img, out + 2 * k, &stat);
+                if (st == WCSERR_BAD_WORLD) {
+                    out[2 * k] = out[2 * k + 1] = NAN;
+                } else if (st) {
+                    j->status = st;
+                    snprintf(j->msg, sizeof j->msg, "%s", wp->err ? wp->err->msg : wcs_errmsg[st]);
+                } else {
+                    out[2 * k] -= 1.0;
+                    out[2 * k + 1] -= 1.0;
+                }
+            }
+        }
+        free(retry);
+        if (copy && wp != j->src) wcsfree(&local);
         return;
     }
     if (copy) {
-        memset(&local, 0, sizeof local);
-        local.flag = -1;
-        if ((j->status = wcssub(1, j->src, NULL, NULL, &local)) != 0 ||
-            (j->status = wcsset(&local)) != 0) {
-            snprintf(j->msg, sizeof j->msg, "%s",
-                     local.err ? local.err->msg : wcs_errmsg[j->status]);
-            wcsfree(&local);
-            return;
-        }
+        if (!copy_wcs(j, &local)) return;
         wp = &local;
     }
     size_t chunk = j->n < CHUNK ? (size_t)j->n : CHUNK;
