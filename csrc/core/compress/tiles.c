@@ -917,7 +917,7 @@ static int own_unit(reader *r, fitsfile *fp, int64_t i0, int64_t i1, scratch *s,
         }
 
         int64_t row = tile_row(&t, idx), len = 0;
-        int st;
+        int st = 0; /* cfitsio's calls return at once on a nonzero status */
         if (r->codec == RICE_1 && r->id.on && first >= 2 * r->rice_nblock) {
             /* a cutout: from the tile's marks (id.on: the cells are read
              * with pread) */
