@@ -12,7 +12,7 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 import torchfits_ops as tf
-from fitsgen import random_array, write_compressed_astropy, write_multi_extension
+from fitsgen import random_array, run_threads, write_compressed_astropy, write_multi_extension
 
 ops = torch.ops.torchfits
 LONG = "a long string value that does not fit on one card, " * 4 + "and ends here"
@@ -215,7 +215,7 @@ def _build_hdr2str(out, sanitize):
              "-fno-omit-frame-pointer"] if sanitize else ["-O2"]
     cmd = [CC, "-std=c11", "-Wall", "-Wextra", "-Werror", *flags,
            os.path.join(ROOT, "tests/c/test_hdr2str.c"),
-           os.path.join(ROOT, "csrc/core/header/hdr2str.c"), "-o", out, "-lcfitsio", "-lm"]
+           os.path.join(ROOT, "csrc/core/header/hdr2str.c"), "-o", out, "-lcfitsio", "-lpthread", "-lm"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     return out
@@ -275,6 +275,19 @@ def test_compressed_header_matches_astropy(compressed_files):
     # Written from a primary array (ZSIMPLE): SIMPLE, as astropy and cfitsio give it.
     assert list(tf.read_header(compressed_files["astropy_zsimple"], 1))[0] == "SIMPLE"
     assert list(fits.getheader(compressed_files["astropy_zsimple"], 1))[0] == "SIMPLE"
+
+
+def test_compressed_headers_read_on_threads_at_once(compressed_files):
+    # Each thread's scratch file is its own (the refusal to grow is per thread).
+    paths = sorted(compressed_files.values())
+    want = [tf.read_header(p, 1) for p in paths]
+
+    def work(k):
+        for r in range(20):
+            i = (k + r) % len(paths)
+            assert tf.read_header(paths[i], 1) == want[i], paths[i]
+
+    assert run_threads(work, 8) == []
 
 
 # A read in a fresh process that reports its peak resident size. The image
