@@ -35,7 +35,7 @@ def build(out, flags):
     sources = sorted(glob.glob(os.path.join(ROOT, "csrc/core/**/*.c"), recursive=True))
     cmd = [CC, "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", *flags,
            os.path.join(ROOT, "tests/c/test_core.c"), *sources, "-o", out,
-           "-lwcs", "-lcfitsio", "-lcurl", "-lz", "-lpthread", "-lm"]
+           "-lwcs", "-lcfitsio", "-lcurl", "-ldeflate", "-lz", "-lpthread", "-lm"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     return out
