@@ -223,16 +223,17 @@ def _build_hdr2str(out, sanitize):
 
 @pytest.mark.parametrize("mode", ["O2", "asan-ubsan"])
 def test_compressed_header_is_cfitsios_byte_for_byte(tmp_path, compressed_files, header_file,
-                                                    mode):
+                                                    refused_file, mode):
     if CC is None:
         pytest.skip("no C compiler")
     exe = _build_hdr2str(str(tmp_path / f"test_hdr2str_{mode}"), mode != "O2")
     plain = write_multi_extension(tmp_path / "m.fits")  # not compressed: ffhdr2str as is
-    files = sorted(compressed_files.values()) + [plain, header_file]
+    files = sorted(compressed_files.values()) + [plain, header_file, refused_file]
     res = subprocess.run([exe, *files], capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"compressed {2 * len(compressed_files)}\n" in res.stdout  # each HDU 1, twice
+    # Each HDU 1, twice; cfitsio refuses the rebuilt header of refused_file.
+    assert f"compressed {2 * len(compressed_files) + 2}\nrefused 2\n" in res.stdout
     passed, failed = res.stdout.strip().splitlines()[-1].split(" passed, ")
     assert failed == "0 failed" and int(passed) > 10 * len(files), res.stdout + res.stderr
     assert "ERROR: AddressSanitizer" not in res.stderr and "runtime error" not in res.stderr
@@ -306,17 +307,65 @@ print(before, after)
 """
 
 
-def test_compressed_header_does_not_allocate_the_image(tmp_path):
+def _put_card(path, start, card):
+    """Overwrite, in place, the card of `path` that starts with `start`."""
+    raw = bytearray(open(path, "rb").read())
+    at = raw.find(start)
+    assert at >= 0 and at % 80 == 0, start
+    raw[at:at + 80] = card.ljust(80).encode()
+    open(path, "wb").write(raw)
+
+
+def _kind_card(path, kind, at):
+    """Make the card that starts with `at` say the HDU was an extension
+    (ZTENSION), a primary array (ZSIMPLE), or neither; the others go."""
+    card = {"ZTENSION": "ZTENSION= 'IMAGE   '", "ZSIMPLE": "ZSIMPLE =                    T",
+            "neither": "COMMENT neither"}[kind]
+    _put_card(path, at, "SPARE   =                    0")
+    for key in (b"ZTENSION= ", b"ZSIMPLE = "):
+        if key in open(path, "rb").read():
+            _put_card(path, key, "COMMENT was " + key.decode())
+    _put_card(path, b"SPARE   = ", card)
+
+
+@pytest.fixture(scope="module")
+def refused_file(tmp_path_factory):
+    """ZTENSION after EXTNAME: the rebuilt header's first card is EXTNAME,
+    which cfitsio refuses when it reads the header back (status 252)."""
+    path = write_compressed_astropy(tmp_path_factory.mktemp("refused") / "late.fits",
+                                    random_array((30, 40), 16, seed=7), "RICE_1",
+                                    header=fits.Header([("EXTNAME", "LATE"), ("SPARE", 0)]))
+    _kind_card(path, "ZTENSION", b"SPARE   = ")
+    return path
+
+
+def test_compressed_header_refused_as_cfitsio_refuses_it(refused_file):
+    with pytest.raises(tf.FitsError, match=r"late\.fits: HDU 1: cannot read the header "
+                                           r"\(cfitsio status 252: 1st key not SIMPLE or "
+                                           r"XTENSION\)"):
+        tf.read_header(refused_file, 1)
+    assert tf.read_header(refused_file, 0)["SIMPLE"] is True  # the file stays usable
+
+
+# cfitsio rebuilds the header three ways: an extension (ZTENSION), a
+# primary array (ZSIMPLE), or a new image (neither, as astropy 5.2 writes).
+@pytest.mark.parametrize("kind", ["ZTENSION", "ZSIMPLE", "neither"])
+def test_compressed_header_does_not_allocate_the_image(tmp_path, kind):
     path = write_compressed_astropy(tmp_path / "big.fits", np.zeros((64, 16384), np.float32),
                                     "RICE_1", tile_shape=(1, 16384),
                                     header=fits.Header([("EXTNAME", "BIG")]))
-    raw = bytearray(open(path, "rb").read())
-    for key, old, new in (("ZNAXIS2", 64, 16384), ("ZTILE2", 1, 256)):
-        card = f"{key:<8}= {old:>20}".encode()
-        at = raw.find(card)
-        assert at >= 0 and at % 80 == 0, key
-        raw[at:at + len(card)] = f"{key:<8}= {new:>20}".encode()
-    open(path, "wb").write(raw)
+    _put_card(path, b"ZNAXIS2 = ", f"ZNAXIS2 = {16384:>20}")
+    _put_card(path, b"ZTILE2  = ", f"ZTILE2  = {256:>20}")
+    # Before EXTNAME, where cfitsio wants it (ZNAME1, BLOCKSIZE: not needed
+    # to read the header).
+    if b"ZTENSION= " in open(path, "rb").read():
+        _kind_card(path, kind, b"ZTENSION= ")
+    else:  # astropy 5.2
+        _put_card(path, b"ZVAL1   = ", "COMMENT was ZVAL1")
+        _kind_card(path, kind, b"ZNAME1  = ")
+    with fits.open(path, disable_image_compression=True) as f:
+        assert ("ZSIMPLE" in f[1].header) == (kind == "ZSIMPLE")
+        assert ("ZTENSION" in f[1].header) == (kind == "ZTENSION")
     assert fits.getheader(path, 1)["NAXIS2"] == 16384
     res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, path], capture_output=True,
                          text=True, timeout=300, cwd=ROOT)

@@ -14,25 +14,33 @@
  * faults.
  *
  * Here the same steps run on a scratch memory file of our own
- * (fits_create_memfile), whose realloc refuses to grow once the cards have
- * been read: the header string is cfitsio's, byte for byte, and the close
- * fails only on that refusal, after cfitsio has freed all it holds
- * (ffclos frees its structures whatever the status). Only that one close
- * error is ignored, and the messages it left are cleared back to a mark.
- * The seal is per thread: concurrent reads each have their own.
+ * (fits_create_memfile), whose realloc, once the cards have been read,
+ * refuses to grow the file past a bound on its headers (the compressed
+ * HDU's header, twice, plus 64 KiB: the rebuilt header has the same cards,
+ * translated, the same spare blocks, and at most a few required keys more;
+ * the scratch file adds a null primary array of one block). So the close
+ * still writes and re-reads the rebuilt header, and fails where cfitsio's
+ * fails (a header whose first card is not SIMPLE or XTENSION: status 252),
+ * but the data unit is refused: the header string is cfitsio's, byte for
+ * byte. cfitsio frees all it holds whatever the close's status (ffclos);
+ * only the refusal's statuses are ignored, and the messages it left are
+ * cleared back to a mark. The bound is per thread: concurrent reads each
+ * have their own. An image smaller than the bound is allocated, as before.
  */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include <fitsio.h>
 
 #include "../common/internal.h"
 
-static _Thread_local int sealed;
+static _Thread_local size_t bound = SIZE_MAX;
 
-/* The scratch file's realloc: as realloc, until sealed; then it refuses
- * (cfitsio reports MEMORY_ALLOCATION) any size but the one it has. */
+/* The scratch file's realloc: as realloc up to the bound; past it, it
+ * refuses, and cfitsio's memory driver reports MEMORY_ALLOCATION (from
+ * mem_truncate) or WRITE_ERROR (a write past the end) instead of growing. */
 static void *scratch_realloc(void *p, size_t n) {
-    if (sealed) return NULL;
+    if (n > bound) return NULL;
     return realloc(p, n);
 }
 
@@ -43,23 +51,25 @@ int tf_hdr2str(fitsfile *fp, char **header, int *nkeys, int *status) {
         if (*status > 0) return *status;
         return ffhdr2str(fp, 0, NULL, 0, header, nkeys, status);
     }
+    LONGLONG head = 0, data = 0, end = 0;
+    if (fits_get_hduaddrll(fp, &head, &data, &end, status) > 0) return *status;
     void *buf = NULL;
     size_t size = 0;
     fitsfile *tmp = NULL;
-    sealed = 0;
+    bound = SIZE_MAX;
     if (fits_create_memfile(&tmp, &buf, &size, 2880, scratch_realloc, status) > 0) {
         free(buf);
         return *status;
     }
     fits_img_decompress_header(fp, tmp, status);
     ffhdr2str(tmp, 0, NULL, 0, header, nkeys, status);
-    /* Close: nothing may grow now, so the data unit is never allocated. */
-    sealed = 1;
+    /* Close: the headers may be written, the data unit not. */
+    bound = (size_t)(data - head) * 2 + ((size_t)64 << 10);
     int cst = 0;
     fits_write_errmark();
     fits_close_file(tmp, &cst);
     fits_clear_errmark();
-    sealed = 0;
+    bound = SIZE_MAX;
     free(buf);
     if (*status <= 0 && cst > 0 && cst != MEMORY_ALLOCATION && cst != WRITE_ERROR)
         *status = cst;
