@@ -97,7 +97,7 @@ def write_table_astropy(path, columns, extname=None, ascii=False, header=None):
 
 
 def write_compressed_astropy(path, data, compression_type="RICE_1", tile_shape=None,
-                             header=None, **kw):
+                             header=None, checksum=False, **kw):
     """A tile-compressed image in HDU 1 written by astropy. tile_shape is in
     C order (astropy >= 5.3 spells it tile_shape, older ones tile_size in
     FITS order)."""
@@ -110,7 +110,7 @@ def write_compressed_astropy(path, data, compression_type="RICE_1", tile_shape=N
         else:
             kw["tile_size"] = list(tile_shape)[::-1]
     hdu = fits.CompImageHDU(data, header=header, compression_type=compression_type, **kw)
-    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True, checksum=checksum)
     return str(path)
 
 

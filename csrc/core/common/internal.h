@@ -198,6 +198,13 @@ static inline int tf_mul_ok(int64_t a, int64_t b, int64_t *out) {
 
 /* Free the cards of the last loaded header. */
 void tf_free_cards(tf_file *f);
+/* The current HDU's header as one string of 80-character cards (freed with
+ * fits_free_memory), as cfitsio's fits_convert_hdr2str gives it, byte for
+ * byte: for a tile-compressed image, the image's own header. Unlike
+ * fits_convert_hdr2str it never allocates the image's data unit
+ * (header/hdr2str.c). cfitsio-style: returns and sets *status; *header is
+ * NULL on error. Needs nothing else of the core (tests/c/test_hdr2str.c). */
+int tf_hdr2str(fitsfile *fp, char **header, int *nkeys, int *status);
 
 /* Ask for transparent huge pages on an output buffer of at least
  * min_bytes before the first write faults it in (where the system leaves

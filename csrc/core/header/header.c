@@ -89,7 +89,7 @@ static int is_key(const char *card, const char *key) {
 }
 
 /*
- * cfitsio builds a compressed image's own header (fits_convert_hdr2str ->
+ * cfitsio builds a compressed image's own header (tf_hdr2str ->
  * imcomp_copy_comp2img) by writing each card into a scratch header, and
  * ffprec refuses a card whose name FITS does not allow: a blank inside it
  * ("Q UANTIZ"), a character other than A-Z 0-9 - _. After that error
@@ -149,7 +149,7 @@ static int check_compressed_names(tf_file *f) {
                            "header", k, card);
         }
     }
-    if (st) fits_clear_errmsg(); /* fits_convert_hdr2str reports it */
+    if (st) fits_clear_errmsg(); /* tf_hdr2str reports it */
     return TF_OK;
 }
 
@@ -190,7 +190,7 @@ int tf_header_load(tf_file *f, int hdu, int *ncards) {
         FORWARD_IF_ERROR(tf_move_to(f, hdu, NULL));
         /* For a compressed image this gives the header of the image itself. */
         FORWARD_IF_ERROR(check_compressed_names(f));
-        fits_convert_hdr2str(f->fp, 0, NULL, 0, &text, &nkeys, &st);
+        tf_hdr2str(f->fp, &text, &nkeys, &st);
         GOTO_IF_CFITSIO(st, f, TF_ECORRUPT, "cannot read the header");
     }
     size_t len = strlen(text);
