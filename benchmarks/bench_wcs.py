@@ -81,6 +81,23 @@ def with_threads(n, fn):
     return call
 
 
+def transform_case(name, op, arg, astropy_fn, quick, tol, tol_text):
+    """One direction of a transform: ours on the default threads and on
+    one, astropy, and for TAN also through wcslib; positions/s noted."""
+    n = arg.shape[0]
+    c = {"torchfits_ops": lambda: op(arg),
+         "torchfits_ops 1 thread": with_threads(1, lambda: op(arg)),
+         "astropy": astropy_fn}
+    if name.endswith(" TAN"):
+        c["torchfits_ops wcslib"] = lambda: op(arg, wcslib=True)
+    row = harness.run_case(GROUP, name, c, unit="s/call", repeat=3 if quick else 7, tol=tol,
+                           tol_text=tol_text, target=W2P_TARGET,
+                           target_text="<= 0.2x (5x astropy)")
+    row["notes"].append("positions/s: " + ", ".join(
+        f"{k} {n / v / 1e6:.1f} M" for k, v in row["times"].items()))
+    return row
+
+
 def transform_cases(workdir, quick):
     n = 200_000 if quick else 10**6
     side = 4096
@@ -97,30 +114,12 @@ def transform_cases(workdir, quick):
         # default: compared within that, for SIP only.
         tol, tol_text = (1e-4, "1e-4 pixel (astropy's default SIP tolerance)") if kind == "sip" \
             else (1e-8, "1e-8 pixel")
-        c = {"torchfits_ops": lambda: tf.world_to_pixel(path, 0, wt),
-             "torchfits_ops 1 thread": with_threads(1, lambda: tf.world_to_pixel(path, 0, wt)),
-             "astropy": lambda: w.all_world2pix(world, 0)}
-        if kind == "tan":
-            c["torchfits_ops wcslib"] = lambda: tf.world_to_pixel(path, 0, wt, wcslib=True)
-        row = harness.run_case(GROUP, f"world_to_pixel, {n:,} positions, {name}", c,
-                               unit="s/call", repeat=3 if quick else 7, tol=tol,
-                               tol_text=tol_text, target=W2P_TARGET,
-                               target_text="<= 0.2x (5x astropy)")
-        row["notes"].append("positions/s: " + ", ".join(
-            f"{k} {n / v / 1e6:.1f} M" for k, v in row["times"].items()))
-        yield row
-        c = {"torchfits_ops": lambda: tf.pixel_to_world(path, 0, pt),
-             "torchfits_ops 1 thread": with_threads(1, lambda: tf.pixel_to_world(path, 0, pt)),
-             "astropy": lambda: w.all_pix2world(pix, 0)}
-        if kind == "tan":
-            c["torchfits_ops wcslib"] = lambda: tf.pixel_to_world(path, 0, pt, wcslib=True)
-        row = harness.run_case(GROUP, f"pixel_to_world, {n:,} positions, {name}", c,
-                               unit="s/call", repeat=3 if quick else 7, tol=1e-10,
-                               tol_text="1e-10 degree", target=W2P_TARGET,
-                               target_text="<= 0.2x (5x astropy)")
-        row["notes"].append("positions/s: " + ", ".join(
-            f"{k} {n / v / 1e6:.1f} M" for k, v in row["times"].items()))
-        yield row
+        yield transform_case(f"world_to_pixel, {n:,} positions, {name}",
+                             lambda a, **kw: tf.world_to_pixel(path, 0, a, **kw), wt,
+                             lambda: w.all_world2pix(world, 0), quick, tol, tol_text)
+        yield transform_case(f"pixel_to_world, {n:,} positions, {name}",
+                             lambda a, **kw: tf.pixel_to_world(path, 0, a, **kw), pt,
+                             lambda: w.all_pix2world(pix, 0), quick, 1e-10, "1e-10 degree")
 
 
 def cutout_case(workdir, quick):
