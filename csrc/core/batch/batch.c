@@ -19,10 +19,6 @@
 
 #define BATCH_MAX_THREADS 8
 
-static void set_msg(char *errmsg, size_t errlen, const char *msg) {
-    if (errmsg && errlen) snprintf(errmsg, errlen, "%s", msg);
-}
-
 /* "int16 [64, 64]" into buf. */
 static void describe(char *buf, size_t len, tf_dtype dtype, int ndim, const int64_t *shape) {
     int n = snprintf(buf, len, "%s [", tf_dtype_name(dtype));
@@ -84,9 +80,7 @@ typedef struct batch_job {
 
 typedef struct batch_worker {
     batch_job *job;
-    int64_t fail_index;     /* lowest file this worker failed on; -1 none */
-    int fail_rc;
-    char *msg;              /* its message; NULL: none, or out of memory */
+    tf_batch_fail fail;     /* the lowest file this worker failed on */
 } batch_worker;
 
 static void *batch_work(void *arg) {
@@ -105,14 +99,7 @@ static void *batch_work(void *arg) {
         if (rc == TF_OK) continue;
         if (j->ok && j->item) memset(dst, 0, j->item);
         else atomic_store(&j->stop, 1);
-        if (w->fail_index < 0 || i < w->fail_index) {
-            w->fail_index = i;
-            w->fail_rc = rc;
-            free(w->msg);
-            w->msg = msg;
-        } else {
-            free(msg);
-        }
+        tf_batch_fail_note(&w->fail, i, rc, msg);
     }
     return NULL;
 }
@@ -126,16 +113,16 @@ static int auto_threads(int threads, int64_t n) {
 int tf_batch_output(const char *const *paths, int64_t n, int hdu, const tf_image_request *req,
                     int skip_errors, tf_dtype *dtype, int *ndim, int64_t *shape,
                     char *errmsg, size_t errlen) {
-    set_msg(errmsg, errlen, "");
+    tf_set_msg(errmsg, errlen, "");
     if (!paths || n < 1) {
-        set_msg(errmsg, errlen, "a batch needs at least one file");
+        tf_set_msg(errmsg, errlen, "a batch needs at least one file");
         return TF_EINVAL;
     }
     int first_rc = TF_OK, stale_once = 0;
     for (int64_t i = 0; i < n; i++) {
         tf_file *f = tf_create();
         if (!f) {
-            set_msg(errmsg, errlen, "out of memory");
+            tf_set_msg(errmsg, errlen, "out of memory");
             return TF_ENOMEM;
         }
         int rc = tf_open(f, paths[i]);
@@ -151,7 +138,7 @@ int tf_batch_output(const char *const *paths, int64_t n, int hdu, const tf_image
         stale_once = 0;
         if (rc != TF_OK && first_rc == TF_OK) {
             first_rc = rc;
-            set_msg(errmsg, errlen, tf_errmsg(f));
+            tf_set_msg(errmsg, errlen, tf_errmsg(f));
         }
         tf_close(f);
         if (rc == TF_OK) return TF_OK;
@@ -163,15 +150,15 @@ int tf_batch_output(const char *const *paths, int64_t n, int hdu, const tf_image
 int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_request *req,
                   tf_dtype dtype, int ndim, const int64_t *shape, void *out, size_t out_bytes,
                   int threads, uint8_t *ok, char *errmsg, size_t errlen) {
-    set_msg(errmsg, errlen, "");
+    tf_set_msg(errmsg, errlen, "");
     if (!paths || n < 1 || ndim < 1 || ndim > TF_MAX_DIMS || !shape) {
-        set_msg(errmsg, errlen, "a batch needs at least one file, an image shape and a buffer");
+        tf_set_msg(errmsg, errlen, "a batch needs at least one file, an image shape and a buffer");
         return TF_EINVAL;
     }
     int64_t item = (int64_t)tf_dtype_size(dtype), total;
     for (int d = 0; d < ndim; d++)
         if (shape[d] < 0 || !tf_mul_ok(item, shape[d], &item)) {
-            set_msg(errmsg, errlen, "the batch's image size overflows");
+            tf_set_msg(errmsg, errlen, "the batch's image size overflows");
             return TF_EINVAL;
         }
     if (!tf_mul_ok(item, n, &total) || (uint64_t)total != (uint64_t)out_bytes ||
@@ -192,27 +179,18 @@ int tf_batch_read(const char *const *paths, int64_t n, int hdu, const tf_image_r
     int nt = tf_batch_threads(paths, n, auto_threads(threads, n), n);
     batch_worker *workers = calloc((size_t)nt, sizeof *workers);
     if (!workers) {
-        set_msg(errmsg, errlen, "out of memory");
+        tf_set_msg(errmsg, errlen, "out of memory");
         return TF_ENOMEM;
     }
     for (int t = 0; t < nt; t++) {
         workers[t].job = &job;
-        workers[t].fail_index = -1;
+        workers[t].fail.index = -1;
     }
     /* The calling thread is worker 0; workers claim files from a shared
      * counter, so one whose thread cannot start runs on the caller. */
     tf_run_jobs(batch_work, workers, sizeof *workers, nt);
 
-    int rc = TF_OK;
-    int64_t first = -1;
-    for (int t = 0; t < nt; t++) {
-        if (workers[t].fail_index >= 0 && (first < 0 || workers[t].fail_index < first)) {
-            first = workers[t].fail_index;
-            rc = workers[t].fail_rc;
-            set_msg(errmsg, errlen, workers[t].msg ? workers[t].msg : "out of memory");
-        }
-    }
-    for (int t = 0; t < nt; t++) free(workers[t].msg);
+    int rc = tf_batch_fail_pick(&workers[0].fail, sizeof *workers, nt, errmsg, errlen);
     free(workers);
     return ok ? TF_OK : rc;
 }

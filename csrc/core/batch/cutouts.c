@@ -29,10 +29,6 @@
 #define MAP_FROM 8
 #define CUT_MAX_THREADS 8
 
-static void set_msg(char *errmsg, size_t errlen, const char *msg) {
-    if (errmsg && errlen) snprintf(errmsg, errlen, "%s", msg);
-}
-
 typedef struct order_item {
     int64_t file, index;
 } order_item;
@@ -59,9 +55,7 @@ typedef struct cut_job {
 
 typedef struct cut_worker {
     cut_job *job;
-    int64_t fail_index;     /* lowest item this worker failed on; -1 none */
-    int fail_rc;
-    char *msg;              /* its message (free); NULL: none or no memory */
+    tf_batch_fail fail;     /* the lowest item this worker failed on */
     void *scratch;
     size_t scratch_len;
 } cut_worker;
@@ -147,11 +141,7 @@ static int read_item(tf_file *f, int hdu, tf_dtype t, int64_t h, int64_t w, cut_
 }
 
 static void fail(cut_worker *wk, int64_t item, int rc, const char *msg) {
-    if (wk->fail_index >= 0 && item >= wk->fail_index) return;
-    wk->fail_index = item;
-    wk->fail_rc = rc;
-    free(wk->msg);
-    wk->msg = msg ? strdup(msg) : NULL;
+    tf_batch_fail_note(&wk->fail, item, rc, msg ? strdup(msg) : NULL);
 }
 
 /* The items of one group, all of one file. */
@@ -213,10 +203,10 @@ int tf_cutouts_read(const char *const *paths, const int *hdus, int64_t npaths,
                     const int64_t *items, int64_t n, int64_t ny, int64_t nx, tf_dtype out_dtype,
                     double fill, void *out, size_t out_bytes, int threads, char *errmsg,
                     size_t errlen) {
-    set_msg(errmsg, errlen, "");
+    tf_set_msg(errmsg, errlen, "");
     if ((npaths > 0 && (!paths || !hdus)) || npaths < 0 || n < 0 || (n > 0 && !items) ||
         ny < 1 || nx < 1 || (out_dtype != TF_FLOAT32 && out_dtype != TF_FLOAT64)) {
-        set_msg(errmsg, errlen, "cutouts need files, items [n, 3], a positive shape and a "
+        tf_set_msg(errmsg, errlen, "cutouts need files, items [n, 3], a positive shape and a "
                                 "float32 or float64 output");
         return TF_EINVAL;
     }
@@ -243,7 +233,7 @@ int tf_cutouts_read(const char *const *paths, const int *hdus, int64_t npaths,
     if (!order || !group) {
         free(order);
         free(group);
-        set_msg(errmsg, errlen, "out of memory");
+        tf_set_msg(errmsg, errlen, "out of memory");
         return TF_ENOMEM;
     }
     int64_t m = 0;
@@ -270,28 +260,17 @@ int tf_cutouts_read(const char *const *paths, const int *hdus, int64_t npaths,
     if (!workers) {
         free(order);
         free(group);
-        set_msg(errmsg, errlen, "out of memory");
+        tf_set_msg(errmsg, errlen, "out of memory");
         return TF_ENOMEM;
     }
     for (int t = 0; t < nt; t++) {
         workers[t].job = &job;
-        workers[t].fail_index = -1;
+        workers[t].fail.index = -1;
     }
     if (ngroups > 0) tf_run_jobs(cut_work, workers, sizeof *workers, nt);
 
-    int rc = TF_OK;
-    int64_t first = -1;
-    for (int t = 0; t < nt; t++) {
-        if (workers[t].fail_index >= 0 && (first < 0 || workers[t].fail_index < first)) {
-            first = workers[t].fail_index;
-            rc = workers[t].fail_rc;
-            set_msg(errmsg, errlen, workers[t].msg ? workers[t].msg : "out of memory");
-        }
-    }
-    for (int t = 0; t < nt; t++) {
-        free(workers[t].msg);
-        free(workers[t].scratch);
-    }
+    int rc = tf_batch_fail_pick(&workers[0].fail, sizeof *workers, nt, errmsg, errlen);
+    for (int t = 0; t < nt; t++) free(workers[t].scratch);
     free(workers);
     free(order);
     free(group);

@@ -30,6 +30,40 @@ const char *tf_strerror(int status) {
     }
 }
 
+void tf_set_msg(char *errmsg, size_t errlen, const char *msg) {
+    if (errmsg && errlen) snprintf(errmsg, errlen, "%s", msg);
+}
+
+void tf_batch_fail_note(tf_batch_fail *f, int64_t i, int rc, char *msg) {
+    if (f->index >= 0 && i >= f->index) {
+        free(msg);
+        return;
+    }
+    f->index = i;
+    f->rc = rc;
+    free(f->msg);
+    f->msg = msg;
+}
+
+int tf_batch_fail_pick(tf_batch_fail *first, size_t stride, int n, char *errmsg, size_t errlen) {
+    int rc = TF_OK;
+    int64_t lowest = -1;
+    for (int t = 0; t < n; t++) {
+        tf_batch_fail *f = (tf_batch_fail *)((char *)first + (size_t)t * stride);
+        if (f->index >= 0 && (lowest < 0 || f->index < lowest)) {
+            lowest = f->index;
+            rc = f->rc;
+            tf_set_msg(errmsg, errlen, f->msg ? f->msg : "out of memory");
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        tf_batch_fail *f = (tf_batch_fail *)((char *)first + (size_t)t * stride);
+        free(f->msg);
+        f->msg = NULL;
+    }
+    return rc;
+}
+
 const char *tf_errmsg(const tf_file *f) {
     if (!f) return "out of memory";
     return f->errmsg ? f->errmsg : f->errbuf;

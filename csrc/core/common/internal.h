@@ -103,6 +103,26 @@ typedef struct tf_skip {
 /* The skipped HDU `hdu`, or NULL (guard.c). */
 const tf_skip *tf_skipped(const tf_file *f, int hdu);
 
+/* errmsg (errlen bytes, may be NULL) set to msg (error.c). */
+void tf_set_msg(char *errmsg, size_t errlen, const char *msg);
+
+/* A batch worker's failure (batch.c, cutouts.c): the lowest item it
+ * failed on, its status and message. Zero it with index -1. */
+typedef struct tf_batch_fail {
+    int64_t index;   /* -1: none */
+    int rc;
+    char *msg;       /* owned; NULL: no memory for it */
+} tf_batch_fail;
+
+/* Keep item i's failure if it is the lowest of this worker's yet; msg
+ * (malloc'd or NULL) is taken over, and freed when not kept (error.c). */
+void tf_batch_fail_note(tf_batch_fail *f, int64_t i, int rc, char *msg);
+
+/* The lowest-item failure of n workers' records, each `stride` bytes after
+ * the one before, from `first`: its status (TF_OK: none) and its message
+ * into errmsg; every message is freed (error.c). */
+int tf_batch_fail_pick(tf_batch_fail *first, size_t stride, int n, char *errmsg, size_t errlen);
+
 /* tf_fail with TF_EUNSUPPORTED for skipped HDU `s` (guard.c). */
 int tf_fail_skipped(tf_file *f, const tf_skip *s);
 
