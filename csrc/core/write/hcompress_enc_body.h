@@ -1,0 +1,283 @@
+/*
+ * hcompress_enc_body.h - the width-dependent half of hcompress_enc.c,
+ * included by it twice: T, UT (its unsigned twin) and NAME(x) (a suffixed
+ * name) are defined around each inclusion. Each function is cfitsio's of
+ * the same name (fits_hcompress.c: htrans, shuffle, digitize, encode,
+ * doencode, qtree_encode, qtree_onebit, write_bdirect), with the output
+ * state in `o` and the arithmetic that overflows done in UT, which wraps
+ * as cfitsio's compiled int and LONGLONG code does.
+ */
+
+#define ADD(x, y) ((T)((UT)(x) + (UT)(y)))
+#define SUB(x, y) ((T)((UT)(x) - (UT)(y)))
+#define SHL(x, k) ((T)((UT)(x) << (k)))
+
+/* The n elements a[0], a[n2], a[2 * n2], ...: even ones to the first
+ * half, odd ones to the second (tmp holds n / 2). */
+static void NAME(shuffle)(T a[], int n, int n2, T tmp[]) {
+    T *p1, *p2, *pt;
+    /* copy odd elements to tmp */
+    pt = tmp;
+    p1 = &a[n2];
+    for (int i = 1; i < n; i += 2) {
+        *pt++ = *p1;
+        p1 += n2 + n2;
+    }
+    /* compress even elements into first half of a */
+    p1 = &a[n2];
+    p2 = &a[n2 + n2];
+    for (int i = 2; i < n; i += 2) {
+        *p1 = *p2;
+        p1 += n2;
+        p2 += n2 + n2;
+    }
+    /* put odd elements into 2nd half */
+    pt = tmp;
+    for (int i = 1; i < n; i += 2) {
+        *p1 = *pt++;
+        p1 += n2;
+    }
+}
+
+/* H-transform of the nx x ny image a, in place: log2n levels, each
+ * replacing 2x2 blocks by their sum and differences (rounded, the low bits
+ * dropped) and shuffling them into quadrants. */
+static int NAME(htrans)(T a[], int nx, int ny) {
+    int nmax = nx > ny ? nx : ny;
+    int log2n = ceil_log2(nmax);
+    /* temporary storage for shuffling elements */
+    T *tmp = malloc(sizeof(T) * (size_t)((nmax + 1) / 2));
+    if (!tmp) return TF_HCENC_NOMEM;
+    /* rounding and shifting masks */
+    int shift = 0;
+    T mask = -2, mask2 = SHL(mask, 1), prnd = 1, prnd2 = SHL(prnd, 1), nrnd2 = SUB(prnd2, 1);
+    T h0, hx, hy, hc;
+    int nxtop = nx, nytop = ny;
+    for (int k = 0; k < log2n; k++) {
+        int oddx = nxtop % 2, oddy = nytop % 2, i, j, s00, s10;
+        for (i = 0; i < nxtop - oddx; i += 2) {
+            s00 = i * ny;   /* a[i, j] */
+            s10 = s00 + ny; /* a[i + 1, j] */
+            for (j = 0; j < nytop - oddy; j += 2) {
+                /* divide h0, hx, hy, hc by 2 (1 the first time through) */
+                h0 = ADD(ADD(a[s10 + 1], a[s10]), ADD(a[s00 + 1], a[s00])) >> shift;
+                hx = SUB(ADD(a[s10 + 1], a[s10]), ADD(a[s00 + 1], a[s00])) >> shift;
+                hy = ADD(SUB(a[s10 + 1], a[s10]), SUB(a[s00 + 1], a[s00])) >> shift;
+                hc = SUB(SUB(a[s10 + 1], a[s10]), SUB(a[s00 + 1], a[s00])) >> shift;
+                /* throw away the 2 bottom bits of h0, bottom bit of hx, hy;
+                 * nrnd2 = prnd2 - 1 rounds negative numbers the same way */
+                a[s10 + 1] = hc;
+                a[s10] = (hx >= 0 ? ADD(hx, prnd) : hx) & mask;
+                a[s00 + 1] = (hy >= 0 ? ADD(hy, prnd) : hy) & mask;
+                a[s00] = (h0 >= 0 ? ADD(h0, prnd2) : ADD(h0, nrnd2)) & mask2;
+                s00 += 2;
+                s10 += 2;
+            }
+            if (oddy) {
+                /* last element of an odd row: s00 + 1, s10 + 1 are off edge */
+                h0 = SHL(ADD(a[s10], a[s00]), 1 - shift);
+                hx = SHL(SUB(a[s10], a[s00]), 1 - shift);
+                a[s10] = (hx >= 0 ? ADD(hx, prnd) : hx) & mask;
+                a[s00] = (h0 >= 0 ? ADD(h0, prnd2) : ADD(h0, nrnd2)) & mask2;
+            }
+        }
+        if (oddx) {
+            /* last row of an odd column: s10, s10 + 1 are off edge */
+            s00 = i * ny;
+            for (j = 0; j < nytop - oddy; j += 2) {
+                h0 = SHL(ADD(a[s00 + 1], a[s00]), 1 - shift);
+                hy = SHL(SUB(a[s00 + 1], a[s00]), 1 - shift);
+                a[s00 + 1] = (hy >= 0 ? ADD(hy, prnd) : hy) & mask;
+                a[s00] = (h0 >= 0 ? ADD(h0, prnd2) : ADD(h0, nrnd2)) & mask2;
+                s00 += 2;
+            }
+            if (oddy) {
+                /* corner element: s00 + 1, s10, s10 + 1 are off edge */
+                h0 = SHL(a[s00], 2 - shift);
+                a[s00] = (h0 >= 0 ? ADD(h0, prnd2) : ADD(h0, nrnd2)) & mask2;
+            }
+        }
+        /* shuffle in each dimension to group coefficients by order */
+        for (i = 0; i < nxtop; i++) NAME(shuffle)(&a[ny * i], nytop, 1, tmp);
+        for (j = 0; j < nytop; j++) NAME(shuffle)(&a[j], nxtop, ny, tmp);
+        /* image size halved (rounded up); the divisor doubles after the
+         * first reduction, masks and rounding values after each */
+        nxtop = (nxtop + 1) >> 1;
+        nytop = (nytop + 1) >> 1;
+        shift = 1;
+        mask = mask2;
+        prnd = prnd2;
+        mask2 = SHL(mask2, 1);
+        prnd2 = SHL(prnd2, 1);
+        nrnd2 = SUB(prnd2, 1);
+    }
+    free(tmp);
+    return TF_HCENC_OK;
+}
+
+/* Round to a multiple of scale (when above 1). */
+static void NAME(digitize)(T a[], int nx, int ny, int scale) {
+    if (scale <= 1) return;
+    /* (scale + 1) / 2 - 1 in cfitsio's wrapping int */
+    T d = (int)((unsigned)scale + 1u) / 2 - 1, s = scale;
+    T *end = a + (size_t)nx * ny;
+    for (T *p = a; p < end; p++) *p = (*p > 0 ? ADD(*p, d) : SUB(*p, d)) / s;
+}
+
+/* The 4-bit codes of the 2x2 blocks of bit `bit` of the nx x ny array a
+ * (rows n apart) into b: a[i, j] gives 8, a[i, j + 1] 4, a[i + 1, j] 2,
+ * a[i + 1, j + 1] 1, missing ones at odd edges 0. */
+static void NAME(qtree_onebit)(const T a[], int n, int nx, int ny, unsigned char b[], int bit) {
+    /* the selected bit's masks, 0 where they shift out as in cfitsio */
+    const UT b0 = (UT)1 << bit, b1 = b0 << 1, b2 = b0 << 2, b3 = b0 << 3;
+    int i, j, k = 0; /* k is index of b[i/2, j/2] */
+    for (i = 0; i < nx - 1; i += 2) {
+        const T *r0 = a + n * i, *r1 = r0 + n; /* a[i, .], a[i + 1, .] */
+        for (j = 0; j < ny - 1; j += 2)
+            b[k++] = (unsigned char)((((UT)r1[j + 1] & b0) | (((UT)r1[j] << 1) & b1) |
+                                      (((UT)r0[j + 1] << 2) & b2) | (((UT)r0[j] << 3) & b3)) >> bit);
+        if (j < ny) /* odd row length: the last element */
+            b[k++] = (unsigned char)(((((UT)r1[j] << 1) & b1) | (((UT)r0[j] << 3) & b3)) >> bit);
+    }
+    if (i < nx) { /* odd column length: the last row */
+        const T *r0 = a + n * i;
+        for (j = 0; j < ny - 1; j += 2)
+            b[k++] = (unsigned char)(((((UT)r0[j + 1] << 2) & b2) | (((UT)r0[j] << 3) & b3)) >> bit);
+        if (j < ny) /* both odd: the corner element */
+            b[k++] = (unsigned char)((((UT)r0[j] << 3) & b3) >> bit);
+    }
+}
+
+/* The bit plane as a bitmap: a 0 code, then one nybble per 2x2 block. */
+static void NAME(write_bdirect)(hc_out *o, const T a[], int n, int nqx, int nqy,
+                                unsigned char scratch[], int bit) {
+    output_nybble(o, 0x0);
+    /* copy a to scratch (again!), 4 bits per nybble */
+    NAME(qtree_onebit)(a, n, nqx, nqy, scratch, bit);
+    output_nnybble(o, ((nqx + 1) / 2) * ((nqy + 1) / 2), scratch);
+}
+
+/* Bit planes nbitplanes - 1 .. 0 of the nqx x nqy quadrant a (rows n
+ * apart), each as a quadtree (its Huffman codes, the top level last, in
+ * reverse order) or, where that would be longer, a bitmap. scratch holds
+ * 2 * bmax bytes, buffer bmax, for the largest quadrant's bmax. */
+static void NAME(qtree_encode)(hc_out *o, const T a[], int n, int nqx, int nqy, int nbitplanes,
+                               unsigned char *scratch, unsigned char *buffer) {
+    /* log2n is log2 of max(nqx, nqy) rounded up to next power of 2 */
+    int log2n = ceil_log2(nqx > nqy ? nqx : nqy);
+    /* buffer size: half the blocks, rounded up */
+    int bmax = (((nqx + 1) / 2) * ((nqy + 1) / 2) + 1) / 2;
+    /* encode each bit plane, starting with the top */
+    for (int bit = nbitplanes - 1; bit >= 0 && !o->overflow; bit--) {
+        int b = 0;
+        o->bitbuffer = 0;
+        o->bits_to_go3 = 0;
+        /* on first pass copy a to scratch */
+        NAME(qtree_onebit)(a, n, nqx, nqy, scratch, bit);
+        int nx = (nqx + 1) >> 1, ny = (nqy + 1) >> 1;
+        /* copy non-zero values to the buffer, written in reverse order;
+         * a full buffer means the quadtree expands the data: bitmap */
+        if (bufcopy(o, scratch, nx * ny, buffer, &b, bmax)) {
+            NAME(write_bdirect)(o, a, n, nqx, nqy, scratch, bit);
+            continue;
+        }
+        int expands = 0;
+        for (int k = 1; k < log2n && !expands; k++) { /* log2n reductions */
+            qtree_reduce(scratch, ny, nx, ny, scratch);
+            nx = (nx + 1) >> 1;
+            ny = (ny + 1) >> 1;
+            expands = bufcopy(o, scratch, nx * ny, buffer, &b, bmax);
+        }
+        if (expands) {
+            NAME(write_bdirect)(o, a, n, nqx, nqy, scratch, bit);
+            continue;
+        }
+        /* the quadtree code, then the buffer in reverse order */
+        output_nybble(o, 0xF);
+        if (o->bits_to_go3 > 0) /* the last few bits */
+            output_nbits(o, (int)(o->bitbuffer & ((1u << o->bits_to_go3) - 1)), o->bits_to_go3);
+        else if (b == 0) /* a zero nybble when there are no 1s at all */
+            output_huffman(o, 0);
+        for (int i = b - 1; i >= 0; i--) output_nbits(o, buffer[i], 8);
+    }
+}
+
+/* The four quadrants' bit planes, then a zero nybble to end them. */
+static void NAME(doencode)(hc_out *o, T a[], int nx, int ny, const unsigned char nbitplanes[3],
+                           unsigned char *scratch, unsigned char *buffer) {
+    int nx2 = (nx + 1) / 2, ny2 = (ny + 1) / 2;
+    start_outputing_bits(o);
+    NAME(qtree_encode)(o, &a[0], ny, nx2, ny2, nbitplanes[0], scratch, buffer);
+    NAME(qtree_encode)(o, &a[ny2], ny, nx2, ny / 2, nbitplanes[1], scratch, buffer);
+    NAME(qtree_encode)(o, &a[ny * nx2], ny, nx / 2, ny2, nbitplanes[1], scratch, buffer);
+    NAME(qtree_encode)(o, &a[ny * nx2 + ny2], ny, nx / 2, ny / 2, nbitplanes[2], scratch, buffer);
+    output_nybble(o, 0); /* EOF symbol */
+    done_outputing_bits(o);
+}
+
+/* The header, the coded magnitudes, then the sign bits. */
+static int NAME(encode)(hc_out *o, T a[], int nx, int ny, int scale) {
+    int nel = nx * ny, nx2 = (nx + 1) / 2, ny2 = (ny + 1) / 2;
+    /* the sign bits (8 per byte, zeroed) and the quadtree's scratch and
+     * buffer, sized for the largest quadrant (the first) */
+    int bmax = (nx2 * ny2 + 1) / 2;
+    size_t nsignbytes = ((size_t)nel + 7) / 8;
+    unsigned char *signbits = calloc(1, nsignbytes + 3 * (size_t)bmax + 1);
+    if (!signbits) return TF_HCENC_NOMEM;
+    unsigned char *scratch = signbits + nsignbytes, *buffer = scratch + 2 * (size_t)bmax;
+
+    qwrite(o, code_magic, sizeof(code_magic));
+    writeint(o, nx); /* size of image */
+    writeint(o, ny);
+    writeint(o, scale); /* scale factor for digitization */
+    /* the first value (sum of all pixels: the only one that does not
+     * compress well) */
+    writelonglong(o, (long long)a[0]);
+    a[0] = 0;
+
+    /* signs, then magnitudes (the negation wraps, as cfitsio's) */
+    int nsign = 0, bits_to_go = 8;
+    for (int i = 0; i < nel; i++) {
+        if (a[i] > 0) { /* positive: a zero at the end of the byte */
+            signbits[nsign] <<= 1;
+            bits_to_go -= 1;
+        } else if (a[i] < 0) { /* negative: shift in a one */
+            signbits[nsign] = (unsigned char)(signbits[nsign] << 1 | 1);
+            bits_to_go -= 1;
+            a[i] = (T)((UT)0 - (UT)a[i]);
+        }
+        if (bits_to_go == 0) { /* this byte is full: the next one */
+            bits_to_go = 8;
+            nsign += 1;
+        }
+    }
+    if (bits_to_go != 8) { /* move the last byte's bits to its top */
+        signbits[nsign] = (unsigned char)(signbits[nsign] << bits_to_go);
+        nsign += 1;
+    }
+
+    /* bit planes of quadrants 0 = bottom left, 1 = bottom right or top
+     * left, 2 = top right: the bits of their largest values */
+    T vmax[3] = {0, 0, 0};
+    for (int i = 0, j = 0, k = 0; i < nel; i++) { /* j column, k row */
+        int q = (j >= ny2) + (k >= nx2);
+        if (vmax[q] < a[i]) vmax[q] = a[i];
+        if (++j >= ny) {
+            j = 0;
+            k += 1;
+        }
+    }
+    unsigned char nbitplanes[3];
+    for (int q = 0; q < 3; q++)
+        for (nbitplanes[q] = 0; vmax[q] > 0; vmax[q] >>= 1, nbitplanes[q]++) {}
+    qwrite(o, nbitplanes, sizeof(nbitplanes));
+
+    if (!o->overflow) NAME(doencode)(o, a, nx, ny, nbitplanes, scratch, buffer);
+    if (nsign > 0) qwrite(o, signbits, (size_t)nsign);
+    free(signbits);
+    return o->overflow ? TF_HCENC_FULL : TF_HCENC_OK;
+}
+
+#undef ADD
+#undef SUB
+#undef SHL
