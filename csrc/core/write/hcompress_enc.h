@@ -30,7 +30,7 @@ enum {
  * writes one byte past the buffer in a bit plane, or any number in a
  * bitmap plane, before noticing). tf_hcompress_bound gives a size that
  * always fits. Reentrant: no global state; it allocates and frees about
- * nx * ny / 2 bytes (the sign bits and the quadtree's buffers) and a row.
+ * nx * ny / 4 bytes (the sign bits and the quadtree's buffers) and a row.
  *
  * Where cfitsio's behaviour is undefined its compiled code's is kept:
  * sums wrap, shifts right are arithmetic. One exception: when a

@@ -198,7 +198,7 @@ static void NAME(qtree_encode)(hc_out *o, const T a[], int n, int nqx, int nqy, 
             output_nbits(o, (int)(o->bitbuffer & ((1u << o->bits_to_go3) - 1)), o->bits_to_go3);
         else if (b == 0) /* a zero nybble when there are no 1s at all */
             output_huffman(o, 0);
-        for (int i = b - 1; i >= 0; i--) output_nbits(o, buffer[i], 8);
+        output_rbytes(o, buffer, b);
     }
 }
 
@@ -218,11 +218,12 @@ static void NAME(doencode)(hc_out *o, T a[], int nx, int ny, const unsigned char
 /* The header, the coded magnitudes, then the sign bits. */
 static int NAME(encode)(hc_out *o, T a[], int nx, int ny, int scale) {
     int nel = nx * ny, nx2 = (nx + 1) / 2, ny2 = (ny + 1) / 2;
-    /* the sign bits (8 per byte, zeroed) and the quadtree's scratch and
-     * buffer, sized for the largest quadrant (the first) */
-    int bmax = (nx2 * ny2 + 1) / 2;
+    /* the sign bits (8 per byte, zeroed) and the quadtree's scratch (its
+     * 2x2 blocks) and buffer (half as many bytes, rounded up), sized for
+     * the largest quadrant (the first), as qtree_encode sizes them */
+    int bmax = (((nx2 + 1) / 2) * ((ny2 + 1) / 2) + 1) / 2;
     size_t nsignbytes = ((size_t)nel + 7) / 8;
-    unsigned char *signbits = calloc(1, nsignbytes + 3 * (size_t)bmax + 1);
+    unsigned char *signbits = calloc(1, nsignbytes + 3 * (size_t)bmax);
     if (!signbits) return TF_HCENC_NOMEM;
     unsigned char *scratch = signbits + nsignbytes, *buffer = scratch + 2 * (size_t)bmax;
 
@@ -235,37 +236,37 @@ static int NAME(encode)(hc_out *o, T a[], int nx, int ny, int scale) {
     writelonglong(o, (long long)a[0]);
     a[0] = 0;
 
-    /* signs, then magnitudes (the negation wraps, as cfitsio's) */
-    int nsign = 0, bits_to_go = 8;
+    /* one sign bit per non-zero value (1: negative), 8 to a byte, first
+     * at the top; the values become magnitudes (the negation wraps, as
+     * cfitsio's). Branch-free: noise has random signs. */
+    int nsign = 0, nbits = 0;
+    unsigned cur = 0;
     for (int i = 0; i < nel; i++) {
-        if (a[i] > 0) { /* positive: a zero at the end of the byte */
-            signbits[nsign] <<= 1;
-            bits_to_go -= 1;
-        } else if (a[i] < 0) { /* negative: shift in a one */
-            signbits[nsign] = (unsigned char)(signbits[nsign] << 1 | 1);
-            bits_to_go -= 1;
-            a[i] = (T)((UT)0 - (UT)a[i]);
-        }
-        if (bits_to_go == 0) { /* this byte is full: the next one */
-            bits_to_go = 8;
-            nsign += 1;
+        T v = a[i];
+        unsigned neg = v < 0, nz = v != 0;
+        cur = cur << nz | neg;
+        nbits += (int)nz;
+        a[i] = neg ? (T)((UT)0 - (UT)v) : v;
+        if (nbits == 8) { /* this byte is full: the next one */
+            signbits[nsign++] = (unsigned char)cur;
+            cur = 0;
+            nbits = 0;
         }
     }
-    if (bits_to_go != 8) { /* move the last byte's bits to its top */
-        signbits[nsign] = (unsigned char)(signbits[nsign] << bits_to_go);
-        nsign += 1;
-    }
+    if (nbits > 0) /* the last byte's bits at its top */
+        signbits[nsign++] = (unsigned char)(cur << (8 - nbits));
 
     /* bit planes of quadrants 0 = bottom left, 1 = bottom right or top
      * left, 2 = top right: the bits of their largest values */
     T vmax[3] = {0, 0, 0};
-    for (int i = 0, j = 0, k = 0; i < nel; i++) { /* j column, k row */
-        int q = (j >= ny2) + (k >= nx2);
-        if (vmax[q] < a[i]) vmax[q] = a[i];
-        if (++j >= ny) {
-            j = 0;
-            k += 1;
-        }
+    for (int k = 0; k < nx; k++) { /* row k: columns below ny2, the rest */
+        const T *row = a + (size_t)k * ny;
+        int q = k >= nx2;
+        T m0 = vmax[q], m1 = vmax[q + 1];
+        for (int j = 0; j < ny2; j++) m0 = row[j] > m0 ? row[j] : m0;
+        for (int j = ny2; j < ny; j++) m1 = row[j] > m1 ? row[j] : m1;
+        vmax[q] = m0;
+        vmax[q + 1] = m1;
     }
     unsigned char nbitplanes[3];
     for (int q = 0; q < 3; q++)
