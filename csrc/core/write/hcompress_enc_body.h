@@ -3,7 +3,7 @@
  * included by it twice: T, UT (its unsigned twin) and NAME(x) (a suffixed
  * name) are defined around each inclusion. Each function is cfitsio's of
  * the same name (fits_hcompress.c: htrans, shuffle, digitize, encode,
- * doencode, qtree_encode, qtree_onebit, write_bdirect), with the output
+ * doencode, qtree_encode, qtree_onebit), with the output
  * state in `o` and the arithmetic that overflows done in UT, which wraps
  * as cfitsio's compiled int and LONGLONG code does.
  */
@@ -126,43 +126,64 @@ static void NAME(digitize)(T a[], int nx, int ny, int scale) {
 
 /* The 4-bit codes of the 2x2 blocks of bit `bit` of the nx x ny array a
  * (rows n apart) into b: a[i, j] gives 8, a[i, j + 1] 4, a[i + 1, j] 2,
- * a[i + 1, j + 1] 1, missing ones at odd edges 0. */
-static void NAME(qtree_onebit)(const T a[], int n, int nx, int ny, unsigned char b[], int bit) {
-    /* the selected bit's masks, 0 where they shift out as in cfitsio */
-    const UT b0 = (UT)1 << bit, b1 = b0 << 1, b2 = b0 << 2, b3 = b0 << 3;
-    int i, j, k = 0; /* k is index of b[i/2, j/2] */
-    for (i = 0; i < nx - 1; i += 2) {
-        const T *r0 = a + n * i, *r1 = r0 + n; /* a[i, .], a[i + 1, .] */
-        for (j = 0; j < ny - 1; j += 2)
-            b[k++] = (unsigned char)((((UT)r1[j + 1] & b0) | (((UT)r1[j] << 1) & b1) |
-                                      (((UT)r0[j + 1] << 2) & b2) | (((UT)r0[j] << 3) & b3)) >> bit);
-        if (j < ny) /* odd row length: the last element */
-            b[k++] = (unsigned char)(((((UT)r1[j] << 1) & b1) | (((UT)r0[j] << 3) & b3)) >> bit);
+ * a[i + 1, j + 1] 1, missing ones at odd edges 0. CODE(p, k) is bit
+ * `bit` of p moved to bit `bit` + k; the sum is shifted down at the end. */
+#define ONEBIT_LOOPS(CODE)                                                                   \
+    int i, j, k = 0; /* k is index of b[i/2, j/2] */                                        \
+    for (i = 0; i < nx - 1; i += 2) {                                                       \
+        const T *r0 = a + n * i, *r1 = r0 + n; /* a[i, .], a[i + 1, .] */                   \
+        for (j = 0; j < ny - 1; j += 2)                                                     \
+            b[k++] = (unsigned char)((CODE(r0[j], 3) | CODE(r0[j + 1], 2) | CODE(r1[j], 1) | \
+                                      CODE(r1[j + 1], 0)) >> bit);                          \
+        if (j < ny) /* odd row length: the last element */                                  \
+            b[k++] = (unsigned char)((CODE(r0[j], 3) | CODE(r1[j], 1)) >> bit);             \
+    }                                                                                       \
+    if (i < nx) { /* odd column length: the last row */                                     \
+        const T *r0 = a + n * i;                                                            \
+        for (j = 0; j < ny - 1; j += 2)                                                     \
+            b[k++] = (unsigned char)((CODE(r0[j], 3) | CODE(r0[j + 1], 2)) >> bit);         \
+        if (j < ny) /* both odd: the corner element */                                      \
+            b[k++] = (unsigned char)(CODE(r0[j], 3) >> bit);                                \
     }
-    if (i < nx) { /* odd column length: the last row */
-        const T *r0 = a + n * i;
-        for (j = 0; j < ny - 1; j += 2)
-            b[k++] = (unsigned char)(((((UT)r0[j + 1] << 2) & b2) | (((UT)r0[j] << 3) & b3)) >> bit);
-        if (j < ny) /* both odd: the corner element */
-            b[k++] = (unsigned char)((((UT)r0[j] << 3) & b3) >> bit);
-    }
+
+/* cfitsio's masks (b0 = 1 << bit, b1 = b0 << 1, ...) in 64 bits, which
+ * hold b3 for every plane of the 32-bit path and up to plane 60 of the
+ * 64-bit one. (cfitsio's are as wide as T: b3 shifts out from plane 29 or
+ * 61, and the arithmetic shift down gives codes above 15 from plane 28 or
+ * 60; here every plane gets its 4 bits.) */
+static void NAME(qtree_onebit_masks)(const T a[], int n, int nx, int ny, unsigned char b[],
+                                     int bit) {
+    const uint64_t m0 = (uint64_t)1 << bit, m1 = m0 << 1, m2 = m0 << 2, m3 = m0 << 3;
+    const uint64_t mk[4] = {m0, m1, m2, m3};
+#define CODE(p, k) (((uint64_t)(UT)(p) << (k)) & mk[k])
+    ONEBIT_LOOPS(CODE)
+#undef CODE
 }
 
-/* The bit plane as a bitmap: a 0 code, then one nybble per 2x2 block. */
-static void NAME(write_bdirect)(hc_out *o, const T a[], int n, int nqx, int nqy,
-                                unsigned char scratch[], int bit) {
-    output_nybble(o, 0x0);
-    /* copy a to scratch (again!), 4 bits per nybble */
-    NAME(qtree_onebit)(a, n, nqx, nqy, scratch, bit);
-    output_nnybble(o, ((nqx + 1) / 2) * ((nqy + 1) / 2), scratch);
+/* Planes 61 and 62 of the 64-bit path: each bit shifted down instead. */
+static void NAME(qtree_onebit_high)(const T a[], int n, int nx, int ny, unsigned char b[],
+                                    int bit) {
+#define CODE(p, k) ((((UT)(p) >> bit) & 1) << (k) << bit)
+    ONEBIT_LOOPS(CODE)
+#undef CODE
 }
+
+static void NAME(qtree_onebit)(const T a[], int n, int nx, int ny, unsigned char b[], int bit) {
+    if (bit + 3 < 64) NAME(qtree_onebit_masks)(a, n, nx, ny, b, bit);
+    else NAME(qtree_onebit_high)(a, n, nx, ny, b, bit);
+}
+#undef ONEBIT_LOOPS
 
 /* Bit planes nbitplanes - 1 .. 0 of the nqx x nqy quadrant a (rows n
  * apart), each as a quadtree (its Huffman codes, the top level last, in
- * reverse order) or, where that would be longer, a bitmap. scratch holds
- * 2 * bmax bytes, buffer bmax, for the largest quadrant's bmax. */
+ * reverse order) or, where that would be longer, a bitmap. scratch and
+ * reduced hold 2 * bmax bytes each, buffer bmax, for the largest
+ * quadrant's bmax. The quadtree's levels go to `reduced`, which keeps the
+ * first level in scratch for a bitmap (cfitsio reduces in place and
+ * recomputes it). */
 static void NAME(qtree_encode)(hc_out *o, const T a[], int n, int nqx, int nqy, int nbitplanes,
-                               unsigned char *scratch, unsigned char *buffer) {
+                               unsigned char *scratch, unsigned char *reduced,
+                               unsigned char *buffer) {
     /* log2n is log2 of max(nqx, nqy) rounded up to next power of 2 */
     int log2n = ceil_log2(nqx > nqy ? nqx : nqy);
     /* buffer size: half the blocks, rounded up */
@@ -177,19 +198,17 @@ static void NAME(qtree_encode)(hc_out *o, const T a[], int n, int nqx, int nqy, 
         int nx = (nqx + 1) >> 1, ny = (nqy + 1) >> 1;
         /* copy non-zero values to the buffer, written in reverse order;
          * a full buffer means the quadtree expands the data: bitmap */
-        if (bufcopy(o, scratch, nx * ny, buffer, &b, bmax)) {
-            NAME(write_bdirect)(o, a, n, nqx, nqy, scratch, bit);
-            continue;
-        }
-        int expands = 0;
+        int expands = bufcopy(o, scratch, nx * ny, buffer, &b, bmax);
+        const unsigned char *level = scratch;
         for (int k = 1; k < log2n && !expands; k++) { /* log2n reductions */
-            qtree_reduce(scratch, ny, nx, ny, scratch);
+            qtree_reduce(level, ny, nx, ny, reduced);
+            level = reduced;
             nx = (nx + 1) >> 1;
             ny = (ny + 1) >> 1;
-            expands = bufcopy(o, scratch, nx * ny, buffer, &b, bmax);
+            expands = bufcopy(o, reduced, nx * ny, buffer, &b, bmax);
         }
         if (expands) {
-            NAME(write_bdirect)(o, a, n, nqx, nqy, scratch, bit);
+            write_bdirect(o, nqx, nqy, scratch);
             continue;
         }
         /* the quadtree code, then the buffer in reverse order */
@@ -204,13 +223,15 @@ static void NAME(qtree_encode)(hc_out *o, const T a[], int n, int nqx, int nqy, 
 
 /* The four quadrants' bit planes, then a zero nybble to end them. */
 static void NAME(doencode)(hc_out *o, T a[], int nx, int ny, const unsigned char nbitplanes[3],
-                           unsigned char *scratch, unsigned char *buffer) {
+                           unsigned char *scratch, unsigned char *reduced,
+                           unsigned char *buffer) {
     int nx2 = (nx + 1) / 2, ny2 = (ny + 1) / 2;
     start_outputing_bits(o);
-    NAME(qtree_encode)(o, &a[0], ny, nx2, ny2, nbitplanes[0], scratch, buffer);
-    NAME(qtree_encode)(o, &a[ny2], ny, nx2, ny / 2, nbitplanes[1], scratch, buffer);
-    NAME(qtree_encode)(o, &a[ny * nx2], ny, nx / 2, ny2, nbitplanes[1], scratch, buffer);
-    NAME(qtree_encode)(o, &a[ny * nx2 + ny2], ny, nx / 2, ny / 2, nbitplanes[2], scratch, buffer);
+    unsigned char *r = reduced;
+    NAME(qtree_encode)(o, &a[0], ny, nx2, ny2, nbitplanes[0], scratch, r, buffer);
+    NAME(qtree_encode)(o, &a[ny2], ny, nx2, ny / 2, nbitplanes[1], scratch, r, buffer);
+    NAME(qtree_encode)(o, &a[ny * nx2], ny, nx / 2, ny2, nbitplanes[1], scratch, r, buffer);
+    NAME(qtree_encode)(o, &a[ny * nx2 + ny2], ny, nx / 2, ny / 2, nbitplanes[2], scratch, r, buffer);
     output_nybble(o, 0); /* EOF symbol */
     done_outputing_bits(o);
 }
@@ -218,14 +239,16 @@ static void NAME(doencode)(hc_out *o, T a[], int nx, int ny, const unsigned char
 /* The header, the coded magnitudes, then the sign bits. */
 static int NAME(encode)(hc_out *o, T a[], int nx, int ny, int scale) {
     int nel = nx * ny, nx2 = (nx + 1) / 2, ny2 = (ny + 1) / 2;
-    /* the sign bits (8 per byte, zeroed) and the quadtree's scratch (its
-     * 2x2 blocks) and buffer (half as many bytes, rounded up), sized for
-     * the largest quadrant (the first), as qtree_encode sizes them */
+    /* the sign bits (8 per byte, zeroed), the quadtree's scratch (its
+     * 2x2 blocks) and reduced levels, and its buffer (half as many bytes
+     * as blocks, rounded up), sized for the largest quadrant (the first),
+     * as qtree_encode sizes them */
     int bmax = (((nx2 + 1) / 2) * ((ny2 + 1) / 2) + 1) / 2;
     size_t nsignbytes = ((size_t)nel + 7) / 8;
-    unsigned char *signbits = calloc(1, nsignbytes + 3 * (size_t)bmax);
+    unsigned char *signbits = calloc(1, nsignbytes + 5 * (size_t)bmax);
     if (!signbits) return TF_HCENC_NOMEM;
-    unsigned char *scratch = signbits + nsignbytes, *buffer = scratch + 2 * (size_t)bmax;
+    unsigned char *scratch = signbits + nsignbytes, *reduced = scratch + 2 * (size_t)bmax;
+    unsigned char *buffer = reduced + 2 * (size_t)bmax;
 
     qwrite(o, code_magic, sizeof(code_magic));
     writeint(o, nx); /* size of image */
@@ -273,7 +296,7 @@ static int NAME(encode)(hc_out *o, T a[], int nx, int ny, int scale) {
         for (nbitplanes[q] = 0; vmax[q] > 0; vmax[q] >>= 1, nbitplanes[q]++) {}
     qwrite(o, nbitplanes, sizeof(nbitplanes));
 
-    if (!o->overflow) NAME(doencode)(o, a, nx, ny, nbitplanes, scratch, buffer);
+    if (!o->overflow) NAME(doencode)(o, a, nx, ny, nbitplanes, scratch, reduced, buffer);
     if (nsign > 0) qwrite(o, signbits, (size_t)nsign);
     free(signbits);
     return o->overflow ? TF_HCENC_FULL : TF_HCENC_OK;
