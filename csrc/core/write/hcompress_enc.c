@@ -55,6 +55,15 @@ typedef struct hc_out {
     int bits_to_go3;      /* bits in bitbuffer */
 } hc_out;
 
+/* The quadtree's work areas, for the largest quadrant (bmax: half its
+ * 2x2 blocks, rounded up): scratch holds the first level (2 * bmax), the
+ * later levels go to reduced (2 * bmax) so that the first stays for a
+ * bitmap (cfitsio reduces in place and recomputes it), and buffer
+ * (bmax) gathers the Huffman codes. */
+typedef struct hc_work {
+    unsigned char *scratch, *reduced, *buffer;
+} hc_work;
+
 static const unsigned char code_magic[2] = {0xDD, 0x99};
 
 /* Huffman code values and number of bits in each code. */

@@ -176,14 +176,10 @@ static void NAME(qtree_onebit)(const T a[], int n, int nx, int ny, unsigned char
 
 /* Bit planes nbitplanes - 1 .. 0 of the nqx x nqy quadrant a (rows n
  * apart), each as a quadtree (its Huffman codes, the top level last, in
- * reverse order) or, where that would be longer, a bitmap. scratch and
- * reduced hold 2 * bmax bytes each, buffer bmax, for the largest
- * quadrant's bmax. The quadtree's levels go to `reduced`, which keeps the
- * first level in scratch for a bitmap (cfitsio reduces in place and
- * recomputes it). */
+ * reverse order) or, where that would be longer, a bitmap. */
 static void NAME(qtree_encode)(hc_out *o, const T a[], int n, int nqx, int nqy, int nbitplanes,
-                               unsigned char *scratch, unsigned char *reduced,
-                               unsigned char *buffer) {
+                               const hc_work *w) {
+    unsigned char *scratch = w->scratch, *reduced = w->reduced, *buffer = w->buffer;
     /* log2n is log2 of max(nqx, nqy) rounded up to next power of 2 */
     int log2n = ceil_log2(nqx > nqy ? nqx : nqy);
     /* buffer size: half the blocks, rounded up */
@@ -223,15 +219,13 @@ static void NAME(qtree_encode)(hc_out *o, const T a[], int n, int nqx, int nqy, 
 
 /* The four quadrants' bit planes, then a zero nybble to end them. */
 static void NAME(doencode)(hc_out *o, T a[], int nx, int ny, const unsigned char nbitplanes[3],
-                           unsigned char *scratch, unsigned char *reduced,
-                           unsigned char *buffer) {
+                           const hc_work *w) {
     int nx2 = (nx + 1) / 2, ny2 = (ny + 1) / 2;
     start_outputing_bits(o);
-    unsigned char *r = reduced;
-    NAME(qtree_encode)(o, &a[0], ny, nx2, ny2, nbitplanes[0], scratch, r, buffer);
-    NAME(qtree_encode)(o, &a[ny2], ny, nx2, ny / 2, nbitplanes[1], scratch, r, buffer);
-    NAME(qtree_encode)(o, &a[ny * nx2], ny, nx / 2, ny2, nbitplanes[1], scratch, r, buffer);
-    NAME(qtree_encode)(o, &a[ny * nx2 + ny2], ny, nx / 2, ny / 2, nbitplanes[2], scratch, r, buffer);
+    NAME(qtree_encode)(o, &a[0], ny, nx2, ny2, nbitplanes[0], w);
+    NAME(qtree_encode)(o, &a[ny2], ny, nx2, ny / 2, nbitplanes[1], w);
+    NAME(qtree_encode)(o, &a[ny * nx2], ny, nx / 2, ny2, nbitplanes[1], w);
+    NAME(qtree_encode)(o, &a[ny * nx2 + ny2], ny, nx / 2, ny / 2, nbitplanes[2], w);
     output_nybble(o, 0); /* EOF symbol */
     done_outputing_bits(o);
 }
@@ -239,16 +233,16 @@ static void NAME(doencode)(hc_out *o, T a[], int nx, int ny, const unsigned char
 /* The header, the coded magnitudes, then the sign bits. */
 static int NAME(encode)(hc_out *o, T a[], int nx, int ny, int scale) {
     int nel = nx * ny, nx2 = (nx + 1) / 2, ny2 = (ny + 1) / 2;
-    /* the sign bits (8 per byte, zeroed), the quadtree's scratch (its
-     * 2x2 blocks) and reduced levels, and its buffer (half as many bytes
-     * as blocks, rounded up), sized for the largest quadrant (the first),
-     * as qtree_encode sizes them */
+    /* the sign bits (8 per byte, zeroed), then the quadtree's work areas
+     * for the first (largest) quadrant, bmax as qtree_encode computes it */
     int bmax = (((nx2 + 1) / 2) * ((ny2 + 1) / 2) + 1) / 2;
     size_t nsignbytes = ((size_t)nel + 7) / 8;
     unsigned char *signbits = calloc(1, nsignbytes + 5 * (size_t)bmax);
     if (!signbits) return TF_HCENC_NOMEM;
-    unsigned char *scratch = signbits + nsignbytes, *reduced = scratch + 2 * (size_t)bmax;
-    unsigned char *buffer = reduced + 2 * (size_t)bmax;
+    hc_work w;
+    w.scratch = signbits + nsignbytes;
+    w.reduced = w.scratch + 2 * (size_t)bmax;
+    w.buffer = w.reduced + 2 * (size_t)bmax;
 
     qwrite(o, code_magic, sizeof(code_magic));
     writeint(o, nx); /* size of image */
@@ -296,7 +290,7 @@ static int NAME(encode)(hc_out *o, T a[], int nx, int ny, int scale) {
         for (nbitplanes[q] = 0; vmax[q] > 0; vmax[q] >>= 1, nbitplanes[q]++) {}
     qwrite(o, nbitplanes, sizeof(nbitplanes));
 
-    if (!o->overflow) NAME(doencode)(o, a, nx, ny, nbitplanes, scratch, reduced, buffer);
+    if (!o->overflow) NAME(doencode)(o, a, nx, ny, nbitplanes, &w);
     if (nsign > 0) qwrite(o, signbits, (size_t)nsign);
     free(signbits);
     return o->overflow ? TF_HCENC_FULL : TF_HCENC_OK;
