@@ -1,19 +1,21 @@
 /*
  * bench_hcompress_enc.c - the reentrant HCOMPRESS_1 encoder against
  * cfitsio's on one thread: a 4096 x 4096 noise image in 100 tiles of
- * 410 x 410 (the last row and column of tiles 406), lossless, each tile
- * copied fresh before each encode (not timed). int32 pixels go through the
- * 64-bit coders (fits_hcompress64, tf_hcompress64: what cfitsio's writer
- * uses for ZBITPIX 32), int16 ones through the 32-bit coders. Prints the
- * minimum over 5 runs (or argv[1]) of the CPU time of the encode calls
- * alone, and checks that both give the same bytes. Instruction counts,
- * which load on the machine does not change:
+ * 410 x 410 (the last row and column of tiles 406), lossless or at the
+ * scale in argv[2], each tile copied fresh before each encode (not
+ * timed). int32 pixels go through the 64-bit coders (fits_hcompress64,
+ * tf_hcompress64: what cfitsio's writer uses for ZBITPIX 32), int16 ones
+ * through the 32-bit coders. Prints the minimum over argv[1] runs (5) of
+ * the CPU time of the encode calls alone, and checks that both give the
+ * same bytes.
+ *
+ *   cc -std=c11 -O2 tests/c/bench_hcompress_enc.c csrc/core/write/hcompress_enc.c \
+ *      -o /tmp/bench_hcompress_enc -lcfitsio -lm && /tmp/bench_hcompress_enc 5 0
+ *
+ * Instruction counts, which load on the machine does not change:
  *
  *   valgrind --tool=callgrind --toggle-collect='fits_hcompress*' \
  *      --toggle-collect='tf_hcompress*' /tmp/bench_hcompress_enc 1
- *
- *   cc -std=c11 -O2 tests/c/bench_hcompress_enc.c csrc/core/write/hcompress_enc.c \
- *      -o /tmp/bench_hcompress_enc -lcfitsio -lm && /tmp/bench_hcompress_enc
  */
 #define _GNU_SOURCE
 #include <fitsio2.h>
@@ -44,7 +46,8 @@ static int32_t noise(double sigma) {
 }
 
 /* Seconds of encode calls to compress every tile; bytes out to *total. */
-static double run(const int32_t *img, int wide, int ours, long *total, unsigned char **keep) {
+static double run(const int32_t *img, int wide, int ours, int scale, long *total,
+                  unsigned char **keep) {
     long long *a64 = malloc(sizeof *a64 * TILE * TILE);
     int *a32 = malloc(sizeof *a32 * TILE * TILE);
     long cap = tf_hcompress_bound(TILE, TILE, wide);
@@ -65,10 +68,10 @@ static double run(const int32_t *img, int wide, int ours, long *total, unsigned 
             long len = cap;
             int st = 0;
             double t0 = cpu_now();
-            if (wide && ours) st = tf_hcompress64(a64, ny, nx, 0, out, &len);
-            else if (wide) fits_hcompress64(a64, ny, nx, 0, out, &len, &st);
-            else if (ours) st = tf_hcompress(a32, ny, nx, 0, out, &len);
-            else fits_hcompress(a32, ny, nx, 0, out, &len, &st);
+            if (wide && ours) st = tf_hcompress64(a64, ny, nx, scale, out, &len);
+            else if (wide) fits_hcompress64(a64, ny, nx, scale, out, &len, &st);
+            else if (ours) st = tf_hcompress(a32, ny, nx, scale, out, &len);
+            else fits_hcompress(a32, ny, nx, scale, out, &len, &st);
             secs += cpu_now() - t0;
             CHECK(st == 0);
             *total += len;
@@ -91,7 +94,7 @@ static double run(const int32_t *img, int wide, int ours, long *total, unsigned 
 }
 
 int main(int argc, char **argv) {
-    int runs = argc > 1 ? atoi(argv[1]) : 5;
+    int runs = argc > 1 ? atoi(argv[1]) : 5, scale = argc > 2 ? atoi(argv[2]) : 0;
     int32_t *img = malloc(sizeof *img * SIDE * SIDE);
     for (int wide = 1; wide >= 0; wide--) {
         /* int32: sigma 3000; int16: sigma 30 (both well inside their range) */
@@ -101,12 +104,12 @@ int main(int argc, char **argv) {
         long bytes[2];
         for (int r = 0; r < runs; r++)
             for (int ours = 0; ours < 2; ours++) {
-                double s = run(img, wide, ours, &bytes[ours], keep);
+                double s = run(img, wide, ours, scale, &bytes[ours], keep);
                 if (s < best[ours]) best[ours] = s;
             }
-        printf("%s 4096x4096 noise, 100 tiles, lossless: cfitsio %s %.3f s, ours %.3f s "
+        printf("%s 4096x4096 noise, 100 tiles, scale %d: cfitsio %s %.3f s, ours %.3f s "
                "(%.2fx), %ld bytes\n",
-               wide ? "int32" : "int16", wide ? "fits_hcompress64" : "fits_hcompress", best[0],
+               wide ? "int32" : "int16", scale, wide ? "fits_hcompress64" : "fits_hcompress", best[0],
                best[1], best[0] / best[1], bytes[1]);
         CHECK(bytes[0] == bytes[1]);
         for (int k = 0; k < 121; k++) free(keep[k]);
