@@ -199,6 +199,22 @@ static void test_against_cfitsio(void) {
     free(v);
 }
 
+/* Random shapes (either side 1 to 200, small ones more often), kinds
+ * and scales. */
+static void test_random_shapes(void) {
+    int64_t *v = malloc(200 * 200 * sizeof *v);
+    for (int it = 0; it < 400; it++) {
+        int ny = 1 + (int)uniform(0, it % 2 ? 199 : 20);
+        int nx = 1 + (int)uniform(0, it % 3 ? 199 : 20);
+        int kind = (int)uniform(0, KINDS - 1), wide = (int)uniform(0, 1);
+        int scale = it % 4 ? (int)uniform(0, 3) : (int)uniform(0, 100000);
+        if (kind == BEYOND32 && !wide) kind = NOISE;
+        fill(v, ny, nx, kind);
+        compare(v, ny, nx, scale, wide, kind);
+    }
+    free(v);
+}
+
 /* Bad arguments: refused, *nbytes 0, nothing written. */
 static void test_args(void) {
     int a[4] = {1, 2, 3, 4};
@@ -303,6 +319,7 @@ int main(void) {
     test_args();
     test_bound();
     test_against_cfitsio();
+    test_random_shapes();
     test_threads();
     if (skipped_ub)
         fprintf(stderr, "%d int32-range images on the 32-bit path not compared with cfitsio\n",
