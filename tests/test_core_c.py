@@ -71,8 +71,8 @@ DECODERS = {
     # tests/c/test_hcompress_enc.c: the reentrant HCOMPRESS_1 encoder
     # writes fits_hcompress / fits_hcompress64's bytes (lossless and lossy,
     # 1 x 1 to 300 x 300, fixed and random shapes), fails cleanly on short
-    # buffers (ASan: no byte past them), and gives
-    # the same bytes from 8 threads at once.
+    # buffers (ASan: no byte past them), and gives the same bytes from 8
+    # threads at once.
     "hcompress_enc": ("csrc/core/write/hcompress_enc.c", 85000),
 }
 
