@@ -35,6 +35,24 @@
 
 #include "check.h"
 
+/* The encoder again, under other names, with every bit plane through
+ * qtree_onebit_high, which otherwise only planes 61 and 62 of the 64-bit
+ * path reach, where there is nothing to compare with (cfitsio's codes are
+ * undefined there, and its 64-bit decoder returns 32-bit pixels): it must
+ * give the streams of the usual build, every plane of the 32-bit path
+ * (int32-range images reach plane 30) and up to plane 60 of the 64-bit
+ * one. */
+#define TF_HCENC_TEST_HIGH 1
+#define tf_hcompress tf_hcompress_high
+#define tf_hcompress64 tf_hcompress64_high
+#define tf_hcompress_bound tf_hcompress_bound_high
+#define tf_hcenc_strerror tf_hcenc_strerror_high
+#include "../../csrc/core/write/hcompress_enc.c"
+#undef tf_hcompress
+#undef tf_hcompress64
+#undef tf_hcompress_bound
+#undef tf_hcenc_strerror
+
 enum { TINY, INT16R, INT32R, BEYOND32, CONSTANT, NOISE, GRADIENT, SOURCES, KINDS };
 static const char *kind_name[KINDS] = {"tiny",  "int16", "int32",    "beyond32",
                                        "const", "noise", "gradient", "sources"};
@@ -86,27 +104,30 @@ typedef struct stream {
     long len;
 } stream;
 
-/* Encode v (nx x ny) with cfitsio (cf 1) or ours on a fresh copy, into a
- * buffer of cap bytes (an exact allocation for ours); the transformed
- * copy to *after when given. Returns the status. */
+/* Encode v (nx x ny) with cfitsio (cf 1), ours (0) or ours with every
+ * plane through the high planes' code (2) on a fresh copy, into a buffer
+ * of cap bytes (an exact allocation for ours); the transformed copy to
+ * *after when given. Returns the status. */
 static int enc(const int64_t *v, int ny, int nx, int scale, int wide, int cf, long cap,
                stream *s, int64_t *after) {
     size_t n = (size_t)nx * ny;
     /* cfitsio writes up to a byte past nbytes before noticing: slack */
-    s->c = malloc((size_t)cap + (cf ? 64 : 0));
+    s->c = malloc((size_t)cap + (cf == 1 ? 64 : 0));
     s->len = cap;
     int st = 0;
     if (wide) {
         long long *a = malloc(n * sizeof *a);
         for (size_t i = 0; i < n; i++) a[i] = v[i];
-        if (cf) fits_hcompress64(a, ny, nx, scale, (char *)s->c, &s->len, &st);
+        if (cf == 1) fits_hcompress64(a, ny, nx, scale, (char *)s->c, &s->len, &st);
+        else if (cf == 2) st = tf_hcompress64_high(a, ny, nx, scale, (char *)s->c, &s->len);
         else st = tf_hcompress64(a, ny, nx, scale, (char *)s->c, &s->len);
         if (after) for (size_t i = 0; i < n; i++) after[i] = a[i];
         free(a);
     } else {
         int *a = malloc(n * sizeof *a);
         for (size_t i = 0; i < n; i++) a[i] = (int)v[i];
-        if (cf) fits_hcompress(a, ny, nx, scale, (char *)s->c, &s->len, &st);
+        if (cf == 1) fits_hcompress(a, ny, nx, scale, (char *)s->c, &s->len, &st);
+        else if (cf == 2) st = tf_hcompress_high(a, ny, nx, scale, (char *)s->c, &s->len);
         else st = tf_hcompress(a, ny, nx, scale, (char *)s->c, &s->len);
         if (after) for (size_t i = 0; i < n; i++) after[i] = a[i];
         free(a);
@@ -134,6 +155,10 @@ static void compare(const int64_t *v, int ny, int nx, int scale, int wide, int k
     int st = enc(v, ny, nx, scale, wide, 0, bound, &mine, tb);
     CHECK(st == TF_HCENC_OK);
     CHECK(mine.len <= bound);
+    stream high;
+    CHECK(enc(v, ny, nx, scale, wide, 2, bound, &high, NULL) == TF_HCENC_OK);
+    CHECK(high.len == mine.len && memcmp(high.c, mine.c, (size_t)mine.len) == 0);
+    free(high.c);
     if (!wide && max_planes(&mine) > 28) {
         /* cfitsio would read its Huffman tables out of bounds (and may
          * crash): nothing to compare with */

@@ -283,6 +283,12 @@ static void write_bdirect(hc_out *o, int nqx, int nqy, const unsigned char scrat
     output_nnybble(o, ((nqx + 1) / 2) * ((nqy + 1) / 2), scratch);
 }
 
+/* 1 in the test's second build (tests/c/test_hcompress_enc.c), which
+ * sends every bit plane through qtree_onebit_high. */
+#ifndef TF_HCENC_TEST_HIGH
+#define TF_HCENC_TEST_HIGH 0
+#endif
+
 #define T int
 #define UT unsigned
 #define NAME(x) x

@@ -127,23 +127,23 @@ static void NAME(digitize)(T a[], int nx, int ny, int scale) {
 /* The 4-bit codes of the 2x2 blocks of bit `bit` of the nx x ny array a
  * (rows n apart) into b: a[i, j] gives 8, a[i, j + 1] 4, a[i + 1, j] 2,
  * a[i + 1, j + 1] 1, missing ones at odd edges 0. CODE(p, k) is bit
- * `bit` of p moved to bit `bit` + k; the sum is shifted down at the end. */
-#define ONEBIT_LOOPS(CODE)                                                                   \
-    int i, j, k = 0; /* k is index of b[i/2, j/2] */                                        \
-    for (i = 0; i < nx - 1; i += 2) {                                                       \
-        const T *r0 = a + n * i, *r1 = r0 + n; /* a[i, .], a[i + 1, .] */                   \
-        for (j = 0; j < ny - 1; j += 2)                                                     \
+ * `bit` of p moved to bit DOWN + k; the sum is shifted down by DOWN. */
+#define ONEBIT_LOOPS(CODE, DOWN)                                                             \
+    int i, j, k = 0; /* k is index of b[i/2, j/2] */                                         \
+    for (i = 0; i < nx - 1; i += 2) {                                                        \
+        const T *r0 = a + n * i, *r1 = r0 + n; /* a[i, .], a[i + 1, .] */                    \
+        for (j = 0; j < ny - 1; j += 2)                                                      \
             b[k++] = (unsigned char)((CODE(r0[j], 3) | CODE(r0[j + 1], 2) | CODE(r1[j], 1) | \
-                                      CODE(r1[j + 1], 0)) >> bit);                          \
-        if (j < ny) /* odd row length: the last element */                                  \
-            b[k++] = (unsigned char)((CODE(r0[j], 3) | CODE(r1[j], 1)) >> bit);             \
-    }                                                                                       \
-    if (i < nx) { /* odd column length: the last row */                                     \
-        const T *r0 = a + n * i;                                                            \
-        for (j = 0; j < ny - 1; j += 2)                                                     \
-            b[k++] = (unsigned char)((CODE(r0[j], 3) | CODE(r0[j + 1], 2)) >> bit);         \
-        if (j < ny) /* both odd: the corner element */                                      \
-            b[k++] = (unsigned char)(CODE(r0[j], 3) >> bit);                                \
+                                      CODE(r1[j + 1], 0)) >> (DOWN));                        \
+        if (j < ny) /* odd row length: the last element */                                   \
+            b[k++] = (unsigned char)((CODE(r0[j], 3) | CODE(r1[j], 1)) >> (DOWN));           \
+    }                                                                                        \
+    if (i < nx) { /* odd column length: the last row */                                      \
+        const T *r0 = a + n * i;                                                             \
+        for (j = 0; j < ny - 1; j += 2)                                                      \
+            b[k++] = (unsigned char)((CODE(r0[j], 3) | CODE(r0[j + 1], 2)) >> (DOWN));       \
+        if (j < ny) /* both odd: the corner element */                                       \
+            b[k++] = (unsigned char)(CODE(r0[j], 3) >> (DOWN));                              \
     }
 
 /* cfitsio's masks (b0 = 1 << bit, b1 = b0 << 1, ...) in 64 bits, which
@@ -156,20 +156,20 @@ static void NAME(qtree_onebit_masks)(const T a[], int n, int nx, int ny, unsigne
     const uint64_t m0 = (uint64_t)1 << bit, m1 = m0 << 1, m2 = m0 << 2, m3 = m0 << 3;
     const uint64_t mk[4] = {m0, m1, m2, m3};
 #define CODE(p, k) (((uint64_t)(UT)(p) << (k)) & mk[k])
-    ONEBIT_LOOPS(CODE)
+    ONEBIT_LOOPS(CODE, bit)
 #undef CODE
 }
 
 /* Planes 61 and 62 of the 64-bit path: each bit shifted down instead. */
 static void NAME(qtree_onebit_high)(const T a[], int n, int nx, int ny, unsigned char b[],
                                     int bit) {
-#define CODE(p, k) ((((UT)(p) >> bit) & 1) << (k) << bit)
-    ONEBIT_LOOPS(CODE)
+#define CODE(p, k) ((((UT)(p) >> bit) & 1) << (k))
+    ONEBIT_LOOPS(CODE, 0)
 #undef CODE
 }
 
 static void NAME(qtree_onebit)(const T a[], int n, int nx, int ny, unsigned char b[], int bit) {
-    if (bit + 3 < 64) NAME(qtree_onebit_masks)(a, n, nx, ny, b, bit);
+    if (bit + 3 < 64 && !TF_HCENC_TEST_HIGH) NAME(qtree_onebit_masks)(a, n, nx, ny, b, bit);
     else NAME(qtree_onebit_high)(a, n, nx, ny, b, bit);
 }
 #undef ONEBIT_LOOPS
