@@ -57,8 +57,9 @@ def test_core_unit_tests(tmp_path, fixtures, mode):
     assert "ERROR: AddressSanitizer" not in res.stderr and "runtime error" not in res.stderr
 
 
-# The core's own decoders, each tested against cfitsio by a C program of
-# its own (which prints "N passed, M failed"), plain and under ASan/UBSan.
+# The core's own decoders and encoder, each tested against cfitsio by a C
+# program of its own (which prints "N passed, M failed"), plain and under
+# ASan/UBSan.
 DECODERS = {
     # tests/c/test_rice.c: RICE_1 equals cfitsio's on streams cfitsio
     # wrote, and fails cleanly on cut and random ones.
@@ -67,6 +68,12 @@ DECODERS = {
     # fits_hdecompress64 on streams cfitsio wrote (lossless, lossy,
     # smoothed), and fails cleanly on cut, damaged and random ones.
     "hcompress": ("csrc/core/compress/hcompress.c", 8000),
+    # tests/c/test_hcompress_enc.c: the reentrant HCOMPRESS_1 encoder
+    # writes fits_hcompress / fits_hcompress64's bytes (lossless and lossy,
+    # 1 x 1 to 300 x 300, fixed and random shapes), fails cleanly on short
+    # buffers (ASan: no byte past them), and gives the same bytes from 8
+    # threads at once.
+    "hcompress_enc": ("csrc/core/write/hcompress_enc.c", 85000),
 }
 
 
@@ -82,7 +89,7 @@ def test_decoder_against_cfitsio(tmp_path, decoder, mode):
     exe = str(tmp_path / f"test_{decoder}_{mode}")
     cmd = [CC, "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", *flags,
            os.path.join(ROOT, f"tests/c/test_{decoder}.c"), os.path.join(ROOT, source),
-           "-o", exe, "-lcfitsio", "-lz", "-lm"]
+           "-o", exe, "-lcfitsio", "-lz", "-lpthread", "-lm"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     res = subprocess.run([exe], capture_output=True, text=True, timeout=300,
