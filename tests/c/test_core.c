@@ -430,6 +430,102 @@ static void test_write_tiles(void) {
     unlink(path);
 }
 
+/* Every other codec path of the parallel tile writer, under the
+ * sanitizers: quantized floats with NaN (nulls) and a noiseless row (a
+ * tile stored as gzip of its values), one-pixel tiles, lossless GZIP_2 of
+ * doubles, HCOMPRESS_1 of noise (more bytes than cfitsio's buffer), PLIO_1. */
+static void test_write_more_tiles(void) {
+    char path[8192];
+    snprintf(path, sizeof path, "%s", at("tiles2.fits"));
+    unlink(path);
+    enum { H = 40, W = 257 };
+    static float fx[H * W], fback[H * W];
+    static double dx[H * W], dback[H * W];
+    static int16_t sx[H * W], sback[H * W];
+    static uint8_t bx[H * W], bback[H * W];
+    unsigned r = 12345;
+    for (int i = 0; i < H * W; i++) {
+        r = r * 1103515245u + 12345u;
+        fx[i] = 100.0f + (float)((r >> 16) % 1000) / 50.0f;
+        dx[i] = fx[i] * 1.5;
+        sx[i] = (int16_t)(r >> 8);
+        bx[i] = (uint8_t)(i / W + (i % 5 == 0));
+    }
+    for (int i = W; i < 2 * W; i++) fx[i] = 7.5f;
+    fx[3 * W + 5] = NAN;
+    for (int i = 10 * W; i < 11 * W; i++) fx[i] = NAN;
+    tf_write_image img;
+    memset(&img, 0, sizeof img);
+    img.ndim = 2;
+    img.shape[0] = H;
+    img.shape[1] = W;
+    tf_set_option(TF_OPT_THREADS, 3);
+    tf_writer *w = NULL;
+    int64_t bytes = 0;
+    CHECK(tf_writer_create(&w, path, TF_WRITE_NEW) == TF_OK);
+    img.dtype = TF_W_FLOAT32;
+    img.data = fx;
+    img.nbytes = sizeof fx;
+    img.codec = TF_CODEC_RICE_1;
+    img.dither_seed = 9;
+    CHECK(tf_writer_add_image(w, &img, NULL, 0) == TF_OK);              /* HDU 1 */
+    img.tile_ndim = 2;
+    img.tile[0] = 1;
+    img.tile[1] = 1;
+    img.shape[0] = 3;                                                     /* 3 x 257 */
+    img.nbytes = 3 * W * sizeof(float);
+    CHECK(tf_writer_add_image(w, &img, NULL, 0) == TF_OK);              /* HDU 2 */
+    img.shape[0] = H;
+    img.tile_ndim = 0;
+    img.dtype = TF_W_FLOAT64;
+    img.data = dx;
+    img.nbytes = sizeof dx;
+    img.codec = TF_CODEC_GZIP_2;
+    img.set_quantize_level = 1;
+    img.quantize_level = 0.0f;
+    CHECK(tf_writer_add_image(w, &img, NULL, 0) == TF_OK);              /* HDU 3 */
+    img.set_quantize_level = 0;
+    img.dtype = TF_W_INT16;
+    img.data = sx;
+    img.nbytes = sizeof sx;
+    img.codec = TF_CODEC_HCOMPRESS_1;
+    img.tile_ndim = 2;
+    img.tile[0] = 7;
+    img.tile[1] = 50;
+    CHECK(tf_writer_add_image(w, &img, NULL, 0) == TF_OK);              /* HDU 4 */
+    img.tile_ndim = 0;
+    img.dtype = TF_W_UINT8;
+    img.data = bx;
+    img.nbytes = sizeof bx;
+    img.codec = TF_CODEC_PLIO_1;
+    CHECK(tf_writer_add_image(w, &img, NULL, 0) == TF_OK);              /* HDU 5 */
+    CHECK(tf_writer_commit(w, &bytes) == TF_OK && bytes > 0);
+    tf_writer_free(w);
+    tf_set_option(TF_OPT_THREADS, 0);
+
+    tf_file *f = tf_create();
+    CHECK(f && tf_open(f, path) == TF_OK);
+    tf_image_request req = {0};
+    CHECK(tf_image_read(f, 1, &req, fback, sizeof fback) == TF_OK);
+    int same_nan = 1, close = 1;
+    for (int i = 0; i < H * W; i++) {
+        if (isnan(fx[i]) != isnan(fback[i])) same_nan = 0;
+        if (!isnan(fx[i]) && fabsf(fx[i] - fback[i]) > 1.0f) close = 0;
+    }
+    CHECK(same_nan && close);
+    CHECK(fback[W] == 7.5f);  /* the noiseless row, stored as it is */
+    CHECK(tf_image_read(f, 2, &req, fback, 3 * W * sizeof(float)) == TF_OK);
+    CHECK(memcmp(fback, fx, 3 * W * sizeof(float)) == 0);  /* one pixel: not quantized */
+    CHECK(tf_image_read(f, 3, &req, dback, sizeof dback) == TF_OK);
+    CHECK(memcmp(dback, dx, sizeof dx) == 0);
+    CHECK(tf_image_read(f, 4, &req, sback, sizeof sback) == TF_OK);
+    CHECK(memcmp(sback, sx, sizeof sx) == 0);
+    CHECK(tf_image_read(f, 5, &req, bback, sizeof bback) == TF_OK);
+    CHECK(memcmp(bback, bx, sizeof bx) == 0);
+    tf_close(f);
+    unlink(path);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s DIR\n", argv[0]);
@@ -445,5 +541,6 @@ int main(int argc, char **argv) {
     test_blocks();
     test_append();
     test_write_tiles();
+    test_write_more_tiles();
     return check_report();
 }

@@ -2,46 +2,72 @@
  * compress_tiles.c - an image's tiles compressed on every core for the writer.
  *
  * cfitsio's fits_write_img compresses tile after tile on the calling
- * thread. Its codecs are plain functions of a buffer, so workers here
- * gather each tile's pixels in cfitsio's order (the first FITS axis
- * fastest), code them (Rice: the same bitstream as fits_rcomp*, written
- * faster, below; GZIP: cfitsio's exported compress2mem_from_mem) with the
- * same buffer size, and keep the bytes; write.c then hands them to cfitsio in tile order, which writes
- * the table and heap as it would have. The file is byte for byte
- * cfitsio's (tests/test_write_fast.py).
+ * thread (imcomp_compress_tile). Its steps are plain functions of a
+ * buffer, so workers here gather each tile's pixels in cfitsio's order
+ * (the first FITS axis fastest), prepare them as imcomp_convert_tile_*
+ * does (unsigned types offset; floats quantized by cfitsio's own
+ * fits_quantize_float/double with the tile's dither row), code them
+ * (RICE_1: the same bitstream as fits_rcomp*, written faster, below;
+ * GZIP: cfitsio's compress2mem_from_mem; PLIO_1: its pl_p2li; HCOMPRESS_1:
+ * hcompress_enc.c, fits_hcompress made reentrant) with the same buffer
+ * sizes, and keep the bytes; write.c then hands them to cfitsio in tile
+ * order, which writes the table and heap as it would have. The file is
+ * byte for byte cfitsio's (tests/test_write_fast.py).
  */
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <fitsio.h>
+
 #include "../common/internal.h"
 #include "compress_tiles.h"
+#include "hcompress_enc.h"
 
-/* libcfitsio's exported per-tile codecs (ricecomp.c, zcompress.c);
- * fitsio.h does not declare them. */
+/* libcfitsio's exported per-tile steps (ricecomp.c, zcompress.c,
+ * pliocomp.c, quantize.c, imcompress.c); fitsio.h does not declare them. */
 int fits_rcomp(int a[], int nx, unsigned char *c, int clen, int nblock);
 int fits_rcomp_short(short a[], int nx, unsigned char *c, int clen, int nblock);
 int fits_rcomp_byte(signed char a[], int nx, unsigned char *c, int clen, int nblock);
 int compress2mem_from_mem(char *inmemptr, size_t inmemsize, char **buffptr, size_t *buffsize,
                           void *(*mem_realloc)(void *p, size_t newsize), size_t *filesize,
                           int *status);
+int pl_p2li(int *pxsrc, int xs, short *lldst, int npix);
+int fits_init_randoms(void);
+int fits_quantize_float(long row, float fdata[], long nx, long ny, int nullcheck,
+                        float in_null_value, float quantize_level, int dither_method,
+                        int idata[], double *bscale, double *bzero, int *iminval,
+                        int *imaxval);
+int fits_quantize_double(long row, double fdata[], long nx, long ny, int nullcheck,
+                         double in_null_value, float quantize_level, int dither_method,
+                         int idata[], double *bscale, double *bzero, int *iminval,
+                         int *imaxval);
 
 typedef struct {
     tf_wtiles *t;
     int fd;                     /* FITS axes: dims[0] fastest */
     int64_t dims[TF_MAX_DIMS], tdim[TF_MAX_DIMS], ntile[TF_MAX_DIMS];
     int64_t maxtile;            /* pixels in a whole tile */
+    size_t es;                  /* bytes per input value */
+    int zbitpix;                /* the image's BITPIX */
     int clen;                   /* cfitsio's buffer for one tile */
+    int hc_cap;                 /* HCOMPRESS_1's (more: clen can be too few) */
     atomic_llong next;
     atomic_int status;
 } shared_t;
 
 typedef struct {
     shared_t *s;
+    int64_t failed;     /* the tile this worker could not code, or -1 */
+    int rc;
+    const char *why;
 } job_t;
 
-/* Tile k's pixels, the first FITS axis fastest, into buf; its count. */
-static int64_t gather(const shared_t *s, int64_t k, char *buf) {
+/* Tile k's pixels, the first FITS axis fastest, into buf; its count, and
+ * the 2-d shape the quantizer sees (fits_calc_tile_rows: the first axis
+ * longer than 1, and the product of the others). */
+static int64_t gather(const shared_t *s, int64_t k, char *buf, long *nx, long *ny) {
     const tf_wtiles *t = s->t;
     int64_t start[TF_MAX_DIMS] = {0}, len[TF_MAX_DIMS] = {0}, n = 1;
     for (int i = 0; i < s->fd; i++) {
@@ -51,7 +77,15 @@ static int64_t gather(const shared_t *s, int64_t k, char *buf) {
         len[i] = s->dims[i] - start[i] < s->tdim[i] ? s->dims[i] - start[i] : s->tdim[i];
         n *= len[i];
     }
-    const size_t es = t->elsize;
+    *nx = 0;
+    *ny = 1;
+    for (int i = 0; i < s->fd; i++) {
+        if (len[i] <= 1) continue;
+        if (!*nx) *nx = (long)len[i];
+        else *ny *= (long)len[i];
+    }
+    if (!*nx) *nx = 1;
+    const size_t es = s->es;
     const size_t line = (size_t)len[0] * es;
     int64_t c[TF_MAX_DIMS] = {0};  /* position within the tile, axes 1.. */
     char *out = buf;
@@ -197,122 +231,319 @@ static int rice32(const void *d, int nx, unsigned char *o, int clen, int nb, uin
     return rice_encode(d, 4, nx, o, clen, nb, diff);
 }
 
-/* GZIP: the n values of pix made big-endian in place and, for GZIP_2,
- * their bytes shuffled by significance into shuf (cfitsio's
- * fits_shuffle_2bytes/4bytes); the bytes to compress. */
-static char *gzip_input(const tf_wtiles *t, char *pix, char *shuf, int64_t n) {
-    const size_t es = t->elsize;
-    for (int64_t i = 0; i < n && es > 1; i++) {
-        char *v = pix + (size_t)i * es;
-        if (es == 2) {
-            char a = v[0];
-            v[0] = v[1];
-            v[1] = a;
-        } else {
-            char a = v[0], b = v[1];
-            v[0] = v[3];
-            v[1] = v[2];
-            v[2] = b;
-            v[3] = a;
+/* ---- a tile's bytes ---- */
+
+/* A worker's scratch, each sized for a whole tile. */
+typedef struct {
+    char *pix;        /* the tile's values as given */
+    char *ints;       /* int32 (quantized floats, PLIO_1, HCOMPRESS_1) or
+                         int64 (HCOMPRESS_1 of 32-bit values) */
+    char *shuf;       /* GZIP_2's shuffled bytes */
+    unsigned char *cbuf;
+    uint32_t *diff;   /* RICE_1's block */
+} scratch_t;
+
+/* The n values of size es at p made big-endian in place. */
+static void to_big_endian(char *p, int64_t n, size_t es) {
+    if (es == 1) return;
+    for (int64_t i = 0; i < n; i++, p += es)
+        for (size_t a = 0, b = es - 1; a < b; a++, b--) {
+            char c = p[a];
+            p[a] = p[b];
+            p[b] = c;
+        }
+}
+
+/* gzip of n values of size es (big-endian first, their bytes grouped by
+ * significance for `shuffle`: cfitsio's fits_shuffle_*bytes), into a
+ * buffer of cfitsio's size that it grows as it needs. */
+static int gzip_tile(scratch_t *w, char *vals, int64_t n, size_t es, int shuffle, size_t clen,
+                     unsigned char **out, size_t *outlen) {
+    to_big_endian(vals, n, es);
+    const char *in = vals;
+    if (shuffle && es > 1) {
+        for (int64_t i = 0; i < n; i++)
+            for (size_t b = 0; b < es; b++)
+                w->shuf[(size_t)b * (size_t)n + (size_t)i] = vals[(size_t)i * es + b];
+        in = w->shuf;
+    }
+    size_t size = clen ? clen : 1, len = 0;
+    char *g = malloc(size);
+    if (!g) return TF_ENOMEM;
+    int st = 0;
+    compress2mem_from_mem((char *)in, (size_t)n * es, &g, &size, realloc, &len, &st);
+    if (st) {
+        int code = g ? TF_EINVAL : TF_ENOMEM;  /* NULL: its realloc failed */
+        free(g);
+        return code;
+    }
+    *out = (unsigned char *)g;
+    *outlen = len;
+    return TF_OK;
+}
+
+/* A copy of the first len bytes of cbuf as the tile's. */
+static int keep(const unsigned char *cbuf, size_t len, unsigned char **out, size_t *outlen) {
+    unsigned char *b = malloc(len ? len : 1);
+    if (!b) return TF_ENOMEM;
+    memcpy(b, cbuf, len);
+    *out = b;
+    *outlen = len;
+    return TF_OK;
+}
+
+/* Integer-only codecs need int32: the tile's values converted as
+ * imcomp_convert_tile_* converts them for PLIO_1 and HCOMPRESS_1. */
+static void to_int32(const shared_t *s, const char *pix, int64_t n, int *out) {
+    const tf_wtiles *t = s->t;
+    const int hc = t->codec == TF_CODEC_HCOMPRESS_1;
+    for (int64_t i = 0; i < n; i++) {
+        switch (t->dtype) {
+        case TF_W_UINT8: out[i] = ((const uint8_t *)pix)[i]; break;
+        case TF_W_INT8: out[i] = ((const int8_t *)pix)[i] + 128; break;
+        case TF_W_INT16: out[i] = ((const int16_t *)pix)[i]; break;
+        case TF_W_UINT16: out[i] = ((const uint16_t *)pix)[i] - (hc ? 32768 : 0); break;
+        case TF_W_INT32: out[i] = ((const int32_t *)pix)[i]; break;
+        default: out[i] = (int)(((const uint32_t *)pix)[i] ^ 0x80000000u); break;
         }
     }
-    if (t->codec != TF_CODEC_GZIP_2 || es == 1) return pix;
-    for (int64_t i = 0; i < n; i++)
-        for (size_t b = 0; b < es; b++) shuf[(size_t)b * (size_t)n + (size_t)i] = pix[(size_t)i * es + b];
-    return shuf;
+}
+
+/* RICE_1 or GZIP of n values of il bytes at vals (the offset types already
+ * offset), as imcomp_compress_tile codes them. */
+static int code_bytes(const shared_t *s, scratch_t *w, char *vals, int64_t n, int il,
+                      unsigned char **out, size_t *outlen) {
+    const tf_wtiles *t = s->t;
+    if (t->codec != TF_CODEC_RICE_1)
+        return gzip_tile(w, vals, n, (size_t)il, t->codec == TF_CODEC_GZIP_2, (size_t)s->clen,
+                         out, outlen);
+    int nel = (il == 2 ? rice16 : il == 1 ? rice8 : rice32)(vals, (int)n, w->cbuf, s->clen,
+                                                           t->blocksize, w->diff);
+    if (nel == -2) {
+        if (il == 2) nel = fits_rcomp_short((short *)vals, (int)n, w->cbuf, s->clen, t->blocksize);
+        else if (il == 1)
+            nel = fits_rcomp_byte((signed char *)vals, (int)n, w->cbuf, s->clen, t->blocksize);
+        else nel = fits_rcomp((int *)vals, (int)n, w->cbuf, s->clen, t->blocksize);
+    }
+    if (nel < 0) return TF_EINVAL;
+    return keep(w->cbuf, (size_t)nel, out, outlen);
+}
+
+/* PLIO_1 or HCOMPRESS_1 of the n int32 values at w->ints (a tile of nx by
+ * ny), as imcomp_compress_tile codes them; *why on a refusal. */
+static int code_ints(const shared_t *s, scratch_t *w, int64_t n, long nx, long ny, int nullcheck,
+                     unsigned char **out, size_t *outlen, const char **why) {
+    const tf_wtiles *t = s->t;
+    int *idata = (int *)w->ints;
+    if (t->codec == TF_CODEC_PLIO_1) {
+        for (int64_t i = 0; i < n; i++)
+            if (idata[i] < 0 || idata[i] > 16777215) {
+                *why = "PLIO_1 takes values 0 to 2**24 - 1 only";
+                return TF_EINVAL;
+            }
+        int nel = pl_p2li(idata, 1, (short *)w->cbuf, (int)n);
+        if (nel < 0) return TF_EINVAL;
+        /* (up to 2 shorts a pixel and 7 more: past cfitsio's own buffer) */
+        if ((int64_t)nel * 2 > s->clen) atomic_store(&t->cfitsio_overrun, 1);
+        return keep(w->cbuf, (size_t)nel * sizeof(short), out, outlen);
+    }
+    float scale = t->hcomp_scale;
+    if (scale > 0.f) {
+        double noise2 = 0, noise3 = 0, noise5 = 0;
+        int st = 0;
+        fits_img_stats_int(idata, nx, ny, nullcheck, t->hc_nullval, NULL, NULL, NULL, NULL, NULL,
+                           NULL, &noise2, &noise3, &noise5, &st);
+        if (noise2 != 0. && noise2 < noise3) noise3 = noise2;
+        if (noise5 != 0. && noise5 < noise3) noise3 = noise5;
+        scale = (float)(scale * noise3);
+    } else if (scale < 0.f) {
+        scale = scale * -1.0F;
+    }
+    int iscale = (int)(scale + 0.5);
+    long len = s->hc_cap;
+    int rc;
+    if (s->zbitpix == BYTE_IMG || s->zbitpix == SHORT_IMG) {
+        rc = tf_hcompress(idata, (int)nx, (int)ny, iscale, (char *)w->cbuf, &len);
+    } else {
+        long long *ll = (long long *)w->ints;
+        for (int64_t i = n - 1; i >= 0; i--) ll[i] = idata[i];
+        rc = tf_hcompress64(ll, (int)nx, (int)ny, iscale, (char *)w->cbuf, &len);
+    }
+    if (rc) {
+        *why = tf_hcenc_strerror(rc);
+        return rc == TF_HCENC_NOMEM ? TF_ENOMEM : TF_EINVAL;
+    }
+    /* cfitsio's own writer gives fits_hcompress only clen bytes, and its
+     * coder does not check every write against them. */
+    if (len > s->clen) atomic_store(&t->cfitsio_overrun, 1);
+    return keep(w->cbuf, (size_t)len, out, outlen);
+}
+
+/* A float tile: quantized (its NaN made cfitsio's null value first, where
+ * the image has any) and coded as integers, or, where cfitsio would not
+ * quantize it, gzip of its values (raw[k]); lossless: gzip of its values. */
+static int code_float(const shared_t *s, scratch_t *w, int64_t k, int64_t n, long nx, long ny,
+                      unsigned char **out, size_t *outlen, const char **why) {
+    tf_wtiles *t = s->t;
+    const int dbl = t->dtype == TF_W_FLOAT64;
+    const size_t es = dbl ? 8 : 4;
+    if (!t->quantize)
+        return gzip_tile(w, w->pix, n, es, t->codec == TF_CODEC_GZIP_2, (size_t)s->clen, out,
+                         outlen);
+    if (t->nulls) {
+        if (dbl) {
+            double *v = (double *)w->pix;
+            for (int64_t i = 0; i < n; i++)
+                if (isnan(v[i])) v[i] = DOUBLENULLVALUE;
+        } else {
+            float *v = (float *)w->pix;
+            for (int64_t i = 0; i < n; i++)
+                if (isnan(v[i])) v[i] = FLOATNULLVALUE;
+        }
+    }
+    long row = t->dither == -1 ? 0 : (long)(k + 1) + t->seed - 1;
+    int *idata = (int *)w->ints, imin = 0, imax = 0;
+    double bscale = 1., bzero = 0.;
+    int flag = dbl ? fits_quantize_double(row, (double *)w->pix, nx, ny, t->nulls,
+                                          DOUBLENULLVALUE, t->qlevel, t->dither, idata, &bscale,
+                                          &bzero, &imin, &imax)
+                   : fits_quantize_float(row, (float *)w->pix, nx, ny, t->nulls, FLOATNULLVALUE,
+                                         t->qlevel, t->dither, idata, &bscale, &bzero, &imin,
+                                         &imax);
+    if (flag > 1) return TF_ENOMEM;
+    if (flag == 0) {
+        /* The nulls back to NaN, all bits set (imcomp_float2nan). */
+        if (t->nulls) {
+            if (dbl) {
+                double *v = (double *)w->pix;
+                for (int64_t i = 0; i < n; i++)
+                    if (v[i] == DOUBLENULLVALUE) memset(&v[i], 0xFF, 8);
+            } else {
+                float *v = (float *)w->pix;
+                for (int64_t i = 0; i < n; i++)
+                    if (v[i] == FLOATNULLVALUE) memset(&v[i], 0xFF, 4);
+            }
+        }
+        t->raw[k] = 1;
+        return gzip_tile(w, w->pix, n, es, 0, (size_t)((double)n * (double)es * 1.1), out,
+                         outlen);
+    }
+    t->zscale[k] = bscale;
+    t->zzero[k] = bzero;
+    if (t->codec == TF_CODEC_PLIO_1 || t->codec == TF_CODEC_HCOMPRESS_1)
+        return code_ints(s, w, n, nx, ny, t->nulls, out, outlen, why);
+    return code_bytes(s, w, w->ints, n, 4, out, outlen);
+}
+
+/* Tile k into t->bytes[k] / t->lens[k]. */
+static int code_tile(const shared_t *s, scratch_t *w, int64_t k, const char **why) {
+    tf_wtiles *t = s->t;
+    long nx = 1, ny = 1;
+    int64_t n = gather(s, k, w->pix, &nx, &ny);
+    unsigned char **out = &t->bytes[k];
+    size_t *outlen = &t->lens[k];
+    if (t->dtype == TF_W_FLOAT32 || t->dtype == TF_W_FLOAT64)
+        return code_float(s, w, k, n, nx, ny, out, outlen, why);
+    if (t->codec == TF_CODEC_PLIO_1 || t->codec == TF_CODEC_HCOMPRESS_1) {
+        to_int32(s, w->pix, n, (int *)w->ints);
+        return code_ints(s, w, n, nx, ny, 0, out, outlen, why);
+    }
+    /* RICE_1 and GZIP take the values at their own width, offset. */
+    if (t->dtype == TF_W_INT8)
+        for (int64_t i = 0; i < n; i++) w->pix[i] ^= (char)0x80;
+    else if (t->dtype == TF_W_UINT16)
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)w->pix)[i] ^= 0x8000u;
+    else if (t->dtype == TF_W_UINT32)
+        for (int64_t i = 0; i < n; i++) ((uint32_t *)w->pix)[i] ^= 0x80000000u;
+    return code_bytes(s, w, w->pix, n, (int)s->es, out, outlen);
 }
 
 static void *worker(void *arg) {
-    shared_t *s = ((job_t *)arg)->s;
+    job_t *job = arg;
+    shared_t *s = job->s;
     tf_wtiles *t = s->t;
-    const int gzip = t->codec != TF_CODEC_RICE_1;
-    char *pix = malloc((size_t)s->maxtile * t->elsize);
-    char *shuf = gzip ? malloc((size_t)s->maxtile * t->elsize) : NULL;
-    /* The coder writes up to a block past clen before it checks. */
-    unsigned char *cbuf = gzip ? NULL : calloc((size_t)s->clen + 8 * (size_t)t->blocksize + 64, 1);
-    uint32_t *diff = gzip ? NULL : malloc(sizeof *diff * (size_t)t->blocksize);
-    if (!pix || (gzip ? !shuf : !cbuf || !diff)) {
+    const size_t m = (size_t)s->maxtile;
+    scratch_t w = {0};
+    w.pix = malloc(m * s->es);
+    w.ints = malloc(m * 8);
+    w.shuf = t->codec == TF_CODEC_GZIP_2 ? malloc(m * 8) : NULL;
+    /* The Rice coder writes up to a block past clen before it checks;
+     * pl_p2li writes up to 2 shorts a pixel and 7 more, unchecked. */
+    w.cbuf = calloc((size_t)(s->clen > s->hc_cap ? s->clen : s->hc_cap) +
+                        8 * (size_t)(t->blocksize > 0 ? t->blocksize : 1) + 4 * m + 64, 1);
+    w.diff = malloc(sizeof *w.diff * (size_t)(t->blocksize > 0 ? t->blocksize : 1));
+    if (!w.pix || !w.ints || (t->codec == TF_CODEC_GZIP_2 && !w.shuf) || !w.cbuf || !w.diff) {
         atomic_store(&s->status, TF_ENOMEM);
-        free(pix);
-        free(shuf);
-        free(cbuf);
-        free(diff);
-        return NULL;
-    }
-    for (;;) {
-        if (atomic_load_explicit(&s->status, memory_order_relaxed) != TF_OK) break;
-        int64_t k = atomic_fetch_add(&s->next, 1);
-        if (k >= t->ntiles) break;
-        int64_t n = gather(s, k, pix);
-        if (gzip) {
-            /* Into a buffer of cfitsio's size, which it grows as it needs. */
-            size_t size = (size_t)s->clen, out = 0;
-            char *g = malloc(size);
-            int st = 0;
-            if (!g) {
-                atomic_store(&s->status, TF_ENOMEM);
-                break;
-            }
-            compress2mem_from_mem(gzip_input(t, pix, shuf, n), (size_t)n * t->elsize, &g, &size,
-                                  realloc, &out, &st);
-            if (st) {
-                int code = g ? TF_EINVAL : TF_ENOMEM;  /* NULL: its realloc failed */
-                free(g);
-                int expected = TF_OK;
-                if (atomic_compare_exchange_strong(&s->status, &expected, code))
-                    t->failed_tile = k;
-                break;
-            }
-            t->bytes[k] = (unsigned char *)g;
-            t->lens[k] = out;
-            continue;
-        }
-        int nel = (t->elsize == 2 ? rice16 : t->elsize == 1 ? rice8 : rice32)(
-            pix, (int)n, cbuf, s->clen, t->blocksize, diff);
-        if (nel == -2) {
-            if (t->elsize == 2)
-                nel = fits_rcomp_short((short *)pix, (int)n, cbuf, s->clen, t->blocksize);
-            else if (t->elsize == 1)
-                nel = fits_rcomp_byte((signed char *)pix, (int)n, cbuf, s->clen, t->blocksize);
-            else
-                nel = fits_rcomp((int *)pix, (int)n, cbuf, s->clen, t->blocksize);
-        }
-        if (nel < 0) {
-            int expected = TF_OK;
-            if (atomic_compare_exchange_strong(&s->status, &expected, TF_EINVAL))
-                t->failed_tile = k;
+    } else {
+        for (;;) {
+            if (atomic_load_explicit(&s->status, memory_order_relaxed) != TF_OK) break;
+            int64_t k = atomic_fetch_add(&s->next, 1);
+            if (k >= t->ntiles) break;
+            const char *why = NULL;
+            int rc = code_tile(s, &w, k, &why);
+            if (rc == TF_OK) continue;
+            /* Tiles are handed out in order, so the ones before k are all
+             * being coded: the lowest failing tile is among the workers'. */
+            job->failed = k;
+            job->rc = rc;
+            job->why = why;
+            atomic_store(&s->status, rc);
             break;
         }
-        unsigned char *b = malloc(nel ? (size_t)nel : 1);
-        if (!b) {
-            atomic_store(&s->status, TF_ENOMEM);
-            break;
-        }
-        memcpy(b, cbuf, (size_t)nel);
-        t->bytes[k] = b;
-        t->lens[k] = (size_t)nel;
     }
-    free(pix);
-    free(shuf);
-    free(cbuf);
-    free(diff);
+    free(w.pix);
+    free(w.ints);
+    free(w.shuf);
+    free(w.cbuf);
+    free(w.diff);
     return NULL;
 }
 
+/* cfitsio's buffer for one tile of n pixels (imcomp_calc_max_elem). */
+static int64_t max_elem(tf_codec codec, int64_t n, int zbitpix, int blocksize) {
+    switch (codec) {
+    case TF_CODEC_RICE_1:
+        return (zbitpix == 16 ? 2 : 4) * n + n / blocksize + 2 + 4;
+    case TF_CODEC_GZIP_1:
+    case TF_CODEC_GZIP_2:
+        return zbitpix == 16 ? n * 2 : zbitpix == 8 ? n : n * 4;
+    case TF_CODEC_HCOMPRESS_1:
+        return zbitpix == 16 || zbitpix == 8 ? (int64_t)((double)n * 2.2 + 26)
+                                             : (int64_t)((double)n * 4.4 + 26);
+    default:
+        return n * 4;
+    }
+}
+
 int tf_wtiles_compress(tf_wtiles *t) {
+    static const int bitpix[TF_W_COUNT] = {
+        [TF_W_UINT8] = 8, [TF_W_INT8] = 8, [TF_W_INT16] = 16, [TF_W_UINT16] = 16,
+        [TF_W_INT32] = 32, [TF_W_UINT32] = 32, [TF_W_FLOAT32] = -32, [TF_W_FLOAT64] = -64};
     t->ntiles = 0;
     t->bytes = NULL;
     t->lens = NULL;
+    t->zscale = t->zzero = NULL;
+    t->raw = NULL;
     t->failed_tile = -1;
+    t->failed_why = NULL;
+    atomic_init(&t->cfitsio_overrun, 0);
     if (t->ndim < 1 || t->ndim > TF_MAX_DIMS) return TF_EINVAL;
-    if (t->codec == TF_CODEC_RICE_1 ? t->blocksize < 1
-                                    : t->codec != TF_CODEC_GZIP_1 && t->codec != TF_CODEC_GZIP_2)
+    if ((unsigned)t->dtype >= TF_W_COUNT || !bitpix[t->dtype]) return TF_EINVAL;
+    if (t->codec < TF_CODEC_RICE_1 || t->codec > TF_CODEC_PLIO_1) return TF_EINVAL;
+    if (t->codec == TF_CODEC_RICE_1 && t->blocksize < 1) return TF_EINVAL;
+    const int is_float = bitpix[t->dtype] < 0;
+    if (is_float && !t->quantize && t->codec != TF_CODEC_GZIP_1 && t->codec != TF_CODEC_GZIP_2)
         return TF_EINVAL;
-    if (t->elsize != 1 && t->elsize != 2 && t->elsize != 4) return TF_EINVAL;
+    if (is_float && t->quantize && t->dither != -1 && (t->seed < 1 || t->seed > 10000))
+        return TF_EINVAL;
+    /* fits_quantize_* read cfitsio's table of random numbers, made once. */
+    if (is_float && t->quantize && t->dither != -1 && fits_init_randoms()) return TF_ENOMEM;
     shared_t *s = calloc(1, sizeof *s);
     if (!s) return TF_ENOMEM;
     s->t = t;
     s->fd = t->ndim;
+    s->zbitpix = bitpix[t->dtype];
+    s->es = (size_t)abs(s->zbitpix) / 8;
     int64_t ntiles = 1, total = 1;
     s->maxtile = 1;
     for (int i = 0; i < t->ndim; i++) {
@@ -327,34 +558,57 @@ int tf_wtiles_compress(tf_wtiles *t) {
         s->maxtile *= s->tdim[i];
         total *= s->dims[i];
     }
-    /* imcomp_calc_max_elem: RICE_1; GZIP (the output does not depend on it) */
-    int64_t clen = t->codec == TF_CODEC_RICE_1
-                       ? (t->elsize == 2 ? 2 : 4) * s->maxtile + s->maxtile / t->blocksize + 2 + 4
-                       : (int64_t)t->elsize * s->maxtile + 601;
-    if (s->maxtile > INT32_MAX / 8 || clen > INT32_MAX) {
+    int64_t clen = max_elem(t->codec, s->maxtile, s->zbitpix, t->blocksize);
+    if (s->maxtile > INT32_MAX / 32 || clen > INT32_MAX) {
         free(s);
         return TF_EINVAL;
     }
     s->clen = (int)clen;
+    if (t->codec == TF_CODEC_HCOMPRESS_1) {
+        /* room for any whole tile (an edge tile is smaller) */
+        long nx = 0, ny = 1;
+        for (int i = 0; i < s->fd; i++) {
+            if (s->tdim[i] <= 1) continue;
+            if (!nx) nx = (long)s->tdim[i];
+            else ny *= (long)s->tdim[i];
+        }
+        long cap = tf_hcompress_bound((int)(nx ? nx : 1), (int)ny,
+                                      s->zbitpix != BYTE_IMG && s->zbitpix != SHORT_IMG);
+        if (cap <= 0 || cap > INT32_MAX) {
+            free(s);
+            return TF_EINVAL;
+        }
+        s->hc_cap = (int)cap;
+    }
     t->ntiles = ntiles;
     t->bytes = calloc((size_t)ntiles, sizeof *t->bytes);
     t->lens = calloc((size_t)ntiles, sizeof *t->lens);
-    if (!t->bytes || !t->lens) {
+    t->zscale = calloc((size_t)ntiles, sizeof *t->zscale);
+    t->zzero = calloc((size_t)ntiles, sizeof *t->zzero);
+    t->raw = calloc((size_t)ntiles, 1);
+    if (!t->bytes || !t->lens || !t->zscale || !t->zzero || !t->raw) {
         free(s);
         return TF_ENOMEM;
     }
     atomic_init(&s->next, 0);
     atomic_init(&s->status, TF_OK);
     /* A thread per 256 KiB of pixels at least, one per core at most. */
-    int64_t bytes = total * (int64_t)t->elsize;
+    int64_t bytes = total * (int64_t)s->es;
     int threads = tf_auto_threads(t->threads);
     if (threads > bytes / (256 << 10)) threads = (int)(bytes / (256 << 10));
     if (threads > ntiles) threads = (int)ntiles;
     if (threads < 1) threads = 1;
     job_t jobs[TF_MAX_THREADS];
-    for (int i = 0; i < threads; i++) jobs[i].s = s;
+    for (int i = 0; i < threads; i++) jobs[i] = (job_t){.s = s, .failed = -1};
     tf_run_jobs(worker, jobs, sizeof jobs[0], threads);
     int rc = atomic_load(&s->status);
+    for (int i = 0; i < threads; i++) {
+        if (jobs[i].failed < 0 || (t->failed_tile >= 0 && jobs[i].failed > t->failed_tile))
+            continue;
+        t->failed_tile = jobs[i].failed;
+        t->failed_why = jobs[i].why;
+        rc = jobs[i].rc;
+    }
     free(s);
     return rc;
 }
@@ -364,6 +618,11 @@ void tf_wtiles_free(tf_wtiles *t) {
         for (int64_t k = 0; k < t->ntiles; k++) free(t->bytes[k]);
     free(t->bytes);
     free(t->lens);
+    free(t->zscale);
+    free(t->zzero);
+    free(t->raw);
     t->bytes = NULL;
     t->lens = NULL;
+    t->zscale = t->zzero = NULL;
+    t->raw = NULL;
 }

@@ -756,15 +756,38 @@ static int finish_direct(tf_writer *w, const tf_write_image *img) {
     return rc;
 }
 
-/* A RICE_1, GZIP_1 or GZIP_2 image of uint8, int16 or int32 (no BZERO,
- * no quantizing): its tiles compressed on every core (compress_tiles.c),
- * then given to cfitsio in tile order, as fits_write_img gives them; the
- * tile shape and Rice block size are read from the header cfitsio made. */
-static int write_tiles(tf_writer *w, const tf_write_image *img) {
+/* Whether the n floats (doubles) at p hold a NaN. */
+static int has_nan(const void *p, size_t n, int dbl) {
+    if (dbl) {
+        for (size_t i = 0; i < n; i++)
+            if (isnan(((const double *)p)[i])) return 1;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            if (isnan(((const float *)p)[i])) return 1;
+    }
+    return 0;
+}
+
+/* Whether a compressed float image is quantized (cfitsio: quantize_level
+ * 0 is lossless, GZIP only). */
+static int quantized(const tf_write_image *img) {
+    return wtypes[img->dtype].is_float && !(img->set_quantize_level && img->quantize_level == 0.0f);
+}
+
+/* A compressed image: its tiles compressed on every core
+ * (compress_tiles.c), then given to cfitsio in tile order as
+ * imcomp_compress_tile gives them (bytes, then ZSCALE and ZZERO; a tile
+ * that could not be quantized in GZIP_COMPRESSED_DATA, added at the
+ * first), then ZBLANK where NaN were written as nulls, as
+ * fits_write_compressed_img adds it. The tile shape, Rice block size and
+ * dither seed are read from the header cfitsio made. `dry`: compress
+ * only, to refuse an HCOMPRESS_1 or PLIO_1 image that cfitsio's own
+ * writer (option write_cfitsio) would write past its buffer for. */
+static int write_tiles(tf_writer *w, const tf_write_image *img, int dry) {
     tf_wtiles t;
     memset(&t, 0, sizeof t);
     t.data = img->data;
-    t.elsize = wtypes[img->dtype].size;
+    t.dtype = img->dtype;
     t.ndim = img->ndim;
     t.codec = img->codec;
     int st = 0;
@@ -778,21 +801,115 @@ static int write_tiles(tf_writer *w, const tf_write_image *img) {
     }
     long blocksize = 0;
     if (img->codec == TF_CODEC_RICE_1) fits_read_key_lng(w->fp, "ZVAL1", &blocksize, NULL, &st);
-    int col = 0;
+    int col = 0, col_scale = 0, col_zero = 0;
     fits_get_colnum(w->fp, CASESEN, "COMPRESSED_DATA", &col, &st);
+    t.quantize = quantized(img);
+    if (t.quantize) {
+        fits_get_colnum(w->fp, CASESEN, "ZSCALE", &col_scale, &st);
+        fits_get_colnum(w->fp, CASESEN, "ZZERO", &col_zero, &st);
+        t.qlevel = img->set_quantize_level ? img->quantize_level : 4.0f;
+        t.dither = img->quantize_method ? img->quantize_method : 1;
+        t.nulls = has_nan(img->data, img->nbytes / wtypes[img->dtype].size,
+                          img->dtype == TF_W_FLOAT64);
+        t.seed = img->dither_seed;
+        if (t.dither != -1 && t.seed == 0 && dry) {
+            t.seed = 1;
+        } else if (t.dither != -1 && t.seed == 0 && st <= 0) {
+            /* cfitsio's seed from the clock (imcomp_convert_tile_tfloat) */
+            int hdunum = 1;
+            fits_get_hdu_num(w->fp, &hdunum);
+            t.seed = (((int)time(NULL) + ((int)clock() / (int)(CLOCKS_PER_SEC / 100)) +
+                       hdunum - 1) % 10000) + 1;
+            fits_update_key(w->fp, TINT, "ZDITHER0", &t.seed, NULL, &st);
+        }
+    }
     W_CFITSIO(st, w, "HDU %d: cannot read back the tiling cfitsio chose", HDU_NO(w));
     t.blocksize = (int)blocksize;
+    t.hcomp_scale = img->hcomp_scale;
     int rc = tf_wtiles_compress(&t);
-    if (rc == TF_OK) {
-        for (int64_t k = 0; k < t.ntiles && st <= 0; k++)
-            fits_write_col_byt(w->fp, col, (LONGLONG)k + 1, 1, (LONGLONG)t.lens[k], t.bytes[k],
-                               &st);
+    if (dry) {
+        int over = atomic_load(&t.cfitsio_overrun);
+        tf_wtiles_free(&t);
+        if (rc == TF_ENOMEM) return wfail(w, TF_ENOMEM, 0, "out of memory");
+        W_CHECK(!over, w, TF_EUNSUPPORTED,
+                "HDU %d: cfitsio's %s writer would write past its buffer for this "
+                "image (option write_cfitsio)", HDU_NO(w),
+                img->codec == TF_CODEC_PLIO_1 ? "PLIO_1" : "HCOMPRESS_1");
+        return TF_OK;
+    }
+    int gzip_col = 0;
+    for (int64_t k = 0; rc == TF_OK && k < t.ntiles && st <= 0; k++) {
+        LONGLONG row = (LONGLONG)k + 1;
+        if (t.raw[k]) {
+            if (!gzip_col) {
+                fits_insert_col(w->fp, 999, "GZIP_COMPRESSED_DATA", "1PB", &st);
+                fits_get_colnum(w->fp, CASEINSEN, "GZIP_COMPRESSED_DATA", &gzip_col, &st);
+            }
+            fits_write_col_byt(w->fp, gzip_col, row, 1, (LONGLONG)t.lens[k], t.bytes[k], &st);
+            continue;
+        }
+        if (img->codec == TF_CODEC_PLIO_1)
+            fits_write_col_sht(w->fp, col, row, 1, (LONGLONG)(t.lens[k] / sizeof(short)),
+                               (short *)t.bytes[k], &st);
+        else
+            fits_write_col_byt(w->fp, col, row, 1, (LONGLONG)t.lens[k], t.bytes[k], &st);
+        if (t.quantize) {
+            fits_write_col_dbl(w->fp, col_scale, row, 1, 1, &t.zscale[k], &st);
+            fits_write_col_dbl(w->fp, col_zero, row, 1, 1, &t.zzero[k], &st);
+        }
+    }
+    if (rc == TF_OK && t.nulls && st <= 0) {
+        char card[FLEN_CARD];
+        int tst = 0;
+        fits_read_card(w->fp, "ZBLANK", card, &tst);
+        if (tst) {
+            fits_read_card(w->fp, "ZCMPTYPE", card, &st);
+            fits_insert_key_lng(w->fp, "ZBLANK", -2147483647 /* COMPRESS_NULL_VALUE */,
+                                "null value in the compressed integer array", &st);
+        }
+        fits_clear_errmsg();
     }
     int64_t bad = t.failed_tile;
+    const char *why = t.failed_why;
     tf_wtiles_free(&t);
     if (rc == TF_ENOMEM) return wfail(w, TF_ENOMEM, 0, "out of memory");
-    W_CHECK(rc == TF_OK, w, rc, "HDU %d: tile %lld could not be compressed", HDU_NO(w),
-            (long long)bad);
+    W_CHECK(rc == TF_OK, w, rc, "HDU %d: tile %lld could not be compressed%s%s", HDU_NO(w),
+            (long long)bad, why ? ": " : "", why ? why : "");
+    W_CFITSIO(st, w, "HDU %d: cannot write the data", HDU_NO(w));
+    return TF_OK;
+}
+
+/* The image's data through cfitsio's own writer (option write_cfitsio):
+ * a quantized float image with NaN as fpack writes it, the NaN given as
+ * nulls (FLOATNULLVALUE / DOUBLENULLVALUE) to fits_write_imgnull. */
+static int write_cfitsio_data(tf_writer *w, const tf_write_image *img, size_t n) {
+    int st = 0;
+    if (img->codec == TF_CODEC_HCOMPRESS_1 || img->codec == TF_CODEC_PLIO_1) {
+        int rc = write_tiles(w, img, 1);
+        if (rc) return rc;
+    }
+    const int dbl = img->dtype == TF_W_FLOAT64;
+    if (img->codec && quantized(img) && has_nan(img->data, n, dbl)) {
+        void *copy = malloc(img->nbytes);
+        if (!copy) return wfail(w, TF_ENOMEM, 0, "out of memory");
+        memcpy(copy, img->data, img->nbytes);
+        if (dbl) {
+            double *v = copy, null = DOUBLENULLVALUE;
+            for (size_t i = 0; i < n; i++)
+                if (isnan(v[i])) v[i] = null;
+            fits_write_imgnull(w->fp, TDOUBLE, 1, (LONGLONG)n, copy, &null, &st);
+        } else {
+            float *v = copy, null = FLOATNULLVALUE;
+            for (size_t i = 0; i < n; i++)
+                if (isnan(v[i])) v[i] = null;
+            fits_write_imgnull(w->fp, TFLOAT, 1, (LONGLONG)n, copy, &null, &st);
+        }
+        free(copy);
+    } else {
+        /* cfitsio's prototype is not const; it does not write to the data. */
+        fits_write_img(w->fp, wtypes[img->dtype].datatype, 1, (LONGLONG)n, (void *)img->data,
+                       &st);
+    }
     W_CFITSIO(st, w, "HDU %d: cannot write the data", HDU_NO(w));
     return TF_OK;
 }
@@ -851,22 +968,15 @@ int tf_writer_add_image(tf_writer *w, const tf_write_image *img, const tf_write_
         w->nhdu++;
         return TF_OK;
     }
-    const int parallel_tiles =
-        (img->codec == TF_CODEC_RICE_1 || img->codec == TF_CODEC_GZIP_1 ||
-         img->codec == TF_CODEC_GZIP_2) &&
-        !w->via_cfitsio &&
-        (img->dtype == TF_W_UINT8 || img->dtype == TF_W_INT16 || img->dtype == TF_W_INT32);
-    if (n && parallel_tiles) {
-        rc = write_tiles(w, img);
+    if (n && img->codec && !w->via_cfitsio) {
+        rc = write_tiles(w, img, 0);
         if (rc) {
             w->failed = 1;
             return rc;
         }
     } else if (n) {
-        /* cfitsio's prototype is not const; it does not write to the data. */
-        fits_write_img(w->fp, wtypes[img->dtype].datatype, 1, (LONGLONG)n, (void *)img->data,
-                       &st);
-        W_CFITSIO(st, w, "HDU %d: cannot write the data", HDU_NO(w));
+        rc = write_cfitsio_data(w, img, n);
+        if (rc) return rc;
     }
     added(w);
     return TF_OK;
