@@ -10,6 +10,8 @@ format (benchmarks/write.py has more cases, standalone):
   beforehand) written with one os.write, as `dd` would, to the same
   folder; no fsync, as the rivals make none.
 
+Each case's notes give every contender's MB/s of image data.
+
 Ours writes to a temporary name and renames it into place, without fsync
 (sync=False, the default; see docs/writing.md); the rivals write in place,
 without fsync either. Each
@@ -125,11 +127,17 @@ def run(workdir, quick):
         # others' by the dither, so its file is timed but not compared.
         unchecked = (harness.BOUND, "torchfits") if tensor.is_floating_point() and compress \
             else (harness.BOUND,)
-        yield harness.run_case(GROUP, name, c, check=check, unit="s/write", unchecked=unchecked,
+        res = harness.run_case(GROUP, name, c, check=check, unit="s/write", unchecked=unchecked,
                                repeat=3 if quick else 7, warmup=1, target=target,
                                target_text=f"<= {target}x",
                                notes=["ours: temporary file, rename, no fsync (sync=False); "
                                       "rivals: in place, no fsync"])
+        # the image's bytes over each contender's time
+        mb = tensor.numel() * tensor.element_size() / 1e6
+        res["notes"].append("MB/s of image data: " + ", ".join(
+            f"{who.split(' (')[0]} {mb / t:.0f}" for who, t in sorted(res["times"].items(),
+                                                                      key=lambda kv: kv[1])))
+        yield res
 
 
 if __name__ == "__main__":

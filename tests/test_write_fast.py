@@ -303,7 +303,7 @@ def test_float_tiles_bytes_as_cfitsio(tmp_path, dtype, codec, nan):
                 assert ("GZIP_COMPRESSED_DATA" in cols) == fallback
             assert ("ZBLANK" in zhead) == (nan and not lossless)
             assert header["BITPIX"] == (-32 if dtype == np.float32 else -64)
-    fitsverify(tmp_path / "fast.fits")
+            fitsverify(path)
 
 
 @pytest.mark.parametrize("codec", ["HCOMPRESS_1", "PLIO_1"])
@@ -335,7 +335,7 @@ def test_hcompress_plio_bytes_as_cfitsio(tmp_path, dtype, codec):
             assert fast == ref, (shape, tile, scale)
             if not scale:
                 assert torch.equal(tf.read(tmp_path / "fast.fits", hdu=1), x)
-    fitsverify(tmp_path / "fast.fits")
+            fitsverify(tmp_path / "fast.fits")
 
 
 NP_ANY = {torch.uint8: np.uint8, torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32}
