@@ -11,18 +11,22 @@
  *
  * The other changes: every output byte is bounds-checked (cfitsio stores
  * one byte past its buffer when a bit plane fills it, and does not check
- * bitmap planes at all), so a short buffer only ever gives TF_HCENC_FULL;
- * arithmetic that overflows in cfitsio's int and LONGLONG code is done in
- * unsigned types, with the same (wrapping) results and no undefined
- * behaviour; log2 of a size is computed on integers (cfitsio's float
- * formula rounds up to the same value); the quadtree's scratch and code
- * buffers are allocated once per call; bitcount, which nothing reads, is
- * gone. Some loops are rewritten for speed, with the same results: the
- * sign bits are gathered without branches, the quadrants' maxima row by
- * row, bufcopy packs Huffman codes into a 64-bit word, 4 bytes at a
- * time, and a bit plane that goes out as a bitmap reuses its first
- * quadtree level instead of recomputing it (1.7 times cfitsio's speed on
- * noise). The
+ * bitmap planes at all), so a short buffer only ever gives TF_HCENC_FULL
+ * (and a stream that fills the buffer exactly is accepted); arithmetic
+ * that overflows in cfitsio's int and LONGLONG code is done in unsigned
+ * types, with the same (wrapping) results and no undefined behaviour;
+ * bit planes above 28 (32-bit) or 60 (64-bit), where cfitsio's codes go
+ * out of range, get their 4-bit codes; log2 of a size is computed on
+ * integers (cfitsio's float formula rounds up to the same value); the
+ * quadtree's work areas are allocated once per call; bitcount, which
+ * nothing reads, is gone.
+ *
+ * Some loops are rewritten for speed, with the same results: the sign
+ * bits are gathered without branches, the quadrants' maxima row by row,
+ * bufcopy looks up two blocks' Huffman codes at once and packs them into
+ * a 64-bit word, 4 bytes at a time, and a bit plane that goes out as a
+ * bitmap reuses its first quadtree level instead of recomputing it (1.75
+ * times cfitsio's speed on noise, tests/c/bench_hcompress_enc.c). The
  * width-dependent functions are in hcompress_enc_body.h, built for int
  * and long long as cfitsio's two copies are.
  *
@@ -66,10 +70,20 @@ typedef struct hc_work {
 
 static const unsigned char code_magic[2] = {0xDD, 0x99};
 
-/* Huffman code values and number of bits in each code. */
-static const unsigned char code[16] = {0x3e, 0x00, 0x01, 0x08, 0x02, 0x09, 0x1a, 0x1b,
-                                       0x03, 0x1c, 0x0a, 0x1d, 0x0b, 0x1e, 0x3f, 0x0c};
-static const unsigned char ncode[16] = {6, 3, 3, 4, 3, 4, 5, 5, 3, 5, 4, 5, 4, 5, 6, 4};
+/* Huffman code values and number of bits in each code, cfitsio's
+ *   code[16] = {0x3e, 0x00, 0x01, 0x08, 0x02, 0x09, 0x1a, 0x1b,
+ *               0x03, 0x1c, 0x0a, 0x1d, 0x0b, 0x1e, 0x3f, 0x0c};
+ *   ncode[16] = {6, 3, 3, 4, 3, 4, 5, 5, 3, 5, 4, 5, 4, 5, 6, 4};
+ * packed into constants (codes 0 to 7 are the bytes of the first from the
+ * lowest, 8 to 15 those of the second; lengths are nybbles), so that
+ * bufcopy's table of code pairs is built from them at compile time. */
+#define HUFF_CODE(c) \
+    ((int)(((c) < 8 ? 0x1b1a09020801003eull : 0x0c3f1e0b1d0a1c03ull) >> 8 * ((c) & 7) & 0xff))
+#define HUFF_LEN(c) ((int)(0x4654545355434336ull >> 4 * (c) & 15))
+#define HUFF16(M) M(0), M(1), M(2), M(3), M(4), M(5), M(6), M(7), \
+                  M(8), M(9), M(10), M(11), M(12), M(13), M(14), M(15)
+static const unsigned char code[16] = {HUFF16(HUFF_CODE)};
+static const unsigned char ncode[16] = {HUFF16(HUFF_LEN)};
 
 /* log2 of n rounded up (0 for n <= 1). */
 static int ceil_log2(int n) {
@@ -184,25 +198,39 @@ static void done_outputing_bits(hc_out *o) {
 
 /* ---- qtree_encode.c: the width-independent parts ---- */
 
+/* The Huffman codes of two 2x2 blocks i & 15 (first) and i >> 4 for
+ * bufcopy: the first's code in the low bits, the second's above, their
+ * total length in the top 4 bits; a zero block adds nothing (cfitsio's
+ * bufcopy skips it). */
+#define NZ_CODE(c) ((c) == 0 ? 0 : HUFF_CODE(c))
+#define NZ_LEN(c) ((c) == 0 ? 0 : HUFF_LEN(c))
+#define PAIR(i) (uint16_t)(NZ_CODE((i) & 15) | NZ_CODE((i) >> 4) << NZ_LEN((i) & 15) | \
+                           (NZ_LEN((i) & 15) + NZ_LEN((i) >> 4)) << 12)
+#define PAIRS4(i) PAIR(i), PAIR(i + 1), PAIR(i + 2), PAIR(i + 3)
+#define PAIRS16(i) PAIRS4(i), PAIRS4(i + 4), PAIRS4(i + 8), PAIRS4(i + 12)
+#define PAIRS64(i) PAIRS16(i), PAIRS16(i + 16), PAIRS16(i + 32), PAIRS16(i + 48)
+static const uint16_t pair_code[256] = {PAIRS64(0), PAIRS64(64), PAIRS64(128), PAIRS64(192)};
+#undef PAIRS64
+#undef PAIRS16
+#undef PAIRS4
+#undef PAIR
+
 /* Append the Huffman codes of the non-zero a[0 .. n - 1] to the buffer;
- * 1 when it fills (the quadtree would be longer than a bitmap). A zero
- * adds nothing (hcode[0], hlen[0] are 0), which spares a branch. */
+ * 1 when it fills (the quadtree would be longer than a bitmap). */
 static int bufcopy(hc_out *o, const unsigned char a[], int n, unsigned char buffer[], int *b,
                    int bmax) {
-    static const unsigned char hcode[16] = {0, 0x00, 0x01, 0x08, 0x02, 0x09, 0x1a, 0x1b,
-                                            0x03, 0x1c, 0x0a, 0x1d, 0x0b, 0x1e, 0x3f, 0x0c};
-    static const unsigned char hlen[16] = {0, 3, 3, 4, 3, 4, 5, 5, 3, 5, 4, 5, 4, 5, 6, 4};
-    /* codes gather in a 64-bit word, 4 bytes go out at a time while the
-     * buffer has room for them; the bytes and the point where it fills
-     * are those of cfitsio's byte-at-a-time loop */
+    /* codes gather in a 64-bit word, two blocks at a time, and 4 bytes
+     * go out at a time while the buffer has room for them; the bytes and
+     * the point where it fills are those of cfitsio's byte-at-a-time loop */
     uint64_t bits = o->bitbuffer;
     int nbits = o->bits_to_go3, nb = *b, i = 0;
-    for (; i < n; i++) {
-        bits |= (uint64_t)hcode[a[i]] << nbits;
-        nbits += hlen[a[i]];
+    for (; i + 1 < n; i += 2) {
+        unsigned e = pair_code[a[i] | a[i + 1] << 4];
+        bits |= (uint64_t)(e & 0xFFF) << nbits;
+        nbits += (int)(e >> 12);
         if (nbits >= 32) {
             if (bmax - nb <= 4) { /* it may fill: the rest byte by byte */
-                i++;
+                i += 2;
                 break;
             }
             for (int k = 0; k < 4; k++) buffer[nb++] = (unsigned char)(bits >> 8 * k);
@@ -221,8 +249,8 @@ static int bufcopy(hc_out *o, const unsigned char a[], int n, unsigned char buff
             nbits -= 8;
         }
         if (i >= n) break;
-        bits |= (uint64_t)hcode[a[i]] << nbits;
-        nbits += hlen[a[i]];
+        bits |= (uint64_t)NZ_CODE(a[i]) << nbits;
+        nbits += NZ_LEN(a[i]);
         i++;
     }
     o->bitbuffer = (unsigned)bits;
@@ -230,6 +258,8 @@ static int bufcopy(hc_out *o, const unsigned char a[], int n, unsigned char buff
     *b = nb;
     return 0;
 }
+#undef NZ_CODE
+#undef NZ_LEN
 
 /* buffer[n - 1], ..., buffer[0], 8 bits each: output_nbits(o, buffer[i],
  * 8) in a loop, which leaves bits_to_go2 as it is. */

@@ -34,7 +34,7 @@ enum {
  *
  * Where cfitsio's behaviour is undefined its compiled code's is kept:
  * sums wrap, shifts right are arithmetic. One exception: when a
- * coefficient needs 29 or more bit planes on the 32-bit path (60 or more
+ * coefficient needs 29 or more bit planes on the 32-bit path (61 or more
  * on the 64-bit one), cfitsio's quadtree coder indexes its Huffman tables
  * with sign-extended codes (code[248..255], read past the table); ours
  * uses the 4-bit codes the format defines (cfitsio may crash there). Its
@@ -47,8 +47,9 @@ int tf_hcompress64(long long *a, int ny, int nx, int scale, char *out, long *nby
 
 /* A buffer size that any nx x ny tile fits on the 32-bit (wide 0) or
  * 64-bit path, whatever its values and scale; 0 for sizes tf_hcompress
- * refuses. About nx * ny * 16 (wide: 32) bits: every bit plane stored as
- * a bitmap. */
+ * refuses. About 4 * nx * ny bytes (wide: 8 * nx * ny): every bit plane
+ * stored as a bitmap. (cfitsio's writer allocates 2.2 * nx * ny + 26
+ * bytes for ZBITPIX 8 and 16 tiles, 4.4 * nx * ny + 26 for the others.) */
 long tf_hcompress_bound(int ny, int nx, int wide);
 
 /* Words for a TF_HCENC_ status. */
