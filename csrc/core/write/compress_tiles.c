@@ -333,7 +333,7 @@ static int code_bytes(const shared_t *s, scratch_t *w, char *vals, int64_t n, in
  * ny), as imcomp_compress_tile codes them; *why on a refusal. */
 static int code_ints(const shared_t *s, scratch_t *w, int64_t n, long nx, long ny, int nullcheck,
                      unsigned char **out, size_t *outlen, const char **why) {
-    const tf_wtiles *t = s->t;
+    tf_wtiles *t = s->t;
     int *idata = (int *)w->ints;
     if (t->codec == TF_CODEC_PLIO_1) {
         for (int64_t i = 0; i < n; i++)
