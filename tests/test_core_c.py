@@ -74,6 +74,11 @@ DECODERS = {
     # buffers (ASan: no byte past them), and gives the same bytes from 8
     # threads at once.
     "hcompress_enc": ("csrc/core/write/hcompress_enc.c", 85000),
+    # tests/c/test_quantize.c: the float quantizer gives fits_quantize_float's
+    # integers, ZSCALE and ZZERO bit for bit (noise, sources, counts,
+    # constants, nulls, infinities; every level and dither method), or
+    # hands the tile back to cfitsio where it says it does.
+    "quantize": ("csrc/core/write/quantize.c", 20000),
 }
 
 

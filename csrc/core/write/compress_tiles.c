@@ -5,8 +5,9 @@
  * thread (imcomp_compress_tile). Its steps are plain functions of a
  * buffer, so workers here gather each tile's pixels in cfitsio's order
  * (the first FITS axis fastest), prepare them as imcomp_convert_tile_*
- * does (unsigned types offset; floats quantized by cfitsio's own
- * fits_quantize_float/double with the tile's dither row), code them
+ * does (unsigned types offset; floats quantized as cfitsio's
+ * fits_quantize_float/double quantize them, with the tile's dither row:
+ * float32 by quantize.c, its noise estimate made fast), code them
  * (RICE_1: the same bitstream as fits_rcomp*, written faster, below;
  * GZIP: cfitsio's compress2mem_from_mem; PLIO_1: its pl_p2li; HCOMPRESS_1:
  * hcompress_enc.c, fits_hcompress made reentrant) with the same buffer
@@ -24,6 +25,7 @@
 #include "../common/internal.h"
 #include "compress_tiles.h"
 #include "hcompress_enc.h"
+#include "quantize.h"
 
 /* libcfitsio's exported per-tile steps (ricecomp.c, zcompress.c,
  * pliocomp.c, quantize.c, imcompress.c); fitsio.h does not declare them. */
@@ -404,7 +406,12 @@ static int code_float(const shared_t *s, scratch_t *w, int64_t k, int64_t n, lon
     long row = t->dither == -1 ? 0 : (long)(k + 1) + t->seed - 1;
     int *idata = (int *)w->ints, imin = 0, imax = 0;
     double bscale = 1., bzero = 0.;
-    int flag = dbl ? fits_quantize_double(row, (double *)w->pix, nx, ny, t->nulls,
+    int flag = dbl ? TF_QUANTIZE_ASK_CFITSIO
+                   : tf_quantize_float(row, (float *)w->pix, nx, ny, t->nulls, FLOATNULLVALUE,
+                                       t->qlevel, t->dither, idata, &bscale, &bzero);
+    if (flag == TF_QUANTIZE_NOMEM) return TF_ENOMEM;
+    if (flag == TF_QUANTIZE_ASK_CFITSIO)
+        flag = dbl ? fits_quantize_double(row, (double *)w->pix, nx, ny, t->nulls,
                                           DOUBLENULLVALUE, t->qlevel, t->dither, idata, &bscale,
                                           &bzero, &imin, &imax)
                    : fits_quantize_float(row, (float *)w->pix, nx, ny, t->nulls, FLOATNULLVALUE,

@@ -319,6 +319,14 @@ static void write_bdirect(hc_out *o, int nqx, int nqy, const unsigned char scrat
 #define TF_HCENC_TEST_HIGH 0
 #endif
 
+/* The entry points' argument check (fits_hcompress, fits_hcompress64; the
+ * body defines them). */
+static int check_args(const void *a, int ny, int nx, const char *out, const long *nbytes) {
+    if (!a || !nbytes || (!out && *nbytes > 0)) return TF_HCENC_ARG;
+    if (nx < 1 || ny < 1 || (long long)nx * ny > INT_MAX - 8) return TF_HCENC_ARG;
+    return TF_HCENC_OK;
+}
+
 #define T int
 #define UT unsigned
 #define NAME(x) x
@@ -334,46 +342,6 @@ static void write_bdirect(hc_out *o, int nqx, int nqy, const unsigned char scrat
 #undef T
 #undef UT
 #undef NAME
-
-/* ---- the entry points (fits_hcompress, fits_hcompress64) ---- */
-
-static int check_args(const void *a, int ny, int nx, const char *out, const long *nbytes) {
-    if (!a || !nbytes || (!out && *nbytes > 0)) return TF_HCENC_ARG;
-    if (nx < 1 || ny < 1 || (long long)nx * ny > INT_MAX - 8) return TF_HCENC_ARG;
-    return TF_HCENC_OK;
-}
-
-int tf_hcompress(int *a, int ny, int nx, int scale, char *out, long *nbytes) {
-    int st = check_args(a, ny, nx, out, nbytes);
-    if (st) {
-        if (nbytes) *nbytes = 0;
-        return st;
-    }
-    hc_out o = {(unsigned char *)out, 0, *nbytes > 0 ? *nbytes : 0, 0, 0, 8, 0, 0};
-    st = htrans(a, nx, ny);
-    if (!st) {
-        digitize(a, nx, ny, scale);
-        st = encode(&o, a, nx, ny, scale);
-    }
-    *nbytes = st ? 0 : o.n;
-    return st;
-}
-
-int tf_hcompress64(long long *a, int ny, int nx, int scale, char *out, long *nbytes) {
-    int st = check_args(a, ny, nx, out, nbytes);
-    if (st) {
-        if (nbytes) *nbytes = 0;
-        return st;
-    }
-    hc_out o = {(unsigned char *)out, 0, *nbytes > 0 ? *nbytes : 0, 0, 0, 8, 0, 0};
-    st = htrans64(a, nx, ny);
-    if (!st) {
-        digitize64(a, nx, ny, scale);
-        st = encode64(&o, a, nx, ny, scale);
-    }
-    *nbytes = st ? 0 : o.n;
-    return st;
-}
 
 /* Per bit plane of a quadrant with nb 2x2 blocks, at most 4 + 4 * nb bits
  * (a bitmap) or 4 + 7 + 8 * (bmax - 1) <= 4 + 4 * nb + 3 (a quadtree,

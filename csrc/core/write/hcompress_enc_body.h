@@ -296,6 +296,23 @@ static int NAME(encode)(hc_out *o, T a[], int nx, int ny, int scale) {
     return o->overflow ? TF_HCENC_FULL : TF_HCENC_OK;
 }
 
+/* tf_hcompress, tf_hcompress64 (hcompress_enc.h) */
+int NAME(tf_hcompress)(T *a, int ny, int nx, int scale, char *out, long *nbytes) {
+    int st = check_args(a, ny, nx, out, nbytes);
+    if (st) {
+        if (nbytes) *nbytes = 0;
+        return st;
+    }
+    hc_out o = {(unsigned char *)out, 0, *nbytes > 0 ? *nbytes : 0, 0, 0, 8, 0, 0};
+    st = NAME(htrans)(a, nx, ny);
+    if (!st) {
+        NAME(digitize)(a, nx, ny, scale);
+        st = NAME(encode)(&o, a, nx, ny, scale);
+    }
+    *nbytes = st ? 0 : o.n;
+    return st;
+}
+
 #undef ADD
 #undef SUB
 #undef SHL
