@@ -88,6 +88,15 @@ PROFILES = {
         "fsync unless `sync=True`; the rivals write in place and never fsync). `limit` is one "
         "write() of the file's bytes to the same disk, and ours is at it. The writing target "
         "was set against fitsio's time, which the case's row gives beside astropy's."),
+    r"^Writing: write .* RICE_1 quantized": (
+        "Ours quantizes each row tile on two threads (cfitsio's arithmetic, its noise medians "
+        "by a radix select: tests/c/bench_quantize.c, 2.5x cfitsio's quantizer on one thread) "
+        "and codes it with our RICE_1 coder; every rival does all of it on one thread. Run "
+        "alone (`./run.sh bench --only write`) ours takes about 140 ms, 0.24x torchfits; in "
+        "the full run it takes about twice that, the time of one thread, while the rivals "
+        "take what they take alone. The case syncs first, which took the uncompressed case "
+        "back to its bound (bench_memory's 1 GiB files were still being written back), but "
+        "not this one: what holds a core after the earlier groups is not found yet."),
     r"^remote: 100 random 64x64 cutouts.*each opening": (
         "Each cutout opens the URL anew. The first open of a URL learns its size, its "
         "validators and its first 64 KiB (the header and the tile table); a later open of "

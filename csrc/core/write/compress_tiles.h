@@ -31,7 +31,8 @@ typedef struct tf_wtiles {
     int nulls;                /* 1: the image holds NaN: they become cfitsio's
                                  null value (fits_write_imgnull with
                                  FLOATNULLVALUE / DOUBLENULLVALUE) */
-    int hc_nullval;           /* fits_img_stats_int's null value (HCOMPRESS_1) */
+    int hc_nullval;           /* fits_img_stats_int's null value (HCOMPRESS_1): 0, the
+                                 zblank cfitsio's writer holds while it codes */
     float hcomp_scale;        /* HCOMPRESS_1 */
     int threads;              /* 0: automatic */
     /* out: tile k (cfitsio's row k + 1) in bytes[k], lens[k] bytes (PLIO_1:
