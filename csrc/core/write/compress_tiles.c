@@ -22,6 +22,7 @@
 
 #include <fitsio.h>
 
+#include "../common/convert.h"
 #include "../common/internal.h"
 #include "compress_tiles.h"
 #include "hcompress_enc.h"
@@ -66,9 +67,22 @@ typedef struct {
     const char *why;
 } job_t;
 
+/* The 2-d shape the quantizer and HCOMPRESS_1 see of a tile of fd axes
+ * of len[] pixels (fits_calc_tile_rows: the first axis longer than 1, and
+ * the product of the others). */
+static void tile_rows(const int64_t *len, int fd, long *nx, long *ny) {
+    *nx = 0;
+    *ny = 1;
+    for (int i = 0; i < fd; i++) {
+        if (len[i] <= 1) continue;
+        if (!*nx) *nx = (long)len[i];
+        else *ny *= (long)len[i];
+    }
+    if (!*nx) *nx = 1;
+}
+
 /* Tile k's pixels, the first FITS axis fastest, into buf; its count, and
- * the 2-d shape the quantizer sees (fits_calc_tile_rows: the first axis
- * longer than 1, and the product of the others). */
+ * its tile_rows. */
 static int64_t gather(const shared_t *s, int64_t k, char *buf, long *nx, long *ny) {
     const tf_wtiles *t = s->t;
     int64_t start[TF_MAX_DIMS] = {0}, len[TF_MAX_DIMS] = {0}, n = 1;
@@ -79,14 +93,7 @@ static int64_t gather(const shared_t *s, int64_t k, char *buf, long *nx, long *n
         len[i] = s->dims[i] - start[i] < s->tdim[i] ? s->dims[i] - start[i] : s->tdim[i];
         n *= len[i];
     }
-    *nx = 0;
-    *ny = 1;
-    for (int i = 0; i < s->fd; i++) {
-        if (len[i] <= 1) continue;
-        if (!*nx) *nx = (long)len[i];
-        else *ny *= (long)len[i];
-    }
-    if (!*nx) *nx = 1;
+    tile_rows(len, s->fd, nx, ny);
     const size_t es = s->es;
     const size_t line = (size_t)len[0] * es;
     int64_t c[TF_MAX_DIMS] = {0};  /* position within the tile, axes 1.. */
@@ -240,33 +247,26 @@ typedef struct {
     char *pix;        /* the tile's values as given */
     char *ints;       /* int32 (quantized floats, PLIO_1, HCOMPRESS_1) or
                          int64 (HCOMPRESS_1 of 32-bit values) */
-    char *shuf;       /* GZIP_2's shuffled bytes */
+    char *shuf;       /* gzip's input: the tile big-endian, or shuffled */
     unsigned char *cbuf;
     uint32_t *diff;   /* RICE_1's block */
 } scratch_t;
 
-/* The n values of size es at p made big-endian in place. */
-static void to_big_endian(char *p, int64_t n, size_t es) {
-    if (es == 1) return;
-    for (int64_t i = 0; i < n; i++, p += es)
-        for (size_t a = 0, b = es - 1; a < b; a++, b--) {
-            char c = p[a];
-            p[a] = p[b];
-            p[b] = c;
-        }
-}
-
-/* gzip of n values of size es (big-endian first, their bytes grouped by
- * significance for `shuffle`: cfitsio's fits_shuffle_*bytes), into a
- * buffer of cfitsio's size that it grows as it needs. */
-static int gzip_tile(scratch_t *w, char *vals, int64_t n, size_t es, int shuffle, size_t clen,
-                     unsigned char **out, size_t *outlen) {
-    to_big_endian(vals, n, es);
+/* gzip of n native values of size es at vals, big-endian (tf_store_be)
+ * and, for `shuffle`, their big-endian bytes grouped by significance
+ * (cfitsio's fits_shuffle_*bytes), into a buffer of cfitsio's size that it
+ * grows as it needs. */
+static int gzip_tile(scratch_t *w, const char *vals, int64_t n, size_t es, int shuffle,
+                     size_t clen, unsigned char **out, size_t *outlen) {
     const char *in = vals;
     if (shuffle && es > 1) {
+        /* big-endian byte b of a value is its native byte es - 1 - b */
         for (int64_t i = 0; i < n; i++)
             for (size_t b = 0; b < es; b++)
-                w->shuf[(size_t)b * (size_t)n + (size_t)i] = vals[(size_t)i * es + b];
+                w->shuf[(size_t)b * (size_t)n + (size_t)i] = vals[(size_t)i * es + es - 1 - b];
+        in = w->shuf;
+    } else if (es > 1) {
+        tf_store_be(vals, w->shuf, (size_t)n, es, 0);
         in = w->shuf;
     }
     size_t size = clen ? clen : 1, len = 0;
@@ -381,6 +381,18 @@ static int code_ints(const shared_t *s, scratch_t *w, int64_t n, long nx, long n
     return keep(w->cbuf, (size_t)len, out, outlen);
 }
 
+void tf_wtiles_nan_to_null(void *v, size_t n, int dbl) {
+    if (dbl) {
+        double *d = v;
+        for (size_t i = 0; i < n; i++)
+            if (isnan(d[i])) d[i] = DOUBLENULLVALUE;
+    } else {
+        float *f = v;
+        for (size_t i = 0; i < n; i++)
+            if (isnan(f[i])) f[i] = FLOATNULLVALUE;
+    }
+}
+
 /* A float tile: quantized (its NaN made cfitsio's null value first, where
  * the image has any) and coded as integers, or, where cfitsio would not
  * quantize it, gzip of its values (raw[k]); lossless: gzip of its values. */
@@ -392,17 +404,7 @@ static int code_float(const shared_t *s, scratch_t *w, int64_t k, int64_t n, lon
     if (!t->quantize)
         return gzip_tile(w, w->pix, n, es, t->codec == TF_CODEC_GZIP_2, (size_t)s->clen, out,
                          outlen);
-    if (t->nulls) {
-        if (dbl) {
-            double *v = (double *)w->pix;
-            for (int64_t i = 0; i < n; i++)
-                if (isnan(v[i])) v[i] = DOUBLENULLVALUE;
-        } else {
-            float *v = (float *)w->pix;
-            for (int64_t i = 0; i < n; i++)
-                if (isnan(v[i])) v[i] = FLOATNULLVALUE;
-        }
-    }
+    if (t->nulls) tf_wtiles_nan_to_null(w->pix, (size_t)n, dbl);
     long row = t->dither == -1 ? 0 : (long)(k + 1) + t->seed - 1;
     int *idata = (int *)w->ints, imin = 0, imax = 0;
     double bscale = 1., bzero = 0.;
@@ -473,13 +475,13 @@ static void *worker(void *arg) {
     scratch_t w = {0};
     w.pix = malloc(m * s->es);
     w.ints = malloc(m * 8);
-    w.shuf = t->codec == TF_CODEC_GZIP_2 ? malloc(m * 8) : NULL;
+    w.shuf = malloc(m * 8);
     /* The Rice coder writes up to a block past clen before it checks;
      * pl_p2li writes up to 2 shorts a pixel and 7 more, unchecked. */
     w.cbuf = calloc((size_t)(s->clen > s->hc_cap ? s->clen : s->hc_cap) +
                         8 * (size_t)(t->blocksize > 0 ? t->blocksize : 1) + 4 * m + 64, 1);
     w.diff = malloc(sizeof *w.diff * (size_t)(t->blocksize > 0 ? t->blocksize : 1));
-    if (!w.pix || !w.ints || (t->codec == TF_CODEC_GZIP_2 && !w.shuf) || !w.cbuf || !w.diff) {
+    if (!w.pix || !w.ints || !w.shuf || !w.cbuf || !w.diff) {
         atomic_store(&s->status, TF_ENOMEM);
     } else {
         for (;;) {
@@ -573,13 +575,9 @@ int tf_wtiles_compress(tf_wtiles *t) {
     s->clen = (int)clen;
     if (t->codec == TF_CODEC_HCOMPRESS_1) {
         /* room for any whole tile (an edge tile is smaller) */
-        long nx = 0, ny = 1;
-        for (int i = 0; i < s->fd; i++) {
-            if (s->tdim[i] <= 1) continue;
-            if (!nx) nx = (long)s->tdim[i];
-            else ny *= (long)s->tdim[i];
-        }
-        long cap = tf_hcompress_bound((int)(nx ? nx : 1), (int)ny,
+        long nx, ny;
+        tile_rows(s->tdim, s->fd, &nx, &ny);
+        long cap = tf_hcompress_bound((int)nx, (int)ny,
                                       s->zbitpix != BYTE_IMG && s->zbitpix != SHORT_IMG);
         if (cap <= 0 || cap > INT32_MAX) {
             free(s);

@@ -65,4 +65,8 @@ typedef struct tf_wtiles {
 int tf_wtiles_compress(tf_wtiles *t);
 void tf_wtiles_free(tf_wtiles *t);
 
+/* The NaN of n floats (dbl: doubles) at v made cfitsio's null value,
+ * FLOATNULLVALUE / DOUBLENULLVALUE, as fits_write_imgnull takes them. */
+void tf_wtiles_nan_to_null(void *v, size_t n, int dbl);
+
 #endif /* TORCHFITS_WRITE_COMPRESS_TILES_H */

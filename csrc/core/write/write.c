@@ -893,17 +893,11 @@ static int write_cfitsio_data(tf_writer *w, const tf_write_image *img, size_t n)
         void *copy = malloc(img->nbytes);
         if (!copy) return wfail(w, TF_ENOMEM, 0, "out of memory");
         memcpy(copy, img->data, img->nbytes);
-        if (dbl) {
-            double *v = copy, null = DOUBLENULLVALUE;
-            for (size_t i = 0; i < n; i++)
-                if (isnan(v[i])) v[i] = null;
-            fits_write_imgnull(w->fp, TDOUBLE, 1, (LONGLONG)n, copy, &null, &st);
-        } else {
-            float *v = copy, null = FLOATNULLVALUE;
-            for (size_t i = 0; i < n; i++)
-                if (isnan(v[i])) v[i] = null;
-            fits_write_imgnull(w->fp, TFLOAT, 1, (LONGLONG)n, copy, &null, &st);
-        }
+        tf_wtiles_nan_to_null(copy, n, dbl);
+        double dnull = DOUBLENULLVALUE;
+        float fnull = FLOATNULLVALUE;
+        fits_write_imgnull(w->fp, dbl ? TDOUBLE : TFLOAT, 1, (LONGLONG)n, copy,
+                           dbl ? (void *)&dnull : (void *)&fnull, &st);
         free(copy);
     } else {
         /* cfitsio's prototype is not const; it does not write to the data. */
